@@ -1,0 +1,489 @@
+//! The `tokenbroker` command line.
+//!
+//! Exit codes (SPEC.md): 0 success, 2 usage or configuration error (bad
+//! config, unusable certificate or key), 1 anything else.
+
+use crate::cloud::{self, Cloud};
+use crate::config::{self, Config, ConfigError};
+use crate::credentials::{
+    self, rfc3339, CertificateInfo, Credential, CredentialError, CredentialSource, PasswordSource,
+    Validity,
+};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+use zeroize::Zeroizing;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tokenbroker",
+    version,
+    about = "Local broker for Microsoft Graph app-only tokens"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Certificates for the app registration.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Account secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Print the admin-consent URL a customer's global admin opens.
+    ConsentUrl {
+        /// Tenant GUID, verified domain, or `organizations` (the admin's own tenant).
+        #[arg(long)]
+        tenant: String,
+        /// Where Entra sends the admin afterwards; must be registered on the app.
+        #[arg(long)]
+        redirect_uri: Option<String>,
+        /// Opaque value echoed back to the redirect URI; check it there.
+        #[arg(long)]
+        state: Option<String>,
+        /// Configuration file to take the client ID and cloud from.
+        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Client ID (instead of the configuration's).
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Cloud (instead of the configuration's): global, usgov, usgov-dod, china.
+        #[arg(long)]
+        cloud: Option<String>,
+    },
+    /// Validate the configuration, certificate and key (offline).
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Create a self-signed certificate and key to upload to the app registration.
+    New {
+        /// Subject, e.g. `CN=tokenbroker,O=Contoso` (CN, O, OU, L, ST, C).
+        #[arg(long)]
+        subject: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 730)]
+        days: u32,
+        /// RSA key size: 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+        /// Directory for `cert.pem` and `key.pem`.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show a certificate's subject, validity and thumbprints.
+    Inspect {
+        /// PEM, DER or PFX file.
+        cert: PathBuf,
+        /// Key file to check against the certificate.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Environment variable holding the key or PFX password.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Print a fresh account secret and its `secret_sha256` line.
+    New {
+        /// Account the secret is for.
+        #[arg(long)]
+        account: String,
+    },
+}
+
+/// A command failure and its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Bad configuration (exit 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Unusable certificate or key (exit 2).
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    /// Anything else (exit 1).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) | CliError::Credential(_) => 2,
+            CliError::Other(_) => 1,
+        }
+    }
+}
+
+/// Parses the process arguments, runs the command, and returns the exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Cert(CertCommand::New {
+            subject,
+            days,
+            bits,
+            out,
+            force,
+        }) => cert_new(&subject, days, bits, &out, force),
+        Command::Cert(CertCommand::Inspect {
+            cert,
+            key,
+            password_env,
+        }) => cert_inspect(&cert, key.as_deref(), password_env.as_deref()),
+        Command::Secret(SecretCommand::New { account }) => secret_new(&account),
+        Command::ConsentUrl {
+            tenant,
+            redirect_uri,
+            state,
+            config,
+            client_id,
+            cloud,
+        } => consent_url(
+            &tenant,
+            redirect_uri.as_deref(),
+            state.as_deref(),
+            &config,
+            client_id,
+            cloud,
+        ),
+        Command::Check { config } => check(&config),
+    }
+}
+
+fn out(text: std::fmt::Arguments<'_>) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(text)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .map_err(|e| CliError::Other(format!("writing to stdout: {e}")))
+}
+
+fn cert_new(subject: &str, days: u32, bits: u32, dir: &Path, force: bool) -> Result<(), CliError> {
+    let key_size = match bits {
+        2048 => rcgen::RsaKeySize::_2048,
+        3072 => rcgen::RsaKeySize::_3072,
+        4096 => rcgen::RsaKeySize::_4096,
+        other => {
+            return Err(CliError::Usage(format!(
+                "--bits {other}: use 2048, 3072 or 4096"
+            )))
+        }
+    };
+    if days == 0 || days > 3650 {
+        return Err(CliError::Usage(format!("--days {days}: use 1 to 3650")));
+    }
+    let dn = parse_subject(subject)?;
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, key_size)
+        .map_err(|e| CliError::Other(format!("generating the RSA key: {e}")))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = dn;
+    // Backdated a little so a host with a slow clock does not see "not yet valid".
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let mut serial = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut serial)
+        .map_err(|_| CliError::Other("the system random generator failed".into()))?;
+    serial[0] &= 0x7f; // positive
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| CliError::Other(format!("signing the certificate: {e}")))?;
+
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::Other(format!("creating {}: {e}", dir.display())))?;
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    for path in [&cert_path, &key_path] {
+        if path.exists() && !force {
+            return Err(CliError::Usage(format!(
+                "{} exists; choose another --out directory or pass --force to replace it",
+                path.display()
+            )));
+        }
+    }
+    let key_pem = Zeroizing::new(key.serialize_pem());
+    write_file(&key_path, key_pem.as_bytes(), 0o600)?;
+    write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
+
+    let info = CertificateInfo::from_der(cert.der()).map_err(CliError::Other)?;
+    out(format_args!("certificate: {}", cert_path.display()))?;
+    out(format_args!(
+        "private key: {} (mode 0600; keep it on this host only)",
+        key_path.display()
+    ))?;
+    print_info(&info)?;
+    out(format_args!(
+        "\nUpload {} in the Entra admin center: App registrations > your app > \
+         Certificates & secrets > Certificates > Upload certificate.\n\
+         The portal will show thumbprint {}.",
+        cert_path.display(),
+        info.thumbprint_sha1
+    ))
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(contents))
+        .map_err(|e| CliError::Other(format!("writing {}: {e}", path.display())))
+}
+
+/// Parses `CN=name,O=org,…` into a distinguished name.
+fn parse_subject(subject: &str) -> Result<rcgen::DistinguishedName, CliError> {
+    let mut dn = rcgen::DistinguishedName::new();
+    for part in subject.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((attr, value)) = part.split_once('=') else {
+            return Err(CliError::Usage(format!(
+                "--subject: \"{part}\" is not ATTR=value; write e.g. CN=tokenbroker,O=Contoso"
+            )));
+        };
+        let kind = match attr.trim().to_ascii_uppercase().as_str() {
+            "CN" => rcgen::DnType::CommonName,
+            "O" => rcgen::DnType::OrganizationName,
+            "OU" => rcgen::DnType::OrganizationalUnitName,
+            "L" => rcgen::DnType::LocalityName,
+            "ST" => rcgen::DnType::StateOrProvinceName,
+            "C" => rcgen::DnType::CountryName,
+            other => {
+                return Err(CliError::Usage(format!(
+                    "--subject: attribute \"{other}\" is not supported; use CN, O, OU, L, ST or C"
+                )))
+            }
+        };
+        dn.push(kind, value.trim());
+    }
+    if dn.get(&rcgen::DnType::CommonName).is_none() {
+        return Err(CliError::Usage(
+            "--subject must contain CN=…, e.g. CN=tokenbroker".into(),
+        ));
+    }
+    Ok(dn)
+}
+
+fn print_info(info: &CertificateInfo) -> Result<(), CliError> {
+    out(format_args!("subject:        {}", info.subject))?;
+    out(format_args!("issuer:         {}", info.issuer))?;
+    out(format_args!("not before:     {}", rfc3339(info.not_before)))?;
+    out(format_args!("not after:      {}", rfc3339(info.not_after)))?;
+    out(format_args!(
+        "thumbprint:     {}  (SHA-1, as the Azure portal shows it)",
+        info.thumbprint_sha1
+    ))?;
+    out(format_args!("x5t:            {}", info.x5t))?;
+    out(format_args!("x5t#S256:       {}", info.x5t_s256))?;
+    if info.key_algorithm == "RSA" {
+        out(format_args!("key:            RSA {} bits", info.key_bits))
+    } else {
+        out(format_args!(
+            "key:            {} (Entra accepts RSA only)",
+            info.key_algorithm
+        ))
+    }
+}
+
+fn cert_inspect(
+    path: &Path,
+    key: Option<&Path>,
+    password_env: Option<&str>,
+) -> Result<(), CliError> {
+    let password = password_env.map(PasswordSource::from_env);
+    let (infos, embedded_match) = credentials::inspect_file(path, password.as_ref())?;
+    let Some(leaf) = infos.first() else {
+        return Err(CliError::Other(format!(
+            "{} holds no certificate",
+            path.display()
+        )));
+    };
+    print_info(leaf)?;
+    let status = match leaf.validity_at(SystemTime::now()) {
+        Validity::Valid => "valid".to_owned(),
+        Validity::ExpiresSoon(left) => format!(
+            "valid, expires in {} days: rotate soon",
+            left.as_secs() / 86_400
+        ),
+        Validity::Expired => "EXPIRED".to_owned(),
+        Validity::NotYetValid => "NOT YET VALID".to_owned(),
+    };
+    out(format_args!("status:         {status}"))?;
+    if infos.len() > 1 {
+        out(format_args!(
+            "chain:          {} more certificate(s)",
+            infos.len() - 1
+        ))?;
+    }
+    let matches = match key {
+        Some(key_path) => Some(credentials::key_matches(leaf, key_path, password.as_ref())?),
+        None => embedded_match,
+    };
+    match matches {
+        Some(true) => out(format_args!("key matches:    yes")),
+        Some(false) => {
+            out(format_args!("key matches:    NO"))?;
+            Err(CliError::Credential(CredentialError::KeyMismatch {
+                certificate: path.to_owned(),
+                key: key.unwrap_or(path).to_owned(),
+                thumbprint: leaf.thumbprint_sha1.clone(),
+            }))
+        }
+        None => Ok(()),
+    }
+}
+
+fn secret_new(account: &str) -> Result<(), CliError> {
+    config::Name::try_from(account.to_owned())
+        .map_err(|e| CliError::Usage(format!("--account: {e}")))?;
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(bytes.as_mut())
+        .map_err(|_| CliError::Other("the system random generator failed".into()))?;
+    use base64::Engine;
+    let secret = Zeroizing::new(format!(
+        "tb_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref())
+    ));
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    out(format_args!("{}", secret.as_str()))?;
+    eprintln!(
+        "The line above is the secret for account \"{account}\": give it to that service \
+         (Authorization: Bearer …, or IDENTITY_HEADER). It is not stored anywhere.\n\
+         Put this line in the [[accounts]] entry named \"{account}\":\n\n    secret_sha256 = \"{hex}\"\n"
+    );
+    Ok(())
+}
+
+fn consent_url(
+    tenant: &str,
+    redirect_uri: Option<&str>,
+    state: Option<&str>,
+    config_path: &Path,
+    client_id: Option<String>,
+    cloud: Option<String>,
+) -> Result<(), CliError> {
+    if tenant != "organizations" {
+        config::check_tenant_id(tenant).map_err(|e| CliError::Usage(format!("--tenant: {e}")))?;
+    }
+    let cloud: Option<Cloud> = match cloud {
+        Some(name) => Some(
+            Cloud::ALL
+                .into_iter()
+                .find(|c| c.name() == name)
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "--cloud \"{name}\": use global, usgov, usgov-dod or china"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let (client_id, cloud, authority) = match client_id {
+        Some(id) => {
+            config::Guid::try_from(id.clone())
+                .map_err(|e| CliError::Usage(format!("--client-id: {e}")))?;
+            let cloud = cloud.unwrap_or_default();
+            (id, cloud, cloud.authority_host().to_owned())
+        }
+        None => {
+            let config = Config::load(config_path)?;
+            let cloud = cloud.unwrap_or(config.app.cloud);
+            let authority = match &config.app.authority_host {
+                Some(host) => host.as_str().to_owned(),
+                None => cloud.authority_host().to_owned(),
+            };
+            (config.app.client_id.as_str().to_owned(), cloud, authority)
+        }
+    };
+    if let Some(uri) = redirect_uri {
+        url::Url::parse(uri)
+            .map_err(|e| CliError::Usage(format!("--redirect-uri \"{uri}\": {e}")))?;
+    }
+    let url = cloud::admin_consent_url(
+        &authority,
+        tenant,
+        &client_id,
+        cloud.graph_resource(),
+        redirect_uri,
+        state,
+    )
+    .map_err(|e| CliError::Other(format!("building the consent URL: {e}")))?;
+    out(format_args!("{url}"))
+}
+
+fn check(config_path: &Path) -> Result<(), CliError> {
+    let config = Config::load(config_path)?;
+    out(format_args!(
+        "configuration: {} is valid",
+        config_path.display()
+    ))?;
+    out(format_args!(
+        "  app {} in cloud {}, authority {}, signing {:?}",
+        config.app.client_id,
+        config.app.cloud,
+        config.app.authority_host(),
+        config.app.signing
+    ))?;
+    out(format_args!(
+        "  {} tenant(s), {} account(s), listening on {}",
+        config.tenants.len(),
+        config.accounts.len(),
+        config.server.listen
+    ))?;
+    let loaded = Credential::load(
+        &CredentialSource::from_config(&config.app),
+        SystemTime::now(),
+    )?;
+    let info = loaded.credential.certificate();
+    out(format_args!(
+        "credential: {} (thumbprint {}, RSA {} bits, valid until {})",
+        info.subject,
+        info.thumbprint_sha1,
+        info.key_bits,
+        rfc3339(info.not_after)
+    ))?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    out(format_args!("ok"))
+}

@@ -1,0 +1,576 @@
+//! The app's certificate and private key: loading, checking, thumbprints.
+//!
+//! [`Credential::load`] reads the files named in `[app]` (see [`files`] for the
+//! formats), then checks what Entra will check: an RSA key of at least 2048
+//! bits, matching the certificate, within the certificate's validity. The key
+//! is parsed and checked with the `rsa` crate but signed with aws-lc-rs (via
+//! jsonwebtoken); key bytes live only in zeroizing buffers and never reach
+//! `Debug`, logs or errors.
+//!
+//! The daemon holds its credential in a [`CredentialStore`], which lets a new
+//! credential replace the old one while requests are in flight.
+
+mod files;
+
+pub use files::PasswordSource;
+
+use crate::config::AppConfig;
+use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use pkcs8::der::Decode;
+use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::traits::PublicKeyParts;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Entra rejects smaller RSA keys.
+pub const MIN_RSA_BITS: usize = 2048;
+/// A certificate expiring within this window gets a warning: time to rotate.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+const OID_ED25519: &str = "1.3.101.112";
+const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
+
+/// A problem with the certificate or key, naming the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The file is not in a form tokenbroker reads.
+    #[error("{path} {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The key or PFX is encrypted but no password variable is configured.
+    #[error("{path} is password-protected; put the password in an environment variable and name it in app.private_key_password_env")]
+    PasswordNeeded {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The configured password variable is not set.
+    #[error("{path} needs a password, but the environment variable {variable} (app.private_key_password_env) is not set")]
+    PasswordVariableUnset {
+        /// The file.
+        path: PathBuf,
+        /// The variable's name.
+        variable: String,
+    },
+    /// Decryption failed: the password is wrong.
+    #[error(
+        "{path}: wrong password (from environment variable {variable}); check the variable's value"
+    )]
+    WrongPassword {
+        /// The file.
+        path: PathBuf,
+        /// The variable's name.
+        variable: String,
+    },
+    /// Entra accepts RSA keys only.
+    #[error("{path} holds an {algorithm} key; Entra accepts RSA keys only: make one with `tokenbroker cert new`")]
+    NotRsa {
+        /// The key or certificate file.
+        path: PathBuf,
+        /// The algorithm found.
+        algorithm: String,
+    },
+    /// The key is smaller than 2048 bits.
+    #[error("{path} holds a {bits}-bit RSA key; Entra requires at least {MIN_RSA_BITS} bits: make a new one with `tokenbroker cert new`")]
+    KeyTooSmall {
+        /// The key file.
+        path: PathBuf,
+        /// The key's modulus size.
+        bits: usize,
+    },
+    /// The key is malformed or inconsistent.
+    #[error("{path} holds an invalid RSA key ({reason})")]
+    InvalidKey {
+        /// The key file.
+        path: PathBuf,
+        /// What the check found.
+        reason: String,
+    },
+    /// No key was given and the certificate file has none.
+    #[error("{path} holds no private key; set app.private_key to the key file, or use a PFX holding both")]
+    KeyMissing {
+        /// The certificate file.
+        path: PathBuf,
+    },
+    /// The key does not belong to the certificate.
+    #[error("the private key in {key} does not match the certificate in {certificate} (thumbprint {thumbprint}); configure the key that was created with this certificate")]
+    KeyMismatch {
+        /// The certificate file.
+        certificate: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// SHA-1 thumbprint of the certificate.
+        thumbprint: String,
+    },
+    /// The certificate's notAfter has passed.
+    #[error("certificate {path} (thumbprint {thumbprint}) expired at {not_after}; create a new one with `tokenbroker cert new`, upload it to the app registration and configure it")]
+    Expired {
+        /// The certificate file.
+        path: PathBuf,
+        /// SHA-1 thumbprint.
+        thumbprint: String,
+        /// notAfter, RFC 3339.
+        not_after: String,
+    },
+    /// The certificate's notBefore is in the future.
+    #[error("certificate {path} (thumbprint {thumbprint}) is not valid before {not_before}; check the system clock or wait")]
+    NotYetValid {
+        /// The certificate file.
+        path: PathBuf,
+        /// SHA-1 thumbprint.
+        thumbprint: String,
+        /// notBefore, RFC 3339.
+        not_before: String,
+    },
+}
+
+/// What a certificate says about itself, as the Azure portal shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// Subject distinguished name.
+    pub subject: String,
+    /// Issuer distinguished name.
+    pub issuer: String,
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+    /// SHA-1 of the DER, upper-case hex: the "Thumbprint" column of the portal.
+    pub thumbprint_sha1: String,
+    /// base64url(SHA-1 of the DER): the `x5t` JWT header (RS256 form).
+    pub x5t: String,
+    /// base64url(SHA-256 of the DER): the `x5t#S256` JWT header (PS256 form).
+    pub x5t_s256: String,
+    /// Public key algorithm name (`RSA`, `EC`, …).
+    pub key_algorithm: String,
+    /// RSA modulus size in bits (0 for other algorithms).
+    pub key_bits: usize,
+    /// The DER of the certificate.
+    pub der: Vec<u8>,
+}
+
+impl CertificateInfo {
+    /// Parses a DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<CertificateInfo, String> {
+        let cert = x509_cert::Certificate::from_der(der)
+            .map_err(|e| format!("is not a valid X.509 certificate ({e})"))?;
+        let tbs = cert.tbs_certificate();
+        let spki = tbs.subject_public_key_info();
+        let oid = spki.algorithm.oid.to_string();
+        let (key_algorithm, key_bits) = match oid.as_str() {
+            OID_RSA_ENCRYPTION => {
+                let bits = rsa::PublicKey::from_pkcs1_der(spki.subject_public_key.raw_bytes())
+                    .map(|k| modulus_bits(&k))
+                    .map_err(|e| format!("has a malformed RSA public key ({e})"))?;
+                ("RSA".to_owned(), bits)
+            }
+            other => (algorithm_name(other), 0),
+        };
+        let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+        let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+        Ok(CertificateInfo {
+            subject: tbs.subject().to_string(),
+            issuer: tbs.issuer().to_string(),
+            not_before: tbs.validity().not_before.to_system_time(),
+            not_after: tbs.validity().not_after.to_system_time(),
+            thumbprint_sha1: sha1.as_ref().iter().map(|b| format!("{b:02X}")).collect(),
+            x5t: URL_SAFE_NO_PAD.encode(sha1.as_ref()),
+            x5t_s256: URL_SAFE_NO_PAD.encode(sha256.as_ref()),
+            key_algorithm,
+            key_bits,
+            der: der.to_vec(),
+        })
+    }
+
+    /// The certificate's RSA public key, if it has one.
+    fn rsa_public_key(&self) -> Option<rsa::PublicKey> {
+        let cert = x509_cert::Certificate::from_der(&self.der).ok()?;
+        let spki = cert.tbs_certificate().subject_public_key_info();
+        if spki.algorithm.oid.to_string() != OID_RSA_ENCRYPTION {
+            return None;
+        }
+        rsa::PublicKey::from_pkcs1_der(spki.subject_public_key.raw_bytes()).ok()
+    }
+
+    /// Where `now` stands against the validity period.
+    pub fn validity_at(&self, now: SystemTime) -> Validity {
+        if now < self.not_before {
+            Validity::NotYetValid
+        } else if now >= self.not_after {
+            Validity::Expired
+        } else {
+            let left = self.not_after.duration_since(now).unwrap_or_default();
+            if left <= EXPIRY_WARNING {
+                Validity::ExpiresSoon(left)
+            } else {
+                Validity::Valid
+            }
+        }
+    }
+}
+
+/// A certificate's validity at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// Valid for more than [`EXPIRY_WARNING`].
+    Valid,
+    /// Valid, but expires within [`EXPIRY_WARNING`]; the time left.
+    ExpiresSoon(Duration),
+    /// notAfter has passed.
+    Expired,
+    /// notBefore is in the future.
+    NotYetValid,
+}
+
+/// Formats a time as RFC 3339 (UTC, seconds).
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn modulus_bits(key: &impl PublicKeyParts) -> usize {
+    let n = key.n_bytes();
+    match n.iter().position(|b| *b != 0) {
+        Some(first) => (n.len() - first) * 8 - n[first].leading_zeros() as usize,
+        None => 0,
+    }
+}
+
+fn algorithm_name(oid: &str) -> String {
+    match oid {
+        OID_EC_PUBLIC_KEY => "EC".into(),
+        OID_ED25519 => "Ed25519".into(),
+        OID_RSASSA_PSS => "RSASSA-PSS-restricted RSA".into(),
+        other => format!("unsupported (OID {other})"),
+    }
+}
+
+/// Where the credential comes from: the files and the password variable.
+#[derive(Debug, Clone)]
+pub struct CredentialSource {
+    /// Certificate file (PEM, DER or PFX).
+    pub certificate: PathBuf,
+    /// Key file, when separate from the certificate.
+    pub private_key: Option<PathBuf>,
+    /// Name of the password variable, when the key or PFX is encrypted.
+    pub password_env: Option<String>,
+}
+
+impl CredentialSource {
+    /// The source `[app]` names.
+    pub fn from_config(app: &AppConfig) -> CredentialSource {
+        CredentialSource {
+            certificate: app.certificate.clone(),
+            private_key: app.private_key.clone(),
+            password_env: app
+                .private_key_password_env
+                .as_ref()
+                .map(|v| v.as_str().to_owned()),
+        }
+    }
+}
+
+/// A loaded, checked certificate and private key, ready to sign assertions.
+pub struct Credential {
+    info: CertificateInfo,
+    chain: Vec<Vec<u8>>,
+    signing_key: jsonwebtoken::EncodingKey,
+    source: CredentialSource,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("subject", &self.info.subject)
+            .field("thumbprint_sha1", &self.info.thumbprint_sha1)
+            .field("not_after", &rfc3339(self.info.not_after))
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+/// A credential and the warnings its checks produced (e.g. expiring soon).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The credential.
+    pub credential: Credential,
+    /// Things an operator should act on, but that do not stop the daemon.
+    pub warnings: Vec<String>,
+}
+
+impl Credential {
+    /// Loads and checks the credential `source` names, as of `now`.
+    pub fn load(source: &CredentialSource, now: SystemTime) -> Result<Loaded, CredentialError> {
+        let password = source.password_env.as_deref().map(PasswordSource::from_env);
+        let cert_path = &source.certificate;
+        let cert_file = files::read_certificate_file(cert_path, password.as_ref())?;
+
+        let (key, key_path) = match &source.private_key {
+            Some(key_path) => (
+                files::read_key_file(key_path, password.as_ref())?,
+                key_path.clone(),
+            ),
+            None => match cert_file.key {
+                Some(key) => (key, cert_path.clone()),
+                None => {
+                    return Err(CredentialError::KeyMissing {
+                        path: cert_path.clone(),
+                    })
+                }
+            },
+        };
+        let (private_key, pkcs1_der) = check_private_key(&key_path, key)?;
+        let public = private_key.to_public_key();
+
+        // The leaf is the certificate whose key we hold; in a PEM chain it must
+        // be the first one, in a PFX it may be anywhere.
+        let mut infos = Vec::with_capacity(cert_file.certs.len());
+        for der in &cert_file.certs {
+            infos.push(CertificateInfo::from_der(der).map_err(|message| {
+                CredentialError::Format {
+                    path: cert_path.clone(),
+                    message,
+                }
+            })?);
+        }
+        let leaf_index = if source.private_key.is_none() && infos.len() > 1 {
+            infos
+                .iter()
+                .position(|info| info.rsa_public_key().as_ref() == Some(&public))
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let leaf = infos.swap_remove(leaf_index);
+        if leaf.key_algorithm != "RSA" {
+            return Err(CredentialError::NotRsa {
+                path: cert_path.clone(),
+                algorithm: leaf.key_algorithm,
+            });
+        }
+        if leaf.rsa_public_key().as_ref() != Some(&public) {
+            return Err(CredentialError::KeyMismatch {
+                certificate: cert_path.clone(),
+                key: key_path,
+                thumbprint: leaf.thumbprint_sha1,
+            });
+        }
+
+        let mut warnings = Vec::new();
+        match leaf.validity_at(now) {
+            Validity::Valid => {}
+            Validity::ExpiresSoon(left) => warnings.push(format!(
+                "certificate {} (thumbprint {}) expires at {} (in {} days); create a new one with \
+                 `tokenbroker cert new`, upload it beside the old one, then switch the configuration",
+                cert_path.display(),
+                leaf.thumbprint_sha1,
+                rfc3339(leaf.not_after),
+                left.as_secs() / 86_400
+            )),
+            Validity::Expired => {
+                return Err(CredentialError::Expired {
+                    path: cert_path.clone(),
+                    thumbprint: leaf.thumbprint_sha1,
+                    not_after: rfc3339(leaf.not_after),
+                })
+            }
+            Validity::NotYetValid => {
+                return Err(CredentialError::NotYetValid {
+                    path: cert_path.clone(),
+                    thumbprint: leaf.thumbprint_sha1,
+                    not_before: rfc3339(leaf.not_before),
+                })
+            }
+        }
+
+        let signing_key = jsonwebtoken::EncodingKey::from_rsa_der(&pkcs1_der);
+        // Prove aws-lc accepts the key now rather than at the first token request.
+        jsonwebtoken::crypto::sign(
+            b"tokenbroker key check",
+            &signing_key,
+            jsonwebtoken::Algorithm::PS256,
+        )
+        .map_err(|e| CredentialError::InvalidKey {
+            path: key_path.clone(),
+            reason: format!("the signing library rejected it: {e}"),
+        })?;
+
+        let mut chain = vec![leaf.der.clone()];
+        chain.extend(
+            cert_file
+                .certs
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| *i != leaf_index)
+                .map(|(_, der)| der),
+        );
+        Ok(Loaded {
+            credential: Credential {
+                info: leaf,
+                chain,
+                signing_key,
+                source: source.clone(),
+            },
+            warnings,
+        })
+    }
+
+    /// The leaf certificate.
+    pub fn certificate(&self) -> &CertificateInfo {
+        &self.info
+    }
+
+    /// DER certificates, leaf first.
+    pub fn chain(&self) -> &[Vec<u8>] {
+        &self.chain
+    }
+
+    /// Where this credential was loaded from (for reloading).
+    pub fn source(&self) -> &CredentialSource {
+        &self.source
+    }
+
+    pub(crate) fn signing_key(&self) -> &jsonwebtoken::EncodingKey {
+        &self.signing_key
+    }
+}
+
+/// Parses and checks a private key; returns it and its PKCS#1 DER (what
+/// aws-lc-rs signs with).
+fn check_private_key(
+    path: &Path,
+    key: files::RawKey,
+) -> Result<(rsa::PrivateKey, zeroize::Zeroizing<Vec<u8>>), CredentialError> {
+    let invalid = |reason: String| CredentialError::InvalidKey {
+        path: path.to_owned(),
+        reason,
+    };
+    let (private_key, pkcs1_der) = match key {
+        files::RawKey::Pkcs8(der) => {
+            let info = pkcs8::PrivateKeyInfoRef::from_der(&der)
+                .map_err(|e| invalid(format!("malformed PKCS#8: {e}")))?;
+            let oid = info.algorithm.oid.to_string();
+            if oid != OID_RSA_ENCRYPTION {
+                return Err(CredentialError::NotRsa {
+                    path: path.to_owned(),
+                    algorithm: algorithm_name(&oid),
+                });
+            }
+            let pkcs1 = zeroize::Zeroizing::new(info.private_key.as_bytes().to_vec());
+            let key = rsa::PrivateKey::try_from(info).map_err(|e| invalid(e.to_string()))?;
+            (key, pkcs1)
+        }
+        files::RawKey::Pkcs1(der) => {
+            let key = <rsa::PrivateKey as rsa::pkcs1::DecodeRsaPrivateKey>::from_pkcs1_der(&der)
+                .map_err(|e| invalid(format!("malformed PKCS#1: {e}")))?;
+            (key, der)
+        }
+    };
+    let bits = modulus_bits(&private_key);
+    if bits < MIN_RSA_BITS {
+        return Err(CredentialError::KeyTooSmall {
+            path: path.to_owned(),
+            bits,
+        });
+    }
+    private_key.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok((private_key, pkcs1_der))
+}
+
+/// Checks the key in `path` against a certificate without loading a whole
+/// credential (for `cert inspect --key`). `Ok(true)` when they match.
+pub fn key_matches(
+    cert: &CertificateInfo,
+    key_path: &Path,
+    password: Option<&PasswordSource>,
+) -> Result<bool, CredentialError> {
+    let key = files::read_key_file(key_path, password)?;
+    let (private_key, _) = check_private_key(key_path, key)?;
+    Ok(cert.rsa_public_key().as_ref() == Some(&private_key.to_public_key()))
+}
+
+/// Reads the certificates of a file (PEM, DER or PFX) for inspection, with
+/// whether the file carries a matching key (PFX, combined PEM).
+pub fn inspect_file(
+    path: &Path,
+    password: Option<&PasswordSource>,
+) -> Result<(Vec<CertificateInfo>, Option<bool>), CredentialError> {
+    let file = files::read_certificate_file(path, password)?;
+    let mut infos = Vec::new();
+    for der in &file.certs {
+        infos.push(
+            CertificateInfo::from_der(der).map_err(|message| CredentialError::Format {
+                path: path.to_owned(),
+                message,
+            })?,
+        );
+    }
+    let embedded_key_matches = match file.key {
+        Some(key) => {
+            let (private_key, _) = check_private_key(path, key)?;
+            let public = private_key.to_public_key();
+            // Put the matching certificate first: that is the leaf.
+            match infos
+                .iter()
+                .position(|i| i.rsa_public_key().as_ref() == Some(&public))
+            {
+                Some(i) => {
+                    infos.swap(0, i);
+                    Some(true)
+                }
+                None => Some(false),
+            }
+        }
+        None => None,
+    };
+    Ok((infos, embedded_key_matches))
+}
+
+/// The daemon's current credential, replaceable at runtime (certificate
+/// rotation) without blocking requests that are signing with the old one.
+#[derive(Debug)]
+pub struct CredentialStore {
+    current: ArcSwap<Credential>,
+}
+
+impl CredentialStore {
+    /// A store holding `credential`.
+    pub fn new(credential: Credential) -> CredentialStore {
+        CredentialStore {
+            current: ArcSwap::from_pointee(credential),
+        }
+    }
+
+    /// The credential in force now.
+    pub fn current(&self) -> Arc<Credential> {
+        self.current.load_full()
+    }
+
+    /// Puts `credential` in force; requests already signing keep the old one.
+    pub fn replace(&self, credential: Credential) {
+        self.current.store(Arc::new(credential));
+    }
+
+    /// Reloads from the current credential's source and swaps it in.
+    pub fn reload(&self, now: SystemTime) -> Result<Vec<String>, CredentialError> {
+        let loaded = Credential::load(self.current().source(), now)?;
+        self.replace(loaded.credential);
+        Ok(loaded.warnings)
+    }
+}

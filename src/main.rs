@@ -1,0 +1,5 @@
+//! The `tokenbroker` binary: everything lives in the library's `cli` module.
+
+fn main() -> std::process::ExitCode {
+    tokenbroker::cli::run()
+}
