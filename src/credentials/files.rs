@@ -142,10 +142,7 @@ type PemBlock = (String, Zeroizing<Vec<u8>>);
 
 /// Splits a PEM file into (label, DER) blocks, ignoring text between them
 /// (OpenSSL's "Bag Attributes" and comments).
-fn pem_blocks(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<Vec<PemBlock>, CredentialError> {
+fn pem_blocks(path: &Path, bytes: &[u8]) -> Result<Vec<PemBlock>, CredentialError> {
     let text = std::str::from_utf8(bytes).map_err(|_| CredentialError::Format {
         path: path.to_owned(),
         message: "is not valid UTF-8 text, so not a PEM file".into(),
