@@ -267,7 +267,16 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
     let _ = mode;
     options
         .open(path)
-        .and_then(|mut f| f.write_all(contents))
+        .and_then(|mut f| {
+            // `mode` applies only when the file is created; an existing file
+            // (--force) keeps its old mode unless it is set explicitly.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            }
+            f.write_all(contents)
+        })
         .map_err(|e| CliError::Other(format!("writing {}: {e}", path.display())))
 }
 

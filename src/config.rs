@@ -140,6 +140,13 @@ pub struct AppConfig {
     /// Timeout for one whole token request towards the authority.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: ConfigDuration,
+    /// Upper bound on token requests in flight to the authority, all tenants together.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_max_concurrent_requests() -> usize {
+    16
 }
 
 fn default_connect_timeout() -> ConfigDuration {
@@ -315,6 +322,12 @@ impl Config {
             return Err((
                 "cache.min_remaining".into(),
                 "must be under 1h: Entra tokens live 60-90 minutes".into(),
+            ));
+        }
+        if self.app.max_concurrent_requests == 0 || self.app.max_concurrent_requests > 1024 {
+            return Err((
+                "app.max_concurrent_requests".into(),
+                "must be between 1 and 1024".into(),
             ));
         }
         if self.cache.max_entries == 0 {

@@ -34,7 +34,12 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod assertion;
+pub mod authority;
+pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod credentials;
+pub mod jitter;
+pub mod token;

@@ -197,23 +197,22 @@ fn key_from_blocks(
                     return Err(CredentialError::PasswordNeeded { path: path.to_owned() });
                 };
                 let password = source.require(path)?;
-                let info = pkcs8::EncryptedPrivateKeyInfoRef::from_der(der).map_err(|e| {
-                    CredentialError::Format {
-                        path: path.to_owned(),
-                        message: format!("has a malformed encrypted PKCS#8 key ({e})"),
-                    }
-                })?;
+                let unsupported = |detail: String| CredentialError::Format {
+                    path: path.to_owned(),
+                    message: format!(
+                        "is encrypted with an unsupported scheme ({detail}); re-export it with \
+                         `openssl pkcs8 -topk8 -v2 aes-256-cbc`"
+                    ),
+                };
+                // Legacy PBES1 (e.g. OpenSSL 1.x's default PBE-SHA1-3DES) does
+                // not even parse as PBES2 parameters.
+                let info = pkcs8::EncryptedPrivateKeyInfoRef::from_der(der)
+                    .map_err(|e| unsupported(e.to_string()))?;
                 let plain = info.decrypt(password).map_err(|e| match e {
+                    pkcs8::Error::EncryptedPrivateKey(
+                        pkcs8::pkcs5::Error::UnsupportedAlgorithm { .. },
+                    ) => unsupported(e.to_string()),
                     // A wrong password shows up as a padding or decoding failure.
-                    pkcs8::Error::EncryptedPrivateKey(pkcs8::pkcs5::Error::UnsupportedAlgorithm { .. }) => {
-                        CredentialError::Format {
-                            path: path.to_owned(),
-                            message: format!(
-                                "is encrypted with an unsupported scheme ({e}); re-export it with \
-                                 `openssl pkcs8 -topk8 -v2 aes-256-cbc`"
-                            ),
-                        }
-                    }
                     _ => CredentialError::WrongPassword {
                         path: path.to_owned(),
                         variable: source.variable.clone(),

@@ -56,7 +56,7 @@ pub enum CredentialError {
         message: String,
     },
     /// The key or PFX is encrypted but no password variable is configured.
-    #[error("{path} is password-protected; put the password in an environment variable and name it in app.private_key_password_env")]
+    #[error("{path} is password-protected; put the password in an environment variable and name it in app.private_key_password_env (or --password-env for `cert inspect`)")]
     PasswordNeeded {
         /// The file.
         path: PathBuf,
@@ -80,7 +80,7 @@ pub enum CredentialError {
         variable: String,
     },
     /// Entra accepts RSA keys only.
-    #[error("{path} holds an {algorithm} key; Entra accepts RSA keys only: make one with `tokenbroker cert new`")]
+    #[error("{path} holds an {algorithm} key; Entra accepts RSA keys only: make an RSA certificate and key with `tokenbroker cert new`")]
     NotRsa {
         /// The key or certificate file.
         path: PathBuf,

@@ -1,0 +1,532 @@
+//! The authority client: the client-credentials request to a tenant's v2.0
+//! token endpoint, with retries, backoff and the two AADSTS remedies.
+//!
+//! One [`AuthorityClient::acquire`] call is one logical token request: it
+//! signs a fresh assertion per attempt, retries transient failures with
+//! exponential backoff and jitter (bounded in attempts and total time),
+//! stops at once on throttling or a permanent refusal, re-signs once on
+//! AADSTS700024 and reloads the certificate once on AADSTS700027. Caching,
+//! single-flight and remembering failures are the cache's job, not this one's.
+
+pub mod response;
+
+use crate::assertion;
+use crate::clock::SharedClock;
+use crate::cloud;
+use crate::config::{Config, SigningAlgorithm};
+use crate::credentials::CredentialStore;
+use crate::jitter::Jitter;
+use response::{Class, EntraError, TokenResponse};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// A token answer larger than this is refused (tokens are a few KiB).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The client assertion type of RFC 7523.
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Why a token could not be had. Cloneable: one upstream result is shared by
+/// every caller waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AcquireError {
+    /// Entra refused: consent missing, tenant unknown, certificate not registered… (HTTP 502).
+    #[error("Entra refused the token request for tenant {tenant}: {entra}{}", remedy_suffix(.entra))]
+    Refused {
+        /// The tenant.
+        tenant: String,
+        /// Entra's answer.
+        entra: Arc<EntraError>,
+    },
+    /// Entra is throttling this tenant and resource; nothing goes upstream until it passes (HTTP 503).
+    #[error("Entra is throttling requests for tenant {tenant}; retry after {} s", .retry_after.as_secs())]
+    Throttled {
+        /// The tenant.
+        tenant: String,
+        /// Time left until a request may go upstream again.
+        retry_after: Duration,
+        /// Entra's answer, if it gave one.
+        entra: Option<Arc<EntraError>>,
+    },
+    /// Entra could not be reached or kept failing (HTTP 503).
+    #[error("Entra is unavailable for tenant {tenant}: {reason}")]
+    Unavailable {
+        /// The tenant.
+        tenant: String,
+        /// The last failure.
+        reason: String,
+        /// Entra's last answer, if it gave one.
+        entra: Option<Arc<EntraError>>,
+    },
+    /// Entra did not answer in time (HTTP 504).
+    #[error("Entra did not answer within {} ms for tenant {tenant}", .after.as_millis())]
+    Timeout {
+        /// The tenant.
+        tenant: String,
+        /// The per-request timeout that expired.
+        after: Duration,
+    },
+    /// The credential could not sign or reload (HTTP 500; an operator must act).
+    #[error("the app credential failed: {0}")]
+    Credential(String),
+}
+
+fn remedy_suffix(entra: &EntraError) -> String {
+    entra
+        .codes
+        .iter()
+        .find_map(|c| remedy(*c))
+        .map(|r| format!(". What to do: {r}"))
+        .unwrap_or_default()
+}
+
+/// What an operator does about an AADSTS code (ENTRA.md).
+pub fn remedy(code: u32) -> Option<&'static str> {
+    Some(match code {
+        700_016 => "the tenant has not granted admin consent to this app (or the tenant id is wrong): send its global admin the URL from `tokenbroker consent-url --tenant <tenant>`",
+        65_001 => "consent is missing: have the tenant's global admin grant admin consent (`tokenbroker consent-url`)",
+        90_002 => "the tenant does not exist: fix the tenant id or domain",
+        90_038 => "the tenant is in another national cloud: set app.cloud accordingly",
+        7_000_112 => "the app is disabled in this tenant: ask the tenant's admin to enable it",
+        700_027 => "the certificate is not registered on the app registration: upload it under Certificates & secrets (check the thumbprint with `tokenbroker cert inspect`)",
+        700_024 => "the assertion's time range was refused: check this host's clock (NTP)",
+        1_000_502 | 7_000_274 | 7_000_214 | 7_000_277 => "the certificate is expired, not yet valid or revoked: rotate it (`tokenbroker cert new`, upload, configure)",
+        53_003 => "Conditional Access in the tenant blocks the app: ask the tenant's admin to exclude it",
+        50_196 => "Entra detected a request loop: something is not caching tokens",
+        _ => return None,
+    })
+}
+
+impl AcquireError {
+    /// Entra's answer behind the error, if any.
+    pub fn entra(&self) -> Option<&EntraError> {
+        match self {
+            AcquireError::Refused { entra, .. } => Some(entra),
+            AcquireError::Throttled { entra, .. } | AcquireError::Unavailable { entra, .. } => {
+                entra.as_deref()
+            }
+            AcquireError::Timeout { .. } | AcquireError::Credential(_) => None,
+        }
+    }
+
+    /// Whether this error is remembered and answered locally for a while
+    /// (refusals for `negative_ttl`, throttling for its Retry-After).
+    pub fn hold_for(&self, negative_ttl: Duration) -> Option<Duration> {
+        match self {
+            AcquireError::Refused { .. } | AcquireError::Credential(_) => Some(negative_ttl),
+            AcquireError::Throttled { retry_after, .. } => Some(*retry_after),
+            AcquireError::Unavailable { .. } | AcquireError::Timeout { .. } => None,
+        }
+    }
+
+    /// The same error with the time left to wait replaced.
+    pub fn with_retry_after(&self, left: Duration) -> AcquireError {
+        match self {
+            AcquireError::Throttled { tenant, entra, .. } => AcquireError::Throttled {
+                tenant: tenant.clone(),
+                retry_after: left,
+                entra: entra.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+}
+
+/// How hard to try before giving up on one logical request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included. Default 4.
+    pub max_attempts: u32,
+    /// First backoff. Default 250 ms.
+    pub base: Duration,
+    /// Largest backoff. Default 4 s.
+    pub cap: Duration,
+    /// No retry starts after this much time has passed. Default 30 s.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(4),
+            budget: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Backoff before attempt `next_attempt` (2 for the first retry): base ×
+    /// 2^(n-2), capped, then scaled by `unit` ∈ [0, 1] into its upper half.
+    pub fn backoff(&self, next_attempt: u32, unit: f64) -> Duration {
+        let exp = next_attempt.saturating_sub(2).min(20);
+        let full = self.base.saturating_mul(1 << exp).min(self.cap);
+        full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    }
+}
+
+/// Everything the client needs to know, taken from `[app]`.
+#[derive(Debug, Clone)]
+pub struct AuthoritySettings {
+    /// `https://login.microsoftonline.com` or an override.
+    pub authority_host: String,
+    /// The app's client ID.
+    pub client_id: String,
+    /// Assertion algorithm.
+    pub signing: SigningAlgorithm,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Extra roots.
+    pub ca_file: Option<PathBuf>,
+    /// Upper bound on requests in flight to the authority, across tenants.
+    pub max_concurrent_requests: usize,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+}
+
+impl AuthoritySettings {
+    /// The settings `config` describes.
+    pub fn from_config(config: &Config) -> AuthoritySettings {
+        AuthoritySettings {
+            authority_host: config.app.authority_host().trim_end_matches('/').to_owned(),
+            client_id: config.app.client_id.as_str().to_owned(),
+            signing: config.app.signing,
+            connect_timeout: config.app.connect_timeout.0,
+            request_timeout: config.app.request_timeout.0,
+            ca_file: config.app.ca_file.clone(),
+            max_concurrent_requests: config.app.max_concurrent_requests,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Failure of one HTTP attempt, before retry decisions.
+#[derive(Debug)]
+enum AttemptError {
+    Entra(EntraError, Class),
+    Malformed(String),
+    Timeout,
+    Transport(String),
+    Signing(String),
+}
+
+/// The client-credentials client for one app registration.
+#[derive(Debug)]
+pub struct AuthorityClient {
+    http: reqwest::Client,
+    settings: AuthoritySettings,
+    credentials: Arc<CredentialStore>,
+    clock: SharedClock,
+    jitter: Jitter,
+    in_flight: Semaphore,
+}
+
+/// The HTTP client could not be built (bad `ca_file`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(String);
+
+impl AuthorityClient {
+    /// A client with a pooled HTTP connection set (rustls on aws-lc-rs; the
+    /// standard `HTTPS_PROXY`/`NO_PROXY` variables apply).
+    pub fn new(
+        settings: AuthoritySettings,
+        credentials: Arc<CredentialStore>,
+        clock: SharedClock,
+    ) -> Result<AuthorityClient, BuildError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tokenbroker/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &settings.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                BuildError(format!("cannot read app.ca_file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                BuildError(format!(
+                    "app.ca_file {} is not a PEM certificate bundle: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(BuildError(format!(
+                    "app.ca_file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| BuildError(format!("building the HTTP client: {e}")))?;
+        let permits = settings.max_concurrent_requests.max(1);
+        Ok(AuthorityClient {
+            http,
+            settings,
+            credentials,
+            clock,
+            jitter: Jitter::from_entropy(),
+            in_flight: Semaphore::new(permits),
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &AuthoritySettings {
+        &self.settings
+    }
+
+    /// One logical token request for `tenant` (an id that passed
+    /// validation) and `resource`, with retries.
+    pub async fn acquire(
+        &self,
+        tenant: &str,
+        resource: &str,
+    ) -> Result<TokenResponse, AcquireError> {
+        let policy = self.settings.retry;
+        let started = Instant::now();
+        let mut resigned = false;
+        let mut reloaded = false;
+        let mut attempt = 1;
+        loop {
+            let error = match self.attempt(tenant, resource).await {
+                Ok(token) => return Ok(token),
+                Err(e) => e,
+            };
+            let class = match &error {
+                AttemptError::Entra(_, class) => *class,
+                AttemptError::Malformed(_) | AttemptError::Timeout | AttemptError::Transport(_) => {
+                    Class::Transient
+                }
+                AttemptError::Signing(_) => Class::Permanent,
+            };
+            match class {
+                Class::Resign if !resigned => {
+                    // Every attempt signs afresh; one more try covers a skewed clock step.
+                    resigned = true;
+                    tracing::warn!(
+                        tenant,
+                        "AADSTS700024: assertion time refused; signing a new one"
+                    );
+                    continue;
+                }
+                Class::ReloadCertificate if !reloaded => {
+                    reloaded = true;
+                    tracing::warn!(tenant, "AADSTS700027: certificate refused; reloading it from disk and retrying once");
+                    match self.credentials.reload(self.clock.now()) {
+                        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+                        Err(e) => tracing::error!("reloading the certificate failed: {e}"),
+                    }
+                    continue;
+                }
+                Class::Transient if attempt < policy.max_attempts => {
+                    let delay = policy.backoff(attempt + 1, self.jitter.unit());
+                    if started.elapsed() + delay <= policy.budget {
+                        tracing::debug!(tenant, attempt, ?delay, "transient failure; retrying");
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            return Err(self.final_error(tenant, error, class));
+        }
+    }
+
+    fn final_error(&self, tenant: &str, error: AttemptError, class: Class) -> AcquireError {
+        let tenant = tenant.to_owned();
+        match (error, class) {
+            (AttemptError::Entra(entra, _), Class::Throttled(retry_after)) => {
+                AcquireError::Throttled {
+                    tenant,
+                    retry_after,
+                    entra: Some(Arc::new(entra)),
+                }
+            }
+            (AttemptError::Entra(entra, Class::Transient), _) => AcquireError::Unavailable {
+                tenant,
+                reason: entra.to_string(),
+                entra: Some(Arc::new(entra)),
+            },
+            (AttemptError::Entra(entra, _), _) => AcquireError::Refused {
+                tenant,
+                entra: Arc::new(entra),
+            },
+            (AttemptError::Timeout, _) => AcquireError::Timeout {
+                tenant,
+                after: self.settings.request_timeout,
+            },
+            (AttemptError::Malformed(reason) | AttemptError::Transport(reason), _) => {
+                AcquireError::Unavailable {
+                    tenant,
+                    reason,
+                    entra: None,
+                }
+            }
+            (AttemptError::Signing(reason), _) => AcquireError::Credential(reason),
+        }
+    }
+
+    /// One POST to the token endpoint.
+    async fn attempt(&self, tenant: &str, resource: &str) -> Result<TokenResponse, AttemptError> {
+        let endpoint = cloud::token_endpoint(&self.settings.authority_host, tenant);
+        let credential = self.credentials.current();
+        let client_assertion = assertion::sign(
+            &credential,
+            self.settings.signing,
+            &self.settings.client_id,
+            &endpoint,
+            self.clock.unix_now(),
+        )
+        .map_err(|e| AttemptError::Signing(e.to_string()))?;
+        let scope = format!("{resource}/.default");
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", &self.settings.client_id)
+            .append_pair("scope", &scope)
+            .append_pair("client_assertion_type", ASSERTION_TYPE)
+            .append_pair("client_assertion", client_assertion.expose())
+            .append_pair("grant_type", "client_credentials")
+            .finish();
+        let request_id = uuid::Uuid::new_v4().to_string();
+
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| AttemptError::Transport("the client is shutting down".into()))?;
+        tracing::debug!(tenant, resource, client_request_id = %request_id, "token request");
+        let sent = self
+            .http
+            .post(&endpoint)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .header("client-request-id", &request_id)
+            .header("return-client-request-id", "true")
+            .body(form)
+            .send()
+            .await;
+        let mut response = sent.map_err(|e| transport_error(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(response::parse_retry_after);
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Err(AttemptError::Malformed(format!(
+                            "the authority's answer (HTTP {status}) is larger than {MAX_RESPONSE_BYTES} bytes"
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(transport_error(&e)),
+            }
+        }
+        if status == 200 {
+            return response::parse_success(&body).map_err(|e| {
+                AttemptError::Malformed(format!(
+                    "the authority's token response (HTTP 200) is unusable: {e}"
+                ))
+            });
+        }
+        let mut entra = response::parse_error(status, &body);
+        if entra.correlation_id.is_none() {
+            entra.correlation_id = Some(request_id);
+        }
+        let class = response::classify(status, &entra.error, &entra.codes, retry_after);
+        tracing::debug!(tenant, status, error = %entra.error, aadsts = ?entra.aadsts(),
+            correlation_id = ?entra.correlation_id, ?class, "token request refused");
+        Err(AttemptError::Entra(entra, class))
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> AttemptError {
+    if e.is_timeout() {
+        return AttemptError::Timeout;
+    }
+    // The source chain says what happened (refused, reset, closed early);
+    // reqwest's errors carry the URL, never the request body.
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    AttemptError::Transport(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_keeps_half() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(250));
+        assert_eq!(p.backoff(3, 1.0), Duration::from_millis(500));
+        assert_eq!(p.backoff(4, 1.0), Duration::from_secs(1));
+        assert_eq!(p.backoff(10, 1.0), Duration::from_secs(4));
+        assert_eq!(p.backoff(u32::MAX, 1.0), Duration::from_secs(4));
+        assert_eq!(p.backoff(2, 0.0), Duration::from_millis(125));
+    }
+
+    #[test]
+    fn remembered_errors() {
+        let ttl = Duration::from_secs(30);
+        let refused = AcquireError::Refused {
+            tenant: "t".into(),
+            entra: Arc::new(EntraError::default()),
+        };
+        assert_eq!(refused.hold_for(ttl), Some(ttl));
+        let throttled = AcquireError::Throttled {
+            tenant: "t".into(),
+            retry_after: Duration::from_secs(30),
+            entra: None,
+        };
+        assert_eq!(throttled.hold_for(ttl), Some(Duration::from_secs(30)));
+        match throttled.with_retry_after(Duration::from_secs(12)) {
+            AcquireError::Throttled { retry_after, .. } => {
+                assert_eq!(retry_after, Duration::from_secs(12))
+            }
+            other => panic!("{other:?}"),
+        }
+        let timeout = AcquireError::Timeout {
+            tenant: "t".into(),
+            after: ttl,
+        };
+        assert_eq!(timeout.hold_for(ttl), None);
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let e = AcquireError::Refused {
+            tenant: "contoso.com".into(),
+            entra: Arc::new(EntraError {
+                status: 400,
+                error: "unauthorized_client".into(),
+                description: "AADSTS700016: Application not found".into(),
+                codes: vec![700_016],
+                correlation_id: Some("c0".into()),
+                trace_id: None,
+            }),
+        };
+        let text = e.to_string();
+        assert!(text.contains("tenant contoso.com"), "{text}");
+        assert!(text.contains("correlation id c0"), "{text}");
+        assert!(text.contains("consent-url"), "{text}");
+    }
+}
