@@ -3,16 +3,20 @@
 //! Exit codes (SPEC.md): 0 success, 2 usage or configuration error (bad
 //! config, unusable certificate or key), 1 anything else.
 
+use crate::authority::{AuthorityClient, AuthoritySettings};
+use crate::broker;
+use crate::clock::SystemClock;
 use crate::cloud::{self, Cloud};
 use crate::config::{self, Config, ConfigError};
 use crate::credentials::{
-    self, rfc3339, CertificateInfo, Credential, CredentialError, CredentialSource, PasswordSource,
-    Validity,
+    self, rfc3339, CertificateInfo, Credential, CredentialError, CredentialSource, CredentialStore,
+    PasswordSource, Validity,
 };
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 use zeroize::Zeroizing;
 
@@ -57,11 +61,30 @@ enum Command {
         #[arg(long)]
         cloud: Option<String>,
     },
-    /// Validate the configuration, certificate and key (offline).
+    /// Validate the configuration, certificate and key; with --online, also
+    /// acquire one token per configured tenant.
     Check {
         /// Configuration file.
         #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// Also acquire a token for every configured tenant.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Acquire one token now: the token alone on stdout, its expiry on stderr.
+    Token {
+        /// Tenant name, GUID or verified domain.
+        #[arg(long)]
+        tenant: String,
+        /// Resource (default: the cloud's Microsoft Graph).
+        #[arg(long)]
+        resource: Option<String>,
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Print the whole response as JSON instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -177,7 +200,13 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             client_id,
             cloud,
         ),
-        Command::Check { config } => check(&config),
+        Command::Check { config, online } => check(&config, online),
+        Command::Token {
+            tenant,
+            resource,
+            config,
+            json,
+        } => token(&tenant, resource.as_deref(), &config, json),
     }
 }
 
@@ -460,8 +489,40 @@ fn consent_url(
     out(format_args!("{url}"))
 }
 
-fn check(config_path: &Path) -> Result<(), CliError> {
+/// Loads configuration and credential as `check` and `token` need them.
+fn load(config_path: &Path) -> Result<(Config, Credential, Vec<String>), CliError> {
     let config = Config::load(config_path)?;
+    let loaded = Credential::load(
+        &CredentialSource::from_config(&config.app),
+        SystemTime::now(),
+    )?;
+    Ok((config, loaded.credential, loaded.warnings))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("starting the async runtime: {e}")))
+}
+
+fn authority_client(config: &Config, credential: Credential) -> Result<AuthorityClient, CliError> {
+    AuthorityClient::new(
+        AuthoritySettings::from_config(config),
+        Arc::new(CredentialStore::new(credential)),
+        Arc::new(SystemClock),
+    )
+    .map_err(|e| {
+        CliError::Config(ConfigError::Invalid {
+            path: PathBuf::from("configuration"),
+            key: "app.ca_file".into(),
+            message: e.to_string(),
+        })
+    })
+}
+
+fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
+    let (config, credential, warnings) = load(config_path)?;
     out(format_args!(
         "configuration: {} is valid",
         config_path.display()
@@ -479,11 +540,7 @@ fn check(config_path: &Path) -> Result<(), CliError> {
         config.accounts.len(),
         config.server.listen
     ))?;
-    let loaded = Credential::load(
-        &CredentialSource::from_config(&config.app),
-        SystemTime::now(),
-    )?;
-    let info = loaded.credential.certificate();
+    let info = credential.certificate();
     out(format_args!(
         "credential: {} (thumbprint {}, RSA {} bits, valid until {})",
         info.subject,
@@ -491,8 +548,144 @@ fn check(config_path: &Path) -> Result<(), CliError> {
         info.key_bits,
         rfc3339(info.not_after)
     ))?;
-    for warning in &loaded.warnings {
+    for warning in &warnings {
         eprintln!("warning: {warning}");
     }
+    if online {
+        let client = authority_client(&config, credential)?;
+        let failures = runtime()?.block_on(check_tenants(&config, &client))?;
+        if failures > 0 {
+            return Err(CliError::Other(format!(
+                "{failures} of {} tenant(s) failed; see above",
+                config.tenants.len()
+            )));
+        }
+    }
     out(format_args!("ok"))
+}
+
+/// Acquires one Graph token per configured tenant, concurrently (bounded by
+/// the client), and reports each outcome. Returns the number of failures.
+async fn check_tenants(config: &Config, client: &AuthorityClient) -> Result<usize, CliError> {
+    let graph = config.app.cloud.graph_resource();
+    let results = futures_util::future::join_all(
+        config
+            .tenants
+            .iter()
+            .map(|t| async move { (t, client.acquire(t.id.as_str(), graph).await) }),
+    )
+    .await;
+    let mut failures = 0;
+    for (tenant, result) in results {
+        match result {
+            Ok(token) => {
+                let roles = token_roles(token.access_token.expose());
+                let missing: Vec<&str> = tenant
+                    .required_permissions
+                    .iter()
+                    .map(|p| p.as_str())
+                    .filter(|p| {
+                        roles
+                            .as_ref()
+                            .is_some_and(|r| !r.iter().any(|have| have == p))
+                    })
+                    .collect();
+                let roles_text = match &roles {
+                    Some(r) if r.is_empty() => "no application permissions granted".to_owned(),
+                    Some(r) => format!("roles {}", r.join(", ")),
+                    None => "roles unreadable (opaque token)".to_owned(),
+                };
+                if missing.is_empty() {
+                    out(format_args!(
+                        "tenant {} ({}): ok, token valid for {} s, {roles_text}",
+                        tenant.name,
+                        tenant.id,
+                        token.expires_in.as_secs()
+                    ))?;
+                } else {
+                    failures += 1;
+                    out(format_args!(
+                        "tenant {} ({}): FAILED: missing permission(s) {}; add them to the app registration and have the tenant's admin consent again (`tokenbroker consent-url --tenant {}`); {roles_text}",
+                        tenant.name,
+                        tenant.id,
+                        missing.join(", "),
+                        tenant.id
+                    ))?;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let code = e
+                    .entra()
+                    .and_then(|x| x.aadsts())
+                    .unwrap_or_else(|| "no AADSTS code".into());
+                out(format_args!(
+                    "tenant {} ({}): FAILED ({code}): {e}",
+                    tenant.name, tenant.id
+                ))?;
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// The `roles` claim of a JWT access token, best effort: Microsoft says
+/// tokens are opaque, so this is for diagnostics only.
+fn token_roles(token: &str) -> Option<Vec<String>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(
+        claims
+            .get("roles")
+            .and_then(|r| r.as_array())
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+fn token(
+    tenant: &str,
+    resource: Option<&str>,
+    config_path: &Path,
+    json: bool,
+) -> Result<(), CliError> {
+    let (config, credential, warnings) = load(config_path)?;
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    let target =
+        broker::resolve(&config, tenant, resource).map_err(|e| CliError::Usage(e.to_string()))?;
+    let client = authority_client(&config, credential)?;
+    let response = runtime()?
+        .block_on(client.acquire(target.tenant.id.as_str(), &target.resource))
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let expires_in = response.expires_in.as_secs();
+    let expires_on = SystemTime::now() + response.expires_in;
+    let expires_on_unix = expires_on
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    if json {
+        let body = serde_json::json!({
+            "access_token": response.access_token.expose(),
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "expires_on": expires_on_unix,
+            "tenant_id": target.tenant.id.as_str(),
+            "resource": target.resource,
+        });
+        out(format_args!("{body}"))
+    } else {
+        out(format_args!("{}", response.access_token.expose()))?;
+        eprintln!("expires {} (in {expires_in} s)", rfc3339(expires_on));
+        Ok(())
+    }
 }

@@ -35,6 +35,7 @@
 
 pub mod assertion;
 pub mod authority;
+pub mod broker;
 pub mod cache;
 pub mod cli;
 pub mod clock;
@@ -42,4 +43,5 @@ pub mod cloud;
 pub mod config;
 pub mod credentials;
 pub mod jitter;
+pub mod simulated_authority;
 pub mod token;

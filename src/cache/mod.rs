@@ -72,6 +72,10 @@ pub struct CacheSettings {
     pub negative_ttl: Duration,
     /// Bound on slots.
     pub max_entries: u64,
+    /// First retry delay after a failed background refresh.
+    pub refresh_retry_base: Duration,
+    /// Largest retry delay after failed background refreshes.
+    pub refresh_retry_cap: Duration,
 }
 
 impl CacheSettings {
@@ -82,6 +86,8 @@ impl CacheSettings {
             keep_warm: config.keep_warm.0,
             negative_ttl: config.negative_ttl.0,
             max_entries: config.max_entries,
+            refresh_retry_base: schedule::RETRY_BASE,
+            refresh_retry_cap: schedule::RETRY_CAP,
         }
     }
 }
@@ -445,7 +451,13 @@ impl Inner {
                     });
                 }
                 // Retry the refresh with backoff, and not before a throttle ends.
-                let retry = now + schedule::retry_delay(state.failures, self.jitter.unit());
+                let retry = now
+                    + schedule::retry_delay(
+                        state.failures,
+                        self.jitter.unit(),
+                        self.settings.refresh_retry_base,
+                        self.settings.refresh_retry_cap,
+                    );
                 state.next_refresh = Some(match hold {
                     Some(hold) => retry.max(now + hold),
                     None => retry,

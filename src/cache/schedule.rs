@@ -47,12 +47,12 @@ pub const RETRY_BASE: Duration = Duration::from_secs(5);
 pub const RETRY_CAP: Duration = Duration::from_secs(300);
 
 /// Delay before retry number `failures` (1 after the first failure) of a
-/// background refresh: exponential from [`RETRY_BASE`] to [`RETRY_CAP`], then
-/// scaled by `unit` in `[0, 1]` into its upper half ("equal jitter"), so
-/// retries spread out but never collapse to zero.
-pub fn retry_delay(failures: u32, unit: f64) -> Duration {
+/// background refresh: exponential from `base` (default [`RETRY_BASE`]) to
+/// `cap` (default [`RETRY_CAP`]), then scaled by `unit` in `[0, 1]` into its
+/// upper half ("equal jitter"), so retries spread out but never collapse to zero.
+pub fn retry_delay(failures: u32, unit: f64, base: Duration, cap: Duration) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
-    let full = RETRY_BASE.saturating_mul(1 << exp).min(RETRY_CAP);
+    let full = base.saturating_mul(1 << exp).min(cap);
     full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
 }
 
@@ -161,12 +161,13 @@ mod tests {
 
     #[test]
     fn retry_delays_grow_then_cap() {
-        assert_eq!(retry_delay(1, 1.0), Duration::from_secs(5));
-        assert_eq!(retry_delay(2, 1.0), Duration::from_secs(10));
-        assert_eq!(retry_delay(3, 1.0), Duration::from_secs(20));
-        assert_eq!(retry_delay(7, 1.0), RETRY_CAP);
-        assert_eq!(retry_delay(u32::MAX, 1.0), RETRY_CAP);
-        assert_eq!(retry_delay(1, 0.0), Duration::from_millis(2500));
-        assert_eq!(retry_delay(0, 0.5), Duration::from_millis(3750));
+        let delay = |failures, unit| retry_delay(failures, unit, RETRY_BASE, RETRY_CAP);
+        assert_eq!(delay(1, 1.0), Duration::from_secs(5));
+        assert_eq!(delay(2, 1.0), Duration::from_secs(10));
+        assert_eq!(delay(3, 1.0), Duration::from_secs(20));
+        assert_eq!(delay(7, 1.0), RETRY_CAP);
+        assert_eq!(delay(u32::MAX, 1.0), RETRY_CAP);
+        assert_eq!(delay(1, 0.0), Duration::from_millis(2500));
+        assert_eq!(delay(0, 0.5), Duration::from_millis(3750));
     }
 }

@@ -77,6 +77,8 @@ fn settings() -> CacheSettings {
         keep_warm: Duration::from_secs(24 * 3600),
         negative_ttl: Duration::from_secs(30),
         max_entries: 10_000,
+        refresh_retry_base: schedule::RETRY_BASE,
+        refresh_retry_cap: schedule::RETRY_CAP,
     }
 }
 

@@ -1,0 +1,242 @@
+//! The checks the simulated authority makes on a token request, as Entra
+//! makes them. Pure: the request and the registry in, a grant or a refusal out.
+
+use aws_lc_rs::signature::{self, UnparsedPublicKey};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::Value;
+use std::collections::HashMap;
+use x509_cert::der::Decode;
+
+/// What the authority knows: the app, its certificates, the tenants.
+pub(super) struct Registry<'a> {
+    pub(super) client_id: &'a str,
+    pub(super) base_url: &'a str,
+    pub(super) keys: &'a HashMap<String, Vec<u8>>,
+    /// Tenant (lower-case GUID or domain) → (tenant GUID, consented).
+    pub(super) tenants: &'a HashMap<String, (String, bool)>,
+}
+
+/// A request that passed every check.
+#[derive(Debug)]
+pub(super) struct Grant {
+    pub(super) tid: String,
+    pub(super) resource: String,
+}
+
+/// Why a request was refused, as Entra would say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: u16,
+    /// OAuth `error`.
+    pub error: String,
+    /// AADSTS code.
+    pub code: u32,
+    /// Entra's message (without the code prefix).
+    pub message: String,
+}
+
+fn refuse(status: u16, error: &str, code: u32, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        error: error.to_owned(),
+        code,
+        message: message.into(),
+    }
+}
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Entra tolerates this much clock skew on `nbf`.
+const SKEW: u64 = 300;
+
+pub(super) fn check_request(
+    registry: &Registry<'_>,
+    tenant: &str,
+    content_type: &str,
+    body: &[u8],
+    now: u64,
+) -> Result<Grant, Refusal> {
+    if !content_type.split(';').next().is_some_and(|t| {
+        t.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    }) {
+        return Err(refuse(
+            400,
+            "invalid_request",
+            900_144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        ));
+    }
+    let mut form: HashMap<String, String> = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(body) {
+        if form.insert(name.to_string(), value.to_string()).is_some() {
+            return Err(refuse(400, "invalid_request", 90_015, format!("Requested query string is too long or contains a duplicated parameter '{name}'.")));
+        }
+    }
+    let field = |name: &str| -> Result<&str, Refusal> {
+        form.get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                refuse(
+                    400,
+                    "invalid_request",
+                    900_144,
+                    format!("The request body must contain the following parameter: '{name}'."),
+                )
+            })
+    };
+
+    let grant_type = field("grant_type")?;
+    if grant_type != "client_credentials" {
+        return Err(refuse(
+            400,
+            "unsupported_grant_type",
+            70_003,
+            format!("The app requested an unsupported grant type '{grant_type}'."),
+        ));
+    }
+    let Some((tid, consented)) = registry.tenants.get(&tenant.to_ascii_lowercase()).cloned() else {
+        return Err(refuse(400, "invalid_request", 90_002, format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.")));
+    };
+    let client_id = field("client_id")?;
+    if client_id != registry.client_id || !consented {
+        return Err(refuse(400, "unauthorized_client", 700_016, format!(
+            "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+        )));
+    }
+    let scope = field("scope")?;
+    let Some(resource) = scope
+        .strip_suffix("/.default")
+        .filter(|r| !r.is_empty() && !r.contains(' '))
+    else {
+        return Err(refuse(400, "invalid_scope", 1_002_012, format!(
+            "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+        )));
+    };
+    if field("client_assertion_type")? != ASSERTION_TYPE {
+        return Err(refuse(400, "invalid_request", 50_027, "Invalid client_assertion_type: expected urn:ietf:params:oauth:client-assertion-type:jwt-bearer."));
+    }
+    let assertion = field("client_assertion")?;
+    check_assertion(registry, tenant, client_id, assertion, now)?;
+    Ok(Grant {
+        tid,
+        resource: resource.to_owned(),
+    })
+}
+
+fn malformed(why: &str) -> Refusal {
+    refuse(
+        401,
+        "invalid_client",
+        50_027,
+        format!("JWT token is invalid or malformed: {why}."),
+    )
+}
+
+fn check_assertion(
+    registry: &Registry<'_>,
+    tenant: &str,
+    client_id: &str,
+    jwt: &str,
+    now: u64,
+) -> Result<(), Refusal> {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [header_b64, claims_b64, signature_b64] = parts[..] else {
+        return Err(malformed("not a compact JWS"));
+    };
+    let decode_json = |part: &str| -> Result<Value, Refusal> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| malformed("bad base64url"))?;
+        serde_json::from_slice(&bytes).map_err(|_| malformed("bad JSON"))
+    };
+    let header = decode_json(header_b64)?;
+    let claims = decode_json(claims_b64)?;
+    let signature_bytes = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| malformed("bad signature encoding"))?;
+
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let params: &'static signature::RsaParameters = match alg {
+        "PS256" => &signature::RSA_PSS_2048_8192_SHA256,
+        "RS256" => &signature::RSA_PKCS1_2048_8192_SHA256,
+        other => return Err(malformed(&format!("unsupported alg '{other}'"))),
+    };
+    let thumbprint = header
+        .get("x5t#S256")
+        .or_else(|| header.get("x5t"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed("no x5t or x5t#S256 header"))?;
+    // Entra accepts the thumbprint with or without base64 padding.
+    let thumbprint = thumbprint.trim_end_matches('=');
+    let Some(public_key) = registry.keys.get(thumbprint) else {
+        let hex: String = URL_SAFE_NO_PAD
+            .decode(thumbprint)
+            .unwrap_or_default()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        return Err(refuse(401, "invalid_client", 700_027, format!(
+            "Client assertion contains an invalid signature. [Reason - The key was not found., Thumbprint of key used by client: '{hex}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'.]"
+        )));
+    };
+    let signing_input = format!("{header_b64}.{claims_b64}");
+    UnparsedPublicKey::new(params, public_key)
+        .verify(signing_input.as_bytes(), &signature_bytes)
+        .map_err(|_| refuse(401, "invalid_client", 700_027, "Client assertion contains an invalid signature. [Reason - The provided signature value did not match the expected signature value.]"))?;
+
+    let expected_aud = crate::cloud::token_endpoint(registry.base_url, tenant);
+    let aud = claims
+        .get("aud")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if aud != expected_aud {
+        return Err(refuse(401, "invalid_client", 700_212, format!(
+            "No matching federated identity record found for presented assertion audience '{aud}'. The audience must be '{expected_aud}'."
+        )));
+    }
+    for claim in ["iss", "sub"] {
+        if claims.get(claim).and_then(Value::as_str) != Some(client_id) {
+            return Err(refuse(401, "invalid_client", 700_021, format!(
+                "Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at https://docs.microsoft.com/en-us/azure/active-directory/develop/active-directory-certificate-credentials . (claim '{claim}')"
+            )));
+        }
+    }
+    if claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(malformed("no jti claim"));
+    }
+    let number = |name: &str| claims.get(name).and_then(Value::as_u64);
+    let exp = number("exp").ok_or_else(|| malformed("no exp claim"))?;
+    let start = number("nbf")
+        .or_else(|| number("iat"))
+        .ok_or_else(|| malformed("no nbf or iat claim"))?;
+    let iat = number("iat").unwrap_or(start);
+    let out_of_range =
+        exp <= now || start > now + SKEW || exp.saturating_sub(start.min(iat)) > 3600;
+    if out_of_range {
+        return Err(refuse(400, "invalid_client", 700_024, format!(
+            "Client assertion is not within its valid time range. Current time: {now}, assertion valid from {start}, expiry time of assertion {exp}."
+        )));
+    }
+    Ok(())
+}
+
+/// The RSA public key (PKCS#1 DER) of a DER certificate.
+pub(super) fn rsa_public_key(cert_der: &[u8]) -> Result<Vec<u8>, String> {
+    let cert = x509_cert::Certificate::from_der(cert_der)
+        .map_err(|e| format!("not a certificate: {e}"))?;
+    let spki = cert.tbs_certificate().subject_public_key_info();
+    if spki.algorithm.oid.to_string() != "1.2.840.113549.1.1.1" {
+        return Err("Entra accepts RSA certificates only".into());
+    }
+    Ok(spki.subject_public_key.raw_bytes().to_vec())
+}

@@ -1,0 +1,370 @@
+//! Token acquisition against the simulated authority, over real sockets:
+//! the authority client, retries and throttling, and the cache on top.
+
+mod common;
+
+use common::{claims, Fixture, CLIENT_ID, GRAPH};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokenbroker::authority::AcquireError;
+use tokenbroker::broker::{BrokerError, RequestError};
+use tokenbroker::cache::Lookup;
+use tokenbroker::simulated_authority::Fault;
+
+const CONTOSO: &str = "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n";
+
+fn acquire_error(result: Result<impl std::fmt::Debug, BrokerError>) -> AcquireError {
+    match result {
+        Err(BrokerError::Acquire(e)) => e,
+        other => panic!("expected an acquisition error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn consented_tenant_by_name_and_by_id() {
+    let f = Fixture::new(CONTOSO).await;
+    let tid = f.sim.consent("contoso.onmicrosoft.com");
+    let broker = f.broker();
+
+    let (target, grant) = broker.token("contoso", None).await.unwrap();
+    assert_eq!(target.tenant.id.as_str(), "contoso.onmicrosoft.com");
+    assert_eq!(grant.lookup, Lookup::Miss);
+    let c = claims(grant.token.access_token.expose());
+    assert_eq!(c["tid"], tid.as_str());
+    assert_eq!(c["aud"], GRAPH);
+    assert_eq!(c["idtyp"], "app");
+    assert_eq!(c["appid"], CLIENT_ID);
+    assert!(c["roles"].as_array().is_some_and(|r| !r.is_empty()));
+    let lifetime = grant.token.expires_on - grant.token.obtained_on;
+    assert!((3590..=3600).contains(&lifetime), "{lifetime}");
+
+    // By tenant GUID, and by domain in another case (same cache slot as the name).
+    let (_, by_id) = broker.token(&tid, None).await.unwrap();
+    assert_eq!(
+        claims(by_id.token.access_token.expose())["tid"],
+        tid.as_str()
+    );
+    let (_, by_domain) = broker.token("CONTOSO.onmicrosoft.com", None).await.unwrap();
+    assert_eq!(by_domain.lookup, Lookup::Hit);
+    assert_eq!(by_domain.token.access_token, grant.token.access_token);
+    assert_eq!(f.sim.total_requests(), 2);
+    assert!(f.sim.refusals().is_empty(), "{:?}", f.sim.refusals());
+}
+
+#[tokio::test]
+async fn both_signing_algorithms_are_accepted() {
+    for signing in ["PS256", "RS256"] {
+        let f = Fixture::new(&format!("signing = \"{signing}\"\n")).await;
+        f.sim.consent("fabrikam.com");
+        let broker = f.broker();
+        broker.token("fabrikam.com", None).await.unwrap();
+        assert!(
+            f.sim.refusals().is_empty(),
+            "{signing}: {:?}",
+            f.sim.refusals()
+        );
+    }
+}
+
+#[tokio::test]
+async fn unconsented_tenant_gets_aadsts700016_with_correlation_id() {
+    let f = Fixture::new(CONTOSO).await;
+    f.sim.add_unconsented_tenant("contoso.onmicrosoft.com");
+    let broker = f.broker();
+    let error = acquire_error(broker.token("contoso", None).await);
+    let AcquireError::Refused { entra, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(entra.aadsts().as_deref(), Some("AADSTS700016"));
+    assert_eq!(entra.error, "unauthorized_client");
+    assert!(entra
+        .correlation_id
+        .as_ref()
+        .is_some_and(|c| uuid::Uuid::parse_str(c).is_ok()));
+    assert!(entra.trace_id.is_some());
+    let message = error.to_string();
+    assert!(
+        message.contains("AADSTS700016") && message.contains("consent-url"),
+        "{message}"
+    );
+    assert_eq!(
+        f.sim.requests("contoso.onmicrosoft.com"),
+        1,
+        "permanent: not retried"
+    );
+}
+
+#[tokio::test]
+async fn unregistered_certificate_gets_aadsts700027_after_one_reload() {
+    let f = Fixture::new("").await;
+    f.sim.consent("fabrikam.com");
+    f.sim.clear_certificates();
+    let broker = f.broker();
+    let error = acquire_error(broker.token("fabrikam.com", None).await);
+    let entra = error.entra().expect("Entra's answer");
+    assert_eq!(entra.aadsts().as_deref(), Some("AADSTS700027"));
+    assert!(entra.correlation_id.is_some());
+    assert!(error.to_string().contains("upload it"), "{error}");
+    // One reload from disk and one more try, then give up.
+    assert_eq!(f.sim.requests("fabrikam.com"), 2);
+}
+
+#[tokio::test]
+async fn aadsts700027_reloads_a_rotated_certificate_from_disk() {
+    let f = Fixture::new("").await;
+    f.sim.consent("fabrikam.com");
+    let broker = f.broker();
+    // The operator rotates: new files on disk, only the new certificate registered.
+    let new_der = common::write_credential(f.dir.path(), "app");
+    f.sim.clear_certificates();
+    f.sim.register_certificate(&new_der).unwrap();
+    broker.token("fabrikam.com", None).await.unwrap();
+    assert_eq!(
+        f.sim.requests("fabrikam.com"),
+        2,
+        "one refusal, then success with the reloaded key"
+    );
+}
+
+#[tokio::test]
+async fn two_server_errors_then_success() {
+    let f = Fixture::new("").await;
+    f.sim.consent("fabrikam.com");
+    f.sim.push_fault(Fault::Status(500), 2);
+    let broker = f.broker();
+    let (_, grant) = broker.token("fabrikam.com", None).await.unwrap();
+    assert!(!grant.token.access_token.is_empty());
+    assert_eq!(f.sim.requests("fabrikam.com"), 3);
+}
+
+#[tokio::test]
+async fn dropped_connections_and_truncated_answers_are_retried() {
+    let f = Fixture::new("").await;
+    f.sim.consent("fabrikam.com");
+    f.sim.push_fault(Fault::Drop, 1);
+    f.sim.push_fault(Fault::Truncated, 1);
+    let broker = f.broker();
+    broker.token("fabrikam.com", None).await.unwrap();
+    assert_eq!(f.sim.requests("fabrikam.com"), 3);
+}
+
+#[tokio::test]
+async fn throttling_is_obeyed_locally_for_retry_after() {
+    let f = Fixture::new("").await;
+    f.sim.consent("fabrikam.com");
+    f.sim.push_fault(Fault::Throttle(30), 1);
+    let broker = f.broker();
+    let error = acquire_error(broker.token("fabrikam.com", None).await);
+    let AcquireError::Throttled { retry_after, .. } = error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(retry_after, Duration::from_secs(30));
+    // Inside the window: fast local answers with the time left, nothing upstream.
+    for _ in 0..50 {
+        let error = acquire_error(broker.token("fabrikam.com", None).await);
+        let AcquireError::Throttled { retry_after, .. } = error else {
+            panic!("{error:?}")
+        };
+        assert!(
+            retry_after <= Duration::from_secs(30) && retry_after >= Duration::from_secs(28),
+            "{retry_after:?}"
+        );
+    }
+    assert_eq!(f.sim.requests("fabrikam.com"), 1);
+    // Another resource of the same tenant is not throttled by it.
+    broker
+        .token("fabrikam.com", Some("https://outlook.office365.com"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn garbage_bodies_give_a_clear_error() {
+    let f = Fixture::new("").await;
+    f.sim.consent("fabrikam.com");
+    f.sim.set_persistent_fault(Some(Fault::Garbage));
+    let broker = f.broker();
+    let error = acquire_error(broker.token("fabrikam.com", None).await);
+    assert!(
+        matches!(error, AcquireError::Unavailable { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("fabrikam.com") && message.contains("not JSON"),
+        "{message}"
+    );
+    assert_eq!(
+        f.sim.requests("fabrikam.com"),
+        4,
+        "retried up to max_attempts"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_authority_times_out_with_a_clear_error() {
+    let f = Fixture::new("").await;
+    f.sim.consent("fabrikam.com");
+    f.sim
+        .set_persistent_fault(Some(Fault::Slow(Duration::from_secs(5))));
+    let broker = f.broker_with(|authority, _| {
+        authority.request_timeout = Duration::from_millis(200);
+        authority.retry.max_attempts = 2;
+    });
+    let started = std::time::Instant::now();
+    let error = acquire_error(broker.token("fabrikam.com", None).await);
+    assert!(matches!(error, AcquireError::Timeout { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("did not answer within 200 ms"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn an_unreachable_authority_is_unavailable() {
+    let f = Fixture::new("").await;
+    let url = f.sim.url();
+    let broker = f.broker();
+    drop(f.sim);
+    // Wait for the listener to close.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let error = acquire_error(broker.token("fabrikam.com", None).await);
+    assert!(
+        matches!(error, AcquireError::Unavailable { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains(&url[7..]),
+        "names the authority: {error}"
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_cold_requests_make_one_upstream_request() {
+    let f = Fixture::new(CONTOSO).await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    f.sim.set_latency(Duration::from_millis(200));
+    let broker = Arc::new(f.broker());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let broker = Arc::clone(&broker);
+        tasks.spawn(async move { broker.token("contoso", None).await });
+    }
+    let mut tokens = HashSet::new();
+    while let Some(result) = tasks.join_next().await {
+        let (_, grant) = result.unwrap().unwrap();
+        tokens.insert(grant.token.access_token.expose().to_owned());
+    }
+    assert_eq!(f.sim.requests("contoso.onmicrosoft.com"), 1);
+    assert_eq!(tokens.len(), 1);
+}
+
+#[tokio::test]
+async fn a_thousand_cold_requests_share_one_error() {
+    let f = Fixture::new(CONTOSO).await;
+    f.sim.add_unconsented_tenant("contoso.onmicrosoft.com");
+    f.sim.set_latency(Duration::from_millis(200));
+    let broker = Arc::new(f.broker());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let broker = Arc::clone(&broker);
+        tasks.spawn(async move { broker.token("contoso", None).await });
+    }
+    let mut errors = 0;
+    while let Some(result) = tasks.join_next().await {
+        let error = acquire_error(result.unwrap());
+        assert_eq!(
+            error.entra().and_then(|e| e.aadsts()).as_deref(),
+            Some("AADSTS700016")
+        );
+        errors += 1;
+    }
+    assert_eq!(errors, 1000);
+    assert_eq!(f.sim.requests("contoso.onmicrosoft.com"), 1);
+}
+
+#[tokio::test]
+async fn an_outage_keeps_the_cached_token_and_refresh_recovers() {
+    let f = Fixture::new(CONTOSO).await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    // Short-lived tokens so the refresh point comes within the test:
+    // lifetime 8 s, handed out while ≥ 2 s remain, refresh at ≈ 5.3 s.
+    f.sim.set_token_lifetime(Duration::from_secs(8));
+    let broker = f.broker_with(|_, cache| {
+        cache.min_remaining = Duration::from_secs(2);
+        cache.refresh_retry_base = Duration::from_millis(100);
+        cache.refresh_retry_cap = Duration::from_millis(200);
+    });
+    let (_, first) = broker.token("contoso", None).await.unwrap();
+    f.sim.set_persistent_fault(Some(Fault::Status(503)));
+    let started = tokio::time::Instant::now();
+    // Until 5.8 s: the refresh is due and failing, callers still get the
+    // first token without waiting.
+    while started.elapsed() < Duration::from_millis(5800) {
+        let (_, grant) = broker.token("contoso", None).await.unwrap();
+        assert_eq!(grant.token.access_token, first.token.access_token);
+        assert_ne!(grant.lookup, Lookup::Miss);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let during_outage = f.sim.requests("contoso.onmicrosoft.com");
+    assert!(
+        during_outage >= 2,
+        "the refresh was attempted: {during_outage}"
+    );
+    // The authority comes back; the background retry gets a new token.
+    f.sim.set_persistent_fault(None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, grant) = broker.token("contoso", None).await.unwrap();
+    assert_ne!(grant.token.access_token, first.token.access_token);
+    assert_eq!(grant.lookup, Lookup::Hit);
+}
+
+#[tokio::test]
+async fn bad_requests_never_reach_the_authority() {
+    let f = Fixture::new(CONTOSO).await;
+    let broker = f.broker();
+    for tenant in ["../../etc", "a b", "contoso.com/oauth2", "common", "%2e%2e"] {
+        match broker.token(tenant, None).await {
+            Err(BrokerError::Request(RequestError::Tenant(_))) => {}
+            other => panic!("{tenant}: {other:?}"),
+        }
+    }
+    match broker
+        .token("contoso", Some("https://graph.microsoft.com/.default"))
+        .await
+    {
+        Err(BrokerError::Request(RequestError::Resource(_))) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.sim.total_requests(), 0);
+}
+
+#[tokio::test]
+async fn configured_tenants_are_prefetched_in_the_background() {
+    let tenants: String = (0..20)
+        .map(|i| format!("[[tenants]]\nname = \"t{i}\"\nid = \"t{i}.example.com\"\n"))
+        .collect();
+    let f = Fixture::new(&format!("max_concurrent_requests = 4\n{tenants}")).await;
+    for i in 0..20 {
+        f.sim.consent(&format!("t{i}.example.com"));
+    }
+    f.sim.set_latency(Duration::from_millis(50));
+    let broker = f.broker();
+    broker.prefetch_configured_tenants(); // returns at once
+    for _ in 0..100 {
+        if f.sim.total_requests() == 20 && broker.cache().len() == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(f.sim.total_requests(), 20);
+    assert!(
+        f.sim.peak_concurrency() <= 4,
+        "peak {}",
+        f.sim.peak_concurrency()
+    );
+    let (_, grant) = broker.token("t7", None).await.unwrap();
+    assert_eq!(grant.lookup, Lookup::Hit);
+}
