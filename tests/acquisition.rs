@@ -368,3 +368,51 @@ async fn configured_tenants_are_prefetched_in_the_background() {
     let (_, grant) = broker.token("t7", None).await.unwrap();
     assert_eq!(grant.lookup, Lookup::Hit);
 }
+
+#[tokio::test]
+async fn aadsts700024_is_retried_once_with_a_fresh_assertion() {
+    let f = Fixture::new("").await;
+    f.sim.consent("fabrikam.com");
+    let fault = Fault::Aadsts {
+        status: 400,
+        error: "invalid_client".into(),
+        code: 700_024,
+    };
+    f.sim.push_fault(fault.clone(), 1);
+    let broker = f.broker();
+    broker.token("fabrikam.com", None).await.unwrap();
+    assert_eq!(f.sim.requests("fabrikam.com"), 2);
+    // Twice in a row: the clock is suspect; the refusal is surfaced.
+    f.sim.push_fault(fault, 2);
+    let error = acquire_error(
+        broker
+            .token("fabrikam.com", Some("https://outlook.office365.com"))
+            .await,
+    );
+    assert!(error.to_string().contains("clock"), "{error}");
+    assert_eq!(f.sim.requests("fabrikam.com"), 4);
+}
+
+#[tokio::test]
+async fn ca_file_is_checked_when_the_client_is_built() {
+    let f = Fixture::new("").await;
+    let garbage = f.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let missing = f.dir.path().join("missing.pem");
+    let good = f.dir.path().join("app.crt");
+    for (path, ok) in [(&garbage, false), (&missing, false), (&good, true)] {
+        let config = f.config();
+        let mut settings = tokenbroker::authority::AuthoritySettings::from_config(&config);
+        settings.ca_file = Some(path.clone());
+        let result = tokenbroker::authority::AuthorityClient::new(
+            settings,
+            f.credentials(&config),
+            Arc::new(tokenbroker::clock::SystemClock),
+        );
+        match (result, ok) {
+            (Ok(_), true) => {}
+            (Err(e), false) => assert!(e.to_string().contains("app.ca_file"), "{e}"),
+            (result, _) => panic!("{}: {result:?}", path.display()),
+        }
+    }
+}

@@ -152,3 +152,49 @@ async fn check_online_reports_each_tenant() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_standard_proxy_variables_are_honoured() {
+    let f = Fixture::new(TENANTS).await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    // A second authority stands in for the proxy: it counts what reaches it.
+    let proxy = tokenbroker::simulated_authority::SimulatedAuthority::start(common::CLIENT_ID)
+        .await
+        .unwrap();
+    let run = |no_proxy: Option<&'static str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tokenbroker"));
+        command
+            .args(args(&["token", "--tenant", "contoso"], &f))
+            .env("HTTP_PROXY", proxy.url())
+            .env("http_proxy", proxy.url())
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        if let Some(value) = no_proxy {
+            command.env("NO_PROXY", value);
+        }
+        command
+    };
+    let mut via_proxy = run(None);
+    let out = tokio::task::spawn_blocking(move || via_proxy.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        proxy.total_requests() >= 1,
+        "the request went through the proxy"
+    );
+    assert!(
+        !out.status.success(),
+        "the stand-in proxy refuses (wrong audience)"
+    );
+    let mut direct = run(Some("127.0.0.1"));
+    let before = proxy.total_requests();
+    let out = tokio::task::spawn_blocking(move || direct.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        proxy.total_requests(),
+        before,
+        "NO_PROXY bypasses the proxy"
+    );
+}
