@@ -7,9 +7,11 @@
 //! layer's business.
 
 use crate::authority::response::TokenResponse;
-use crate::authority::{AcquireError, AuthorityClient, AuthoritySettings, BuildError};
+use crate::authority::{
+    AcquireError, AuthorityClient, AuthoritySettings, BuildError, UpstreamObserver,
+};
 use crate::cache::{
-    BoxFuture, CacheKey, CacheObserver, CacheSettings, Grant, TokenCache, TokenSource,
+    BoxFuture, CacheKey, CacheObserver, CacheSettings, Grant, NoObserver, TokenCache, TokenSource,
 };
 use crate::clock::SharedClock;
 use crate::config::{self, Config, ResolvedTenant};
@@ -96,6 +98,12 @@ pub fn resolve(
     })
 }
 
+/// Everything the broker reports to (metrics): cache and upstream events.
+pub trait Observer: CacheObserver + UpstreamObserver {}
+impl<T: CacheObserver + UpstreamObserver> Observer for T {}
+
+impl UpstreamObserver for NoObserver {}
+
 /// Adapts the authority client to the cache's [`TokenSource`].
 struct AuthoritySource(Arc<AuthorityClient>);
 
@@ -121,7 +129,7 @@ impl Broker {
         config: Arc<Config>,
         credentials: Arc<CredentialStore>,
         clock: SharedClock,
-        observer: Arc<dyn CacheObserver>,
+        observer: Arc<dyn Observer>,
     ) -> Result<Broker, BuildError> {
         let authority = AuthoritySettings::from_config(&config);
         let cache = CacheSettings::from_config(&config.cache);
@@ -135,13 +143,14 @@ impl Broker {
         cache: CacheSettings,
         credentials: Arc<CredentialStore>,
         clock: SharedClock,
-        observer: Arc<dyn CacheObserver>,
+        observer: Arc<dyn Observer>,
     ) -> Result<Broker, BuildError> {
-        let authority = Arc::new(AuthorityClient::new(
-            authority,
-            credentials,
-            Arc::clone(&clock),
-        )?);
+        let upstream: Arc<dyn UpstreamObserver> = observer.clone();
+        let authority = Arc::new(
+            AuthorityClient::new(authority, credentials, Arc::clone(&clock))?
+                .with_observer(upstream),
+        );
+        let observer: Arc<dyn CacheObserver> = observer;
         let cache = TokenCache::new(
             Arc::new(AuthoritySource(Arc::clone(&authority))),
             cache,

@@ -28,12 +28,37 @@ use zeroize::Zeroizing;
     about = "Local broker for Microsoft Graph app-only tokens"
 )]
 pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// For machines: one JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Run with no Azure: a simulated authority, a throw-away certificate,
+        /// one tenant and one account.
+        #[arg(long)]
+        dev: bool,
+        /// Listen here instead of server.listen (with --dev: default 127.0.0.1:8765).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Certificates for the app registration.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -172,6 +197,11 @@ pub fn run() -> ExitCode {
 
 fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Serve {
+            config,
+            dev,
+            listen,
+        } => serve(&config, dev, listen, cli.log_format),
         Command::Cert(CertCommand::New {
             subject,
             days,
@@ -688,4 +718,142 @@ fn token(
         eprintln!("expires {} (in {expires_in} s)", rfc3339(expires_on));
         Ok(())
     }
+}
+
+/// Sets up logging to stderr: `RUST_LOG` filters (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless: the first one stays.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn serve(
+    config_path: &Path,
+    dev: bool,
+    listen: Option<std::net::SocketAddr>,
+    log_format: LogFormat,
+) -> Result<(), CliError> {
+    init_logging(log_format);
+    runtime()?.block_on(async move {
+        let (config, credential, dev_setup) = if dev {
+            let addr = listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8765)));
+            let setup = crate::dev::setup(addr).await.map_err(|e| CliError::Other(e.to_string()))?;
+            let config = setup.config.clone();
+            // The dev credential cannot be reloaded from disk; a clone is not
+            // possible either, so the setup hands over its credential.
+            let crate::dev::DevSetup {
+                authority,
+                config: _,
+                credential,
+                secret,
+            } = setup;
+            (config, credential, Some((authority, secret)))
+        } else {
+            let (mut config, credential, warnings) = load(config_path)?;
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            if let Some(addr) = listen {
+                config.server.listen = addr;
+            }
+            (config, credential, None)
+        };
+        let server = &config.server;
+        if !server.listen.ip().is_loopback() {
+            tracing::warn!(listen = %server.listen, "listening on a non-loopback address (server.allow_remote = true): tokens are served to other hosts");
+        }
+        let tcp = tokio::net::TcpListener::bind(server.listen)
+            .await
+            .map_err(|e| CliError::Other(format!("cannot listen on {} (server.listen): {e}", server.listen)))?;
+        let unix = match &server.unix_socket {
+            Some(path) => Some((
+                crate::server::bind_unix_socket(path)
+                    .await
+                    .map_err(|e| CliError::Other(format!("cannot listen on {} (server.unix_socket): {e}", path.display())))?,
+                path.clone(),
+            )),
+            None => None,
+        };
+        let metrics_listener = match server.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| CliError::Other(format!("cannot listen on {addr} (server.metrics_listen): {e}")))?,
+            ),
+            None => None,
+        };
+        let local = tcp
+            .local_addr()
+            .map_err(|e| CliError::Other(format!("listener address: {e}")))?;
+
+        let metrics = Arc::new(crate::metrics::Metrics::new(&config));
+        metrics.set_certificate_expiry(crate::server::unix_seconds(credential.certificate().not_after));
+        let config = Arc::new(config);
+        let broker = crate::broker::Broker::new(
+            Arc::clone(&config),
+            Arc::new(CredentialStore::new(credential)),
+            Arc::new(SystemClock),
+            metrics.clone(),
+        )
+        .map_err(|e| CliError::Config(ConfigError::Invalid {
+            path: config_path.to_owned(),
+            key: "app.ca_file".into(),
+            message: e.to_string(),
+        }))?;
+        broker.prefetch_configured_tenants();
+        let app = Arc::new(crate::server::App::new(broker, metrics));
+        let _authority = match dev_setup {
+            Some((authority, secret)) => {
+                let setup_view = crate::dev::Banner {
+                    authority_url: authority.url(),
+                    secret: &secret,
+                };
+                print!("{}", crate::dev::banner(&setup_view, local));
+                let _ = std::io::stdout().flush();
+                Some(authority)
+            }
+            None => None,
+        };
+        crate::server::run(
+            app,
+            crate::server::Listeners {
+                tcp,
+                unix,
+                metrics: metrics_listener,
+            },
+            shutdown_signal(),
+        )
+        .await;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }

@@ -84,6 +84,24 @@ pub struct ServerConfig {
     /// Host header allow-list (port ignored), the DNS-rebinding defence.
     #[serde(default = "default_allowed_hosts")]
     pub allowed_hosts: Vec<HostName>,
+    /// Serve `/metrics` on this address only (instead of on `listen`).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Connections served at once; more are closed on arrival.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A client must send its whole request head within this time.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: ConfigDuration,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Longest query string accepted, in bytes.
+    #[serde(default = "default_max_query_bytes")]
+    pub max_query_bytes: usize,
+    /// On SIGTERM, requests in flight get this long to finish.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: ConfigDuration,
 }
 
 impl Default for ServerConfig {
@@ -93,8 +111,30 @@ impl Default for ServerConfig {
             allow_remote: false,
             unix_socket: None,
             allowed_hosts: default_allowed_hosts(),
+            metrics_listen: None,
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+            max_query_bytes: default_max_query_bytes(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_read_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+fn default_max_header_bytes() -> usize {
+    8192
+}
+fn default_max_query_bytes() -> usize {
+    2048
+}
+fn default_shutdown_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
 }
 
 fn default_listen() -> SocketAddr {
@@ -310,6 +350,31 @@ impl Config {
                      Use 127.0.0.1 or [::1], or set server.allow_remote = true if that is intended",
                     server.listen
                 ),
+            ));
+        }
+        if let Some(metrics) = server.metrics_listen {
+            if !metrics.ip().is_loopback() && !server.allow_remote {
+                return Err((
+                    "server.metrics_listen".into(),
+                    format!(
+                        "{metrics} is not a loopback address; set server.allow_remote = true to expose metrics to other hosts"
+                    ),
+                ));
+            }
+        }
+        if server.max_connections == 0 {
+            return Err(("server.max_connections".into(), "must be at least 1".into()));
+        }
+        if !(1024..=1024 * 1024).contains(&server.max_header_bytes) {
+            return Err((
+                "server.max_header_bytes".into(),
+                "must be between 1024 and 1048576".into(),
+            ));
+        }
+        if server.header_read_timeout.0.is_zero() {
+            return Err((
+                "server.header_read_timeout".into(),
+                "must be more than zero: it is the slow-client defence".into(),
             ));
         }
         if server.allowed_hosts.is_empty() {

@@ -216,6 +216,42 @@ enum AttemptError {
     Signing(String),
 }
 
+/// How one upstream attempt ended (the `outcome` label of the metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    /// A token.
+    Success,
+    /// A failure worth retrying (5xx, 429, transport, malformed body).
+    Transient,
+    /// A refusal (4xx).
+    Permanent,
+    /// No answer in time.
+    Timeout,
+}
+
+impl UpstreamOutcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Success => "success",
+            UpstreamOutcome::Transient => "transient",
+            UpstreamOutcome::Permanent => "permanent",
+            UpstreamOutcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// Hook for metrics on every upstream attempt.
+pub trait UpstreamObserver: Send + Sync + std::fmt::Debug + 'static {
+    /// An attempt ended.
+    fn upstream(&self, _outcome: UpstreamOutcome, _elapsed: Duration) {}
+}
+
+/// An observer that records nothing.
+#[derive(Debug, Default)]
+pub struct NoUpstreamObserver;
+impl UpstreamObserver for NoUpstreamObserver {}
+
 /// The client-credentials client for one app registration.
 #[derive(Debug)]
 pub struct AuthorityClient {
@@ -225,6 +261,7 @@ pub struct AuthorityClient {
     clock: SharedClock,
     jitter: Jitter,
     in_flight: Semaphore,
+    observer: Arc<dyn UpstreamObserver>,
 }
 
 /// The HTTP client could not be built (bad `ca_file`).
@@ -275,7 +312,14 @@ impl AuthorityClient {
             clock,
             jitter: Jitter::from_entropy(),
             in_flight: Semaphore::new(permits),
+            observer: Arc::new(NoUpstreamObserver),
         })
+    }
+
+    /// Reports every upstream attempt to `observer` (metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn UpstreamObserver>) -> AuthorityClient {
+        self.observer = observer;
+        self
     }
 
     /// The settings in force.
@@ -375,8 +419,29 @@ impl AuthorityClient {
         }
     }
 
-    /// One POST to the token endpoint.
+    /// One POST to the token endpoint, reported to the observer.
     async fn attempt(&self, tenant: &str, resource: &str) -> Result<TokenResponse, AttemptError> {
+        let started = Instant::now();
+        let result = self.post(tenant, resource).await;
+        let outcome = match &result {
+            Ok(_) => Some(UpstreamOutcome::Success),
+            Err(AttemptError::Entra(_, Class::Transient | Class::Throttled(_))) => {
+                Some(UpstreamOutcome::Transient)
+            }
+            Err(AttemptError::Entra(..)) => Some(UpstreamOutcome::Permanent),
+            Err(AttemptError::Malformed(_) | AttemptError::Transport(_)) => {
+                Some(UpstreamOutcome::Transient)
+            }
+            Err(AttemptError::Timeout) => Some(UpstreamOutcome::Timeout),
+            Err(AttemptError::Signing(_)) => None, // nothing was sent
+        };
+        if let Some(outcome) = outcome {
+            self.observer.upstream(outcome, started.elapsed());
+        }
+        result
+    }
+
+    async fn post(&self, tenant: &str, resource: &str) -> Result<TokenResponse, AttemptError> {
         let endpoint = cloud::token_endpoint(&self.settings.authority_host, tenant);
         let credential = self.credentials.current();
         let client_assertion = assertion::sign(

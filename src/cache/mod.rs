@@ -144,7 +144,7 @@ pub enum Trigger {
 }
 
 /// Hooks for metrics; all no-ops by default.
-pub trait CacheObserver: Send + Sync + 'static {
+pub trait CacheObserver: Send + Sync + std::fmt::Debug + 'static {
     /// A lookup was answered.
     fn lookup(&self, _result: Lookup) {}
     /// A load started.
@@ -340,6 +340,21 @@ impl TokenCache {
     /// Whether the cache has no slots.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Number of cached tokens that are still valid (for the gauge).
+    pub fn token_count(&self) -> usize {
+        let now = Instant::now();
+        self.inner
+            .slots
+            .iter()
+            .filter(|(_, slot)| {
+                slot.lock()
+                    .token
+                    .as_ref()
+                    .is_some_and(|t| t.expires_at > now)
+            })
+            .count()
     }
 
     /// Whether `key` has a slot.

@@ -81,9 +81,17 @@ pub(crate) fn read_certificate_file(
     path: &Path,
     password: Password<'_>,
 ) -> Result<CertificateFile, CredentialError> {
-    let bytes = read(path)?;
-    if looks_like_pem(&bytes) {
-        let blocks = pem_blocks(path, &bytes)?;
+    parse_certificate_file(path, &read(path)?, password)
+}
+
+/// Parses the contents of a certificate file; `path` names it in errors.
+pub(crate) fn parse_certificate_file(
+    path: &Path,
+    bytes: &[u8],
+    password: Password<'_>,
+) -> Result<CertificateFile, CredentialError> {
+    if looks_like_pem(bytes) {
+        let blocks = pem_blocks(path, bytes)?;
         let certs: Vec<Vec<u8>> = blocks
             .iter()
             .filter(|(label, _)| label == "CERTIFICATE")
@@ -100,13 +108,13 @@ pub(crate) fn read_certificate_file(
         let key = key_from_blocks(path, &blocks, password)?;
         return Ok(CertificateFile { certs, key });
     }
-    if x509_cert::Certificate::from_der(&bytes).is_ok() {
+    if x509_cert::Certificate::from_der(bytes).is_ok() {
         return Ok(CertificateFile {
             certs: vec![bytes.to_vec()],
             key: None,
         });
     }
-    read_pfx(path, &bytes, password)
+    read_pfx(path, bytes, password)
 }
 
 /// Reads a PEM private key file.
@@ -114,8 +122,16 @@ pub(crate) fn read_key_file(
     path: &Path,
     password: Password<'_>,
 ) -> Result<RawKey, CredentialError> {
-    let bytes = read(path)?;
-    if !looks_like_pem(&bytes) {
+    parse_key_file(path, &read(path)?, password)
+}
+
+/// Parses the contents of a PEM key file; `path` names it in errors.
+pub(crate) fn parse_key_file(
+    path: &Path,
+    bytes: &[u8],
+    password: Password<'_>,
+) -> Result<RawKey, CredentialError> {
+    if !looks_like_pem(bytes) {
         return Err(CredentialError::Format {
             path: path.to_owned(),
             message:
@@ -124,7 +140,7 @@ pub(crate) fn read_key_file(
                     .into(),
         });
     }
-    let blocks = pem_blocks(path, &bytes)?;
+    let blocks = pem_blocks(path, bytes)?;
     key_from_blocks(path, &blocks, password)?.ok_or_else(|| CredentialError::Format {
         path: path.to_owned(),
         message: "holds no private key block; expected \"BEGIN PRIVATE KEY\", \

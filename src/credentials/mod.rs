@@ -320,12 +320,45 @@ impl Credential {
         let password = source.password_env.as_deref().map(PasswordSource::from_env);
         let cert_path = &source.certificate;
         let cert_file = files::read_certificate_file(cert_path, password.as_ref())?;
-
-        let (key, key_path) = match &source.private_key {
-            Some(key_path) => (
+        let key = match &source.private_key {
+            Some(key_path) => Some((
                 files::read_key_file(key_path, password.as_ref())?,
                 key_path.clone(),
-            ),
+            )),
+            None => None,
+        };
+        Credential::assemble(source.clone(), cert_file, key, now)
+    }
+
+    /// Builds a credential from PEM text held in memory (a throw-away dev
+    /// certificate); it cannot be reloaded from disk.
+    pub fn from_pem(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        now: SystemTime,
+    ) -> Result<Loaded, CredentialError> {
+        let source = CredentialSource {
+            certificate: PathBuf::from("<in-memory certificate>"),
+            private_key: Some(PathBuf::from("<in-memory key>")),
+            password_env: None,
+        };
+        let cert_file = files::parse_certificate_file(&source.certificate, cert_pem, None)?;
+        let key = files::parse_key_file(Path::new("<in-memory key>"), key_pem, None)?;
+        let key_path = PathBuf::from("<in-memory key>");
+        Credential::assemble(source, cert_file, Some((key, key_path)), now)
+    }
+
+    /// Checks a certificate file and key against each other and the clock.
+    fn assemble(
+        source: CredentialSource,
+        cert_file: files::CertificateFile,
+        key: Option<(files::RawKey, PathBuf)>,
+        now: SystemTime,
+    ) -> Result<Loaded, CredentialError> {
+        let cert_path = &source.certificate;
+        let separate_key = key.is_some();
+        let (key, key_path) = match key {
+            Some(pair) => pair,
             None => match cert_file.key {
                 Some(key) => (key, cert_path.clone()),
                 None => {
@@ -349,7 +382,7 @@ impl Credential {
                 }
             })?);
         }
-        let leaf_index = if source.private_key.is_none() && infos.len() > 1 {
+        let leaf_index = if !separate_key && infos.len() > 1 {
             infos
                 .iter()
                 .position(|info| info.rsa_public_key().as_ref() == Some(&public))
@@ -425,7 +458,7 @@ impl Credential {
                 info: leaf,
                 chain,
                 signing_key,
-                source: source.clone(),
+                source,
             },
             warnings,
         })

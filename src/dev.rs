@@ -1,0 +1,134 @@
+//! `tokenbroker serve --dev`: the whole broker with no Azure at all. A
+//! simulated Entra authority runs in-process, a throw-away certificate is
+//! made and registered with it, and one tenant and one account are
+//! configured. Nothing is written to disk.
+
+use crate::config::{Config, ConfigError};
+use crate::credentials::{Credential, CredentialError};
+use crate::simulated_authority::{SimError, SimulatedAuthority};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::SystemTime;
+use zeroize::Zeroizing;
+
+/// The dev tenant's alias and domain.
+pub const DEV_TENANT: (&str, &str) = ("contoso", "contoso.onmicrosoft.com");
+/// The dev account.
+pub const DEV_ACCOUNT: &str = "dev";
+/// The dev app's client ID.
+pub const DEV_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000d3e7";
+
+/// What `serve --dev` runs with.
+#[derive(Debug)]
+pub struct DevSetup {
+    /// The simulated authority (stops when dropped).
+    pub authority: SimulatedAuthority,
+    /// The configuration pointing at it.
+    pub config: Config,
+    /// The throw-away credential, registered with the authority.
+    pub credential: Credential,
+    /// The dev account's secret (printed for the operator; never logged).
+    pub secret: Zeroizing<String>,
+}
+
+/// Why dev mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// The simulated authority did not start.
+    #[error(transparent)]
+    Authority(#[from] SimError),
+    /// The generated configuration was refused (a bug).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The generated credential was refused (a bug).
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    /// Key generation failed.
+    #[error("generating the throw-away certificate: {0}")]
+    Generate(String),
+}
+
+/// Starts the simulated authority and builds the dev configuration and
+/// credential; the broker will listen on `listen`.
+pub async fn setup(listen: SocketAddr) -> Result<DevSetup, DevError> {
+    let authority = SimulatedAuthority::start(DEV_CLIENT_ID).await?;
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .map_err(|e| DevError::Generate(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tokenbroker dev (throw-away)");
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| DevError::Generate(e.to_string()))?;
+    authority.register_certificate(cert.der())?;
+    authority.consent(DEV_TENANT.1);
+    let key_pem = Zeroizing::new(key.serialize_pem());
+    let credential =
+        Credential::from_pem(cert.pem().as_bytes(), key_pem.as_bytes(), SystemTime::now())?
+            .credential;
+
+    let mut random = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut random)
+        .map_err(|_| DevError::Generate("the system random generator failed".into()))?;
+    use base64::Engine;
+    let secret = Zeroizing::new(format!(
+        "tb_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+    ));
+    let hash: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let text = format!(
+        "[server]\nlisten = \"{listen}\"\n\
+         [app]\nclient_id = \"{DEV_CLIENT_ID}\"\nauthority_host = \"{}\"\ncertificate = \"<in-memory certificate>\"\n\
+         [[tenants]]\nname = \"{}\"\nid = \"{}\"\n\
+         [[accounts]]\nname = \"{DEV_ACCOUNT}\"\nsecret_sha256 = \"{hash}\"\ntenants = [\"*\"]\ndefault_tenant = \"{}\"\n",
+        authority.url(),
+        DEV_TENANT.0,
+        DEV_TENANT.1,
+        DEV_TENANT.0,
+    );
+    let config = Config::parse(&text, Path::new("<dev configuration>"))?;
+    Ok(DevSetup {
+        authority,
+        config,
+        credential,
+        secret,
+    })
+}
+
+/// What the banner needs.
+#[derive(Debug)]
+pub struct Banner<'a> {
+    /// The simulated authority's URL.
+    pub authority_url: String,
+    /// The dev account's secret.
+    pub secret: &'a str,
+}
+
+/// The lines printed for the operator once the broker listens on `addr`.
+pub fn banner(setup: &Banner<'_>, addr: SocketAddr) -> String {
+    let base = format!("http://{addr}");
+    let secret = setup.secret;
+    format!(
+        "tokenbroker dev mode: no Azure involved. A simulated Entra authority runs at {authority};\n\
+         tenant \"{name}\" ({domain}) has consented; account \"{DEV_ACCOUNT}\" may use any tenant.\n\
+         \n\
+         Broker: {base}\n\
+         \n\
+         Get a Graph token:\n\
+         \x20 curl -s -H 'Authorization: Bearer {secret}' '{base}/v1/token?tenant={name}'\n\
+         \n\
+         For Azure SDKs (ManagedIdentityCredential):\n\
+         \x20 export IDENTITY_ENDPOINT={base}/msi/token\n\
+         \x20 export IDENTITY_HEADER={secret}\n\
+         \n\
+         Metrics: {base}/metrics    Stop: Ctrl-C\n",
+        authority = setup.authority_url,
+        name = DEV_TENANT.0,
+        domain = DEV_TENANT.1,
+    )
+}

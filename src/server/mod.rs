@@ -1,0 +1,616 @@
+//! The HTTP server: listeners, connection limits, routes, access log,
+//! graceful shutdown.
+//!
+//! [`run`] is handed its listeners and a shutdown future (as in
+//! mini-redis), so tests bind `127.0.0.1:0` and a socket in a temp dir and
+//! stop it at will. Routes (SPEC.md): `/v1/token`, `/msi/token`, `/healthz`,
+//! `/readyz`, `/metrics`. Every request is checked in this order: route and
+//! method (404, 405), Host allow-list (421), caller (401), query (400),
+//! account's tenants and resources (403), then the cache (200, 502, 503, 504).
+
+pub mod auth;
+pub mod respond;
+
+use crate::broker::{self, Broker, Target};
+use crate::cache::{Grant, Lookup};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use auth::{Accounts, AuthFailure};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use respond::{api_error, json, msi_error, Answer, Failure};
+use serde_json::json;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// The App Service protocol version the SDKs send.
+pub const MSI_API_VERSION: &str = "2019-08-01";
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    config: Arc<Config>,
+    broker: Broker,
+    metrics: Arc<Metrics>,
+    accounts: Accounts,
+    ready: AtomicBool,
+    separate_metrics: bool,
+}
+
+impl App {
+    /// The application state for `broker` (whose config it serves).
+    pub fn new(broker: Broker, metrics: Arc<Metrics>) -> App {
+        let config = Arc::new(broker.config().clone());
+        App {
+            accounts: Accounts::new(&config),
+            separate_metrics: config.server.metrics_listen.is_some(),
+            config,
+            broker,
+            metrics,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// The listeners `run` serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The API on TCP (`server.listen`).
+    pub tcp: TcpListener,
+    /// The API on a Unix socket (`server.unix_socket`), with its path.
+    pub unix: Option<(UnixListener, PathBuf)>,
+    /// `/metrics` alone (`server.metrics_listen`).
+    pub metrics: Option<TcpListener>,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+enum Peer {
+    /// A TCP client of the API.
+    Tcp,
+    /// A Unix-socket client and its uid (if the kernel told us).
+    Unix(Option<u32>),
+    /// A client of the separate metrics listener.
+    Metrics,
+}
+
+/// Binds the Unix socket at `path`, replacing a stale socket file left by a
+/// crash but never a live one (or anything that is not a socket), then
+/// restricts it to owner and group (0660).
+pub async fn bind_unix_socket(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match tokio::net::UnixStream::connect(path).await {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "{} is in use by a running process (another tokenbroker?)",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(_) => std::fs::remove_file(path)?,
+            }
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets requests in
+/// flight finish (at most `server.shutdown_timeout`), and returns.
+pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let server = &app.config.server;
+    let limit = Arc::new(Semaphore::new(server.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout.0)
+        .max_buf_size(server.max_header_bytes.max(8192))
+        .max_header_size(server.max_header_bytes);
+    let http = Arc::new(http);
+
+    let Listeners { tcp, unix, metrics } = listeners;
+    let socket_path = unix.as_ref().map(|(_, path)| path.clone());
+    app.ready.store(true, Ordering::SeqCst);
+    tracing::info!(listen = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        unix_socket = ?socket_path, "serving");
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (Stream, Peer) = tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok((s, _)) => (Stream::Tcp(s), Peer::Tcp),
+                Err(e) => { accept_failed(e).await; continue }
+            },
+            accepted = accept_unix(unix.as_ref().map(|(l, _)| l)) => match accepted {
+                Ok(s) => {
+                    let uid = s.peer_cred().ok().map(|c| c.uid());
+                    (Stream::Unix(s), Peer::Unix(uid))
+                }
+                Err(e) => { accept_failed(e).await; continue }
+            },
+            accepted = accept_tcp(metrics.as_ref()) => match accepted {
+                Ok(s) => (Stream::Tcp(s), Peer::Metrics),
+                Err(e) => { accept_failed(e).await; continue }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            tracing::warn!(
+                max_connections = server.max_connections,
+                "connection limit reached; closing a new connection"
+            );
+            drop(stream);
+            continue;
+        };
+        let app = Arc::clone(&app);
+        let service = hyper::service::service_fn(move |req| {
+            let app = Arc::clone(&app);
+            async move { Ok::<_, std::convert::Infallible>(handle(&app, peer, req).await) }
+        });
+        match stream {
+            Stream::Tcp(s) => spawn_connection(&graceful, &http, TokioIo::new(s), service, permit),
+            Stream::Unix(s) => spawn_connection(&graceful, &http, TokioIo::new(s), service, permit),
+        }
+    }
+
+    // Stop accepting: the listeners close here.
+    app.ready.store(false, Ordering::SeqCst);
+    drop(tcp);
+    drop(unix);
+    drop(metrics);
+    if let Some(path) = socket_path {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(server.shutdown_timeout.0) => {
+            tracing::warn!(timeout = ?server.shutdown_timeout.0, "requests still in flight at the shutdown timeout; closing them");
+        }
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+fn spawn_connection<I, S>(
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    http: &Arc<hyper::server::conn::http1::Builder>,
+    io: I,
+    service: S,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Answer,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let connection = graceful.watch(http.serve_connection(io, service));
+    tokio::spawn(async move {
+        // Slow or oversized request heads end here (hyper answers 431 or closes).
+        if let Err(e) = connection.await {
+            tracing::debug!("connection ended: {e}");
+        }
+        drop(permit);
+    });
+}
+
+async fn accept_unix(listener: Option<&UnixListener>) -> io::Result<tokio::net::UnixStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_tcp(listener: Option<&TcpListener>) -> io::Result<tokio::net::TcpStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+/// Accept errors (out of file descriptors, …) are logged and slowed down,
+/// never fatal.
+async fn accept_failed(e: io::Error) {
+    tracing::warn!("accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// What the access log line says about a request.
+#[derive(Debug, Default)]
+struct Access {
+    account: Option<String>,
+    tenant: Option<String>,
+    cache: Option<Lookup>,
+}
+
+async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Answer {
+    let started = Instant::now();
+    let mut access = Access::default();
+    let (route, answer) = route(app, peer, &req, &mut access).await;
+    let status = answer.status().as_u16();
+    let elapsed = started.elapsed();
+    app.metrics.http_request(route, status, elapsed);
+    tracing::info!(
+        target: "tokenbroker::access",
+        route,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        account = access.account.as_deref().unwrap_or("-"),
+        tenant = access.tenant.as_deref().unwrap_or("-"),
+        cache = access.cache.map(Lookup::as_str).unwrap_or("-"),
+        "request"
+    );
+    answer
+}
+
+/// Picks the route and runs it. The route label is one of a fixed set, so
+/// arbitrary paths never become metric labels.
+async fn route(
+    app: &App,
+    peer: Peer,
+    req: &Request<Incoming>,
+    access: &mut Access,
+) -> (&'static str, Answer) {
+    let path = req.uri().path();
+    let route: &'static str = match (path, peer) {
+        ("/metrics", Peer::Metrics) => "/metrics",
+        ("/healthz", _) => "/healthz",
+        (_, Peer::Metrics) => "other",
+        ("/metrics", _) if !app.separate_metrics => "/metrics",
+        ("/v1/token", _) => "/v1/token",
+        ("/msi/token", _) => "/msi/token",
+        ("/readyz", _) => "/readyz",
+        _ => "other",
+    };
+    let is_msi = route == "/msi/token";
+    let fail = |failure: Failure| {
+        if is_msi {
+            msi_error(&failure)
+        } else {
+            api_error(&failure)
+        }
+    };
+    if route == "other" {
+        return (
+            route,
+            fail(Failure::new(
+                404,
+                "not_found",
+                "no such route; see /v1/token, /msi/token, /healthz, /readyz, /metrics",
+            )),
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut answer = fail(Failure::new(405, "method_not_allowed", "use GET"));
+        answer
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return (route, answer);
+    }
+    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+    if !auth::host_allowed(host, &app.config.server.allowed_hosts) {
+        app.metrics.auth_failure("bad_host");
+        return (route, fail(Failure::new(421, "host_not_allowed", "the Host header is not in server.allowed_hosts (DNS-rebinding defence); call the broker as localhost or 127.0.0.1")));
+    }
+    let answer = match route {
+        "/healthz" => json(200, &json!({"status": "ok"})),
+        "/readyz" if app.is_ready() => json(200, &json!({"status": "ready"})),
+        "/readyz" => fail(Failure::new(
+            503,
+            "not_ready",
+            "credentials or listeners are not up yet",
+        )),
+        "/metrics" => metrics(app),
+        _ => match token_request(app, peer, req, is_msi, access).await {
+            Ok(answer) => answer,
+            Err(failure) => {
+                let mut answer = fail(failure);
+                if answer.status() == 401 {
+                    let challenge = if is_msi {
+                        "Identity"
+                    } else {
+                        "Bearer realm=\"tokenbroker\""
+                    };
+                    answer
+                        .headers_mut()
+                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                }
+                answer
+            }
+        },
+    };
+    (route, answer)
+}
+
+fn metrics(app: &App) -> Answer {
+    app.metrics
+        .set_cached_tokens(app.broker.cache().token_count());
+    let mut answer = Response::new(Full::new(Bytes::from(app.metrics.encode())));
+    answer.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    answer.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    answer
+}
+
+/// Query parameters, each at most once.
+fn parse_query(query: &str, max: usize) -> Result<Vec<(String, String)>, Failure> {
+    if query.len() > max {
+        return Err(Failure::new(
+            400,
+            "invalid_request",
+            format!("the query string is longer than {max} bytes"),
+        ));
+    }
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if pairs.iter().any(|(n, _)| *n == name) {
+            return Err(Failure::new(
+                400,
+                "invalid_request",
+                format!("parameter '{}' is given twice", name.escape_debug()),
+            ));
+        }
+        pairs.push((name.into_owned(), value.into_owned()));
+    }
+    Ok(pairs)
+}
+
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+async fn token_request(
+    app: &App,
+    peer: Peer,
+    req: &Request<Incoming>,
+    is_msi: bool,
+    access: &mut Access,
+) -> Result<Answer, Failure> {
+    let config = &app.config;
+    // 1. Who is calling.
+    let secret = if is_msi {
+        req.headers()
+            .get("x-identity-header")
+            .and_then(|h| h.to_str().ok())
+    } else {
+        auth::bearer(
+            req.headers()
+                .get(AUTHORIZATION)
+                .and_then(|h| h.to_str().ok()),
+        )
+    };
+    let uid = match peer {
+        Peer::Unix(uid) => uid,
+        Peer::Tcp | Peer::Metrics => None,
+    };
+    let account_index = app.accounts.authenticate(secret, uid).map_err(|failure| {
+        app.metrics.auth_failure(failure.as_str());
+        let what = match failure {
+            AuthFailure::Missing if is_msi => {
+                "missing X-IDENTITY-HEADER (set IDENTITY_HEADER to the account secret)"
+            }
+            AuthFailure::Missing => "missing Authorization: Bearer <account secret>",
+            AuthFailure::UnknownSecret => "the secret matches no configured account",
+            AuthFailure::UnknownUid => {
+                "this peer uid is in no account's unix_uids, and no secret was given"
+            }
+        };
+        Failure::new(401, "unauthorized", what)
+    })?;
+    let account = &config.accounts[account_index];
+    access.account = Some(account.name.as_str().to_owned());
+
+    // 2. What is asked: validated before anything else uses it.
+    let pairs = parse_query(
+        req.uri().query().unwrap_or_default(),
+        config.server.max_query_bytes,
+    )?;
+    let (tenant_ref, resource) = if is_msi {
+        match param(&pairs, "api-version") {
+            Some(MSI_API_VERSION) => {}
+            other => {
+                return Err(Failure::new(
+                    400,
+                    "invalid_request",
+                    format!(
+                        "api-version must be {MSI_API_VERSION} (got {})",
+                        other.map_or("none".to_owned(), |v| format!(
+                            "\"{}\"",
+                            v.chars().take(32).collect::<String>().escape_debug()
+                        ))
+                    ),
+                ))
+            }
+        }
+        let resource = param(&pairs, "resource").ok_or_else(|| {
+            Failure::new(400, "invalid_request", "the resource parameter is required")
+        })?;
+        // The SDKs strip it, but be lenient with callers that do not.
+        let resource = resource.strip_suffix("/.default").unwrap_or(resource);
+        let selector = ["client_id", "mi_res_id", "principal_id", "object_id"]
+            .iter()
+            .find_map(|name| param(&pairs, name));
+        let tenant = match selector {
+            Some(t) => t.to_owned(),
+            None => account.default_tenant.clone().ok_or_else(|| {
+                Failure::new(
+                    400,
+                    "invalid_request",
+                    format!(
+                    "no tenant: pass client_id=<tenant> or set default_tenant for account \"{}\"",
+                    account.name
+                ),
+                )
+            })?,
+        };
+        (tenant, Some(resource.to_owned()))
+    } else {
+        let tenant = param(&pairs, "tenant").ok_or_else(|| {
+            Failure::new(400, "invalid_request", "the tenant parameter is required")
+        })?;
+        (
+            tenant.to_owned(),
+            param(&pairs, "resource").map(str::to_owned),
+        )
+    };
+    let target: Target = broker::resolve(config, &tenant_ref, resource.as_deref())
+        .map_err(|e| Failure::from(&broker::BrokerError::Request(e)))?;
+    access.tenant = Some(match &target.tenant.name {
+        Some(name) => name.as_str().to_owned(),
+        None => target.tenant.id.as_str().to_owned(),
+    });
+
+    // 3. May this account have it.
+    if !config.account_may_use(account, &target.tenant) {
+        app.metrics.auth_failure("forbidden_tenant");
+        return Err(Failure::new(
+            403,
+            "forbidden",
+            format!(
+                "account \"{}\" may not use tenant {}; add it to the account's tenants",
+                account.name, target.tenant.id
+            ),
+        ));
+    }
+    if !auth::resource_allowed(config, account, &target.resource) {
+        app.metrics.auth_failure("forbidden_resource");
+        return Err(Failure::new(
+            403,
+            "forbidden",
+            format!(
+                "account \"{}\" may not request resource {}; add it to the account's resources",
+                account.name, target.resource
+            ),
+        ));
+    }
+
+    // 4. The token.
+    let grant = app
+        .broker
+        .cache()
+        .get(&target.key())
+        .await
+        .map_err(|e| Failure::from(&e))?;
+    access.cache = Some(grant.lookup);
+    Ok(if is_msi {
+        msi_success(config, &target, &grant)
+    } else {
+        api_success(&target, &grant)
+    })
+}
+
+fn expires_in(grant: &Grant) -> u64 {
+    grant.token.remaining(Instant::now()).as_secs()
+}
+
+fn api_success(target: &Target, grant: &Grant) -> Answer {
+    json(
+        200,
+        &json!({
+            "access_token": grant.token.access_token.expose(),
+            "token_type": "Bearer",
+            "expires_on": grant.token.expires_on,
+            "expires_in": expires_in(grant),
+            "tenant_id": target.tenant.id.as_str(),
+            "resource": target.resource,
+        }),
+    )
+}
+
+/// The App Service body: every value a string (the Rust SDK requires it).
+fn msi_success(config: &Config, target: &Target, grant: &Grant) -> Answer {
+    json(
+        200,
+        &json!({
+            "access_token": grant.token.access_token.expose(),
+            "expires_on": grant.token.expires_on.to_string(),
+            "expires_in": expires_in(grant).to_string(),
+            "not_before": grant.token.obtained_on.to_string(),
+            "resource": target.resource,
+            "token_type": "Bearer",
+            "client_id": config.app.client_id.as_str(),
+        }),
+    )
+}
+
+/// Unix seconds of a certificate's notAfter (for the expiry gauge).
+pub fn unix_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_bounded_and_unambiguous() {
+        assert_eq!(
+            parse_query("tenant=a.com&resource=https%3A%2F%2Fx", 100)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(parse_query("a=1&a=2", 100).unwrap_err().status, 400);
+        assert!(parse_query(&"x".repeat(101), 100)
+            .unwrap_err()
+            .message
+            .contains("longer than 100"));
+        let pairs = parse_query("tenant=contoso&empty=", 100).unwrap();
+        assert_eq!(param(&pairs, "tenant"), Some("contoso"));
+        assert_eq!(param(&pairs, "empty"), Some(""));
+        assert_eq!(param(&pairs, "missing"), None);
+    }
+}

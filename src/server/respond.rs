@@ -1,0 +1,234 @@
+//! HTTP answers: JSON bodies, `Cache-Control: no-store`, and the mapping
+//! from failures to status codes (SPEC.md). Pure: no I/O.
+
+use crate::authority::AcquireError;
+use crate::broker::{BrokerError, RequestError};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The response type of every route.
+pub type Answer = Response<Full<Bytes>>;
+
+/// After a transient failure, callers are told to come back in this long.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// A failure on its way to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// HTTP status.
+    pub status: u16,
+    /// Short machine code (`invalid_request`, `entra_refused`, …).
+    pub code: &'static str,
+    /// What and why, for people.
+    pub message: String,
+    /// `Retry-After` seconds, for 503.
+    pub retry_after: Option<u64>,
+    /// Entra's ids, for upstream failures.
+    pub entra: Option<Box<EntraIds>>,
+}
+
+/// What Entra said that helps its support find the request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EntraIds {
+    /// `AADSTSnnnn`.
+    pub aadsts: Option<String>,
+    /// `correlation_id`.
+    pub correlation_id: Option<String>,
+    /// `trace_id`.
+    pub trace_id: Option<String>,
+}
+
+impl Failure {
+    /// A failure without Entra details.
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            entra: None,
+        }
+    }
+}
+
+impl From<&BrokerError> for Failure {
+    fn from(error: &BrokerError) -> Failure {
+        match error {
+            BrokerError::Request(e @ (RequestError::Tenant(_) | RequestError::Resource(_))) => {
+                Failure::new(400, "invalid_request", e.to_string())
+            }
+            BrokerError::Acquire(e) => Failure::from(e),
+        }
+    }
+}
+
+impl From<&AcquireError> for Failure {
+    fn from(error: &AcquireError) -> Failure {
+        let (status, code, retry_after) = match error {
+            AcquireError::Refused { .. } => (502, "entra_refused", None),
+            AcquireError::Throttled { retry_after, .. } => {
+                // Round up: "retry after 0 s" would invite an immediate retry.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                (503, "throttled", Some(secs.max(1)))
+            }
+            AcquireError::Unavailable { .. } => (
+                503,
+                "entra_unavailable",
+                Some(UNAVAILABLE_RETRY_AFTER.as_secs()),
+            ),
+            AcquireError::Timeout { .. } => (504, "entra_timeout", None),
+            AcquireError::Credential(_) => (500, "credential_error", None),
+        };
+        Failure {
+            status,
+            code,
+            message: error.to_string(),
+            retry_after,
+            entra: error.entra().map(|e| {
+                Box::new(EntraIds {
+                    aadsts: e.aadsts(),
+                    correlation_id: e.correlation_id.clone(),
+                    trace_id: e.trace_id.clone(),
+                })
+            }),
+        }
+    }
+}
+
+/// A JSON answer with `Cache-Control: no-store`.
+pub fn json(status: u16, body: &Value) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+    *answer.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = answer.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    answer
+}
+
+fn with_retry_after(mut answer: Answer, retry_after: Option<u64>) -> Answer {
+    if let Some(secs) = retry_after {
+        answer
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    answer
+}
+
+/// The tokenbroker API's error body: `{"error","message"}` plus Entra's ids.
+pub fn api_error(failure: &Failure) -> Answer {
+    let mut body = json!({"error": failure.code, "message": failure.message});
+    if let Some(entra) = &failure.entra {
+        for (key, value) in [
+            ("aadsts", &entra.aadsts),
+            ("correlation_id", &entra.correlation_id),
+            ("trace_id", &entra.trace_id),
+        ] {
+            if let Some(value) = value {
+                body[key] = json!(value);
+            }
+        }
+    }
+    with_retry_after(json(failure.status, &body), failure.retry_after)
+}
+
+/// The App Service managed-identity error body. SDKs retry 404, so a
+/// request the caller must fix is always 400, never 404 or 403.
+pub fn msi_error(failure: &Failure) -> Answer {
+    let status = match failure.status {
+        403 | 404 => 400,
+        other => other,
+    };
+    let mut body = json!({
+        "statusCode": status,
+        "message": failure.message,
+        "error": failure.code,
+        "error_description": failure.message,
+    });
+    if let Some(id) = failure
+        .entra
+        .as_ref()
+        .and_then(|e| e.correlation_id.as_ref())
+    {
+        body["correlation_id"] = json!(id);
+    }
+    with_retry_after(json(status, &body), failure.retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authority::response::EntraError;
+    use std::sync::Arc;
+
+    fn entra(code: u32) -> Arc<EntraError> {
+        Arc::new(EntraError {
+            status: 400,
+            error: "unauthorized_client".into(),
+            description: format!("AADSTS{code}: no"),
+            codes: vec![code],
+            correlation_id: Some("corr".into()),
+            trace_id: Some("trace".into()),
+        })
+    }
+
+    #[test]
+    fn upstream_failures_map_to_the_spec_statuses() {
+        let refused = Failure::from(&AcquireError::Refused {
+            tenant: "t".into(),
+            entra: entra(700_016),
+        });
+        assert_eq!((refused.status, refused.code), (502, "entra_refused"));
+        let ids = refused.entra.as_deref().unwrap();
+        assert_eq!(ids.aadsts.as_deref(), Some("AADSTS700016"));
+        assert_eq!(ids.correlation_id.as_deref(), Some("corr"));
+        assert_eq!(ids.trace_id.as_deref(), Some("trace"));
+        let throttled = Failure::from(&AcquireError::Throttled {
+            tenant: "t".into(),
+            retry_after: Duration::from_millis(29_100),
+            entra: None,
+        });
+        assert_eq!((throttled.status, throttled.retry_after), (503, Some(30)));
+        let zero = Failure::from(&AcquireError::Throttled {
+            tenant: "t".into(),
+            retry_after: Duration::ZERO,
+            entra: None,
+        });
+        assert_eq!(zero.retry_after, Some(1));
+        let down = Failure::from(&AcquireError::Unavailable {
+            tenant: "t".into(),
+            reason: "x".into(),
+            entra: None,
+        });
+        assert_eq!((down.status, down.retry_after), (503, Some(5)));
+        let slow = Failure::from(&AcquireError::Timeout {
+            tenant: "t".into(),
+            after: Duration::from_secs(1),
+        });
+        assert_eq!(slow.status, 504);
+        let bad = Failure::from(&BrokerError::Request(RequestError::Tenant("x y".into())));
+        assert_eq!((bad.status, bad.code), (400, "invalid_request"));
+    }
+
+    #[test]
+    fn bodies_and_headers() {
+        let failure = Failure::from(&AcquireError::Throttled {
+            tenant: "t".into(),
+            retry_after: Duration::from_secs(7),
+            entra: Some(entra(50_196)),
+        });
+        let answer = api_error(&failure);
+        assert_eq!(answer.status(), 503);
+        assert_eq!(answer.headers()[RETRY_AFTER], "7");
+        assert_eq!(answer.headers()[CACHE_CONTROL], "no-store");
+        assert_eq!(answer.headers()[CONTENT_TYPE], "application/json");
+        let msi = msi_error(&Failure::new(403, "forbidden", "not for you"));
+        assert_eq!(msi.status(), 400);
+        let msi = msi_error(&Failure::new(404, "not_found", "no"));
+        assert_eq!(msi.status(), 400);
+    }
+}
