@@ -82,21 +82,21 @@ impl Accounts {
     }
 
     /// Authenticates a caller from its presented secret and (on the Unix
-    /// socket) its peer uid. A mapped uid suffices; otherwise the secret must match.
+    /// socket) its peer uid. A presented secret decides (a wrong one is
+    /// refused, never excused by the uid); without one, a mapped uid suffices.
     pub fn authenticate(
         &self,
         secret: Option<&str>,
         peer_uid: Option<u32>,
     ) -> Result<usize, AuthFailure> {
-        if let Some(account) = peer_uid.and_then(|uid| self.by_uid(uid)) {
-            return Ok(account);
-        }
         match secret {
             Some(secret) if !secret.is_empty() => {
                 self.by_secret(secret).ok_or(AuthFailure::UnknownSecret)
             }
-            _ if peer_uid.is_some() => Err(AuthFailure::UnknownUid),
-            _ => Err(AuthFailure::Missing),
+            _ => match peer_uid {
+                Some(uid) => self.by_uid(uid).ok_or(AuthFailure::UnknownUid),
+                None => Err(AuthFailure::Missing),
+            },
         }
     }
 }
@@ -185,10 +185,15 @@ mod tests {
     }
 
     #[test]
-    fn authentication_prefers_the_peer_uid_then_the_secret() {
+    fn authentication_by_secret_else_by_peer_uid() {
         let accounts = Accounts::new(&config());
         assert_eq!(accounts.authenticate(None, Some(1001)), Ok(0));
-        assert_eq!(accounts.authenticate(Some("secret-b"), Some(1001)), Ok(0));
+        assert_eq!(accounts.authenticate(Some(""), Some(1001)), Ok(0));
+        assert_eq!(accounts.authenticate(Some("secret-b"), Some(1001)), Ok(1));
+        assert_eq!(
+            accounts.authenticate(Some("wrong"), Some(1001)),
+            Err(AuthFailure::UnknownSecret)
+        );
         assert_eq!(accounts.authenticate(Some("secret-b"), Some(5)), Ok(1));
         assert_eq!(
             accounts.authenticate(None, Some(5)),

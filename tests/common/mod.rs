@@ -85,6 +85,14 @@ impl Fixture {
         &self,
         adjust: impl FnOnce(&mut AuthoritySettings, &mut CacheSettings),
     ) -> Broker {
+        self.broker_observed(adjust, Arc::new(NoObserver))
+    }
+
+    pub fn broker_observed(
+        &self,
+        adjust: impl FnOnce(&mut AuthoritySettings, &mut CacheSettings),
+        observer: Arc<dyn tokenbroker::broker::Observer>,
+    ) -> Broker {
         let config = self.config();
         let mut authority = AuthoritySettings::from_config(&config);
         authority.retry = RetryPolicy {
@@ -102,7 +110,7 @@ impl Fixture {
             cache,
             credentials,
             Arc::new(SystemClock),
-            Arc::new(NoObserver),
+            observer,
         )
         .unwrap()
     }
@@ -118,4 +126,157 @@ pub fn claims(jwt: &str) -> serde_json::Value {
             .unwrap(),
     )
     .unwrap()
+}
+
+/// SHA-256 hex of a secret, for `secret_sha256` lines.
+pub fn sha256_hex(secret: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A broker server running in this process on 127.0.0.1:0 (and a Unix socket).
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    pub socket: PathBuf,
+    pub metrics: Arc<tokenbroker::metrics::Metrics>,
+    pub app: Arc<tokenbroker::server::App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts the server for `f`'s configuration; `adjust` tunes the broker.
+    pub async fn start(
+        f: &Fixture,
+        adjust: impl FnOnce(&mut AuthoritySettings, &mut CacheSettings),
+    ) -> Server {
+        let config = f.config();
+        let metrics = Arc::new(tokenbroker::metrics::Metrics::new(&config));
+        let broker = f.broker_observed(adjust, metrics.clone());
+        // As `tokenbroker serve` does.
+        broker.prefetch_configured_tenants();
+        let app = Arc::new(tokenbroker::server::App::new(broker, metrics.clone()));
+        let tcp = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let socket = f.dir.path().join("tokenbroker.sock");
+        let unix = tokenbroker::server::bind_unix_socket(&socket)
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listeners = tokenbroker::server::Listeners {
+            tcp,
+            unix: Some((unix, socket.clone())),
+            metrics: None,
+        };
+        let handle = tokio::spawn(tokenbroker::server::run(
+            Arc::clone(&app),
+            listeners,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            addr,
+            socket,
+            metrics,
+            app,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap();
+        }
+    }
+
+    /// GET `target` over TCP with `headers` (Host: localhost unless given).
+    pub async fn get(&self, target: &str, headers: &[(&str, &str)]) -> HttpAnswer {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        request(stream, "GET", target, headers).await
+    }
+
+    /// GET `target` over the Unix socket.
+    pub async fn get_unix(&self, target: &str, headers: &[(&str, &str)]) -> HttpAnswer {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
+        request(stream, "GET", target, headers).await
+    }
+}
+
+/// A parsed HTTP/1.1 answer.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends one request with `Connection: close` and reads the whole answer.
+pub async fn request<S>(
+    mut stream: S,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> HttpAnswer
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut text = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        text.push_str("Host: localhost\r\n");
+    }
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    parse_answer(&raw)
+}
+
+pub fn parse_answer(raw: &[u8]) -> HttpAnswer {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
 }
