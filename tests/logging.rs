@@ -1,0 +1,201 @@
+//! Every log line of a full flow — successes and failures, at the most
+//! verbose level, of this crate and of hyper and reqwest — holds no secret,
+//! token, assertion or key.
+
+mod common;
+
+use common::{sha256_hex, Fixture, Server};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokenbroker::simulated_authority::Fault;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const SECRET: &str = "tb_logging-test-account-secret";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_token_or_assertion_reaches_the_log() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let f = Fixture::new(&format!(
+        "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
+         [[accounts]]\nname = \"svc\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\ndefault_tenant = \"contoso\"\n",
+        sha256_hex(SECRET)
+    ))
+    .await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    f.sim.consent("fabrikam.com");
+    f.sim.add_unconsented_tenant("unconsented.example.com");
+    let server = Server::start(&f, |authority, _| {
+        authority.request_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let auth = format!("Bearer {SECRET}");
+    let mut tokens = Vec::new();
+
+    // Successes on both routes.
+    let answer = server
+        .get("/v1/token?tenant=contoso", &[("Authorization", &auth)])
+        .await;
+    assert_eq!(answer.status, 200);
+    tokens.push(answer.json()["access_token"].as_str().unwrap().to_owned());
+    let answer = server
+        .get("/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fgraph.microsoft.com&client_id=fabrikam.com", &[("X-IDENTITY-HEADER", SECRET)])
+        .await;
+    assert_eq!(answer.status, 200);
+    tokens.push(answer.json()["access_token"].as_str().unwrap().to_owned());
+    // Failures: wrong secrets, bad input, refusals, throttling, garbage, drops, timeouts.
+    assert_eq!(
+        server
+            .get(
+                "/v1/token?tenant=contoso",
+                &[("Authorization", "Bearer tb_wrong-secret-value")]
+            )
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        server
+            .get(
+                "/msi/token?api-version=2019-08-01&resource=x",
+                &[("X-IDENTITY-HEADER", "tb_wrong-secret-value")]
+            )
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        server
+            .get("/v1/token?tenant=..%2Fsecret", &[("Authorization", &auth)])
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        server
+            .get(
+                "/v1/token?tenant=unconsented.example.com",
+                &[("Authorization", &auth)]
+            )
+            .await
+            .status,
+        502
+    );
+    f.sim.push_fault(Fault::Throttle(10), 1);
+    assert_eq!(
+        server
+            .get(
+                "/v1/token?tenant=t1.example.com",
+                &[("Authorization", &auth)]
+            )
+            .await
+            .status,
+        503
+    );
+    f.sim.push_fault(Fault::Garbage, 4);
+    assert_eq!(
+        server
+            .get(
+                "/v1/token?tenant=t2.example.com",
+                &[("Authorization", &auth)]
+            )
+            .await
+            .status,
+        503
+    );
+    f.sim.push_fault(Fault::Drop, 1);
+    f.sim.consent("t3.example.com");
+    assert_eq!(
+        server
+            .get(
+                "/v1/token?tenant=t3.example.com",
+                &[("Authorization", &auth)]
+            )
+            .await
+            .status,
+        200
+    );
+    f.sim
+        .set_persistent_fault(Some(Fault::Slow(Duration::from_secs(2))));
+    assert_eq!(
+        server
+            .get(
+                "/v1/token?tenant=t4.example.com",
+                &[("Authorization", &auth)]
+            )
+            .await
+            .status,
+        504
+    );
+    f.sim.set_persistent_fault(None);
+    // A certificate the authority does not know: the reload path logs too.
+    f.sim.consent("t5.example.com");
+    f.sim.clear_certificates();
+    assert_eq!(
+        server
+            .get(
+                "/v1/token?tenant=t5.example.com",
+                &[("Authorization", &auth)]
+            )
+            .await
+            .status,
+        502
+    );
+    server.stop().await;
+
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(log.lines().count() > 20, "the flow was logged:\n{log}");
+    assert!(
+        log.contains("tokenbroker::access"),
+        "access lines are there"
+    );
+    assert!(
+        log.contains("AADSTS700016") && log.contains("AADSTS700027"),
+        "failures are logged with their codes:\n{log}"
+    );
+    for line in log.lines() {
+        for forbidden in [
+            SECRET,
+            "tb_wrong-secret-value",
+            "eyJ",
+            "client_assertion=",
+            "PRIVATE KEY",
+            "Bearer tb_",
+        ] {
+            assert!(
+                !line.contains(forbidden),
+                "{forbidden:?} leaked into the log: {line}"
+            );
+        }
+        for token in &tokens {
+            assert!(!line.contains(token.as_str()));
+        }
+    }
+    // Nothing secret in the key's Debug either (it is never logged, but check the guard).
+    let config = f.config();
+    let store = f.credentials(&config);
+    let debug = format!("{:?}", store.current());
+    assert!(
+        debug.contains("[redacted]") && !debug.contains("PRIVATE"),
+        "{debug}"
+    );
+}
