@@ -1,0 +1,85 @@
+//! `tokenbroker serve --dev`, the README's first command: it prints a URL,
+//! a working curl line and the IDENTITY_ENDPOINT/IDENTITY_HEADER pair, and
+//! both work.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_mode_prints_working_instructions() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Metrics:");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(30), banner)
+        .await
+        .expect("banner printed")
+        .unwrap();
+    let find = |prefix: &str| -> String {
+        banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {banner:#?}"))
+    };
+    let endpoint = find("export IDENTITY_ENDPOINT=");
+    let secret = find("export IDENTITY_HEADER=");
+    let curl = find("curl ");
+    let base = find("Broker: ");
+    assert!(
+        curl.contains(&secret) && curl.contains(&format!("{base}/v1/token?tenant=contoso")),
+        "{curl}"
+    );
+    assert_eq!(endpoint, format!("{base}/msi/token"));
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+
+    // The curl line's request.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = format!("Bearer {secret}");
+    let answer = common::request(
+        stream,
+        "GET",
+        "/v1/token?tenant=contoso",
+        &[("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let token = answer.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(common::claims(&token)["idtyp"], "app");
+    // The SDK's request.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let answer = common::request(
+        stream,
+        "GET",
+        "/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fgraph.microsoft.com",
+        &[("X-IDENTITY-HEADER", &secret), ("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["access_token"], token.as_str());
+
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
