@@ -266,7 +266,7 @@ struct Access {
     cache: Option<Lookup>,
 }
 
-async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Answer {
+async fn handle<B>(app: &App, peer: Peer, req: Request<B>) -> Answer {
     let started = Instant::now();
     let mut access = Access::default();
     let (route, answer) = route(app, peer, &req, &mut access).await;
@@ -288,10 +288,16 @@ async fn handle(app: &App, peer: Peer, req: Request<Incoming>) -> Answer {
 
 /// Picks the route and runs it. The route label is one of a fixed set, so
 /// arbitrary paths never become metric labels.
-async fn route(
+/// Answers one request as the TCP listener would (benchmarks drive the
+/// whole handler in-process with this). The body is never read.
+pub async fn handle_request<B>(app: &App, req: Request<B>) -> Answer {
+    handle(app, Peer::Tcp, req).await
+}
+
+async fn route<B>(
     app: &App,
     peer: Peer,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     access: &mut Access,
 ) -> (&'static str, Answer) {
     let path = req.uri().path();
@@ -410,10 +416,10 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-async fn token_request(
+async fn token_request<B>(
     app: &App,
     peer: Peer,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     is_msi: bool,
     access: &mut Access,
 ) -> Result<Answer, Failure> {

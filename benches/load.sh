@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Load run: in one run, drive wrk at
+#   1. tokenbroker /v1/token (a cached token),
+#   2. tokenbroker /healthz (the same server, no token work),
+#   3. a bare hyper "hello" server (benches/hello.rs: the stack's baseline),
+# and print requests/s, p50 and p99 latency, and the ratios between them.
+# The broker runs as `serve --dev` (simulated authority, no Azure).
+#
+#   bash benches/load.sh [DURATION_SECONDS] [CONNECTIONS]
+#
+# Ratios, not absolute figures, are what to compare across machines: these
+# are shared 2-core machines and their speed varies from run to run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${1:-10}"
+connections="${2:-32}"
+
+if ! command -v wrk >/dev/null; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk
+fi
+
+cargo build --release --quiet --bin tokenbroker
+hello_bin=$(cargo bench --bench hello --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "hello" and m.get("executable"):
+        print(m["executable"])')
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+RUST_LOG=warn target/release/tokenbroker serve --dev --listen 127.0.0.1:0 >"$work/banner" 2>"$work/broker.log" &
+pids+=($!)
+"$hello_bin" 127.0.0.1:0 >"$work/hello" &
+pids+=($!)
+for _ in $(seq 100); do
+    grep -q '^Metrics:' "$work/banner" 2>/dev/null && grep -q 'hello server' "$work/hello" 2>/dev/null && break
+    sleep 0.1
+done
+broker=$(sed -n 's/^Broker: //p' "$work/banner")
+secret=$(sed -n 's/^ *export IDENTITY_HEADER=//p' "$work/banner")
+hello=$(sed -n 's/^hello server on //p' "$work/hello")
+[ -n "$broker" ] && [ -n "$secret" ] && [ -n "$hello" ] || { echo "servers did not start" >&2; cat "$work"/* >&2; exit 1; }
+
+# Warm the tenant: one upstream request; everything after is a cache hit.
+curl -sf -H "Authorization: Bearer $secret" "$broker/v1/token?tenant=contoso" >/dev/null
+
+run() { # name url [header]
+    local name=$1 url=$2
+    shift 2
+    wrk -t2 -c"$connections" -d"${duration}s" --latency "$@" "$url" >"$work/$name.txt"
+    local rps p50 p99
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/$name.txt")
+    p50=$(awk '$1 == "50%" {print $2}' "$work/$name.txt")
+    p99=$(awk '$1 == "99%" {print $2}' "$work/$name.txt")
+    printf '%-22s %12s req/s   p50 %9s   p99 %9s\n' "$name" "$rps" "$p50" "$p99"
+    echo "$name $rps $p50 $p99" >>"$work/results"
+}
+
+echo "wrk -t2 -c$connections -d${duration}s on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+run hello "$hello/"
+run healthz "$broker/healthz"
+run v1_token_cached "$broker/v1/token?tenant=contoso" -H "Authorization: Bearer $secret"
+
+python3 - "$work/results" <<'EOF'
+import sys
+def seconds(v):
+    for unit, f in (("us", 1e-6), ("ms", 1e-3), ("s", 1.0)):
+        if v.endswith(unit):
+            return float(v[:-len(unit)]) * f
+    raise ValueError(v)
+r = {}
+for line in open(sys.argv[1]):
+    name, rps, p50, p99 = line.split()
+    r[name] = (float(rps), seconds(p50), seconds(p99))
+t, h, b = r["v1_token_cached"], r["healthz"], r["hello"]
+checks = [
+    ("/v1/token req/s vs /healthz", t[0] / h[0], ">=", 0.8),
+    ("/v1/token req/s vs bare hyper", t[0] / b[0], ">=", 0.7),
+    ("/v1/token p99 vs /healthz p99", t[2] / h[2], "<=", 1.5),
+]
+print()
+for what, ratio, op, target in checks:
+    ok = ratio >= target if op == ">=" else ratio <= target
+    print(f"{what:32} {ratio:6.2f}  (target {op} {target})  {'ok' if ok else 'MISSED'}")
+EOF

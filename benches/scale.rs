@@ -1,0 +1,214 @@
+//! Scale run: 10,000 consented tenants, each requested once through a real
+//! `tokenbroker serve` process (cold fill, upstream concurrency bounded by
+//! `app.max_concurrent_requests`), then all served again from cache.
+//! Reports the broker's resident memory (from /proc), the fill time, the
+//! upstream request count and peak concurrency seen by the simulated authority.
+//!
+//! `cargo bench --bench scale` (options: `-- --tenants N --clients N --bound N`)
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokenbroker::simulated_authority::SimulatedAuthority;
+
+const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+const SECRET: &str = "tb_scale-bench-secret";
+
+struct Options {
+    tenants: usize,
+    clients: usize,
+    bound: usize,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Options {
+        tenants: value("--tenants", 10_000),
+        clients: value("--clients", 64),
+        bound: value("--bound", 16),
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// VmRSS and VmHWM of `pid`, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Requests `/v1/token` for every tenant with `clients` concurrent callers;
+/// returns (elapsed, errors).
+async fn pass(
+    http: &reqwest::Client,
+    base: &str,
+    tenants: usize,
+    clients: usize,
+) -> (Duration, usize) {
+    let started = Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(clients));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..tenants {
+        let permit = Arc::clone(&limit).acquire_owned().await.expect("semaphore");
+        let http = http.clone();
+        let url = format!("{base}/v1/token?tenant=t{i}.example.com");
+        tasks.spawn(async move {
+            let ok = match http.get(&url).bearer_auth(SECRET).send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            drop(permit);
+            ok
+        });
+    }
+    let mut errors = 0;
+    while let Some(result) = tasks.join_next().await {
+        if !matches!(result, Ok(true)) {
+            errors += 1;
+        }
+    }
+    (started.elapsed(), errors)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn main() {
+    let opts = options();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["scale".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).expect("write");
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).expect("write");
+
+        let sim = SimulatedAuthority::start(CLIENT_ID).await.expect("authority");
+        sim.register_certificate(cert.der()).expect("register");
+        // Entra answers in tens of milliseconds; so does the simulator here.
+        sim.set_latency(Duration::from_millis(20));
+        for i in 0..opts.tenants {
+            sim.consent(&format!("t{i}.example.com"));
+        }
+        let config = dir.path().join("tokenbroker.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 4096\n\
+                 [app]\nclient_id = \"{CLIENT_ID}\"\nauthority_host = \"{}\"\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\nmax_concurrent_requests = {}\n\
+                 [[accounts]]\nname = \"scale\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n",
+                sim.url(),
+                opts.bound,
+                sha256_hex(SECRET)
+            ),
+        )
+        .expect("config");
+
+        let mut broker = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info,tokenbroker::access=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tokenbroker");
+        let pid = broker.id();
+        let stderr = broker.stderr.take().expect("stderr");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Some(listen) = v.get("listen").and_then(|l| l.as_str()) {
+                        let _ = addr_tx.send(listen.to_owned());
+                    }
+                }
+            }
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect("broker listening");
+        let base = format!("http://{addr}");
+        let (idle_rss, _) = memory_kib(pid);
+
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(opts.clients)
+            .no_proxy()
+            .build()
+            .expect("client");
+        let (cold, cold_errors) = pass(&http, &base, opts.tenants, opts.clients).await;
+        let upstream_after_fill = sim.total_requests();
+        let peak = sim.peak_concurrency();
+        // Let background work settle before reading memory.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (rss, hwm) = memory_kib(pid);
+        let (warm, warm_errors) = pass(&http, &base, opts.tenants, opts.clients).await;
+        let upstream_after_warm = sim.total_requests();
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let (rss_end, hwm_end) = memory_kib(pid);
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = broker.wait();
+
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let n = opts.tenants;
+        println!("scale run: {n} tenants, {} concurrent callers, upstream bound {}", opts.clients, opts.bound);
+        println!("  broker RSS idle           {:8.1} MiB", mib(idle_rss));
+        println!("  cold fill                 {:8.2} s  ({:.0} tenants/s), {cold_errors} caller errors", cold.as_secs_f64(), n as f64 / cold.as_secs_f64());
+        println!("  upstream requests (fill)  {upstream_after_fill:8}  (peak concurrency {peak})");
+        println!("  broker RSS after fill     {:8.1} MiB (peak {:.1} MiB)", mib(rss), mib(hwm));
+        println!("  served again from cache   {:8.2} s  ({:.0} req/s), {warm_errors} caller errors, {} new upstream requests", warm.as_secs_f64(), n as f64 / warm.as_secs_f64(), upstream_after_warm - upstream_after_fill);
+        println!("  cache hits (metrics)      {:8}", metric(&metrics, "tokenbroker_cache_lookups_total{result=\"hit\"}"));
+        println!("  cached tokens (metrics)   {:8}", metric(&metrics, "tokenbroker_cached_tokens"));
+        println!("  broker RSS at the end     {:8.1} MiB (peak {:.1} MiB)", mib(rss_end), mib(hwm_end));
+        let checks = [
+            ("RSS with all tenants cached <= 64 MiB", mib(rss_end.max(rss)) <= 64.0),
+            ("cold fill: at most one upstream request per tenant", upstream_after_fill <= n),
+            ("cold fill: no caller error", cold_errors == 0),
+            ("upstream concurrency within the bound", peak <= opts.bound),
+            ("second pass: all from cache, no upstream request", upstream_after_warm == upstream_after_fill && warm_errors == 0),
+        ];
+        let mut all = true;
+        for (what, ok) in checks {
+            println!("  [{}] {what}", if ok { "ok" } else { "MISSED" });
+            all &= ok;
+        }
+        if !all {
+            std::process::exit(1);
+        }
+    });
+}
