@@ -283,6 +283,10 @@ mod tests {
             "https://graph.microsoft.com/.default",
             "https://x.com?a=b",
             "https://x.com#f",
+            "https://x.com/\n",
+            "https://x.com/a\tb",
+            "https://x.com/a b",
+            "https://gräph.com",
         ] {
             assert!(
                 matches!(

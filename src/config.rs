@@ -723,6 +723,14 @@ pub fn check_tenant_id(v: &str) -> Result<(), String> {
 }
 
 fn check_resource(v: &str) -> Result<(), String> {
+    // The URL parser silently drops tabs and newlines; the value also goes
+    // into the scope and log lines, so only visible ASCII passes.
+    if v.is_empty() || v.len() > 256 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "\"{}\" is not a resource URL: use at most 256 visible ASCII characters, e.g. https://graph.microsoft.com",
+            v.escape_debug()
+        ));
+    }
     let url = url::Url::parse(v).map_err(|_| format!("\"{v}\" is not an absolute URL"))?;
     if url.scheme() != "https" || url.host_str().is_none() {
         return Err(format!(
