@@ -291,6 +291,8 @@ pub struct Credential {
     info: CertificateInfo,
     chain: Vec<Vec<u8>>,
     signing_key: jsonwebtoken::EncodingKey,
+    /// The key parsed once for aws-lc; held so the signer can reuse it.
+    _parsed_key: Arc<aws_lc_rs::signature::RsaKeyPair>,
     source: CredentialSource,
 }
 
@@ -433,7 +435,14 @@ impl Credential {
         }
 
         let signing_key = jsonwebtoken::EncodingKey::from_rsa_der(&pkcs1_der);
-        // Prove aws-lc accepts the key now rather than at the first token request.
+        // Parse the key for aws-lc once, and prove it signs now rather than
+        // at the first token request.
+        let parsed_key = crate::assertion::prepare_key(&signing_key).map_err(|e| {
+            CredentialError::InvalidKey {
+                path: key_path.clone(),
+                reason: format!("the signing library rejected it: {e}"),
+            }
+        })?;
         jsonwebtoken::crypto::sign(
             b"tokenbroker key check",
             &signing_key,
@@ -458,6 +467,7 @@ impl Credential {
                 info: leaf,
                 chain,
                 signing_key,
+                _parsed_key: parsed_key,
                 source,
             },
             warnings,

@@ -4,6 +4,10 @@
 //! A fresh assertion is signed for every token request: reusing one is what
 //! got MSAL Java AADSTS700024 ("not within its valid time range").
 
+mod provider;
+
+pub(crate) use provider::prepare as prepare_key;
+
 use crate::config::SigningAlgorithm;
 use crate::credentials::Credential;
 use serde::{Deserialize, Serialize};
@@ -62,6 +66,7 @@ pub fn sign(
     token_endpoint: &str,
     now_unix: u64,
 ) -> Result<ClientAssertion, AssertionError> {
+    provider::install();
     let cert = credential.certificate();
     let mut header = match algorithm {
         SigningAlgorithm::PS256 => {
