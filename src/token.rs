@@ -6,32 +6,68 @@ use zeroize::Zeroizing;
 
 /// An access token. Microsoft says to treat it as opaque; we only pass it on.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken(Arc<Zeroizing<String>>);
+pub struct AccessToken(Arc<Inner>);
+
+#[derive(PartialEq, Eq)]
+struct Inner {
+    token: Zeroizing<String>,
+    /// Whether the token can go into a JSON string as it is (no quote,
+    /// backslash or control character): true for every JWT. Checked once
+    /// here, so answering a caller does not re-scan it for escapes.
+    json_safe: bool,
+}
 
 impl AccessToken {
     /// Wraps a token string.
     pub fn new(token: String) -> AccessToken {
-        AccessToken(Arc::new(Zeroizing::new(token)))
+        let json_safe = token.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        AccessToken(Arc::new(Inner {
+            token: Zeroizing::new(token),
+            json_safe,
+        }))
     }
 
     /// The token text, for the response body that hands it to a caller.
     pub fn expose(&self) -> &str {
-        self.0.as_str()
+        self.0.token.as_str()
     }
 
-    /// Size in bytes (for cache weighing).
+    /// Whether [`AccessToken::expose`] needs no JSON escaping.
+    pub fn is_json_safe(&self) -> bool {
+        self.0.json_safe
+    }
+
+    /// Size in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.token.len()
     }
 
     /// Whether the token is empty (never, for a parsed response).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.token.is_empty()
     }
 }
 
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AccessToken([redacted], {} bytes)", self.0.len())
+        write!(f, "AccessToken([redacted], {} bytes)", self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_safety_is_known_up_front() {
+        assert!(AccessToken::new("eyJ0eXAi.eyJhdWQi.c2ln-_".into()).is_json_safe());
+        for unsafe_token in ["a\"b", "a\\b", "a\nb", "a\u{1}b"] {
+            assert!(
+                !AccessToken::new(unsafe_token.into()).is_json_safe(),
+                "{unsafe_token:?}"
+            );
+        }
+        let debug = format!("{:?}", AccessToken::new("secret-token".into()));
+        assert!(!debug.contains("secret"), "{debug}");
     }
 }

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use respond::{api_error, json, msi_error, Answer, Failure};
+use respond::{api_error, json, msi_error, Answer, Failure, TokenBody};
 use serde_json::json;
 use std::future::Future;
 use std::io;
@@ -561,33 +561,25 @@ fn expires_in(grant: &Grant) -> u64 {
 }
 
 fn api_success(target: &Target, grant: &Grant) -> Answer {
-    json(
-        200,
-        &json!({
-            "access_token": grant.token.access_token.expose(),
-            "token_type": "Bearer",
-            "expires_on": grant.token.expires_on,
-            "expires_in": expires_in(grant),
-            "tenant_id": target.tenant.id.as_str(),
-            "resource": target.resource,
-        }),
-    )
+    TokenBody::new(&grant.token.access_token)
+        .string("token_type", "Bearer")
+        .number("expires_on", grant.token.expires_on)
+        .number("expires_in", expires_in(grant))
+        .string("tenant_id", target.tenant.id.as_str())
+        .string("resource", &target.resource)
+        .answer()
 }
 
 /// The App Service body: every value a string (the Rust SDK requires it).
 fn msi_success(config: &Config, target: &Target, grant: &Grant) -> Answer {
-    json(
-        200,
-        &json!({
-            "access_token": grant.token.access_token.expose(),
-            "expires_on": grant.token.expires_on.to_string(),
-            "expires_in": expires_in(grant).to_string(),
-            "not_before": grant.token.obtained_on.to_string(),
-            "resource": target.resource,
-            "token_type": "Bearer",
-            "client_id": config.app.client_id.as_str(),
-        }),
-    )
+    TokenBody::new(&grant.token.access_token)
+        .string("expires_on", &grant.token.expires_on.to_string())
+        .string("expires_in", &expires_in(grant).to_string())
+        .string("not_before", &grant.token.obtained_on.to_string())
+        .string("resource", &target.resource)
+        .string("token_type", "Bearer")
+        .string("client_id", config.app.client_id.as_str())
+        .answer()
 }
 
 /// Unix seconds of a certificate's notAfter (for the expiry gauge).
