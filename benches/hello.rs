@@ -3,6 +3,8 @@
 //! so the load run can tell the broker's cost from the stack's.
 //!
 //! `cargo bench --bench hello -- 127.0.0.1:PORT` serves until killed.
+//! `HELLO_BYTES=N` makes the body N bytes (to see what the size of a token
+//! answer costs by itself).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -19,6 +21,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let size: usize = std::env::var("HELLO_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let body = Bytes::from(if size == 5 {
+        b"hello".to_vec()
+    } else {
+        vec![b'x'; size]
+    });
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
         println!(
@@ -29,11 +40,11 @@ fn main() {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let body = body.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        b"hello",
-                    ))))
+                let service = hyper::service::service_fn(move |_req| {
+                    let body = body.clone();
+                    async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(body))) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)

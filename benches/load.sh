@@ -6,14 +6,17 @@
 # and print requests/s, p50 and p99 latency, and the ratios between them.
 # The broker runs as `serve --dev` (simulated authority, no Azure).
 #
-#   bash benches/load.sh [DURATION_SECONDS] [CONNECTIONS]
+#   bash benches/load.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
 #
 # Ratios, not absolute figures, are what to compare across machines: these
-# are shared 2-core machines and their speed varies from run to run.
+# are shared 2-core machines and their speed drifts within a run. So the
+# three targets are measured in ROUNDS interleaved rounds (order rotated each
+# round), and the ratios are taken between per-target medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
 connections="${2:-32}"
+rounds="${3:-5}"
 
 if ! command -v wrk >/dev/null; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk
@@ -52,22 +55,29 @@ hello=$(sed -n 's/^hello server on //p' "$work/hello")
 # Warm the tenant: one upstream request; everything after is a cache hit.
 curl -sf -H "Authorization: Bearer $secret" "$broker/v1/token?tenant=contoso" >/dev/null
 
-run() { # name url [header]
-    local name=$1 url=$2
-    shift 2
+run() { # round name url [header]
+    local round=$1 name=$2 url=$3
+    shift 3
     wrk -t2 -c"$connections" -d"${duration}s" --latency "$@" "$url" >"$work/$name.txt"
     local rps p50 p99
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/$name.txt")
     p50=$(awk '$1 == "50%" {print $2}' "$work/$name.txt")
     p99=$(awk '$1 == "99%" {print $2}' "$work/$name.txt")
-    printf '%-22s %12s req/s   p50 %9s   p99 %9s\n' "$name" "$rps" "$p50" "$p99"
+    printf 'round %d  %-18s %12s req/s   p50 %9s   p99 %9s\n' "$round" "$name" "$rps" "$p50" "$p99"
     echo "$name $rps $p50 $p99" >>"$work/results"
 }
 
-echo "wrk -t2 -c$connections -d${duration}s on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-run hello "$hello/"
-run healthz "$broker/healthz"
-run v1_token_cached "$broker/v1/token?tenant=contoso" -H "Authorization: Bearer $secret"
+echo "wrk -t2 -c$connections -d${duration}s x $rounds rounds on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+targets=(hello healthz v1_token_cached)
+for round in $(seq "$rounds"); do
+    for i in 0 1 2; do
+        case ${targets[$(((i + round) % 3))]} in
+            hello) run "$round" hello "$hello/" ;;
+            healthz) run "$round" healthz "$broker/healthz" ;;
+            v1_token_cached) run "$round" v1_token_cached "$broker/v1/token?tenant=contoso" -H "Authorization: Bearer $secret" ;;
+        esac
+    done
+done
 
 python3 - "$work/results" <<'EOF'
 import sys
@@ -76,10 +86,16 @@ def seconds(v):
         if v.endswith(unit):
             return float(v[:-len(unit)]) * f
     raise ValueError(v)
-r = {}
+from statistics import median
+runs = {}
 for line in open(sys.argv[1]):
     name, rps, p50, p99 = line.split()
-    r[name] = (float(rps), seconds(p50), seconds(p99))
+    runs.setdefault(name, []).append((float(rps), seconds(p50), seconds(p99)))
+r = {name: tuple(median(v[i] for v in vals) for i in range(3)) for name, vals in runs.items()}
+print()
+for name in ("hello", "healthz", "v1_token_cached"):
+    rps, p50, p99 = r[name]
+    print(f"median {name:18} {rps:12.0f} req/s   p50 {p50*1e6:7.0f}us   p99 {p99*1e6:7.0f}us")
 t, h, b = r["v1_token_cached"], r["healthz"], r["hello"]
 checks = [
     ("/v1/token req/s vs /healthz", t[0] / h[0], ">=", 0.8),

@@ -25,8 +25,10 @@ use crate::authority::AcquireError;
 use crate::clock::SharedClock;
 use crate::jitter::Jitter;
 use crate::token::AccessToken;
+use arc_swap::ArcSwapOption;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -158,7 +160,7 @@ pub trait CacheObserver: Send + Sync + std::fmt::Debug + 'static {
 pub struct NoObserver;
 impl CacheObserver for NoObserver {}
 
-type Outcome = Result<CachedToken, AcquireError>;
+type Outcome = Result<Arc<CachedToken>, AcquireError>;
 
 #[derive(Debug)]
 struct Blocked {
@@ -166,9 +168,10 @@ struct Blocked {
     until: Instant,
 }
 
+/// The parts of a slot that change only when a load starts or ends; guarded
+/// by the slot's mutex. (The current token is outside it: see [`Slot`].)
 #[derive(Default)]
 struct SlotState {
-    token: Option<CachedToken>,
     in_flight: Option<watch::Receiver<Option<Outcome>>>,
     blocked: Option<Blocked>,
     /// Consecutive failed loads since the last success.
@@ -178,10 +181,23 @@ struct SlotState {
     refresher_started: bool,
 }
 
+/// One (tenant, resource). A cache hit takes no lock and writes no shared
+/// memory but a reference count: the current token is published through an
+/// `ArcSwap`, "a load is in flight" is mirrored in an atomic, and the last
+/// access is an atomic written at most once a second. Every worker thread
+/// serving one busy tenant hits the same slot, so a mutex here would be
+/// contended on every request.
 struct Slot {
     key: CacheKey,
+    /// The newest token; replaced (never cleared) by successful loads.
+    current: ArcSwapOption<CachedToken>,
+    /// Mirrors `state.in_flight.is_some()` for the lock-free path; written
+    /// under the state lock.
+    loading: AtomicBool,
+    /// Last access, in milliseconds since `epoch`.
+    last_access_ms: AtomicU64,
+    epoch: Instant,
     state: Mutex<SlotState>,
-    last_access: Mutex<Instant>,
 }
 
 impl Slot {
@@ -194,11 +210,28 @@ impl Slot {
     }
 
     fn touch(&self, now: Instant) {
-        *self.last_access.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        let ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        // Write only when a second has passed, so hot slots stay unshared.
+        if self
+            .last_access_ms
+            .load(Ordering::Relaxed)
+            .saturating_add(1000)
+            <= ms
+        {
+            self.last_access_ms.store(ms, Ordering::Relaxed);
+        }
     }
 
     fn idle_since(&self) -> Instant {
-        *self.last_access.lock().unwrap_or_else(|p| p.into_inner())
+        self.epoch + Duration::from_millis(self.last_access_ms.load(Ordering::Relaxed))
+    }
+
+    /// The current token if it has at least `min_remaining` left at `now`.
+    fn usable(&self, now: Instant, min_remaining: Duration) -> Option<Arc<CachedToken>> {
+        self.current
+            .load_full()
+            .filter(|token| token.remaining(now) >= min_remaining)
     }
 }
 
@@ -230,7 +263,7 @@ impl std::fmt::Debug for TokenCache {
 #[derive(Debug, Clone)]
 pub struct Grant {
     /// The token.
-    pub token: CachedToken,
+    pub token: Arc<CachedToken>,
     /// Hit, refreshing or miss.
     pub lookup: Lookup,
 }
@@ -270,21 +303,24 @@ impl TokenCache {
             .get_with_by_ref(key, || Arc::new(Slot::new(key.clone())));
         let now = Instant::now();
         slot.touch(now);
+        let hit = |token| {
+            let lookup = if slot.loading.load(Ordering::Acquire) {
+                Lookup::Refreshing
+            } else {
+                Lookup::Hit
+            };
+            inner.observer.lookup(lookup);
+            Ok(Grant { token, lookup })
+        };
+        // The hot path: no lock.
+        if let Some(token) = slot.usable(now, inner.settings.min_remaining) {
+            return hit(token);
+        }
         let mut receiver = {
             let mut state = slot.lock();
-            if let Some(token) = &state.token {
-                if token.remaining(now) >= inner.settings.min_remaining {
-                    let lookup = if state.in_flight.is_some() {
-                        Lookup::Refreshing
-                    } else {
-                        Lookup::Hit
-                    };
-                    inner.observer.lookup(lookup);
-                    return Ok(Grant {
-                        token: token.clone(),
-                        lookup,
-                    });
-                }
+            // A load may have finished since the look above.
+            if let Some(token) = slot.usable(now, inner.settings.min_remaining) {
+                return hit(token);
             }
             if let Some(blocked) = &state.blocked {
                 if now < blocked.until {
@@ -349,8 +385,8 @@ impl TokenCache {
             .slots
             .iter()
             .filter(|(_, slot)| {
-                slot.lock()
-                    .token
+                slot.current
+                    .load()
                     .as_ref()
                     .is_some_and(|t| t.expires_at > now)
             })
@@ -392,8 +428,11 @@ impl Slot {
     fn new(key: CacheKey) -> Slot {
         Slot {
             key,
+            current: ArcSwapOption::empty(),
+            loading: AtomicBool::new(false),
+            last_access_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
             state: Mutex::new(SlotState::default()),
-            last_access: Mutex::new(Instant::now()),
         }
     }
 }
@@ -409,6 +448,7 @@ impl Inner {
     ) -> watch::Receiver<Option<Outcome>> {
         let (sender, receiver) = watch::channel(None);
         state.in_flight = Some(receiver.clone());
+        slot.loading.store(true, Ordering::Release);
         this.observer.load_started(trigger);
         let inner = Arc::clone(this);
         let slot = Arc::clone(slot);
@@ -430,22 +470,23 @@ impl Inner {
         let now = Instant::now();
         let mut state = slot.lock();
         state.in_flight = None;
+        slot.loading.store(false, Ordering::Release);
         match result {
             Ok(response) => {
                 let wall = self.clock.unix_now();
-                let token = CachedToken {
+                let token = Arc::new(CachedToken {
                     access_token: response.access_token,
                     expires_at: now + response.expires_in,
                     expires_on: wall + response.expires_in.as_secs(),
                     obtained_on: wall,
-                };
+                });
                 let delay = schedule::refresh_delay(
                     response.expires_in,
                     response.refresh_in,
                     self.settings.min_remaining,
                     self.jitter.symmetric(),
                 );
-                state.token = Some(token.clone());
+                slot.current.store(Some(Arc::clone(&token)));
                 state.blocked = None;
                 state.failures = 0;
                 state.next_refresh = Some(now + delay);
@@ -477,10 +518,7 @@ impl Inner {
                     Some(hold) => retry.max(now + hold),
                     None => retry,
                 });
-                let keeps_token = state
-                    .token
-                    .as_ref()
-                    .is_some_and(|t| t.remaining(now) >= self.settings.min_remaining);
+                let keeps_token = slot.usable(now, self.settings.min_remaining).is_some();
                 tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,
                     failures = state.failures, keeps_token, "token load failed: {error}");
                 Err(error)

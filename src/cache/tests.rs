@@ -220,7 +220,7 @@ async fn an_outage_does_not_drop_a_valid_token_and_refresh_recovers() {
     let source = FakeSource::new(HOUR);
     let cache = cache_with(source.clone(), settings());
     let key = CacheKey::new("t.com", "https://graph.microsoft.com");
-    let first = cache.get(&key).await.unwrap().token.access_token;
+    let first = cache.get(&key).await.unwrap().token.access_token.clone();
     source.fail_with(Some(unavailable("t.com")));
     // Past the refresh point (≈ 40 min) and well into the retries: callers
     // still get the first token, without waiting.
