@@ -56,8 +56,11 @@ struct Reason {
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<RouteStatus, Counter>,
+    /// Per-route histograms, looked up once: the hot path skips the family map.
+    route_durations: Vec<(&'static str, Histogram)>,
     http_duration: Family<Route, Histogram>,
-    cache_lookups: Family<ResultLabel, Counter>,
+    /// hit, refreshing, miss (in [`Lookup`] order), looked up once.
+    lookups: [Counter; 3],
     upstream_requests: Family<Outcome, Counter>,
     upstream_duration: Histogram,
     refreshes: Family<TriggerLabel, Counter>,
@@ -70,6 +73,16 @@ pub struct Metrics {
     /// The cloud's Graph resource: the per-tenant series is for Graph tokens.
     graph: String,
 }
+
+/// The route labels (`other` for everything unknown).
+pub const ROUTES: [&str; 6] = [
+    "/v1/token",
+    "/msi/token",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "other",
+];
 
 fn latency_histogram() -> Histogram {
     // 100 µs to ~26 s: cache hits are sub-millisecond, Entra calls take 100s of ms.
@@ -94,6 +107,15 @@ impl Metrics {
             "Time to answer an HTTP request, by route",
             http_duration.clone(),
         );
+        let route_durations = ROUTES
+            .iter()
+            .map(|route| {
+                (
+                    *route,
+                    http_duration.get_or_create(&Route { route }).clone(),
+                )
+            })
+            .collect();
         let cache_lookups = Family::<ResultLabel, Counter>::default();
         registry.register("cache_lookups", "Token cache lookups: hit, miss (waited on Entra), refreshing (served while a refresh runs)", cache_lookups.clone());
         let upstream_requests = Family::<Outcome, Counter>::default();
@@ -144,11 +166,17 @@ impl Metrics {
                 )
             })
             .collect();
+        let lookups = [Lookup::Hit, Lookup::Refreshing, Lookup::Miss].map(|l| {
+            cache_lookups
+                .get_or_create(&ResultLabel { result: l.as_str() })
+                .clone()
+        });
         Metrics {
             registry,
             http_requests,
+            route_durations,
             http_duration,
-            cache_lookups,
+            lookups,
             upstream_requests,
             upstream_duration,
             refreshes,
@@ -166,9 +194,14 @@ impl Metrics {
         self.http_requests
             .get_or_create(&RouteStatus { route, status })
             .inc();
-        self.http_duration
-            .get_or_create(&Route { route })
-            .observe(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        match self.route_durations.iter().find(|(r, _)| *r == route) {
+            Some((_, histogram)) => histogram.observe(seconds),
+            None => self
+                .http_duration
+                .get_or_create(&Route { route })
+                .observe(seconds),
+        }
     }
 
     /// Counts a refused caller (`missing`, `unknown_secret`, `unknown_uid`,
@@ -200,11 +233,12 @@ impl Metrics {
 
 impl CacheObserver for Metrics {
     fn lookup(&self, result: Lookup) {
-        self.cache_lookups
-            .get_or_create(&ResultLabel {
-                result: result.as_str(),
-            })
-            .inc();
+        let index = match result {
+            Lookup::Hit => 0,
+            Lookup::Refreshing => 1,
+            Lookup::Miss => 2,
+        };
+        self.lookups[index].inc();
     }
 
     fn load_started(&self, trigger: Trigger) {

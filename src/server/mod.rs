@@ -258,17 +258,22 @@ async fn accept_failed(e: io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// What the access log line says about a request.
+/// What the access log line says about a request. The tenant is recorded
+/// only when the line will be written (it costs an allocation).
 #[derive(Debug, Default)]
-struct Access {
-    account: Option<String>,
+struct Access<'a> {
+    enabled: bool,
+    account: Option<&'a str>,
     tenant: Option<String>,
     cache: Option<Lookup>,
 }
 
 async fn handle<B>(app: &App, peer: Peer, req: Request<B>) -> Answer {
     let started = Instant::now();
-    let mut access = Access::default();
+    let mut access = Access {
+        enabled: tracing::enabled!(target: "tokenbroker::access", tracing::Level::INFO),
+        ..Access::default()
+    };
     let (route, answer) = route(app, peer, &req, &mut access).await;
     let status = answer.status().as_u16();
     let elapsed = started.elapsed();
@@ -278,7 +283,7 @@ async fn handle<B>(app: &App, peer: Peer, req: Request<B>) -> Answer {
         route,
         status,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
-        account = access.account.as_deref().unwrap_or("-"),
+        account = access.account.unwrap_or("-"),
         tenant = access.tenant.as_deref().unwrap_or("-"),
         cache = access.cache.map(Lookup::as_str).unwrap_or("-"),
         "request"
@@ -286,19 +291,19 @@ async fn handle<B>(app: &App, peer: Peer, req: Request<B>) -> Answer {
     answer
 }
 
-/// Picks the route and runs it. The route label is one of a fixed set, so
-/// arbitrary paths never become metric labels.
 /// Answers one request as the TCP listener would (benchmarks drive the
 /// whole handler in-process with this). The body is never read.
 pub async fn handle_request<B>(app: &App, req: Request<B>) -> Answer {
     handle(app, Peer::Tcp, req).await
 }
 
-async fn route<B>(
-    app: &App,
+/// Picks the route and runs it. The route label is one of a fixed set, so
+/// arbitrary paths never become metric labels.
+async fn route<'a, B>(
+    app: &'a App,
     peer: Peer,
     req: &Request<B>,
-    access: &mut Access,
+    access: &mut Access<'a>,
 ) -> (&'static str, Answer) {
     let path = req.uri().path();
     let route: &'static str = match (path, peer) {
@@ -387,7 +392,10 @@ fn metrics(app: &App) -> Answer {
 }
 
 /// Query parameters, each at most once.
-fn parse_query(query: &str, max: usize) -> Result<Vec<(String, String)>, Failure> {
+/// Query parameters, borrowed from the query unless percent-decoding changed them.
+type Params<'q> = Vec<(std::borrow::Cow<'q, str>, std::borrow::Cow<'q, str>)>;
+
+fn parse_query(query: &str, max: usize) -> Result<Params<'_>, Failure> {
     if query.len() > max {
         return Err(Failure::new(
             400,
@@ -395,7 +403,7 @@ fn parse_query(query: &str, max: usize) -> Result<Vec<(String, String)>, Failure
             format!("the query string is longer than {max} bytes"),
         ));
     }
-    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut pairs: Params<'_> = Vec::with_capacity(4);
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         if pairs.iter().any(|(n, _)| *n == name) {
             return Err(Failure::new(
@@ -404,24 +412,24 @@ fn parse_query(query: &str, max: usize) -> Result<Vec<(String, String)>, Failure
                 format!("parameter '{}' is given twice", name.escape_debug()),
             ));
         }
-        pairs.push((name.into_owned(), value.into_owned()));
+        pairs.push((name, value));
     }
     Ok(pairs)
 }
 
-fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+fn param<'a>(pairs: &'a Params<'_>, name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.as_ref())
 }
 
-async fn token_request<B>(
-    app: &App,
+async fn token_request<'a, B>(
+    app: &'a App,
     peer: Peer,
     req: &Request<B>,
     is_msi: bool,
-    access: &mut Access,
+    access: &mut Access<'a>,
 ) -> Result<Answer, Failure> {
     let config = &app.config;
     // 1. Who is calling.
@@ -455,14 +463,14 @@ async fn token_request<B>(
         Failure::new(401, "unauthorized", what)
     })?;
     let account = &config.accounts[account_index];
-    access.account = Some(account.name.as_str().to_owned());
+    access.account = Some(account.name.as_str());
 
     // 2. What is asked: validated before anything else uses it.
     let pairs = parse_query(
         req.uri().query().unwrap_or_default(),
         config.server.max_query_bytes,
     )?;
-    let (tenant_ref, resource) = if is_msi {
+    let (tenant_ref, resource): (&str, Option<&str>) = if is_msi {
         match param(&pairs, "api-version") {
             Some(MSI_API_VERSION) => {}
             other => {
@@ -488,8 +496,8 @@ async fn token_request<B>(
             .iter()
             .find_map(|name| param(&pairs, name));
         let tenant = match selector {
-            Some(t) => t.to_owned(),
-            None => account.default_tenant.clone().ok_or_else(|| {
+            Some(t) => t,
+            None => account.default_tenant.as_deref().ok_or_else(|| {
                 Failure::new(
                     400,
                     "invalid_request",
@@ -500,22 +508,21 @@ async fn token_request<B>(
                 )
             })?,
         };
-        (tenant, Some(resource.to_owned()))
+        (tenant, Some(resource))
     } else {
         let tenant = param(&pairs, "tenant").ok_or_else(|| {
             Failure::new(400, "invalid_request", "the tenant parameter is required")
         })?;
-        (
-            tenant.to_owned(),
-            param(&pairs, "resource").map(str::to_owned),
-        )
+        (tenant, param(&pairs, "resource"))
     };
-    let target: Target = broker::resolve(config, &tenant_ref, resource.as_deref())
+    let target: Target = broker::resolve(config, tenant_ref, resource)
         .map_err(|e| Failure::from(&broker::BrokerError::Request(e)))?;
-    access.tenant = Some(match &target.tenant.name {
-        Some(name) => name.as_str().to_owned(),
-        None => target.tenant.id.as_str().to_owned(),
-    });
+    if access.enabled {
+        access.tenant = Some(match &target.tenant.name {
+            Some(name) => name.as_str().to_owned(),
+            None => target.tenant.id.as_str().to_owned(),
+        });
+    }
 
     // 3. May this account have it.
     if !config.account_may_use(account, &target.tenant) {
