@@ -4,7 +4,8 @@
 #   2. tokenbroker /healthz (the same server, no token work),
 #   3. a bare hyper "hello" server (benches/hello.rs: the stack's baseline),
 # and print requests/s, p50 and p99 latency, and the ratios between them.
-# The broker runs as `serve --dev` (simulated authority, no Azure).
+# The broker runs as `serve --dev` (simulated authority, no Azure), with
+# RUST_LOG=$BROKER_LOG (default warn: no access lines).
 #
 #   bash benches/load.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
 #
@@ -39,7 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUST_LOG=warn target/release/tokenbroker serve --dev --listen 127.0.0.1:0 >"$work/banner" 2>"$work/broker.log" &
+RUST_LOG="${BROKER_LOG:-warn}" target/release/tokenbroker serve --dev --listen 127.0.0.1:0 >"$work/banner" 2>"$work/broker.log" &
 pids+=($!)
 "$hello_bin" 127.0.0.1:0 >"$work/hello" &
 pids+=($!)
