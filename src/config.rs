@@ -4,7 +4,7 @@
 //! (the newtypes below implement `TryFrom<String>`), so the TOML parser's error
 //! names the key and its line. Rules that span keys (unique names, account
 //! tenants that must exist, loopback-only listening) run afterwards in
-//! [`Config::validate`] and name the key path, e.g. `accounts[1].tenants`.
+//! `Config::validate` and name the key path, e.g. `accounts[1].tenants`.
 
 use crate::cloud::Cloud;
 use serde::Deserialize;

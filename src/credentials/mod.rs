@@ -1,6 +1,6 @@
 //! The app's certificate and private key: loading, checking, thumbprints.
 //!
-//! [`Credential::load`] reads the files named in `[app]` (see [`files`] for the
+//! [`Credential::load`] reads the files named in `[app]` (see `files.rs` for the
 //! formats), then checks what Entra will check: an RSA key of at least 2048
 //! bits, matching the certificate, within the certificate's validity. The key
 //! is parsed and checked with the `rsa` crate but signed with aws-lc-rs (via

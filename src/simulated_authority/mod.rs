@@ -3,7 +3,7 @@
 //! injecting faults on command.
 //!
 //! Used by the tests and by `tokenbroker serve --dev`. It listens on
-//! loopback only. Checks (see [`verify`]): form content type and fields,
+//! loopback only. Checks (see `verify.rs`): form content type and fields,
 //! `grant_type`, `scope` ending in `/.default`, the assertion type, `alg`
 //! PS256 or RS256, `x5t`/`x5t#S256` (padded or not) naming a registered
 //! certificate, the signature, `aud` equal to this authority's token URL for
