@@ -37,14 +37,6 @@ fn options() -> Options {
     }
 }
 
-fn sha256_hex(s: &str) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// VmRSS and VmHWM of `pid`, in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -130,7 +122,7 @@ fn main() {
                  [[accounts]]\nname = \"scale\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n",
                 sim.url(),
                 opts.bound,
-                sha256_hex(SECRET)
+                tokenbroker::server::auth::secret_sha256_hex(SECRET)
             ),
         )
         .expect("config");

@@ -443,16 +443,9 @@ fn cert_inspect(
 fn secret_new(account: &str) -> Result<(), CliError> {
     config::Name::try_from(account.to_owned())
         .map_err(|e| CliError::Usage(format!("--account: {e}")))?;
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    aws_lc_rs::rand::fill(bytes.as_mut())
+    let secret = crate::server::auth::generate_secret()
         .map_err(|_| CliError::Other("the system random generator failed".into()))?;
-    use base64::Engine;
-    let secret = Zeroizing::new(format!(
-        "tb_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref())
-    ));
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::server::auth::secret_sha256_hex(&secret);
     out(format_args!("{}", secret.as_str()))?;
     eprintln!(
         "The line above is the secret for account \"{account}\": give it to that service \

@@ -68,19 +68,9 @@ pub async fn setup(listen: SocketAddr) -> Result<DevSetup, DevError> {
         Credential::from_pem(cert.pem().as_bytes(), key_pem.as_bytes(), SystemTime::now())?
             .credential;
 
-    let mut random = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut random)
+    let secret = crate::server::auth::generate_secret()
         .map_err(|_| DevError::Generate("the system random generator failed".into()))?;
-    use base64::Engine;
-    let secret = Zeroizing::new(format!(
-        "tb_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
-    ));
-    let hash: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = crate::server::auth::secret_sha256_hex(&secret);
     let text = format!(
         "[server]\nlisten = \"{listen}\"\n\
          [app]\nclient_id = \"{DEV_CLIENT_ID}\"\nauthority_host = \"{}\"\ncertificate = \"<in-memory certificate>\"\n\

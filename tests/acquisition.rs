@@ -241,20 +241,33 @@ async fn an_unreachable_authority_is_unavailable() {
     );
 }
 
+/// `n` callers asking `broker` for `tenant` at once.
+async fn concurrent_requests(
+    broker: tokenbroker::broker::Broker,
+    tenant: &'static str,
+    n: usize,
+) -> Vec<Result<(tokenbroker::broker::Target, tokenbroker::cache::Grant), BrokerError>> {
+    let broker = Arc::new(broker);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let broker = Arc::clone(&broker);
+        tasks.spawn(async move { broker.token(tenant, None).await });
+    }
+    let mut results = Vec::with_capacity(n);
+    while let Some(result) = tasks.join_next().await {
+        results.push(result.unwrap());
+    }
+    results
+}
+
 #[tokio::test]
 async fn a_thousand_cold_requests_make_one_upstream_request() {
     let f = Fixture::new(CONTOSO).await;
     f.sim.consent("contoso.onmicrosoft.com");
     f.sim.set_latency(Duration::from_millis(200));
-    let broker = Arc::new(f.broker());
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..1000 {
-        let broker = Arc::clone(&broker);
-        tasks.spawn(async move { broker.token("contoso", None).await });
-    }
     let mut tokens = HashSet::new();
-    while let Some(result) = tasks.join_next().await {
-        let (_, grant) = result.unwrap().unwrap();
+    for result in concurrent_requests(f.broker(), "contoso", 1000).await {
+        let (_, grant) = result.unwrap();
         tokens.insert(grant.token.access_token.expose().to_owned());
     }
     assert_eq!(f.sim.requests("contoso.onmicrosoft.com"), 1);
@@ -266,15 +279,9 @@ async fn a_thousand_cold_requests_share_one_error() {
     let f = Fixture::new(CONTOSO).await;
     f.sim.add_unconsented_tenant("contoso.onmicrosoft.com");
     f.sim.set_latency(Duration::from_millis(200));
-    let broker = Arc::new(f.broker());
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..1000 {
-        let broker = Arc::clone(&broker);
-        tasks.spawn(async move { broker.token("contoso", None).await });
-    }
     let mut errors = 0;
-    while let Some(result) = tasks.join_next().await {
-        let error = acquire_error(result.unwrap());
+    for result in concurrent_requests(f.broker(), "contoso", 1000).await {
+        let error = acquire_error(result);
         assert_eq!(
             error.entra().and_then(|e| e.aadsts()).as_deref(),
             Some("AADSTS700016")

@@ -3,7 +3,9 @@
 //! Pure functions over headers and the configuration.
 
 use crate::config::{AccountConfig, Config, HostName};
+use base64::Engine;
 use std::collections::HashMap;
+use zeroize::Zeroizing;
 
 /// The configured accounts, indexed for authentication.
 #[derive(Debug)]
@@ -101,6 +103,26 @@ impl Accounts {
     }
 }
 
+/// A fresh account secret: `tb_` and 32 random bytes in base64url. The
+/// prefix lets secret scanners recognise a leaked one.
+pub fn generate_secret() -> Result<Zeroizing<String>, aws_lc_rs::error::Unspecified> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(bytes.as_mut())?;
+    Ok(Zeroizing::new(format!(
+        "tb_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref())
+    )))
+}
+
+/// The `secret_sha256` value for `secret`: its SHA-256 in lower-case hex.
+pub fn secret_sha256_hex(secret: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn hex_value(c: u8) -> u8 {
     match c {
         b'0'..=b'9' => c - b'0',
@@ -152,13 +174,7 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn sha256_hex(s: &str) -> String {
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
+    use super::secret_sha256_hex as sha256_hex;
 
     fn config() -> Config {
         let text = format!(

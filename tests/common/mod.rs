@@ -130,11 +130,7 @@ pub fn claims(jwt: &str) -> serde_json::Value {
 
 /// SHA-256 hex of a secret, for `secret_sha256` lines.
 pub fn sha256_hex(secret: &str) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    tokenbroker::server::auth::secret_sha256_hex(secret)
 }
 
 /// A broker server running in this process on 127.0.0.1:0 (and a Unix socket).
