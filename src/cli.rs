@@ -759,16 +759,12 @@ fn serve(
     runtime()?.block_on(async move {
         let (config, credential, dev_setup) = if dev {
             let addr = listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8765)));
-            let setup = crate::dev::setup(addr).await.map_err(|e| CliError::Other(e.to_string()))?;
-            let config = setup.config.clone();
-            // The dev credential cannot be reloaded from disk; a clone is not
-            // possible either, so the setup hands over its credential.
             let crate::dev::DevSetup {
                 authority,
-                config: _,
+                config,
                 credential,
                 secret,
-            } = setup;
+            } = crate::dev::setup(addr).await.map_err(|e| CliError::Other(e.to_string()))?;
             (config, credential, Some((authority, secret)))
         } else {
             let (mut config, credential, warnings) = load(config_path)?;
@@ -776,6 +772,13 @@ fn serve(
                 tracing::warn!("{warning}");
             }
             if let Some(addr) = listen {
+                if !addr.ip().is_loopback() && !config.server.allow_remote {
+                    return Err(CliError::Usage(format!(
+                        "--listen {addr} is not a loopback address; tokens would be served to other hosts. \
+                         Set server.allow_remote = true in {} if that is intended",
+                        config_path.display()
+                    )));
+                }
                 config.server.listen = addr;
             }
             (config, credential, None)

@@ -83,3 +83,24 @@ async fn dev_mode_prints_working_instructions() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_loopback_listen_override_is_refused() {
+    let f = common::Fixture::new("").await;
+    let config = f.config_path.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+            .args(["serve", "--listen", "0.0.0.0:0", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("allow_remote"),
+        "{stderr}"
+    );
+}
