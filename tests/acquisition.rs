@@ -297,19 +297,21 @@ async fn an_outage_keeps_the_cached_token_and_refresh_recovers() {
     let f = Fixture::new(CONTOSO).await;
     f.sim.consent("contoso.onmicrosoft.com");
     // Short-lived tokens so the refresh point comes within the test:
-    // lifetime 8 s, handed out while ≥ 2 s remain, refresh at ≈ 5.3 s.
-    f.sim.set_token_lifetime(Duration::from_secs(8));
+    // lifetime 16 s, handed out while ≥ 2 s remain (until 14 s). A refresh
+    // never comes sooner than 30 s unless the token is too short for that,
+    // and then at the last useful moment: 16 - 2 - 5 % = 13.2 s.
+    f.sim.set_token_lifetime(Duration::from_secs(16));
     let broker = f.broker_with(|_, cache| {
         cache.min_remaining = Duration::from_secs(2);
-        cache.refresh_retry_base = Duration::from_millis(100);
-        cache.refresh_retry_cap = Duration::from_millis(200);
+        cache.refresh_retry_base = Duration::from_millis(50);
+        cache.refresh_retry_cap = Duration::from_millis(100);
     });
     let (_, first) = broker.token("contoso", None).await.unwrap();
+    let obtained = tokio::time::Instant::now();
     f.sim.set_persistent_fault(Some(Fault::Status(503)));
-    let started = tokio::time::Instant::now();
-    // Until 5.8 s: the refresh is due and failing, callers still get the
-    // first token without waiting.
-    while started.elapsed() < Duration::from_millis(5800) {
+    // Until 13.5 s: the refresh is due and failing; callers still get the
+    // first token, without waiting.
+    while obtained.elapsed() < Duration::from_millis(13_500) {
         let (_, grant) = broker.token("contoso", None).await.unwrap();
         assert_eq!(grant.token.access_token, first.token.access_token);
         assert_ne!(grant.lookup, Lookup::Miss);
@@ -320,12 +322,21 @@ async fn an_outage_keeps_the_cached_token_and_refresh_recovers() {
         during_outage >= 2,
         "the refresh was attempted: {during_outage}"
     );
-    // The authority comes back; the background retry gets a new token.
+    // The authority comes back; a background retry (every ≤ 0.1 s) gets a
+    // new token before the first one stops being handed out at 14 s.
     f.sim.set_persistent_fault(None);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, grant) = broker.token("contoso", None).await.unwrap();
-    assert_ne!(grant.token.access_token, first.token.access_token);
-    assert_eq!(grant.lookup, Lookup::Hit);
+    let mut renewed = None;
+    while obtained.elapsed() < Duration::from_millis(13_950) {
+        let (_, grant) = broker.token("contoso", None).await.unwrap();
+        assert_ne!(grant.lookup, Lookup::Miss, "no caller waits on Entra");
+        if grant.token.access_token != first.token.access_token {
+            renewed = Some(grant);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let renewed = renewed.expect("the background refresh recovered while the old token was valid");
+    assert_eq!(renewed.lookup, Lookup::Hit);
 }
 
 #[tokio::test]
