@@ -434,3 +434,31 @@ async fn ca_file_is_checked_when_the_client_is_built() {
         }
     }
 }
+
+#[tokio::test]
+async fn issued_tokens_are_signed_jwts_and_refresh_in_is_read() {
+    use base64::Engine;
+    let f = Fixture::new(CONTOSO).await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    f.sim.set_refresh_in(Some(Duration::from_secs(1800)));
+    let broker = f.broker();
+    let response = broker
+        .authority()
+        .acquire("contoso.onmicrosoft.com", GRAPH)
+        .await
+        .unwrap();
+    assert_eq!(response.refresh_in, Some(Duration::from_secs(1800)));
+    assert_eq!(response.expires_in, Duration::from_secs(3599));
+    // The access token verifies with the authority's signing key.
+    let token = response.access_token.expose();
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .unwrap();
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+        f.sim.token_signing_key(),
+    )
+    .verify(signed.as_bytes(), &signature)
+    .expect("the simulated authority signs its tokens");
+}
