@@ -312,22 +312,7 @@ fn encrypted_pkcs8_key_loads_with_password_variable() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_, cert) = key_and_cert(dir);
-    let passout = format!("pass:{PASSWORD}");
-    openssl(
-        dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-v2",
-            "aes-256-cbc",
-            "-in",
-            "key.pem",
-            "-out",
-            "key-enc.pem",
-            "-passout",
-            &passout,
-        ],
-    );
+    encrypt_key(dir, "key-enc.pem", &["-v2", "aes-256-cbc"]);
     let key_enc = dir.join("key-enc.pem");
     assert!(fs::read_to_string(&key_enc)
         .unwrap()
@@ -340,6 +325,17 @@ fn encrypted_pkcs8_key_loads_with_password_variable() {
     // Library: the decrypted key is the certificate's.
     let info = CertificateInfo::from_der(&pem_der(&cert)).unwrap();
     assert!(credentials::key_matches(&info, &key_enc, Some(&password(var, PASSWORD))).unwrap());
+}
+
+/// Encrypts `dir/key.pem` with PASSWORD into `dir/out`, as
+/// `openssl pkcs8 -topk8 <scheme>` does.
+fn encrypt_key(dir: &Path, out: &str, scheme: &[&str]) {
+    let passout = format!("pass:{PASSWORD}");
+    let mut args = vec![
+        "pkcs8", "-topk8", "-in", "key.pem", "-out", out, "-passout", &passout,
+    ];
+    args.extend_from_slice(scheme);
+    openssl(dir, &args);
 }
 
 /// The DER of the first PEM block of `path` (via openssl, to stay independent).
@@ -759,22 +755,7 @@ fn wrong_password_for_encrypted_key_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
-    let passout = format!("pass:{PASSWORD}");
-    openssl(
-        dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-v2",
-            "aes-256-cbc",
-            "-in",
-            "key.pem",
-            "-out",
-            "key-enc.pem",
-            "-passout",
-            &passout,
-        ],
-    );
+    encrypt_key(dir, "key-enc.pem", &["-v2", "aes-256-cbc"]);
     let key_enc = dir.join("key-enc.pem");
     let var = "TB_TEST_PW_ENC_WRONG";
     let config = write_config(dir, "cert.pem", Some("key-enc.pem"), Some(var));
@@ -816,22 +797,7 @@ fn unset_password_variable_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
-    let passout = format!("pass:{PASSWORD}");
-    openssl(
-        dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-v2",
-            "aes-256-cbc",
-            "-in",
-            "key.pem",
-            "-out",
-            "key-enc.pem",
-            "-passout",
-            &passout,
-        ],
-    );
+    encrypt_key(dir, "key-enc.pem", &["-v2", "aes-256-cbc"]);
     let var = "TB_TEST_PW_UNSET";
     let config = write_config(dir, "cert.pem", Some("key-enc.pem"), Some(var));
     assert_check_fails(
@@ -850,22 +816,7 @@ fn encrypted_key_without_password_variable_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
-    let passout = format!("pass:{PASSWORD}");
-    openssl(
-        dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-v2",
-            "aes-256-cbc",
-            "-in",
-            "key.pem",
-            "-out",
-            "key-enc.pem",
-            "-passout",
-            &passout,
-        ],
-    );
+    encrypt_key(dir, "key-enc.pem", &["-v2", "aes-256-cbc"]);
     let config = write_config(dir, "cert.pem", Some("key-enc.pem"), None);
     assert_check_fails(
         &check(&config, &[], &[]),
@@ -1049,36 +1000,16 @@ fn key_encrypted_with_unsupported_scheme_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
-    let passout = format!("pass:{PASSWORD}");
     let var = "TB_TEST_PW_SCHEME";
     // PBES2 with 3DES (OpenSSL's `-v2 des3`) is read; legacy PBES1 is
     // refused with advice to re-export.
     let des3 = "des3.pem";
-    openssl(
-        dir,
-        &[
-            "pkcs8", "-topk8", "-in", "key.pem", "-out", des3, "-passout", &passout, "-v2", "des3",
-        ],
-    );
+    encrypt_key(dir, des3, &["-v2", "des3"]);
     let config = write_config(dir, "cert.pem", Some(des3), Some(var));
     let o = check(&config, &[(var, PASSWORD)], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let v1 = "v1.pem";
-    openssl(
-        dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-in",
-            "key.pem",
-            "-out",
-            v1,
-            "-passout",
-            &passout,
-            "-v1",
-            "PBE-SHA1-3DES",
-        ],
-    );
+    encrypt_key(dir, v1, &["-v1", "PBE-SHA1-3DES"]);
     let config = write_config(dir, "cert.pem", Some(v1), Some(var));
     assert_check_fails(
         &check(&config, &[(var, PASSWORD)], &[]),
