@@ -2,6 +2,8 @@
 //! signed them: the signature with the certificate's public key (aws-lc-rs
 //! directly), every header field and every claim.
 
+mod common;
+
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -20,23 +22,14 @@ const NOW: u64 = 1_790_000_000;
 /// Makes a fresh self-signed RSA-2048 certificate and key in `dir`; returns
 /// the credential and the certificate DER.
 fn make_credential(dir: &Path, name: &str) -> (Credential, Vec<u8>) {
-    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-        .unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["tokenbroker.test".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let cert_path = dir.join(format!("{name}.crt"));
-    let key_path = dir.join(format!("{name}.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let cert_der = common::write_credential(dir, name);
     let source = CredentialSource {
-        certificate: cert_path,
-        private_key: Some(key_path),
+        certificate: dir.join(format!("{name}.crt")),
+        private_key: Some(dir.join(format!("{name}.key"))),
         password_env: None,
     };
     let loaded = Credential::load(&source, SystemTime::now()).unwrap();
-    (loaded.credential, cert.der().to_vec())
+    (loaded.credential, cert_der)
 }
 
 /// The certificate's RSA public key as PKCS#1 DER, straight from the X.509.
