@@ -812,7 +812,6 @@ fn serve(
             .map_err(|e| CliError::Other(format!("listener address: {e}")))?;
 
         let metrics = Arc::new(crate::metrics::Metrics::new(&config));
-        metrics.set_certificate_expiry(crate::server::unix_seconds(credential.certificate().not_after));
         let config = Arc::new(config);
         let broker = crate::broker::Broker::new(
             Arc::clone(&config),

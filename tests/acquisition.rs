@@ -125,6 +125,11 @@ async fn aadsts700027_reloads_a_rotated_certificate_from_disk() {
         2,
         "one refusal, then success with the reloaded key"
     );
+    // The store now holds the new certificate (which the expiry gauge reads).
+    assert_eq!(
+        broker.authority().credentials().current().certificate().der,
+        new_der
+    );
 }
 
 #[tokio::test]

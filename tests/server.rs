@@ -583,6 +583,13 @@ async fn health_readiness_and_metrics() {
         2.0
     );
     assert_eq!(after["tokenbroker_cached_tokens"], 3.0);
+    let not_after = tokenbroker::credentials::CertificateInfo::from_der(&f.cert_der)
+        .unwrap()
+        .not_after;
+    assert_eq!(
+        after["tokenbroker_certificate_expiry_timestamp_seconds"],
+        tokenbroker::server::unix_seconds(not_after) as f64
+    );
     assert!(after["tokenbroker_upstream_request_duration_seconds_count"] >= 3.0);
     assert!(
         after.contains_key("tokenbroker_http_request_duration_seconds_count{route=\"/v1/token\"}")

@@ -327,6 +327,11 @@ impl AuthorityClient {
         &self.settings
     }
 
+    /// The credential store it signs with (reloaded on AADSTS700027).
+    pub fn credentials(&self) -> &Arc<CredentialStore> {
+        &self.credentials
+    }
+
     /// One logical token request for `tenant` (an id that passed
     /// validation) and `resource`, with retries.
     pub async fn acquire(

@@ -377,8 +377,12 @@ async fn route<'a, B>(
 }
 
 fn metrics(app: &App) -> Answer {
+    // Gauges read at scrape time, so they follow a reloaded certificate.
     app.metrics
         .set_cached_tokens(app.broker.cache().token_count());
+    let certificate = app.broker.authority().credentials().current();
+    app.metrics
+        .set_certificate_expiry(unix_seconds(certificate.certificate().not_after));
     let mut answer = Response::new(Full::new(Bytes::from(app.metrics.encode())));
     answer.headers_mut().insert(
         CONTENT_TYPE,
