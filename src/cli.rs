@@ -529,19 +529,26 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::Other(format!("starting the async runtime: {e}")))
 }
 
-fn authority_client(config: &Config, credential: Credential) -> Result<AuthorityClient, CliError> {
+/// The HTTP client fails to build only over `app.ca_file`: a configuration error.
+fn client_error(config_path: &Path, e: crate::authority::BuildError) -> CliError {
+    CliError::Config(ConfigError::Invalid {
+        path: config_path.to_owned(),
+        key: "app.ca_file".into(),
+        message: e.to_string(),
+    })
+}
+
+fn authority_client(
+    config_path: &Path,
+    config: &Config,
+    credential: Credential,
+) -> Result<AuthorityClient, CliError> {
     AuthorityClient::new(
         AuthoritySettings::from_config(config),
         Arc::new(CredentialStore::new(credential)),
         Arc::new(SystemClock),
     )
-    .map_err(|e| {
-        CliError::Config(ConfigError::Invalid {
-            path: PathBuf::from("configuration"),
-            key: "app.ca_file".into(),
-            message: e.to_string(),
-        })
-    })
+    .map_err(|e| client_error(config_path, e))
 }
 
 fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
@@ -575,7 +582,7 @@ fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
         eprintln!("warning: {warning}");
     }
     if online {
-        let client = authority_client(&config, credential)?;
+        let client = authority_client(config_path, &config, credential)?;
         let failures = runtime()?.block_on(check_tenants(&config, &client))?;
         if failures > 0 {
             return Err(CliError::Other(format!(
@@ -686,7 +693,7 @@ fn token(
     }
     let target =
         broker::resolve(&config, tenant, resource).map_err(|e| CliError::Usage(e.to_string()))?;
-    let client = authority_client(&config, credential)?;
+    let client = authority_client(config_path, &config, credential)?;
     let response = runtime()?
         .block_on(client.acquire(target.tenant.id.as_str(), &target.resource))
         .map_err(|e| CliError::Other(e.to_string()))?;
@@ -819,11 +826,7 @@ fn serve(
             Arc::new(SystemClock),
             metrics.clone(),
         )
-        .map_err(|e| CliError::Config(ConfigError::Invalid {
-            path: config_path.to_owned(),
-            key: "app.ca_file".into(),
-            message: e.to_string(),
-        }))?;
+        .map_err(|e| client_error(config_path, e))?;
         broker.prefetch_configured_tenants();
         let app = Arc::new(crate::server::App::new(broker, metrics));
         let _authority = match dev_setup {
