@@ -6,6 +6,8 @@
 //! `HELLO_BYTES=N` makes the body N bytes (to see what the size of a token
 //! answer costs by itself).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;

@@ -6,11 +6,13 @@
 //!
 //! `cargo bench --bench scale` (options: `-- --tenants N --clients N --bound N`)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use entra_sim::SimulatedAuthority;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokenbroker::simulated_authority::SimulatedAuthority;
 
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 const SECRET: &str = "tb_scale-bench-secret";
@@ -122,7 +124,7 @@ fn main() {
                  [[accounts]]\nname = \"scale\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n",
                 sim.url(),
                 opts.bound,
-                tokenbroker::server::auth::secret_sha256_hex(SECRET)
+                tokenbroker::access::secret::sha256_hex(SECRET)
             ),
         )
         .expect("config");

@@ -1,101 +1,76 @@
-//! The broker: configuration, credential, authority client and cache wired
-//! together behind one call, "a token for this tenant and resource".
+//! The broker: the one door a token request goes through.
 //!
-//! It validates the caller's tenant reference and resource before anything
-//! uses them (they go into the token URL and the scope), resolves tenant
-//! names to ids, and asks the cache. Who may ask for what is the HTTP
-//! layer's business.
+//! The HTTP layer authenticates the caller ([`Broker::authenticate`]) and
+//! asks one question ([`Broker::token`]): "a token for this caller, this
+//! tenant, this resource". The broker resolves and validates the request,
+//! applies the access policy, and asks its cache, which loads through the
+//! authority client. It owns the state a request is judged against — the
+//! configuration and the access policy built from it — as one snapshot, so
+//! a request never sees half of one state and half of another.
 
+use crate::access::{AccountId, AuthFailure, Forbidden, Policy, RequestError, Target};
 use crate::authority::response::TokenResponse;
 use crate::authority::{
     AcquireError, AuthorityClient, AuthoritySettings, BuildError, UpstreamObserver,
 };
 use crate::cache::{
-    BoxFuture, CacheKey, CacheObserver, CacheSettings, Grant, NoObserver, TokenCache, TokenSource,
+    BoxFuture, CacheError, CacheKey, CacheObserver, CacheSettings, Fetched, Grant, NoObserver,
+    TokenCache, TokenSource,
 };
 use crate::clock::SharedClock;
-use crate::config::{self, Config, ResolvedTenant};
+use crate::config::Config;
 use crate::credentials::CredentialStore;
 use crate::jitter::Jitter;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-/// A request the broker refuses before any upstream call (HTTP 400).
+/// Why the broker would not hand out a token.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum RequestError {
-    /// The tenant is neither a configured name nor a tenant GUID or domain.
-    #[error(
-        "tenant \"{0}\" is neither a configured tenant name nor a tenant GUID or verified domain"
-    )]
-    Tenant(String),
-    /// The resource is not an https URL without query or `/.default`.
-    #[error("resource \"{0}\" is not valid: expected an https URL such as https://graph.microsoft.com, without /.default")]
-    Resource(String),
-}
-
-/// Why the broker could not hand out a token.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BrokerError {
+pub enum TokenError {
     /// The request itself is bad (400).
     #[error(transparent)]
-    Request(#[from] RequestError),
-    /// Entra could not or would not issue one.
+    BadRequest(#[from] RequestError),
+    /// This caller may not have it (403).
     #[error(transparent)]
-    Acquire(#[from] AcquireError),
+    Forbidden(#[from] Forbidden),
+    /// No token could be had (from Entra, or within the load deadline).
+    #[error(transparent)]
+    Unavailable(#[from] CacheError<AcquireError>),
 }
 
-/// A validated request: tenant resolved, resource normalised.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The tenant.
-    pub tenant: ResolvedTenant,
-    /// The resource, without a trailing slash.
-    pub resource: String,
+/// A token handed out, with what it was for.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub target: Target,
+    pub grant: Grant,
 }
 
-impl Target {
-    /// The cache key for this target.
-    pub fn key(&self) -> CacheKey {
-        CacheKey::new(self.tenant.id.as_str(), &self.resource)
+/// The configuration and the access policy built from it: what a request
+/// is judged against.
+#[derive(Debug)]
+struct State {
+    config: Arc<Config>,
+    policy: Policy,
+}
+
+/// An authenticated caller, bound to the state that authenticated it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    state: Arc<State>,
+    account: AccountId,
+}
+
+impl Caller {
+    /// The account's name (for the access log).
+    pub fn account_name(&self) -> &str {
+        self.state.policy.account_name(self.account).as_str()
     }
-}
 
-/// Longest tenant reference or resource accepted from a caller.
-pub const MAX_INPUT_LEN: usize = 256;
-
-/// Validates a caller's tenant reference and resource against `config`.
-/// Pure; the values in errors are escaped and shortened for logs.
-pub fn resolve(
-    config: &Config,
-    tenant: &str,
-    resource: Option<&str>,
-) -> Result<Target, RequestError> {
-    let shown = |v: &str| {
-        v.chars()
-            .take(64)
-            .collect::<String>()
-            .escape_debug()
-            .to_string()
-    };
-    if tenant.len() > MAX_INPUT_LEN {
-        return Err(RequestError::Tenant(shown(tenant)));
+    /// The app's client ID (the App Service answer carries it).
+    pub fn client_id(&self) -> &str {
+        self.state.config.app.client_id.as_str()
     }
-    let resolved = config
-        .resolve_tenant(tenant)
-        .ok_or_else(|| RequestError::Tenant(shown(tenant)))?;
-    let resource = match resource {
-        None => config.app.cloud.graph_resource().to_owned(),
-        Some(r) => {
-            let trimmed = r.strip_suffix('/').unwrap_or(r);
-            if r.len() > MAX_INPUT_LEN || config::Resource::try_from(trimmed.to_owned()).is_err() {
-                return Err(RequestError::Resource(shown(r)));
-            }
-            trimmed.to_owned()
-        }
-    };
-    Ok(Target {
-        tenant: resolved,
-        resource,
-    })
 }
 
 /// Everything the broker reports to (metrics): cache and upstream events.
@@ -108,19 +83,31 @@ impl UpstreamObserver for NoObserver {}
 struct AuthoritySource(Arc<AuthorityClient>);
 
 impl TokenSource for AuthoritySource {
-    fn fetch(&self, key: &CacheKey) -> BoxFuture<Result<TokenResponse, AcquireError>> {
+    type Error = AcquireError;
+    fn fetch(&self, key: &CacheKey) -> BoxFuture<Result<Fetched, AcquireError>> {
         let client = Arc::clone(&self.0);
         let key = key.clone();
-        Box::pin(async move { client.acquire(&key.tenant, &key.resource).await })
+        Box::pin(async move {
+            let TokenResponse {
+                access_token,
+                expires_in,
+                refresh_in,
+            } = client.acquire(&key.tenant, &key.resource).await?;
+            Ok(Fetched {
+                access_token,
+                expires_in,
+                refresh_in,
+            })
+        })
     }
 }
 
 /// The broker.
 #[derive(Debug)]
 pub struct Broker {
-    config: Arc<Config>,
+    state: ArcSwap<State>,
     authority: Arc<AuthorityClient>,
-    cache: TokenCache,
+    cache: TokenCache<AcquireError>,
 }
 
 impl Broker {
@@ -158,143 +145,87 @@ impl Broker {
             Jitter::from_entropy(),
             observer,
         );
+        let policy = Policy::new(&config);
         Ok(Broker {
-            config,
+            state: ArcSwap::from_pointee(State { config, policy }),
             authority,
             cache,
         })
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.state.load().config)
     }
 
-    /// The cache.
-    pub fn cache(&self) -> &TokenCache {
-        &self.cache
+    /// Who is calling: a presented secret, else the Unix-socket peer uid.
+    pub fn authenticate(
+        &self,
+        secret: Option<&str>,
+        peer_uid: Option<u32>,
+    ) -> Result<Caller, AuthFailure> {
+        let state = self.state.load_full();
+        let account = state.policy.authenticate(secret, peer_uid)?;
+        Ok(Caller { state, account })
     }
 
-    /// The authority client (for one-shot requests that bypass the cache).
-    pub fn authority(&self) -> &Arc<AuthorityClient> {
-        &self.authority
-    }
-
-    /// Validates the request and returns a token from the cache.
+    /// A token for `caller`: `tenant` is a configured name, GUID or domain
+    /// (the account's default when `None`), `resource` the audience (the
+    /// cloud's Graph when `None`). Validated, then authorised, then served
+    /// from the cache.
     pub async fn token(
         &self,
-        tenant: &str,
+        caller: &Caller,
+        tenant: Option<&str>,
         resource: Option<&str>,
-    ) -> Result<(Target, Grant), BrokerError> {
-        let target = resolve(&self.config, tenant, resource)?;
-        let grant = self.cache.get(&target.key()).await?;
-        Ok((target, grant))
+    ) -> Result<Issued, TokenError> {
+        let policy = &caller.state.policy;
+        let target = policy.resolve(caller.account, tenant, resource)?;
+        policy.authorize(caller.account, &target)?;
+        let key = CacheKey::new(&target.tenant.id, &target.resource);
+        let grant = self.cache.get(&key).await?;
+        Ok(Issued { target, grant })
     }
 
     /// Starts fetching a Graph token for every configured tenant, in the
     /// background (upstream concurrency bounded by the authority client).
     pub fn prefetch_configured_tenants(&self) {
-        let graph = self.config.app.cloud.graph_resource();
-        let keys = self
-            .config
+        let config = self.config();
+        let graph = config.app.graph();
+        let keys = config
             .tenants
             .iter()
-            .map(|t| CacheKey::new(t.id.as_str(), graph))
+            .map(|t| CacheKey::new(&t.id, &graph))
             .collect();
         self.cache.prefetch(keys);
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn config() -> Config {
-        Config::parse(
-            "[app]\nclient_id = \"11111111-2222-3333-4444-555555555555\"\ncertificate = \"c.pem\"\n\
-             [[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n",
-            Path::new("t.toml"),
-        )
-        .unwrap()
+    /// Cached tokens still valid (the `tokenbroker_cached_tokens` gauge).
+    pub fn cached_token_count(&self) -> usize {
+        self.cache.token_count()
     }
 
-    #[test]
-    fn tenants_resolve_by_name_id_or_domain() {
-        let c = config();
-        let t = resolve(&c, "contoso", None).unwrap();
-        assert_eq!(t.tenant.id.as_str(), "contoso.onmicrosoft.com");
-        assert_eq!(t.tenant.name.as_ref().map(|n| n.as_str()), Some("contoso"));
-        assert_eq!(t.resource, "https://graph.microsoft.com");
-        let t = resolve(&c, "CONTOSO.onmicrosoft.com", None).unwrap();
-        assert_eq!(t.tenant.name.as_ref().map(|n| n.as_str()), Some("contoso"));
-        let t = resolve(&c, "0a1b2c3d-0000-4000-8000-00000000000f", None).unwrap();
-        assert_eq!(t.tenant.name, None);
-        assert_eq!(
-            t.key(),
-            CacheKey::new(
-                "0a1b2c3d-0000-4000-8000-00000000000f",
-                "https://graph.microsoft.com"
-            )
-        );
+    /// (tenant, resource) slots in the cache.
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.len()
     }
 
-    #[test]
-    fn bad_tenants_are_refused_before_any_upstream_call() {
-        let c = config();
-        for bad in [
-            "",
-            "fabrikam",
-            "../etc",
-            "a b.com",
-            "contoso.com/x",
-            "contoso%2e.com",
-            "common",
-            "organizations",
-            "x.com\n",
-            &"a".repeat(300),
-        ] {
-            assert!(
-                matches!(resolve(&c, bad, None), Err(RequestError::Tenant(_))),
-                "{bad:?}"
-            );
-        }
-        let message = resolve(&c, "evil\u{1b}[31m\nline", None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            !message.contains('\u{1b}') && !message.contains('\n'),
-            "{message}"
-        );
+    /// The notAfter of the certificate signing now (the expiry gauge).
+    pub fn certificate_not_after(&self) -> SystemTime {
+        self.authority
+            .credentials()
+            .current()
+            .certificate()
+            .not_after
     }
 
-    #[test]
-    fn resources_are_validated_and_normalised() {
-        let c = config();
-        assert_eq!(
-            resolve(&c, "contoso", Some("https://graph.microsoft.com/"))
-                .unwrap()
-                .resource,
-            "https://graph.microsoft.com"
-        );
-        for bad in [
-            "graph",
-            "http://graph.microsoft.com",
-            "https://graph.microsoft.com/.default",
-            "https://x.com?a=b",
-            "https://x.com#f",
-            "https://x.com/\n",
-            "https://x.com/a\tb",
-            "https://x.com/a b",
-            "https://gräph.com",
-        ] {
-            assert!(
-                matches!(
-                    resolve(&c, "contoso", Some(bad)),
-                    Err(RequestError::Resource(_))
-                ),
-                "{bad}"
-            );
-        }
+    /// The certificate signing now, DER (tests check rotation by it).
+    pub fn certificate_der(&self) -> Vec<u8> {
+        self.authority
+            .credentials()
+            .current()
+            .certificate()
+            .der
+            .clone()
     }
 }

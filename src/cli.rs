@@ -1,17 +1,19 @@
 //! The `tokenbroker` command line.
 //!
-//! Exit codes (SPEC.md): 0 success, 2 usage or configuration error (bad
-//! config, unusable certificate or key), 1 anything else.
+//! Exit codes (docs/contract.md, "Command line"): 0 success, 2 usage or
+//! configuration error (bad config, unusable certificate or key), 1 anything
+//! else.
 
+use crate::access::{secret, Policy};
 use crate::authority::{AuthorityClient, AuthoritySettings};
-use crate::broker;
-use crate::clock::SystemClock;
+use crate::clock::{unix_seconds, SystemClock};
 use crate::cloud::{self, Cloud};
 use crate::config::{self, Config, ConfigError};
 use crate::credentials::{
     self, rfc3339, CertificateInfo, Credential, CredentialError, CredentialSource, CredentialStore,
     PasswordSource, Validity,
 };
+use crate::daemon::{self, StartError};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,10 +51,10 @@ enum Command {
     /// Run the daemon.
     Serve {
         /// Configuration file.
-        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        #[arg(long, env = "TOKENBROKER_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         /// Run with no Azure: a simulated authority, a throw-away certificate,
-        /// one tenant and one account.
+        /// two tenants and one account.
         #[arg(long)]
         dev: bool,
         /// Listen here instead of server.listen (with --dev: default 127.0.0.1:8765).
@@ -77,7 +79,7 @@ enum Command {
         #[arg(long)]
         state: Option<String>,
         /// Configuration file to take the client ID and cloud from.
-        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        #[arg(long, env = "TOKENBROKER_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         /// Client ID (instead of the configuration's).
         #[arg(long)]
@@ -90,7 +92,7 @@ enum Command {
     /// acquire one token per configured tenant.
     Check {
         /// Configuration file.
-        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        #[arg(long, env = "TOKENBROKER_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         /// Also acquire a token for every configured tenant.
         #[arg(long)]
@@ -105,7 +107,7 @@ enum Command {
         #[arg(long)]
         resource: Option<String>,
         /// Configuration file.
-        #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
+        #[arg(long, env = "TOKENBROKER_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         /// Print the whole response as JSON instead.
         #[arg(long)]
@@ -443,9 +445,9 @@ fn cert_inspect(
 fn secret_new(account: &str) -> Result<(), CliError> {
     config::Name::try_from(account.to_owned())
         .map_err(|e| CliError::Usage(format!("--account: {e}")))?;
-    let secret = crate::server::auth::generate_secret()
+    let secret = secret::generate()
         .map_err(|_| CliError::Other("the system random generator failed".into()))?;
-    let hex = crate::server::auth::secret_sha256_hex(&secret);
+    let hex = secret::sha256_hex(&secret);
     out(format_args!("{}", secret.as_str()))?;
     eprintln!(
         "The line above is the secret for account \"{account}\": give it to that service \
@@ -529,13 +531,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::Other(format!("starting the async runtime: {e}")))
 }
 
-/// The HTTP client fails to build only over `app.ca_file`: a configuration error.
-fn client_error(config_path: &Path, e: crate::authority::BuildError) -> CliError {
-    CliError::Config(ConfigError::Invalid {
-        path: config_path.to_owned(),
-        key: "app.ca_file".into(),
-        message: e.to_string(),
-    })
+impl From<StartError> for CliError {
+    fn from(e: StartError) -> CliError {
+        match e {
+            StartError::Config(e) => CliError::Config(e),
+            other => CliError::Other(other.to_string()),
+        }
+    }
 }
 
 fn authority_client(
@@ -548,7 +550,7 @@ fn authority_client(
         Arc::new(CredentialStore::new(credential)),
         Arc::new(SystemClock),
     )
-    .map_err(|e| client_error(config_path, e))
+    .map_err(|e| StartError::from_build(config_path, e).into())
 }
 
 fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
@@ -597,12 +599,13 @@ fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
 /// Acquires one Graph token per configured tenant, concurrently (bounded by
 /// the client), and reports each outcome. Returns the number of failures.
 async fn check_tenants(config: &Config, client: &AuthorityClient) -> Result<usize, CliError> {
-    let graph = config.app.cloud.graph_resource();
+    let graph = config.app.graph();
+    let graph = &graph;
     let results = futures_util::future::join_all(
         config
             .tenants
             .iter()
-            .map(|t| async move { (t, client.acquire(t.id.as_str(), graph).await) }),
+            .map(|t| async move { (t, client.acquire(&t.id, graph).await) }),
     )
     .await;
     let mut failures = 0;
@@ -691,18 +694,18 @@ fn token(
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
-    let target =
-        broker::resolve(&config, tenant, resource).map_err(|e| CliError::Usage(e.to_string()))?;
+    // The operator runs this with the configuration's own credential: no
+    // account is involved, only the validation of what is asked.
+    let target = Policy::new(&config)
+        .target(tenant, resource)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let client = authority_client(config_path, &config, credential)?;
     let response = runtime()?
-        .block_on(client.acquire(target.tenant.id.as_str(), &target.resource))
+        .block_on(client.acquire(&target.tenant.id, &target.resource))
         .map_err(|e| CliError::Other(e.to_string()))?;
     let expires_in = response.expires_in.as_secs();
     let expires_on = SystemTime::now() + response.expires_in;
-    let expires_on_unix = expires_on
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let expires_on_unix = unix_seconds(expires_on);
     if json {
         let body = serde_json::json!({
             "access_token": response.access_token.expose(),
@@ -710,7 +713,7 @@ fn token(
             "expires_in": expires_in,
             "expires_on": expires_on_unix,
             "tenant_id": target.tenant.id.as_str(),
-            "resource": target.resource,
+            "resource": target.resource.as_str(),
         });
         out(format_args!("{body}"))
     } else {
@@ -764,29 +767,18 @@ fn serve(
 ) -> Result<(), CliError> {
     init_logging(log_format);
     runtime()?.block_on(async move {
-        let (config, credential, dev_setup) = if dev {
-            let addr = listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8765)));
-            let crate::dev::DevSetup {
-                authority,
-                config,
-                credential,
-                secret,
-            } = crate::dev::setup(addr).await.map_err(|e| CliError::Other(e.to_string()))?;
-            (config, credential, Some((authority, secret)))
+        let (config, credential, dev_mode) = if dev {
+            let (config, credential, dev_mode) = dev_setup(listen).await?;
+            (config, credential, Some(dev_mode))
         } else {
             let (mut config, credential, warnings) = load(config_path)?;
             for warning in warnings {
                 tracing::warn!("{warning}");
             }
             if let Some(addr) = listen {
-                if !addr.ip().is_loopback() && !config.server.allow_remote {
-                    return Err(CliError::Usage(format!(
-                        "--listen {addr} is not a loopback address; tokens would be served to other hosts. \
-                         Set server.allow_remote = true in {} if that is intended",
-                        config_path.display()
-                    )));
-                }
+                // The override is held to the same rules as the file.
                 config.server.listen = addr;
+                config.validate(config_path)?;
             }
             (config, credential, None)
         };
@@ -794,64 +786,55 @@ fn serve(
         if !server.listen.ip().is_loopback() {
             tracing::warn!(listen = %server.listen, "listening on a non-loopback address (server.allow_remote = true): tokens are served to other hosts");
         }
-        let tcp = tokio::net::TcpListener::bind(server.listen)
+        let listeners = crate::server::Listeners::bind(server)
             .await
-            .map_err(|e| CliError::Other(format!("cannot listen on {} (server.listen): {e}", server.listen)))?;
-        let unix = match &server.unix_socket {
-            Some(path) => Some((
-                crate::server::bind_unix_socket(path)
-                    .await
-                    .map_err(|e| CliError::Other(format!("cannot listen on {} (server.unix_socket): {e}", path.display())))?,
-                path.clone(),
-            )),
-            None => None,
-        };
-        let metrics_listener = match server.metrics_listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| CliError::Other(format!("cannot listen on {addr} (server.metrics_listen): {e}")))?,
-            ),
-            None => None,
-        };
-        let local = tcp
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        let local = listeners
             .local_addr()
             .map_err(|e| CliError::Other(format!("listener address: {e}")))?;
-
-        let metrics = Arc::new(crate::metrics::Metrics::new(&config));
-        let config = Arc::new(config);
-        let broker = crate::broker::Broker::new(
-            Arc::clone(&config),
-            Arc::new(CredentialStore::new(credential)),
-            Arc::new(SystemClock),
-            metrics.clone(),
-        )
-        .map_err(|e| client_error(config_path, e))?;
-        broker.prefetch_configured_tenants();
-        let app = Arc::new(crate::server::App::new(broker, metrics));
-        let _authority = match dev_setup {
-            Some((authority, secret)) => {
-                let setup_view = crate::dev::Banner {
-                    authority_url: authority.url(),
-                    secret: &secret,
-                };
-                print!("{}", crate::dev::banner(&setup_view, local));
-                let _ = std::io::stdout().flush();
-                Some(authority)
-            }
-            None => None,
-        };
-        crate::server::run(
-            app,
-            crate::server::Listeners {
-                tcp,
-                unix,
-                metrics: metrics_listener,
-            },
-            shutdown_signal(),
-        )
-        .await;
+        let options = daemon::Options::from_config(&config);
+        let app = daemon::start(Arc::new(config), config_path, credential, options).await?;
+        // Kept alive (the simulated authority stops when dropped) until serving ends.
+        let _dev_mode = dev_mode.map(|dev| dev.announce(local));
+        crate::server::run(app, listeners, shutdown_signal()).await;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+#[cfg(feature = "dev-mode")]
+use crate::dev::Running as DevMode;
+
+/// Without the simulator there is no dev mode to keep alive.
+#[cfg(not(feature = "dev-mode"))]
+#[derive(Debug)]
+enum DevMode {}
+
+#[cfg(not(feature = "dev-mode"))]
+impl DevMode {
+    fn announce(self, _local: std::net::SocketAddr) -> DevMode {
+        match self {}
+    }
+}
+
+#[cfg(feature = "dev-mode")]
+async fn dev_setup(
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(Config, Credential, DevMode), CliError> {
+    let addr = listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8765)));
+    let setup = crate::dev::setup(addr)
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    Ok(setup.into_parts())
+}
+
+#[cfg(not(feature = "dev-mode"))]
+async fn dev_setup(
+    _listen: Option<std::net::SocketAddr>,
+) -> Result<(Config, Credential, DevMode), CliError> {
+    Err(CliError::Usage(
+        "--dev: this tokenbroker was built without the dev-mode feature (the simulated authority); \
+         build it with default features"
+            .into(),
+    ))
 }

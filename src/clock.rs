@@ -16,11 +16,15 @@ pub trait Clock: Send + Sync + fmt::Debug {
 
     /// The current wall-clock time in whole unix seconds.
     fn unix_now(&self) -> u64 {
-        self.now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs()
+        unix_seconds(self.now())
     }
+}
+
+/// Whole unix seconds of `t` (0 before 1970).
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 /// The shared handle the rest of the crate holds.

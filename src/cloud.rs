@@ -1,6 +1,6 @@
 //! The national clouds Entra ID runs in, and the URLs that follow from each.
 //!
-//! Facts from Microsoft's "national cloud" page (see `shared/reference/ENTRA.md`).
+//! Facts from Microsoft's "national cloud" page (docs/entra.md, "Clouds").
 
 use serde::Deserialize;
 use std::fmt;

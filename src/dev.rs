@@ -1,18 +1,22 @@
 //! `tokenbroker serve --dev`: the whole broker with no Azure at all. A
-//! simulated Entra authority runs in-process, a throw-away certificate is
-//! made and registered with it, and one tenant and one account are
-//! configured. Nothing is written to disk.
+//! simulated Entra authority (the `entra-sim` crate) runs in-process, a
+//! throw-away certificate is made and registered with it, and two consented
+//! tenants and one account are configured. Nothing is written to disk.
+//! Compiled with the `dev-mode` feature (on by default).
 
 use crate::config::{Config, ConfigError};
 use crate::credentials::{Credential, CredentialError};
-use crate::simulated_authority::{SimError, SimulatedAuthority};
+use entra_sim::{SimError, SimulatedAuthority};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::SystemTime;
 use zeroize::Zeroizing;
 
-/// The dev tenant's alias and domain.
-pub const DEV_TENANT: (&str, &str) = ("contoso", "contoso.onmicrosoft.com");
+/// The dev tenants: alias and domain. The first is the account's default.
+pub const DEV_TENANTS: [(&str, &str); 2] = [
+    ("contoso", "contoso.onmicrosoft.com"),
+    ("fabrikam", "fabrikam.onmicrosoft.com"),
+];
 /// The dev account.
 pub const DEV_ACCOUNT: &str = "dev";
 /// The dev app's client ID.
@@ -62,24 +66,28 @@ pub async fn setup(listen: SocketAddr) -> Result<DevSetup, DevError> {
         .self_signed(&key)
         .map_err(|e| DevError::Generate(e.to_string()))?;
     authority.register_certificate(cert.der())?;
-    authority.consent(DEV_TENANT.1);
+    let mut tenants = String::new();
+    for (name, domain) in DEV_TENANTS {
+        authority.consent(domain);
+        tenants.push_str(&format!(
+            "[[tenants]]\nname = \"{name}\"\nid = \"{domain}\"\n"
+        ));
+    }
     let key_pem = Zeroizing::new(key.serialize_pem());
     let credential =
         Credential::from_pem(cert.pem().as_bytes(), key_pem.as_bytes(), SystemTime::now())?
             .credential;
 
-    let secret = crate::server::auth::generate_secret()
+    let secret = crate::access::secret::generate()
         .map_err(|_| DevError::Generate("the system random generator failed".into()))?;
-    let hash = crate::server::auth::secret_sha256_hex(&secret);
+    let hash = crate::access::secret::sha256_hex(&secret);
     let text = format!(
         "[server]\nlisten = \"{listen}\"\n\
          [app]\nclient_id = \"{DEV_CLIENT_ID}\"\nauthority_host = \"{}\"\ncertificate = \"<in-memory certificate>\"\n\
-         [[tenants]]\nname = \"{}\"\nid = \"{}\"\n\
+         {tenants}\
          [[accounts]]\nname = \"{DEV_ACCOUNT}\"\nsecret_sha256 = \"{hash}\"\ntenants = [\"*\"]\ndefault_tenant = \"{}\"\n",
         authority.url(),
-        DEV_TENANT.0,
-        DEV_TENANT.1,
-        DEV_TENANT.0,
+        DEV_TENANTS[0].0,
     );
     let config = Config::parse(&text, Path::new("<dev configuration>"))?;
     Ok(DevSetup {
@@ -88,6 +96,44 @@ pub async fn setup(listen: SocketAddr) -> Result<DevSetup, DevError> {
         credential,
         secret,
     })
+}
+
+impl DevSetup {
+    /// The configuration and credential to serve, and what must stay alive
+    /// while serving.
+    pub fn into_parts(self) -> (Config, Credential, Running) {
+        let running = Running {
+            authority: self.authority,
+            secret: self.secret,
+        };
+        (self.config, self.credential, running)
+    }
+}
+
+/// The simulated authority and the dev secret, kept while the broker serves.
+#[derive(Debug)]
+pub struct Running {
+    authority: SimulatedAuthority,
+    secret: Zeroizing<String>,
+}
+
+impl Running {
+    /// The dev account's secret.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// Prints the banner for a broker listening on `local`.
+    pub fn announce(self, local: SocketAddr) -> Running {
+        let view = Banner {
+            authority_url: self.authority.url(),
+            secret: &self.secret,
+        };
+        print!("{}", banner(&view, local));
+        // The banner is for the operator's terminal; a closed stdout is no reason to stop.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        self
+    }
 }
 
 /// What the banner needs.
@@ -105,7 +151,8 @@ pub fn banner(setup: &Banner<'_>, addr: SocketAddr) -> String {
     let secret = setup.secret;
     format!(
         "tokenbroker dev mode: no Azure involved. A simulated Entra authority runs at {authority};\n\
-         tenant \"{name}\" ({domain}) has consented; account \"{DEV_ACCOUNT}\" may use any tenant.\n\
+         tenants \"{name}\" ({domain}) and \"{other}\" ({other_domain}) have consented;\n\
+         account \"{DEV_ACCOUNT}\" may use any tenant (default: {name}).\n\
          \n\
          Broker: {base}\n\
          \n\
@@ -118,7 +165,9 @@ pub fn banner(setup: &Banner<'_>, addr: SocketAddr) -> String {
          \n\
          Metrics: {base}/metrics    Stop: Ctrl-C\n",
         authority = setup.authority_url,
-        name = DEV_TENANT.0,
-        domain = DEV_TENANT.1,
+        name = DEV_TENANTS[0].0,
+        domain = DEV_TENANTS[0].1,
+        other = DEV_TENANTS[1].0,
+        other_domain = DEV_TENANTS[1].1,
     )
 }

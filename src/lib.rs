@@ -2,54 +2,57 @@
 //!
 //! A daemon that holds one multi-tenant Entra ID app registration (client ID,
 //! certificate, private key) and hands out app-only Microsoft Graph tokens for
-//! the customer tenants that granted it admin consent.
+//! the customer tenants that granted it admin consent. What it promises from
+//! the outside (commands, configuration, HTTP API, metrics) is in
+//! `docs/contract.md`; the Entra and Azure SDK facts it relies on are in
+//! `docs/entra.md` and `docs/app-service-protocol.md`.
 //!
-//! # Layout
+//! # A token request, from the socket to Entra and back
 //!
-//! Read the modules in the order a token request meets them:
+//! 1. [`server`] accepts the connection (TCP, or the Unix socket where the
+//!    kernel tells the peer uid), picks the [`server::Route`], checks method
+//!    and Host, and reads the caller's secret ([`server::auth`]).
+//! 2. It asks the [`broker`] who that is ([`broker::Broker::authenticate`])
+//!    and then the one question: "a token for this caller, this tenant, this
+//!    resource" ([`broker::Broker::token`]). The server never touches access
+//!    rules or the cache; it maps the broker's answer to HTTP
+//!    ([`server::respond`]).
+//! 3. The broker judges the request against one snapshot of its state: the
+//!    [`access`] policy resolves the tenant reference to a validated
+//!    [`config::TenantId`] and the resource to a [`config::Resource`], then
+//!    decides whether the account may have them.
+//! 4. The [`cache`] answers from memory when it can (no lock on a hit); on a
+//!    miss it runs one load per (tenant, resource) in its own task, shares the
+//!    result with every waiter, remembers refusals and throttling, refreshes
+//!    ahead of expiry in the background, and cuts a caller off at
+//!    `cache.load_timeout`. It knows only a [`cache::TokenSource`] and a clock.
+//! 5. The token source is the [`authority`] client: one logical
+//!    client-credentials request to the tenant's v2.0 endpoint, with retries
+//!    ([`backoff`]), and [`authority::response`] to parse and classify
+//!    Entra's answer.
+//! 6. Each attempt carries a fresh [`assertion`], signed with the key the
+//!    [`credentials`] module loaded, checked and holds (PEM, DER, PFX;
+//!    thumbprints as the portal shows them).
 //!
-//! - [`server`]: the HTTP server (hyper 1). Listeners (TCP, Unix socket with
-//!   peer-uid authentication, a separate metrics listener), connection
-//!   limits and slow-client timeouts, the routes `/v1/token`, `/msi/token`
-//!   (the App Service managed-identity protocol), `/healthz`, `/readyz`,
-//!   `/metrics`, the access log and graceful shutdown. [`server::auth`]
-//!   (caller secrets, Host allow-list) and [`server::respond`] (status
-//!   mapping, JSON bodies) are pure.
-//! - [`broker`]: validates the tenant and resource a caller names, resolves
-//!   tenant names, and asks the cache.
-//! - [`cache`]: one slot per (tenant, resource) in a bounded moka map;
-//!   single-flight loads whose result (token or error) every waiter shares;
-//!   remembered refusals and throttling; a background refresher per slot.
-//!   [`cache::schedule`] holds the refresh and retry timing as pure functions.
-//! - [`authority`]: the client-credentials request to Entra (reqwest on
-//!   rustls/aws-lc-rs), retries with backoff, the AADSTS700024/700027
-//!   remedies. [`authority::response`] parses and classifies Entra's answers.
-//! - [`assertion`]: signs the client assertion (PS256 + `x5t#S256`, or
-//!   RS256 + `x5t`) for each token request, through jsonwebtoken with an
-//!   aws-lc-rs provider that reuses parsed keys.
-//! - [`credentials`]: loads the certificate and key from PEM, DER and PFX
-//!   files, checks them as Entra will (RSA, ≥ 2048 bits, key matches,
-//!   certificate valid), computes thumbprints, and holds them in a
-//!   swappable [`credentials::CredentialStore`].
-//! - [`config`]: the TOML file operators write. Values are validated as they
-//!   are parsed (so errors carry the key and line); rules spanning keys run
-//!   after. [`cloud`] has the national clouds and the URLs built from them.
-//! - [`metrics`]: the Prometheus metrics (prometheus-client), fed by the
-//!   cache and authority through observer traits.
-//! - [`simulated_authority`]: an in-process Entra token endpoint that checks
-//!   requests as Entra does and injects faults; used by the tests, the
-//!   benchmarks and [`dev`] (`serve --dev`).
-//! - [`cli`]: the `tokenbroker` command line; the binary in `src/main.rs`
-//!   only calls [`cli::run`].
+//! # Around the request
+//!
+//! - [`config`]: the TOML file (schema, vocabulary types, cross-key rules);
+//!   [`cloud`]: the national clouds and their URLs.
+//! - [`daemon`]: start-up, one path for `serve`, `serve --dev`, tests and
+//!   benches; [`cli`]: the command line (the binary only calls [`cli::run`]).
+//! - [`metrics`]: Prometheus metrics, fed by the cache and the authority
+//!   client through observer traits.
+//! - `dev` (feature `dev-mode`, on by default): `serve --dev`, backed by the
+//!   `entra-sim` crate of this workspace, a strict simulated Entra authority.
 //! - Small pieces: [`clock`] (injected wall-clock time), [`jitter`] (seeded
 //!   randomness for schedules), [`token`] (the redacted access-token type).
 //!
 //! # Conventions
 //!
-//! - Pure logic (schedules, classification, validation, status mapping) is
-//!   separate from I/O and unit-tested; the clock, the token source and the
-//!   listeners are injected, so the cache is tested over simulated hours and
-//!   the server on `127.0.0.1:0`.
+//! - Pure logic (schedules, classification, validation, access rules, status
+//!   mapping) is separate from I/O and unit-tested; the clock, the token
+//!   source and the listeners are injected, so the cache is tested over
+//!   simulated hours and the server on `127.0.0.1:0`.
 //! - Scheduling uses tokio's `Instant`; wall-clock time comes from a
 //!   [`clock::Clock`], read only where it leaves the process.
 //! - Each layer has one error enum whose messages name the file, key or
@@ -57,11 +60,10 @@
 //! - Secrets (keys, passwords, assertions, tokens, caller secrets) live in
 //!   zeroizing or redacting types and never reach `Debug`, logs or metrics.
 
-#![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations)]
-
+pub mod access;
 pub mod assertion;
 pub mod authority;
+pub mod backoff;
 pub mod broker;
 pub mod cache;
 pub mod cli;
@@ -69,9 +71,10 @@ pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod credentials;
+pub mod daemon;
+#[cfg(feature = "dev-mode")]
 pub mod dev;
 pub mod jitter;
 pub mod metrics;
 pub mod server;
-pub mod simulated_authority;
 pub mod token;

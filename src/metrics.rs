@@ -1,10 +1,11 @@
-//! Prometheus metrics. The names are a contract (SPEC.md): operators build
+//! Prometheus metrics. The names are a contract (docs/contract.md, "Metrics"): operators build
 //! dashboards on them. Nothing secret is ever a label: tenants appear only
 //! by their configured name, and only for configured tenants.
 
 use crate::authority::{UpstreamObserver, UpstreamOutcome};
 use crate::cache::{CacheKey, CacheObserver, CachedToken, Lookup, Trigger};
-use crate::config::Config;
+use crate::config::{Config, Resource, TenantId};
+use crate::server::Route;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,7 +23,7 @@ struct RouteStatus {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Route {
+struct RouteLabel {
     route: &'static str,
 }
 
@@ -56,9 +57,9 @@ struct Reason {
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<RouteStatus, Counter>,
-    /// Per-route histograms, looked up once: the hot path skips the family map.
-    route_durations: Vec<(&'static str, Histogram)>,
-    http_duration: Family<Route, Histogram>,
+    /// Per-route histograms in [`Route::ALL`] order, looked up once: the
+    /// hot path skips the family map.
+    route_durations: Vec<Histogram>,
     /// hit, refreshing, miss (in [`Lookup`] order), looked up once.
     lookups: [Counter; 3],
     upstream_requests: Family<Outcome, Counter>,
@@ -69,20 +70,10 @@ pub struct Metrics {
     tenant_expiry: Family<TenantLabel, Gauge<f64, AtomicU64>>,
     auth_failures: Family<Reason, Counter>,
     /// Lower-case tenant id → configured name: only these get a series.
-    configured: HashMap<String, String>,
+    configured: HashMap<TenantId, String>,
     /// The cloud's Graph resource: the per-tenant series is for Graph tokens.
-    graph: String,
+    graph: Resource,
 }
-
-/// The route labels (`other` for everything unknown).
-pub const ROUTES: [&str; 6] = [
-    "/v1/token",
-    "/msi/token",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "other",
-];
 
 fn latency_histogram() -> Histogram {
     // 100 µs to ~26 s: cache hits are sub-millisecond, Entra calls take 100s of ms.
@@ -99,7 +90,7 @@ impl Metrics {
             "HTTP requests answered, by route and status",
             http_requests.clone(),
         );
-        let http_duration = Family::<Route, Histogram>::new_with_constructor(
+        let http_duration = Family::<RouteLabel, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
         registry.register(
@@ -107,13 +98,14 @@ impl Metrics {
             "Time to answer an HTTP request, by route",
             http_duration.clone(),
         );
-        let route_durations = ROUTES
+        let route_durations = Route::ALL
             .iter()
             .map(|route| {
-                (
-                    *route,
-                    http_duration.get_or_create(&Route { route }).clone(),
-                )
+                http_duration
+                    .get_or_create(&RouteLabel {
+                        route: route.label(),
+                    })
+                    .clone()
             })
             .collect();
         let cache_lookups = Family::<ResultLabel, Counter>::default();
@@ -159,12 +151,7 @@ impl Metrics {
         let configured = config
             .tenants
             .iter()
-            .map(|t| {
-                (
-                    t.id.as_str().to_ascii_lowercase(),
-                    t.name.as_str().to_owned(),
-                )
-            })
+            .map(|t| (t.id.to_lowercase(), t.name.as_str().to_owned()))
             .collect();
         let lookups = [Lookup::Hit, Lookup::Refreshing, Lookup::Miss].map(|l| {
             cache_lookups
@@ -175,7 +162,6 @@ impl Metrics {
             registry,
             http_requests,
             route_durations,
-            http_duration,
             lookups,
             upstream_requests,
             upstream_duration,
@@ -185,22 +171,20 @@ impl Metrics {
             tenant_expiry,
             auth_failures,
             configured,
-            graph: config.app.cloud.graph_resource().to_owned(),
+            graph: config.app.graph(),
         }
     }
 
     /// Counts an answered HTTP request.
-    pub fn http_request(&self, route: &'static str, status: u16, elapsed: Duration) {
+    pub fn http_request(&self, route: Route, status: u16, elapsed: Duration) {
         self.http_requests
-            .get_or_create(&RouteStatus { route, status })
+            .get_or_create(&RouteStatus {
+                route: route.label(),
+                status,
+            })
             .inc();
-        let seconds = elapsed.as_secs_f64();
-        match self.route_durations.iter().find(|(r, _)| *r == route) {
-            Some((_, histogram)) => histogram.observe(seconds),
-            None => self
-                .http_duration
-                .get_or_create(&Route { route })
-                .observe(seconds),
+        if let Some(histogram) = self.route_durations.get(route as usize) {
+            histogram.observe(elapsed.as_secs_f64());
         }
     }
 

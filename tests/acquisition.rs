@@ -1,22 +1,27 @@
 //! Token acquisition against the simulated authority, over real sockets:
 //! the authority client, retries and throttling, and the cache on top.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
-use common::{claims, Fixture, CLIENT_ID, GRAPH};
+use common::{claims, token, Fixture, CLIENT_ID, GRAPH};
+use entra_sim::Fault;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tokenbroker::access::RequestError;
 use tokenbroker::authority::AcquireError;
-use tokenbroker::broker::{BrokerError, RequestError};
+use tokenbroker::broker::{Issued, TokenError};
+use tokenbroker::cache::CacheError;
 use tokenbroker::cache::Lookup;
-use tokenbroker::simulated_authority::Fault;
+use tokenbroker::config::{Resource, TenantId};
 
 const CONTOSO: &str = "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n";
 
-fn acquire_error(result: Result<impl std::fmt::Debug, BrokerError>) -> AcquireError {
+fn acquire_error(result: Result<impl std::fmt::Debug, TokenError>) -> AcquireError {
     match result {
-        Err(BrokerError::Acquire(e)) => e,
+        Err(TokenError::Unavailable(CacheError::Load(e))) => e,
         other => panic!("expected an acquisition error, got {other:?}"),
     }
 }
@@ -27,7 +32,7 @@ async fn consented_tenant_by_name_and_by_id() {
     let tid = f.sim.consent("contoso.onmicrosoft.com");
     let broker = f.broker();
 
-    let (target, grant) = broker.token("contoso", None).await.unwrap();
+    let Issued { target, grant } = token(&broker, "contoso", None).await.unwrap();
     assert_eq!(target.tenant.id.as_str(), "contoso.onmicrosoft.com");
     assert_eq!(grant.lookup, Lookup::Miss);
     let c = claims(grant.token.access_token.expose());
@@ -40,12 +45,16 @@ async fn consented_tenant_by_name_and_by_id() {
     assert!((3590..=3600).contains(&lifetime), "{lifetime}");
 
     // By tenant GUID, and by domain in another case (same cache slot as the name).
-    let (_, by_id) = broker.token(&tid, None).await.unwrap();
+    let Issued { grant: by_id, .. } = token(&broker, &tid, None).await.unwrap();
     assert_eq!(
         claims(by_id.token.access_token.expose())["tid"],
         tid.as_str()
     );
-    let (_, by_domain) = broker.token("CONTOSO.onmicrosoft.com", None).await.unwrap();
+    let Issued {
+        grant: by_domain, ..
+    } = token(&broker, "CONTOSO.onmicrosoft.com", None)
+        .await
+        .unwrap();
     assert_eq!(by_domain.lookup, Lookup::Hit);
     assert_eq!(by_domain.token.access_token, grant.token.access_token);
     assert_eq!(f.sim.total_requests(), 2);
@@ -58,7 +67,7 @@ async fn both_signing_algorithms_are_accepted() {
         let f = Fixture::new(&format!("signing = \"{signing}\"\n")).await;
         f.sim.consent("fabrikam.com");
         let broker = f.broker();
-        broker.token("fabrikam.com", None).await.unwrap();
+        token(&broker, "fabrikam.com", None).await.unwrap();
         assert!(
             f.sim.refusals().is_empty(),
             "{signing}: {:?}",
@@ -72,7 +81,7 @@ async fn unconsented_tenant_gets_aadsts700016_with_correlation_id() {
     let f = Fixture::new(CONTOSO).await;
     f.sim.add_unconsented_tenant("contoso.onmicrosoft.com");
     let broker = f.broker();
-    let error = acquire_error(broker.token("contoso", None).await);
+    let error = acquire_error(token(&broker, "contoso", None).await);
     let AcquireError::Refused { entra, .. } = &error else {
         panic!("{error:?}")
     };
@@ -101,7 +110,7 @@ async fn unregistered_certificate_gets_aadsts700027_after_one_reload() {
     f.sim.consent("fabrikam.com");
     f.sim.clear_certificates();
     let broker = f.broker();
-    let error = acquire_error(broker.token("fabrikam.com", None).await);
+    let error = acquire_error(token(&broker, "fabrikam.com", None).await);
     let entra = error.entra().expect("Entra's answer");
     assert_eq!(entra.aadsts().as_deref(), Some("AADSTS700027"));
     assert!(entra.correlation_id.is_some());
@@ -119,17 +128,14 @@ async fn aadsts700027_reloads_a_rotated_certificate_from_disk() {
     let new_der = common::write_credential(f.dir.path(), "app");
     f.sim.clear_certificates();
     f.sim.register_certificate(&new_der).unwrap();
-    broker.token("fabrikam.com", None).await.unwrap();
+    token(&broker, "fabrikam.com", None).await.unwrap();
     assert_eq!(
         f.sim.requests("fabrikam.com"),
         2,
         "one refusal, then success with the reloaded key"
     );
     // The store now holds the new certificate (which the expiry gauge reads).
-    assert_eq!(
-        broker.authority().credentials().current().certificate().der,
-        new_der
-    );
+    assert_eq!(broker.certificate_der(), new_der);
 }
 
 #[tokio::test]
@@ -138,7 +144,7 @@ async fn two_server_errors_then_success() {
     f.sim.consent("fabrikam.com");
     f.sim.push_fault(Fault::Status(500), 2);
     let broker = f.broker();
-    let (_, grant) = broker.token("fabrikam.com", None).await.unwrap();
+    let Issued { grant, .. } = token(&broker, "fabrikam.com", None).await.unwrap();
     assert!(!grant.token.access_token.is_empty());
     assert_eq!(f.sim.requests("fabrikam.com"), 3);
 }
@@ -150,7 +156,7 @@ async fn dropped_connections_and_truncated_answers_are_retried() {
     f.sim.push_fault(Fault::Drop, 1);
     f.sim.push_fault(Fault::Truncated, 1);
     let broker = f.broker();
-    broker.token("fabrikam.com", None).await.unwrap();
+    token(&broker, "fabrikam.com", None).await.unwrap();
     assert_eq!(f.sim.requests("fabrikam.com"), 3);
 }
 
@@ -160,14 +166,14 @@ async fn throttling_is_obeyed_locally_for_retry_after() {
     f.sim.consent("fabrikam.com");
     f.sim.push_fault(Fault::Throttle(30), 1);
     let broker = f.broker();
-    let error = acquire_error(broker.token("fabrikam.com", None).await);
+    let error = acquire_error(token(&broker, "fabrikam.com", None).await);
     let AcquireError::Throttled { retry_after, .. } = error else {
         panic!("{error:?}")
     };
     assert_eq!(retry_after, Duration::from_secs(30));
     // Inside the window: fast local answers with the time left, nothing upstream.
     for _ in 0..50 {
-        let error = acquire_error(broker.token("fabrikam.com", None).await);
+        let error = acquire_error(token(&broker, "fabrikam.com", None).await);
         let AcquireError::Throttled { retry_after, .. } = error else {
             panic!("{error:?}")
         };
@@ -178,10 +184,13 @@ async fn throttling_is_obeyed_locally_for_retry_after() {
     }
     assert_eq!(f.sim.requests("fabrikam.com"), 1);
     // Another resource of the same tenant is not throttled by it.
-    broker
-        .token("fabrikam.com", Some("https://outlook.office365.com"))
-        .await
-        .unwrap();
+    token(
+        &broker,
+        "fabrikam.com",
+        Some("https://outlook.office365.com"),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -190,7 +199,7 @@ async fn garbage_bodies_give_a_clear_error() {
     f.sim.consent("fabrikam.com");
     f.sim.set_persistent_fault(Some(Fault::Garbage));
     let broker = f.broker();
-    let error = acquire_error(broker.token("fabrikam.com", None).await);
+    let error = acquire_error(token(&broker, "fabrikam.com", None).await);
     assert!(
         matches!(error, AcquireError::Unavailable { .. }),
         "{error:?}"
@@ -218,7 +227,7 @@ async fn a_slow_authority_times_out_with_a_clear_error() {
         authority.retry.max_attempts = 2;
     });
     let started = std::time::Instant::now();
-    let error = acquire_error(broker.token("fabrikam.com", None).await);
+    let error = acquire_error(token(&broker, "fabrikam.com", None).await);
     assert!(matches!(error, AcquireError::Timeout { .. }), "{error:?}");
     assert!(
         error.to_string().contains("did not answer within 200 ms"),
@@ -235,7 +244,7 @@ async fn an_unreachable_authority_is_unavailable() {
     drop(f.sim);
     // Wait for the listener to close.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let error = acquire_error(broker.token("fabrikam.com", None).await);
+    let error = acquire_error(token(&broker, "fabrikam.com", None).await);
     assert!(
         matches!(error, AcquireError::Unavailable { .. }),
         "{error:?}"
@@ -251,12 +260,12 @@ async fn concurrent_requests(
     broker: tokenbroker::broker::Broker,
     tenant: &'static str,
     n: usize,
-) -> Vec<Result<(tokenbroker::broker::Target, tokenbroker::cache::Grant), BrokerError>> {
+) -> Vec<Result<Issued, TokenError>> {
     let broker = Arc::new(broker);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n {
         let broker = Arc::clone(&broker);
-        tasks.spawn(async move { broker.token(tenant, None).await });
+        tasks.spawn(async move { token(&broker, tenant, None).await });
     }
     let mut results = Vec::with_capacity(n);
     while let Some(result) = tasks.join_next().await {
@@ -272,7 +281,7 @@ async fn a_thousand_cold_requests_make_one_upstream_request() {
     f.sim.set_latency(Duration::from_millis(200));
     let mut tokens = HashSet::new();
     for result in concurrent_requests(f.broker(), "contoso", 1000).await {
-        let (_, grant) = result.unwrap();
+        let Issued { grant, .. } = result.unwrap();
         tokens.insert(grant.token.access_token.expose().to_owned());
     }
     assert_eq!(f.sim.requests("contoso.onmicrosoft.com"), 1);
@@ -308,16 +317,18 @@ async fn an_outage_keeps_the_cached_token_and_refresh_recovers() {
     f.sim.set_token_lifetime(Duration::from_secs(16));
     let broker = f.broker_with(|_, cache| {
         cache.min_remaining = Duration::from_secs(2);
-        cache.refresh_retry_base = Duration::from_millis(50);
-        cache.refresh_retry_cap = Duration::from_millis(100);
+        cache.refresh_retry = tokenbroker::backoff::Backoff {
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(100),
+        };
     });
-    let (_, first) = broker.token("contoso", None).await.unwrap();
+    let Issued { grant: first, .. } = token(&broker, "contoso", None).await.unwrap();
     let obtained = tokio::time::Instant::now();
     f.sim.set_persistent_fault(Some(Fault::Status(503)));
     // Until 13.5 s: the refresh is due and failing; callers still get the
     // first token, without waiting.
     while obtained.elapsed() < Duration::from_millis(13_500) {
-        let (_, grant) = broker.token("contoso", None).await.unwrap();
+        let Issued { grant, .. } = token(&broker, "contoso", None).await.unwrap();
         assert_eq!(grant.token.access_token, first.token.access_token);
         assert_ne!(grant.lookup, Lookup::Miss);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -332,7 +343,7 @@ async fn an_outage_keeps_the_cached_token_and_refresh_recovers() {
     f.sim.set_persistent_fault(None);
     let mut renewed = None;
     while obtained.elapsed() < Duration::from_millis(13_950) {
-        let (_, grant) = broker.token("contoso", None).await.unwrap();
+        let Issued { grant, .. } = token(&broker, "contoso", None).await.unwrap();
         assert_ne!(grant.lookup, Lookup::Miss, "no caller waits on Entra");
         if grant.token.access_token != first.token.access_token {
             renewed = Some(grant);
@@ -349,16 +360,19 @@ async fn bad_requests_never_reach_the_authority() {
     let f = Fixture::new(CONTOSO).await;
     let broker = f.broker();
     for tenant in ["../../etc", "a b", "contoso.com/oauth2", "common", "%2e%2e"] {
-        match broker.token(tenant, None).await {
-            Err(BrokerError::Request(RequestError::Tenant(_))) => {}
+        match token(&broker, tenant, None).await {
+            Err(TokenError::BadRequest(RequestError::Tenant(_))) => {}
             other => panic!("{tenant}: {other:?}"),
         }
     }
-    match broker
-        .token("contoso", Some("https://graph.microsoft.com/.default"))
-        .await
+    match token(
+        &broker,
+        "contoso",
+        Some("https://graph.microsoft.com/.default"),
+    )
+    .await
     {
-        Err(BrokerError::Request(RequestError::Resource(_))) => {}
+        Err(TokenError::BadRequest(RequestError::Resource(_))) => {}
         other => panic!("{other:?}"),
     }
     assert_eq!(f.sim.total_requests(), 0);
@@ -377,7 +391,7 @@ async fn configured_tenants_are_prefetched_in_the_background() {
     let broker = f.broker();
     broker.prefetch_configured_tenants(); // returns at once
     for _ in 0..100 {
-        if f.sim.total_requests() == 20 && broker.cache().len() == 20 {
+        if f.sim.total_requests() == 20 && broker.cache_entries() == 20 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -388,7 +402,7 @@ async fn configured_tenants_are_prefetched_in_the_background() {
         "peak {}",
         f.sim.peak_concurrency()
     );
-    let (_, grant) = broker.token("t7", None).await.unwrap();
+    let Issued { grant, .. } = token(&broker, "t7", None).await.unwrap();
     assert_eq!(grant.lookup, Lookup::Hit);
 }
 
@@ -403,14 +417,17 @@ async fn aadsts700024_is_retried_once_with_a_fresh_assertion() {
     };
     f.sim.push_fault(fault.clone(), 1);
     let broker = f.broker();
-    broker.token("fabrikam.com", None).await.unwrap();
+    token(&broker, "fabrikam.com", None).await.unwrap();
     assert_eq!(f.sim.requests("fabrikam.com"), 2);
     // Twice in a row: the clock is suspect; the refusal is surfaced.
     f.sim.push_fault(fault, 2);
     let error = acquire_error(
-        broker
-            .token("fabrikam.com", Some("https://outlook.office365.com"))
-            .await,
+        token(
+            &broker,
+            "fabrikam.com",
+            Some("https://outlook.office365.com"),
+        )
+        .await,
     );
     assert!(error.to_string().contains("clock"), "{error}");
     assert_eq!(f.sim.requests("fabrikam.com"), 4);
@@ -446,10 +463,10 @@ async fn issued_tokens_are_signed_jwts_and_refresh_in_is_read() {
     let f = Fixture::new(CONTOSO).await;
     f.sim.consent("contoso.onmicrosoft.com");
     f.sim.set_refresh_in(Some(Duration::from_secs(1800)));
-    let broker = f.broker();
-    let response = broker
+    let tenant = TenantId::try_from("contoso.onmicrosoft.com".to_owned()).unwrap();
+    let response = f
         .authority()
-        .acquire("contoso.onmicrosoft.com", GRAPH)
+        .acquire(&tenant, &Resource::parse(GRAPH).unwrap())
         .await
         .unwrap();
     assert_eq!(response.refresh_in, Some(Duration::from_secs(1800)));

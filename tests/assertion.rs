@@ -2,6 +2,8 @@
 //! signed them: the signature with the certificate's public key (aws-lc-rs
 //! directly), every header field and every claim.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
@@ -87,7 +89,14 @@ fn check_claims(claims: &Value) {
 fn ps256_assertion_has_x5t_s256_and_verifies_with_the_certificate_key() {
     let dir = tempfile::tempdir().unwrap();
     let (credential, cert_der) = make_credential(dir.path(), "app");
-    let jwt = assertion::sign(&credential, SigningAlgorithm::PS256, CLIENT_ID, AUD, NOW).unwrap();
+    let jwt = assertion::sign(
+        &credential.signer(),
+        SigningAlgorithm::PS256,
+        CLIENT_ID,
+        AUD,
+        NOW,
+    )
+    .unwrap();
     let d = decode(jwt.expose());
 
     assert_eq!(d.header["alg"], "PS256");
@@ -128,7 +137,14 @@ fn ps256_assertion_has_x5t_s256_and_verifies_with_the_certificate_key() {
 fn rs256_assertion_has_x5t_and_verifies_with_the_certificate_key() {
     let dir = tempfile::tempdir().unwrap();
     let (credential, cert_der) = make_credential(dir.path(), "app");
-    let jwt = assertion::sign(&credential, SigningAlgorithm::RS256, CLIENT_ID, AUD, NOW).unwrap();
+    let jwt = assertion::sign(
+        &credential.signer(),
+        SigningAlgorithm::RS256,
+        CLIENT_ID,
+        AUD,
+        NOW,
+    )
+    .unwrap();
     let d = decode(jwt.expose());
 
     assert_eq!(d.header["alg"], "RS256");
@@ -164,7 +180,7 @@ fn a_different_key_fails_verification() {
             &signature::RSA_PKCS1_2048_8192_SHA256,
         ),
     ] {
-        let jwt = assertion::sign(&credential, alg, CLIENT_ID, AUD, NOW).unwrap();
+        let jwt = assertion::sign(&credential.signer(), alg, CLIENT_ID, AUD, NOW).unwrap();
         let d = decode(jwt.expose());
         let key = UnparsedPublicKey::new(params, public_key_of(&other_cert));
         assert!(
@@ -179,8 +195,22 @@ fn a_different_key_fails_verification() {
 fn every_assertion_is_fresh() {
     let dir = tempfile::tempdir().unwrap();
     let (credential, _) = make_credential(dir.path(), "app");
-    let a = assertion::sign(&credential, SigningAlgorithm::PS256, CLIENT_ID, AUD, NOW).unwrap();
-    let b = assertion::sign(&credential, SigningAlgorithm::PS256, CLIENT_ID, AUD, NOW).unwrap();
+    let a = assertion::sign(
+        &credential.signer(),
+        SigningAlgorithm::PS256,
+        CLIENT_ID,
+        AUD,
+        NOW,
+    )
+    .unwrap();
+    let b = assertion::sign(
+        &credential.signer(),
+        SigningAlgorithm::PS256,
+        CLIENT_ID,
+        AUD,
+        NOW,
+    )
+    .unwrap();
     assert_ne!(
         decode(a.expose()).claims["jti"],
         decode(b.expose()).claims["jti"]

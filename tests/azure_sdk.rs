@@ -6,6 +6,8 @@
 //! `ManagedIdentityCredential().get_token(...)` with only `IDENTITY_ENDPOINT`
 //! and `IDENTITY_HEADER` pointing at an in-process broker.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{claims, sha256_hex, Fixture, Server};
@@ -225,7 +227,7 @@ fn msi_requests(server: &Server, status: u16) -> u64 {
     let series =
         format!("tokenbroker_http_requests_total{{route=\"/msi/token\",status=\"{status}\"}} ");
     server
-        .metrics
+        .metrics()
         .encode()
         .lines()
         .find_map(|line| line.strip_prefix(series.as_str()))

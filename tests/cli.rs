@@ -1,6 +1,8 @@
 //! The offline commands, run as an operator runs them: `consent-url`,
 //! `secret new`, and the exit codes of SPEC.md.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";

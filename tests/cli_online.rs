@@ -1,6 +1,8 @@
 //! `tokenbroker token` and `tokenbroker check --online`, run as processes
 //! against the simulated authority.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{claims, Fixture};
@@ -158,7 +160,7 @@ async fn the_standard_proxy_variables_are_honoured() {
     let f = Fixture::new(TENANTS).await;
     f.sim.consent("contoso.onmicrosoft.com");
     // A second authority stands in for the proxy: it counts what reaches it.
-    let proxy = tokenbroker::simulated_authority::SimulatedAuthority::start(common::CLIENT_ID)
+    let proxy = entra_sim::SimulatedAuthority::start(common::CLIENT_ID)
         .await
         .unwrap();
     let run = |no_proxy: Option<&'static str>| {

@@ -3,6 +3,8 @@
 //! real `tokenbroker` binary (`check`, `cert inspect`, `cert new`) and to the
 //! library's `Credential::load`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,6 +2,8 @@
 //! a working curl line and the IDENTITY_ENDPOINT/IDENTITY_HEADER pair, and
 //! both work.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

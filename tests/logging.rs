@@ -2,13 +2,15 @@
 //! verbose level, of this crate and of hyper and reqwest — holds no secret,
 //! token, assertion or key.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{sha256_hex, Fixture, Server};
+use entra_sim::Fault;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokenbroker::simulated_authority::Fault;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);

@@ -2,11 +2,13 @@
 //! socket, the simulated authority behind it, every status code of SPEC.md
 //! through its real cause.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{claims, sha256_hex, Fixture, Server, GRAPH};
+use entra_sim::Fault;
 use std::time::Duration;
-use tokenbroker::simulated_authority::Fault;
 
 const MAIL_SECRET: &str = "tb_mail-sync-secret";
 const OPS_SECRET: &str = "tb_ops-secret";
@@ -96,7 +98,7 @@ type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
 async fn every_client_error_status_through_its_real_cause() {
     let (f, server) = setup().await;
     let mail = bearer(MAIL_SECRET);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         // 400: tenant syntax, missing tenant, bad resource, duplicated parameter, over-long query.
         (
             "/v1/token?tenant=..%2F..%2Fetc",
@@ -469,7 +471,7 @@ async fn health_readiness_and_metrics() {
     let mail = bearer(MAIL_SECRET);
     // Let the prefetch land so the next lookups are hits.
     for _ in 0..50 {
-        if server.app.broker().cache().token_count() == 2 {
+        if server.app.broker().cached_token_count() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -588,7 +590,7 @@ async fn health_readiness_and_metrics() {
         .not_after;
     assert_eq!(
         after["tokenbroker_certificate_expiry_timestamp_seconds"],
-        tokenbroker::server::unix_seconds(not_after) as f64
+        tokenbroker::clock::unix_seconds(not_after) as f64
     );
     assert!(after["tokenbroker_upstream_request_duration_seconds_count"] >= 3.0);
     assert!(
@@ -780,32 +782,8 @@ async fn a_separate_metrics_listener_takes_metrics_off_the_api() {
         extra()
     ))
     .await;
-    let config = f.config();
-    let metrics = std::sync::Arc::new(tokenbroker::metrics::Metrics::new(&config));
-    let broker = f.broker_observed(|_, _| {}, metrics.clone());
-    let app = std::sync::Arc::new(tokenbroker::server::App::new(broker, metrics));
-    let tcp = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let metrics_listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let (api, scrape) = (
-        tcp.local_addr().unwrap(),
-        metrics_listener.local_addr().unwrap(),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(tokenbroker::server::run(
-        app,
-        tokenbroker::server::Listeners {
-            tcp,
-            unix: None,
-            metrics: Some(metrics_listener),
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Server::start(&f, |_, _| {}).await;
+    let (api, scrape) = (server.addr, server.metrics_addr.unwrap());
     let get = |addr, target: &'static str| async move {
         common::request(
             tokio::net::TcpStream::connect(addr).await.unwrap(),
@@ -819,6 +797,5 @@ async fn a_separate_metrics_listener_takes_metrics_off_the_api() {
     assert_eq!(get(api, "/metrics").await.status, 404);
     assert_eq!(get(scrape, "/v1/token?tenant=contoso").await.status, 404);
     assert_eq!(get(api, "/healthz").await.status, 200);
-    let _ = stop.send(());
-    handle.await.unwrap();
+    server.stop().await;
 }

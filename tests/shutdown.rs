@@ -2,6 +2,8 @@
 //! flight lets that request finish (200), refuses new connections, and the
 //! process exits 0 within a bound.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{claims, sha256_hex, Fixture};

@@ -1,15 +1,17 @@
 //! Client assertions: the signed JWT that proves the app holds its
-//! certificate's private key (RFC 7523, Entra's "certificate credential").
+//! certificate's private key (RFC 7523, Entra's "certificate credential",
+//! docs/entra.md "Client assertion").
 //!
 //! A fresh assertion is signed for every token request: reusing one is what
-//! got MSAL Java AADSTS700024 ("not within its valid time range").
-
-mod provider;
-
-pub(crate) use provider::prepare as prepare_key;
+//! got MSAL Java AADSTS700024 ("not within its valid time range"). The JWT is
+//! put together here (jsonwebtoken's header type, serde_json, base64url) and
+//! signed by aws-lc-rs with the key the credential hands over, parsed once
+//! when the credential was loaded.
 
 use crate::config::SigningAlgorithm;
-use crate::credentials::Credential;
+use aws_lc_rs::signature::{RsaEncoding, RsaKeyPair, RSA_PKCS1_SHA256, RSA_PSS_SHA256};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -27,12 +29,27 @@ pub struct AssertionClaims {
     pub sub: String,
     /// A fresh GUID, so Entra can reject replays.
     pub jti: String,
-    /// Not before (unix seconds).
     pub nbf: u64,
-    /// Issued at (unix seconds).
     pub iat: u64,
-    /// Expiry (unix seconds).
     pub exp: u64,
+}
+
+/// What signs an assertion: a parsed RSA key and its certificate's
+/// thumbprints (base64url SHA-1 and SHA-256 of the DER).
+#[derive(Clone, Copy)]
+pub struct Signer<'a> {
+    pub key: &'a RsaKeyPair,
+    pub x5t: &'a str,
+    pub x5t_s256: &'a str,
+}
+
+impl fmt::Debug for Signer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("x5t_s256", &self.x5t_s256)
+            .field("key", &"[redacted]")
+            .finish()
+    }
 }
 
 /// A signed assertion. Its `Debug` never shows the JWT.
@@ -60,23 +77,21 @@ pub struct AssertionError(String);
 /// Signs a client assertion for `client_id` towards `token_endpoint`, at
 /// `now_unix` (seconds). PS256 carries `x5t#S256`, RS256 carries `x5t`.
 pub fn sign(
-    credential: &Credential,
+    signer: &Signer<'_>,
     algorithm: SigningAlgorithm,
     client_id: &str,
     token_endpoint: &str,
     now_unix: u64,
 ) -> Result<ClientAssertion, AssertionError> {
-    provider::install();
-    let cert = credential.certificate();
     let mut header = match algorithm {
         SigningAlgorithm::PS256 => {
             let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::PS256);
-            h.x5t_s256 = Some(cert.x5t_s256.clone());
+            h.x5t_s256 = Some(signer.x5t_s256.to_owned());
             h
         }
         SigningAlgorithm::RS256 => {
             let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-            h.x5t = Some(cert.x5t.clone());
+            h.x5t = Some(signer.x5t.to_owned());
             h
         }
     };
@@ -90,7 +105,49 @@ pub fn sign(
         iat: now_unix,
         exp: now_unix + ASSERTION_LIFETIME_SECS,
     };
-    jsonwebtoken::encode(&header, &claims, credential.signing_key())
-        .map(ClientAssertion)
-        .map_err(|e| AssertionError(e.to_string()))
+    let mut jwt = part(&header)?;
+    jwt.push('.');
+    jwt.push_str(&part(&claims)?);
+    let signature = rsa_sign(signer.key, encoding(algorithm), jwt.as_bytes())?;
+    jwt.push('.');
+    jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
+    Ok(ClientAssertion(jwt))
+}
+
+fn encoding(algorithm: SigningAlgorithm) -> &'static dyn RsaEncoding {
+    match algorithm {
+        SigningAlgorithm::PS256 => &RSA_PSS_SHA256,
+        SigningAlgorithm::RS256 => &RSA_PKCS1_SHA256,
+    }
+}
+
+fn rsa_sign(
+    key: &RsaKeyPair,
+    encoding: &'static dyn RsaEncoding,
+    message: &[u8],
+) -> Result<Vec<u8>, AssertionError> {
+    let mut signature = vec![0; key.public_modulus_len()];
+    key.sign(
+        encoding,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        message,
+        &mut signature,
+    )
+    .map_err(|e| AssertionError(e.to_string()))?;
+    Ok(signature)
+}
+
+/// Signs a fixed message with both schemes: a key that cannot sign is
+/// found when it is loaded, not at the first token request.
+pub fn self_test(key: &RsaKeyPair) -> Result<(), AssertionError> {
+    for algorithm in [SigningAlgorithm::PS256, SigningAlgorithm::RS256] {
+        rsa_sign(key, encoding(algorithm), b"tokenbroker key check")?;
+    }
+    Ok(())
+}
+
+/// One base64url-encoded JSON part of the JWT.
+fn part(value: &impl Serialize) -> Result<String, AssertionError> {
+    let json = serde_json::to_vec(value).map_err(|e| AssertionError(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
 }

@@ -11,9 +11,11 @@
 pub mod response;
 
 use crate::assertion;
+use crate::backoff::Backoff;
+use crate::cache::{FailureKind, LoadError};
 use crate::clock::SharedClock;
 use crate::cloud;
-use crate::config::{Config, SigningAlgorithm};
+use crate::config::{Config, Resource, SigningAlgorithm, TenantId};
 use crate::credentials::CredentialStore;
 use crate::jitter::Jitter;
 use response::{Class, EntraError, TokenResponse};
@@ -83,7 +85,7 @@ fn remedy_suffix(entra: &EntraError) -> String {
         .unwrap_or_default()
 }
 
-/// What an operator does about an AADSTS code (ENTRA.md).
+/// What an operator does about an AADSTS code (docs/entra.md, "AADSTS codes").
 pub fn remedy(code: u32) -> Option<&'static str> {
     Some(match code {
         700_016 => "the tenant has not granted admin consent to this app (or the tenant id is wrong): send its global admin the URL from `tokenbroker consent-url --tenant <tenant>`",
@@ -111,19 +113,21 @@ impl AcquireError {
             AcquireError::Timeout { .. } | AcquireError::Credential(_) => None,
         }
     }
+}
 
-    /// Whether this error is remembered and answered locally for a while
-    /// (refusals for `negative_ttl`, throttling for its Retry-After).
-    pub fn hold_for(&self, negative_ttl: Duration) -> Option<Duration> {
+impl LoadError for AcquireError {
+    fn kind(&self) -> FailureKind {
         match self {
-            AcquireError::Refused { .. } | AcquireError::Credential(_) => Some(negative_ttl),
-            AcquireError::Throttled { retry_after, .. } => Some(*retry_after),
-            AcquireError::Unavailable { .. } | AcquireError::Timeout { .. } => None,
+            // A credential that cannot sign needs an operator, as a refusal does.
+            AcquireError::Refused { .. } | AcquireError::Credential(_) => FailureKind::Refused,
+            AcquireError::Throttled { retry_after, .. } => FailureKind::Throttled(*retry_after),
+            AcquireError::Unavailable { .. } | AcquireError::Timeout { .. } => {
+                FailureKind::Transient
+            }
         }
     }
 
-    /// The same error with the time left to wait replaced.
-    pub fn with_retry_after(&self, left: Duration) -> AcquireError {
+    fn with_retry_after(&self, left: Duration) -> AcquireError {
         match self {
             AcquireError::Throttled { tenant, entra, .. } => AcquireError::Throttled {
                 tenant: tenant.clone(),
@@ -140,10 +144,8 @@ impl AcquireError {
 pub struct RetryPolicy {
     /// Attempts in all, the first included. Default 4.
     pub max_attempts: u32,
-    /// First backoff. Default 250 ms.
-    pub base: Duration,
-    /// Largest backoff. Default 4 s.
-    pub cap: Duration,
+    /// Delays between attempts. Default 250 ms doubling to 4 s.
+    pub backoff: Backoff,
     /// No retry starts after this much time has passed. Default 30 s.
     pub budget: Duration,
 }
@@ -152,20 +154,12 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 4,
-            base: Duration::from_millis(250),
-            cap: Duration::from_secs(4),
+            backoff: Backoff {
+                base: Duration::from_millis(250),
+                cap: Duration::from_secs(4),
+            },
             budget: Duration::from_secs(30),
         }
-    }
-}
-
-impl RetryPolicy {
-    /// Backoff before attempt `next_attempt` (2 for the first retry): base ×
-    /// 2^(n-2), capped, then scaled by `unit` ∈ [0, 1] into its upper half.
-    pub fn backoff(&self, next_attempt: u32, unit: f64) -> Duration {
-        let exp = next_attempt.saturating_sub(2).min(20);
-        let full = self.base.saturating_mul(1 << exp).min(self.cap);
-        full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
     }
 }
 
@@ -264,10 +258,16 @@ pub struct AuthorityClient {
     observer: Arc<dyn UpstreamObserver>,
 }
 
-/// The HTTP client could not be built (bad `ca_file`).
+/// The HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(String);
+pub enum BuildError {
+    /// `app.ca_file` is missing or holds no certificate: a configuration error.
+    #[error("{0}")]
+    CaFile(String),
+    /// The TLS or HTTP stack refused to start (not the operator's doing).
+    #[error("building the HTTP client: {0}")]
+    Client(String),
+}
 
 impl AuthorityClient {
     /// A client with a pooled HTTP connection set (rustls on aws-lc-rs; the
@@ -285,16 +285,16 @@ impl AuthorityClient {
             .user_agent(concat!("tokenbroker/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &settings.ca_file {
             let pem = std::fs::read(path).map_err(|e| {
-                BuildError(format!("cannot read app.ca_file {}: {e}", path.display()))
+                BuildError::CaFile(format!("cannot read app.ca_file {}: {e}", path.display()))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                BuildError(format!(
+                BuildError::CaFile(format!(
                     "app.ca_file {} is not a PEM certificate bundle: {e}",
                     path.display()
                 ))
             })?;
             if certs.is_empty() {
-                return Err(BuildError(format!(
+                return Err(BuildError::CaFile(format!(
                     "app.ca_file {} holds no certificate",
                     path.display()
                 )));
@@ -303,7 +303,7 @@ impl AuthorityClient {
         }
         let http = builder
             .build()
-            .map_err(|e| BuildError(format!("building the HTTP client: {e}")))?;
+            .map_err(|e| BuildError::Client(e.to_string()))?;
         let permits = settings.max_concurrent_requests.max(1);
         Ok(AuthorityClient {
             http,
@@ -332,13 +332,13 @@ impl AuthorityClient {
         &self.credentials
     }
 
-    /// One logical token request for `tenant` (an id that passed
-    /// validation) and `resource`, with retries.
+    /// One logical token request for `tenant` and `resource`, with retries.
     pub async fn acquire(
         &self,
-        tenant: &str,
-        resource: &str,
+        tenant: &TenantId,
+        resource: &Resource,
     ) -> Result<TokenResponse, AcquireError> {
+        let (tenant, resource) = (tenant.as_str(), resource.as_str());
         let policy = self.settings.retry;
         let started = Instant::now();
         let mut resigned = false;
@@ -376,7 +376,7 @@ impl AuthorityClient {
                     continue;
                 }
                 Class::Transient if attempt < policy.max_attempts => {
-                    let delay = policy.backoff(attempt + 1, self.jitter.unit());
+                    let delay = policy.backoff.delay(attempt, self.jitter.unit());
                     if started.elapsed() + delay <= policy.budget {
                         tracing::debug!(tenant, attempt, ?delay, "transient failure; retrying");
                         tokio::time::sleep(delay).await;
@@ -450,7 +450,7 @@ impl AuthorityClient {
         let endpoint = cloud::token_endpoint(&self.settings.authority_host, tenant);
         let credential = self.credentials.current();
         let client_assertion = assertion::sign(
-            &credential,
+            &credential.signer(),
             self.settings.signing,
             &self.settings.client_id,
             &endpoint,
@@ -544,30 +544,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_caps_and_keeps_half() {
-        let p = RetryPolicy::default();
-        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(250));
-        assert_eq!(p.backoff(3, 1.0), Duration::from_millis(500));
-        assert_eq!(p.backoff(4, 1.0), Duration::from_secs(1));
-        assert_eq!(p.backoff(10, 1.0), Duration::from_secs(4));
-        assert_eq!(p.backoff(u32::MAX, 1.0), Duration::from_secs(4));
-        assert_eq!(p.backoff(2, 0.0), Duration::from_millis(125));
-    }
-
-    #[test]
-    fn remembered_errors() {
-        let ttl = Duration::from_secs(30);
+    fn failure_kinds_for_the_cache() {
         let refused = AcquireError::Refused {
             tenant: "t".into(),
             entra: Arc::new(EntraError::default()),
         };
-        assert_eq!(refused.hold_for(ttl), Some(ttl));
+        assert_eq!(refused.kind(), FailureKind::Refused);
+        assert_eq!(
+            AcquireError::Credential("x".into()).kind(),
+            FailureKind::Refused
+        );
         let throttled = AcquireError::Throttled {
             tenant: "t".into(),
             retry_after: Duration::from_secs(30),
             entra: None,
         };
-        assert_eq!(throttled.hold_for(ttl), Some(Duration::from_secs(30)));
+        assert_eq!(
+            throttled.kind(),
+            FailureKind::Throttled(Duration::from_secs(30))
+        );
         match throttled.with_retry_after(Duration::from_secs(12)) {
             AcquireError::Throttled { retry_after, .. } => {
                 assert_eq!(retry_after, Duration::from_secs(12))
@@ -576,9 +571,9 @@ mod tests {
         }
         let timeout = AcquireError::Timeout {
             tenant: "t".into(),
-            after: ttl,
+            after: Duration::from_secs(10),
         };
-        assert_eq!(timeout.hold_for(ttl), None);
+        assert_eq!(timeout.kind(), FailureKind::Transient);
     }
 
     #[test]

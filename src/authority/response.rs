@@ -71,7 +71,7 @@ pub enum Class {
     ReloadCertificate,
 }
 
-/// What Entra sends on 429 when it says nothing else (ENTRA.md).
+/// What Entra sends on 429 when it says nothing else (docs/entra.md, "AADSTS codes").
 pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(60);
 /// A Retry-After longer than this is capped: a broken header must not park a tenant for days.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);

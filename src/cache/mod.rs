@@ -12,17 +12,23 @@
 //!   the load for the others.
 //! - After its first token, a slot gets a refresher task that sleeps until
 //!   [`schedule::refresh_delay`], refreshes while callers keep getting the
-//!   current token, retries failures with [`schedule::retry_delay`] (keeping
+//!   current token, retries failures with [`schedule::REFRESH_RETRY`] (keeping
 //!   the old token), and drops the slot once nobody asked for `keep_warm`.
 //!
-//! The cache knows only a [`TokenSource`] and tokio's clock, so its
-//! behaviour over simulated hours is tested with a fake source.
+//! - No caller waits longer than `load_timeout` ([`CacheError::Deadline`]);
+//!   the load itself goes on and its result serves the next caller.
+//!
+//! The cache knows only a [`TokenSource`], tokio's clock and a wall
+//! [`Clock`](crate::clock::Clock): nothing of HTTP or Entra. Which failures it
+//! remembers, and for how long, is its own rule ([`schedule::hold_for`]) over
+//! the [`FailureKind`] a source's error reports. Its behaviour over simulated
+//! hours is tested with a fake source.
 
 pub mod schedule;
 
-use crate::authority::response::TokenResponse;
-use crate::authority::AcquireError;
+use crate::backoff::Backoff;
 use crate::clock::SharedClock;
+use crate::config::{Resource, TenantId};
 use crate::jitter::Jitter;
 use crate::token::AccessToken;
 use arc_swap::ArcSwapOption;
@@ -39,26 +45,80 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Where tokens come from (the authority client, or a test double).
 pub trait TokenSource: Send + Sync + 'static {
+    /// What a failed fetch says; shared by every caller waiting on it.
+    type Error: LoadError;
     /// Fetches a new token for `key`.
-    fn fetch(&self, key: &CacheKey) -> BoxFuture<Result<TokenResponse, AcquireError>>;
+    fn fetch(&self, key: &CacheKey) -> BoxFuture<Result<Fetched, Self::Error>>;
+}
+
+/// A token as the source hands it over.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub access_token: AccessToken,
+    /// Lifetime from now.
+    pub expires_in: Duration,
+    /// When the issuer suggests refreshing, if it said.
+    pub refresh_in: Option<Duration>,
+}
+
+/// What kind of failure a load ended in: the cache decides from it what
+/// to remember ([`schedule::hold_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The issuer refused (consent, certificate, …): asking again soon will
+    /// not help.
+    Refused,
+    /// The issuer asked us to wait this long.
+    Throttled(Duration),
+    /// Worth trying again (unreachable, 5xx, timed out).
+    Transient,
+}
+
+/// A source's error, as the cache needs to see it.
+pub trait LoadError: std::error::Error + Clone + Send + Sync + 'static {
+    fn kind(&self) -> FailureKind;
+    /// The same error with the time left to wait replaced (a remembered
+    /// throttle answered locally says how long is left).
+    fn with_retry_after(&self, left: Duration) -> Self;
+}
+
+/// Why the cache could not hand out a token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError<E: LoadError> {
+    /// The load failed (or a remembered failure was answered).
+    #[error(transparent)]
+    Load(E),
+    /// The load did not finish within `cache.load_timeout`; it goes on for
+    /// later callers.
+    #[error("no token for tenant {tenant} within {} s (cache.load_timeout); the request to Entra goes on, ask again shortly", .after.as_secs())]
+    Deadline { tenant: TenantId, after: Duration },
+    /// The issuer's token lives less than `min_remaining`.
+    #[error("Entra issued a token for tenant {tenant} with only {} s of life, less than cache.min_remaining ({} s); lower cache.min_remaining", .remaining.as_secs(), .min_remaining.as_secs())]
+    TooShortLived {
+        tenant: TenantId,
+        remaining: Duration,
+        min_remaining: Duration,
+    },
+    /// The load ended without a result (the runtime is shutting down).
+    #[error("the token load for tenant {tenant} ended without a result (shutting down)")]
+    Abandoned { tenant: TenantId },
 }
 
 /// What a token is for. The tenant id is lower-cased so that
 /// `Contoso.com` and `contoso.com` share a slot.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    /// Tenant GUID or domain, lower case.
-    pub tenant: String,
-    /// Resource (audience) without `/.default`.
-    pub resource: String,
+    pub tenant: TenantId,
+    /// The audience, without `/.default`.
+    pub resource: Resource,
 }
 
 impl CacheKey {
     /// The key for `tenant` and `resource`.
-    pub fn new(tenant: &str, resource: &str) -> CacheKey {
+    pub fn new(tenant: &TenantId, resource: &Resource) -> CacheKey {
         CacheKey {
-            tenant: tenant.to_ascii_lowercase(),
-            resource: resource.to_owned(),
+            tenant: tenant.to_lowercase(),
+            resource: resource.clone(),
         }
     }
 }
@@ -72,12 +132,11 @@ pub struct CacheSettings {
     pub keep_warm: Duration,
     /// Remember a refusal this long.
     pub negative_ttl: Duration,
-    /// Bound on slots.
     pub max_entries: u64,
-    /// First retry delay after a failed background refresh.
-    pub refresh_retry_base: Duration,
-    /// Largest retry delay after failed background refreshes.
-    pub refresh_retry_cap: Duration,
+    /// No caller waits longer than this for a load.
+    pub load_timeout: Duration,
+    /// Retries of a failed background refresh.
+    pub refresh_retry: Backoff,
 }
 
 impl CacheSettings {
@@ -88,8 +147,8 @@ impl CacheSettings {
             keep_warm: config.keep_warm.0,
             negative_ttl: config.negative_ttl.0,
             max_entries: config.max_entries,
-            refresh_retry_base: schedule::RETRY_BASE,
-            refresh_retry_cap: schedule::RETRY_CAP,
+            load_timeout: config.load_timeout.0,
+            refresh_retry: schedule::REFRESH_RETRY,
         }
     }
 }
@@ -151,7 +210,7 @@ pub trait CacheObserver: Send + Sync + std::fmt::Debug + 'static {
     fn lookup(&self, _result: Lookup) {}
     /// A load started.
     fn load_started(&self, _trigger: Trigger) {}
-    /// The number of slots holding a token changed.
+    /// A load succeeded and stored `token` for `key` (every successful load).
     fn token_stored(&self, _key: &CacheKey, _token: &CachedToken) {}
 }
 
@@ -160,20 +219,19 @@ pub trait CacheObserver: Send + Sync + std::fmt::Debug + 'static {
 pub struct NoObserver;
 impl CacheObserver for NoObserver {}
 
-type Outcome = Result<Arc<CachedToken>, AcquireError>;
+type Outcome<E> = Result<Arc<CachedToken>, E>;
 
 #[derive(Debug)]
-struct Blocked {
-    error: AcquireError,
+struct Blocked<E> {
+    error: E,
     until: Instant,
 }
 
 /// The parts of a slot that change only when a load starts or ends; guarded
 /// by the slot's mutex. (The current token is outside it: see [`Slot`].)
-#[derive(Default)]
-struct SlotState {
-    in_flight: Option<watch::Receiver<Option<Outcome>>>,
-    blocked: Option<Blocked>,
+struct SlotState<E> {
+    in_flight: Option<watch::Receiver<Option<Outcome<E>>>>,
+    blocked: Option<Blocked<E>>,
     /// Consecutive failed loads since the last success.
     failures: u32,
     /// When the refresher should next refresh.
@@ -187,7 +245,7 @@ struct SlotState {
 /// access is an atomic written at most once a second. Every worker thread
 /// serving one busy tenant hits the same slot, so a mutex here would be
 /// contended on every request.
-struct Slot {
+struct Slot<E> {
     key: CacheKey,
     /// The newest token; replaced (never cleared) by successful loads.
     current: ArcSwapOption<CachedToken>,
@@ -197,11 +255,11 @@ struct Slot {
     /// Last access, in milliseconds since `epoch`.
     last_access_ms: AtomicU64,
     epoch: Instant,
-    state: Mutex<SlotState>,
+    state: Mutex<SlotState<E>>,
 }
 
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, SlotState> {
+impl<E> Slot<E> {
+    fn lock(&self) -> MutexGuard<'_, SlotState<E>> {
         // A panic while holding this lock cannot leave the state torn (every
         // update is a plain assignment), so a poisoned lock is still usable.
         self.state
@@ -235,9 +293,9 @@ impl Slot {
     }
 }
 
-struct Inner {
-    slots: moka::sync::Cache<CacheKey, Arc<Slot>>,
-    source: Arc<dyn TokenSource>,
+struct Inner<E: LoadError> {
+    slots: moka::sync::Cache<CacheKey, Arc<Slot<E>>>,
+    source: Arc<dyn TokenSource<Error = E>>,
     settings: CacheSettings,
     clock: SharedClock,
     jitter: Jitter,
@@ -245,12 +303,19 @@ struct Inner {
 }
 
 /// The token cache. Cheap to clone; clones share the cache.
-#[derive(Clone)]
-pub struct TokenCache {
-    inner: Arc<Inner>,
+pub struct TokenCache<E: LoadError> {
+    inner: Arc<Inner<E>>,
 }
 
-impl std::fmt::Debug for TokenCache {
+impl<E: LoadError> Clone for TokenCache<E> {
+    fn clone(&self) -> Self {
+        TokenCache {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<E: LoadError> std::fmt::Debug for TokenCache<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache")
             .field("entries", &self.inner.slots.entry_count())
@@ -268,15 +333,15 @@ pub struct Grant {
     pub lookup: Lookup,
 }
 
-impl TokenCache {
+impl<E: LoadError> TokenCache<E> {
     /// A cache loading from `source`.
     pub fn new(
-        source: Arc<dyn TokenSource>,
+        source: Arc<dyn TokenSource<Error = E>>,
         settings: CacheSettings,
         clock: SharedClock,
         jitter: Jitter,
         observer: Arc<dyn CacheObserver>,
-    ) -> TokenCache {
+    ) -> TokenCache<E> {
         TokenCache {
             inner: Arc::new(Inner {
                 slots: moka::sync::Cache::builder()
@@ -296,7 +361,7 @@ impl TokenCache {
 
     /// A token for `key` with at least `min_remaining` left: the cached one,
     /// or one from the load in flight, or from a new load.
-    pub async fn get(&self, key: &CacheKey) -> Result<Grant, AcquireError> {
+    pub async fn get(&self, key: &CacheKey) -> Result<Grant, CacheError<E>> {
         let inner = &self.inner;
         let slot = inner
             .slots
@@ -325,7 +390,9 @@ impl TokenCache {
             if let Some(blocked) = &state.blocked {
                 if now < blocked.until {
                     inner.observer.lookup(Lookup::Miss);
-                    return Err(blocked.error.with_retry_after(blocked.until - now));
+                    return Err(CacheError::Load(
+                        blocked.error.with_retry_after(blocked.until - now),
+                    ));
                 }
                 state.blocked = None;
             }
@@ -335,17 +402,22 @@ impl TokenCache {
             }
         };
         inner.observer.lookup(Lookup::Miss);
-        let outcome = wait(&mut receiver, &key.tenant).await?;
-        let token = outcome?;
-        if token.remaining(Instant::now()) < inner.settings.min_remaining {
-            return Err(AcquireError::Unavailable {
+        // The load runs in its own task: a caller that gives up at the
+        // deadline leaves it running for the next one.
+        let deadline = inner.settings.load_timeout;
+        let outcome = tokio::time::timeout(deadline, wait(&mut receiver, &key.tenant))
+            .await
+            .map_err(|_| CacheError::Deadline {
                 tenant: key.tenant.clone(),
-                reason: format!(
-                    "Entra issued a token with only {} s of life, less than cache.min_remaining ({} s); lower cache.min_remaining",
-                    token.remaining(Instant::now()).as_secs(),
-                    inner.settings.min_remaining.as_secs()
-                ),
-                entra: None,
+                after: deadline,
+            })??;
+        let token = outcome.map_err(CacheError::Load)?;
+        let remaining = token.remaining(Instant::now());
+        if remaining < inner.settings.min_remaining {
+            return Err(CacheError::TooShortLived {
+                tenant: key.tenant.clone(),
+                remaining,
+                min_remaining: inner.settings.min_remaining,
             });
         }
         Ok(Grant {
@@ -400,52 +472,47 @@ impl TokenCache {
 }
 
 /// Waits for a load's outcome.
-async fn wait(
-    receiver: &mut watch::Receiver<Option<Outcome>>,
-    tenant: &str,
-) -> Result<Outcome, AcquireError> {
+async fn wait<E: LoadError>(
+    receiver: &mut watch::Receiver<Option<Outcome<E>>>,
+    tenant: &TenantId,
+) -> Result<Outcome<E>, CacheError<E>> {
+    let abandoned = || CacheError::Abandoned {
+        tenant: tenant.clone(),
+    };
     match receiver.wait_for(Option::is_some).await {
-        Ok(outcome) => Ok(outcome
-            .clone()
-            .unwrap_or_else(|| unreachable_outcome(tenant))),
-        Err(_) => Err(AcquireError::Unavailable {
-            tenant: tenant.to_owned(),
-            reason: "the token load ended without a result (shutting down)".into(),
-            entra: None,
-        }),
+        Ok(outcome) => outcome.clone().ok_or_else(abandoned),
+        Err(_) => Err(abandoned()),
     }
 }
 
-fn unreachable_outcome(tenant: &str) -> Outcome {
-    Err(AcquireError::Unavailable {
-        tenant: tenant.to_owned(),
-        reason: "the token load ended without a result".into(),
-        entra: None,
-    })
-}
-
-impl Slot {
-    fn new(key: CacheKey) -> Slot {
+impl<E> Slot<E> {
+    fn new(key: CacheKey) -> Slot<E> {
         Slot {
             key,
             current: ArcSwapOption::empty(),
             loading: AtomicBool::new(false),
             last_access_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            state: Mutex::new(SlotState::default()),
+            state: Mutex::new(SlotState {
+                in_flight: None,
+                blocked: None,
+                failures: 0,
+                next_refresh: None,
+                refresher_started: false,
+            }),
         }
     }
 }
 
-impl Inner {
+impl<E: LoadError> Inner<E> {
     /// Starts a load for `slot` in its own task; the caller holds the slot's
     /// lock and has checked that none is in flight.
     fn start_load(
-        this: &Arc<Inner>,
-        slot: &Arc<Slot>,
-        state: &mut SlotState,
+        this: &Arc<Inner<E>>,
+        slot: &Arc<Slot<E>>,
+        state: &mut SlotState<E>,
         trigger: Trigger,
-    ) -> watch::Receiver<Option<Outcome>> {
+    ) -> watch::Receiver<Option<Outcome<E>>> {
         let (sender, receiver) = watch::channel(None);
         state.in_flight = Some(receiver.clone());
         slot.loading.store(true, Ordering::Release);
@@ -464,9 +531,9 @@ impl Inner {
     /// Records a load's result in the slot and schedules what follows.
     fn finish_load(
         self: &Arc<Self>,
-        slot: &Arc<Slot>,
-        result: Result<TokenResponse, AcquireError>,
-    ) -> Outcome {
+        slot: &Arc<Slot<E>>,
+        result: Result<Fetched, E>,
+    ) -> Outcome<E> {
         let now = Instant::now();
         let mut state = slot.lock();
         state.in_flight = None;
@@ -499,7 +566,7 @@ impl Inner {
             }
             Err(error) => {
                 state.failures = state.failures.saturating_add(1);
-                let hold = error.hold_for(self.settings.negative_ttl);
+                let hold = schedule::hold_for(error.kind(), self.settings.negative_ttl);
                 if let Some(hold) = hold {
                     state.blocked = Some(Blocked {
                         error: error.clone(),
@@ -508,12 +575,10 @@ impl Inner {
                 }
                 // Retry the refresh with backoff, and not before a throttle ends.
                 let retry = now
-                    + schedule::retry_delay(
-                        state.failures,
-                        self.jitter.unit(),
-                        self.settings.refresh_retry_base,
-                        self.settings.refresh_retry_cap,
-                    );
+                    + self
+                        .settings
+                        .refresh_retry
+                        .delay(state.failures, self.jitter.unit());
                 state.next_refresh = Some(match hold {
                     Some(hold) => retry.max(now + hold),
                     None => retry,
@@ -526,7 +591,7 @@ impl Inner {
         }
     }
 
-    fn still_cached(&self, slot: &Arc<Slot>) -> bool {
+    fn still_cached(&self, slot: &Arc<Slot<E>>) -> bool {
         self.slots
             .get(&slot.key)
             .is_some_and(|current| Arc::ptr_eq(&current, slot))
@@ -534,7 +599,7 @@ impl Inner {
 }
 
 /// The background refresher of one slot: refresh on schedule, drop when idle.
-async fn refresher(inner: Arc<Inner>, slot: Arc<Slot>) {
+async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
     loop {
         let next = slot.lock().next_refresh;
         let Some(next) = next else { return };

@@ -2,6 +2,8 @@
 //! Pure functions of durations and a jitter value, so they are tested
 //! exhaustively without time passing.
 
+use super::FailureKind;
+use crate::backoff::Backoff;
 use std::time::Duration;
 
 /// Refreshes never come sooner than this after a token was obtained, even if
@@ -41,19 +43,21 @@ pub fn refresh_delay(
     jittered.min(latest).max(MIN_REFRESH_DELAY.min(latest))
 }
 
-/// First retry delay after a failed background refresh.
-pub const RETRY_BASE: Duration = Duration::from_secs(5);
-/// Retry delays stop growing here.
-pub const RETRY_CAP: Duration = Duration::from_secs(300);
+/// Retries of a failed background refresh: from 5 s, doubling, to 5 min.
+pub const REFRESH_RETRY: Backoff = Backoff {
+    base: Duration::from_secs(5),
+    cap: Duration::from_secs(300),
+};
 
-/// Delay before retry number `failures` (1 after the first failure) of a
-/// background refresh: exponential from `base` (default [`RETRY_BASE`]) to
-/// `cap` (default [`RETRY_CAP`]), then scaled by `unit` in `[0, 1]` into its
-/// upper half ("equal jitter"), so retries spread out but never collapse to zero.
-pub fn retry_delay(failures: u32, unit: f64, base: Duration, cap: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    let full = base.saturating_mul(1 << exp).min(cap);
-    full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+/// How long a failed load is remembered and answered locally: a refusal for
+/// `negative_ttl`, a throttle for the time the issuer asked; a transient
+/// failure not at all (the next caller tries again).
+pub fn hold_for(kind: FailureKind, negative_ttl: Duration) -> Option<Duration> {
+    match kind {
+        FailureKind::Refused => Some(negative_ttl),
+        FailureKind::Throttled(wait) => Some(wait),
+        FailureKind::Transient => None,
+    }
 }
 
 #[cfg(test)]
@@ -160,14 +164,20 @@ mod tests {
     }
 
     #[test]
-    fn retry_delays_grow_then_cap() {
-        let delay = |failures, unit| retry_delay(failures, unit, RETRY_BASE, RETRY_CAP);
-        assert_eq!(delay(1, 1.0), Duration::from_secs(5));
-        assert_eq!(delay(2, 1.0), Duration::from_secs(10));
-        assert_eq!(delay(3, 1.0), Duration::from_secs(20));
-        assert_eq!(delay(7, 1.0), RETRY_CAP);
-        assert_eq!(delay(u32::MAX, 1.0), RETRY_CAP);
-        assert_eq!(delay(1, 0.0), Duration::from_millis(2500));
-        assert_eq!(delay(0, 0.5), Duration::from_millis(3750));
+    fn refusals_and_throttles_are_remembered_transient_failures_are_not() {
+        let ttl = Duration::from_secs(30);
+        assert_eq!(hold_for(FailureKind::Refused, ttl), Some(ttl));
+        assert_eq!(
+            hold_for(FailureKind::Throttled(Duration::from_secs(60)), ttl),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(hold_for(FailureKind::Transient, ttl), None);
+    }
+
+    #[test]
+    fn refresh_retries_start_at_5s_and_cap_at_5min() {
+        assert_eq!(REFRESH_RETRY.delay(1, 1.0), Duration::from_secs(5));
+        assert_eq!(REFRESH_RETRY.delay(3, 1.0), Duration::from_secs(20));
+        assert_eq!(REFRESH_RETRY.delay(7, 1.0), REFRESH_RETRY.cap);
     }
 }

@@ -1,7 +1,6 @@
 //! Cache behaviour over simulated time, with a fake token source.
 
 use super::*;
-use crate::authority::response::EntraError;
 use crate::clock::TokioClock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,12 +8,47 @@ use std::time::SystemTime;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// A source's error: what kind, and a word to tell errors apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}")]
+struct FakeError {
+    kind: FailureKind,
+    what: &'static str,
+}
+
+impl LoadError for FakeError {
+    fn kind(&self) -> FailureKind {
+        self.kind
+    }
+
+    fn with_retry_after(&self, left: Duration) -> Self {
+        match self.kind {
+            FailureKind::Throttled(_) => FakeError {
+                kind: FailureKind::Throttled(left),
+                what: self.what,
+            },
+            _ => self.clone(),
+        }
+    }
+}
+
+fn key(tenant: &str, resource: &str) -> CacheKey {
+    CacheKey::new(
+        &TenantId::try_from(tenant.to_owned()).unwrap(),
+        &Resource::parse(resource).unwrap(),
+    )
+}
+
+fn graph(tenant: &str) -> CacheKey {
+    key(tenant, "https://graph.microsoft.com")
+}
+
 /// A token source whose answers the test controls, counting every fetch.
 struct FakeSource {
     lifetime: Duration,
     refresh_in: Option<Duration>,
     latency: Duration,
-    failure: Mutex<Option<AcquireError>>,
+    failure: Mutex<Option<FakeError>>,
     fetches: Mutex<HashMap<String, usize>>,
     issued: AtomicUsize,
 }
@@ -31,7 +65,7 @@ impl FakeSource {
         })
     }
 
-    fn fail_with(&self, error: Option<AcquireError>) {
+    fn fail_with(&self, error: Option<FakeError>) {
         *self.failure.lock().unwrap() = error;
     }
 
@@ -46,12 +80,13 @@ impl FakeSource {
 }
 
 impl TokenSource for FakeSource {
-    fn fetch(&self, key: &CacheKey) -> BoxFuture<Result<TokenResponse, AcquireError>> {
+    type Error = FakeError;
+    fn fetch(&self, key: &CacheKey) -> BoxFuture<Result<Fetched, FakeError>> {
         *self
             .fetches
             .lock()
             .unwrap()
-            .entry(key.tenant.clone())
+            .entry(key.tenant.as_str().to_owned())
             .or_default() += 1;
         let failure = self.failure.lock().unwrap().clone();
         let n = self.issued.fetch_add(1, Ordering::SeqCst);
@@ -61,7 +96,7 @@ impl TokenSource for FakeSource {
             tokio::time::sleep(latency).await;
             match failure {
                 Some(error) => Err(error),
-                None => Ok(TokenResponse {
+                None => Ok(Fetched {
                     access_token: AccessToken::new(format!("token-{tenant}-{n}")),
                     expires_in: lifetime,
                     refresh_in,
@@ -77,12 +112,12 @@ fn settings() -> CacheSettings {
         keep_warm: Duration::from_secs(24 * 3600),
         negative_ttl: Duration::from_secs(30),
         max_entries: 10_000,
-        refresh_retry_base: schedule::RETRY_BASE,
-        refresh_retry_cap: schedule::RETRY_CAP,
+        load_timeout: Duration::from_secs(20),
+        refresh_retry: schedule::REFRESH_RETRY,
     }
 }
 
-fn cache_with(source: Arc<FakeSource>, settings: CacheSettings) -> TokenCache {
+fn cache_with(source: Arc<FakeSource>, settings: CacheSettings) -> TokenCache<FakeError> {
     TokenCache::new(
         source,
         settings,
@@ -94,33 +129,21 @@ fn cache_with(source: Arc<FakeSource>, settings: CacheSettings) -> TokenCache {
     )
 }
 
-fn refused(tenant: &str) -> AcquireError {
-    AcquireError::Refused {
-        tenant: tenant.into(),
-        entra: Arc::new(EntraError {
-            status: 400,
-            error: "unauthorized_client".into(),
-            description: "AADSTS700016: not found".into(),
-            codes: vec![700_016],
-            correlation_id: Some("corr".into()),
-            trace_id: None,
-        }),
-    }
-}
+const REFUSED: FakeError = FakeError {
+    kind: FailureKind::Refused,
+    what: "AADSTS700016",
+};
 
-fn unavailable(tenant: &str) -> AcquireError {
-    AcquireError::Unavailable {
-        tenant: tenant.into(),
-        reason: "connection refused".into(),
-        entra: None,
-    }
-}
+const UNAVAILABLE: FakeError = FakeError {
+    kind: FailureKind::Transient,
+    what: "connection refused",
+};
 
 async fn concurrent_gets(
-    cache: &TokenCache,
+    cache: &TokenCache<FakeError>,
     key: &CacheKey,
     n: usize,
-) -> Vec<Result<Grant, AcquireError>> {
+) -> Vec<Result<Grant, CacheError<FakeError>>> {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n {
         let cache = cache.clone();
@@ -138,7 +161,7 @@ async fn concurrent_gets(
 async fn a_thousand_cold_callers_make_one_upstream_request() {
     let source = FakeSource::new(HOUR);
     let cache = cache_with(source.clone(), settings());
-    let key = CacheKey::new("contoso.com", "https://graph.microsoft.com");
+    let key = graph("contoso.com");
     let results = concurrent_gets(&cache, &key, 1000).await;
     assert_eq!(source.fetches("contoso.com"), 1);
     let tokens: std::collections::HashSet<String> = results
@@ -158,14 +181,14 @@ async fn a_thousand_cold_callers_make_one_upstream_request() {
 #[tokio::test(start_paused = true)]
 async fn a_thousand_callers_share_one_error_and_it_is_remembered() {
     let source = FakeSource::new(HOUR);
-    source.fail_with(Some(refused("contoso.com")));
+    source.fail_with(Some(REFUSED));
     let cache = cache_with(source.clone(), settings());
-    let key = CacheKey::new("Contoso.com", "https://graph.microsoft.com");
+    let key = graph("Contoso.com");
     let results = concurrent_gets(&cache, &key, 1000).await;
     assert_eq!(source.fetches("contoso.com"), 1);
     for r in &results {
         match r {
-            Err(AcquireError::Refused { entra, .. }) => assert_eq!(entra.codes, vec![700_016]),
+            Err(CacheError::Load(e)) => assert_eq!(*e, REFUSED),
             other => panic!("{other:?}"),
         }
     }
@@ -183,20 +206,25 @@ async fn a_thousand_callers_share_one_error_and_it_is_remembered() {
 #[tokio::test(start_paused = true)]
 async fn throttling_is_answered_locally_with_the_time_left() {
     let source = FakeSource::new(HOUR);
-    source.fail_with(Some(AcquireError::Throttled {
-        tenant: "t.com".into(),
-        retry_after: Duration::from_secs(30),
-        entra: None,
+    source.fail_with(Some(FakeError {
+        kind: FailureKind::Throttled(Duration::from_secs(30)),
+        what: "429",
     }));
     let cache = cache_with(source.clone(), settings());
-    let key = CacheKey::new("t.com", "https://graph.microsoft.com");
+    let key = graph("t.com");
     assert!(matches!(
         cache.get(&key).await,
-        Err(AcquireError::Throttled { .. })
+        Err(CacheError::Load(FakeError {
+            kind: FailureKind::Throttled(_),
+            ..
+        }))
     ));
     tokio::time::advance(Duration::from_secs(10)).await;
     match cache.get(&key).await {
-        Err(AcquireError::Throttled { retry_after, .. }) => {
+        Err(CacheError::Load(FakeError {
+            kind: FailureKind::Throttled(retry_after),
+            ..
+        })) => {
             assert!(
                 retry_after <= Duration::from_secs(20) && retry_after >= Duration::from_secs(19),
                 "{retry_after:?}"
@@ -219,9 +247,9 @@ async fn throttling_is_answered_locally_with_the_time_left() {
 async fn an_outage_does_not_drop_a_valid_token_and_refresh_recovers() {
     let source = FakeSource::new(HOUR);
     let cache = cache_with(source.clone(), settings());
-    let key = CacheKey::new("t.com", "https://graph.microsoft.com");
+    let key = graph("t.com");
     let first = cache.get(&key).await.unwrap().token.access_token.clone();
-    source.fail_with(Some(unavailable("t.com")));
+    source.fail_with(Some(UNAVAILABLE));
     // Past the refresh point (≈ 40 min) and well into the retries: callers
     // still get the first token, without waiting.
     for _ in 0..50 {
@@ -237,7 +265,7 @@ async fn an_outage_does_not_drop_a_valid_token_and_refresh_recovers() {
     );
     // The authority comes back: the next retry refreshes, a new token is served.
     source.fail_with(None);
-    tokio::time::sleep(schedule::RETRY_CAP + Duration::from_secs(1)).await;
+    tokio::time::sleep(schedule::REFRESH_RETRY.cap + Duration::from_secs(1)).await;
     let grant = cache.get(&key).await.unwrap();
     assert_ne!(grant.token.access_token, first);
     assert_eq!(grant.lookup, Lookup::Hit);
@@ -246,19 +274,59 @@ async fn an_outage_does_not_drop_a_valid_token_and_refresh_recovers() {
 #[tokio::test(start_paused = true)]
 async fn a_token_near_expiry_is_not_handed_out() {
     let source = FakeSource::new(HOUR);
-    let cache = cache_with(source.clone(), settings());
-    let key = CacheKey::new("t.com", "https://graph.microsoft.com");
+    let mut settings = settings();
+    // No background refresh before the test looks: retries far apart.
+    settings.refresh_retry = crate::backoff::Backoff {
+        base: 10 * HOUR,
+        cap: 10 * HOUR,
+    };
+    let cache = cache_with(source.clone(), settings);
+    let key = graph("t.com");
     let first = cache.get(&key).await.unwrap();
-    source.fail_with(Some(unavailable("t.com")));
+    // The background refresh (≈ 40 min) fails, so the first token stays.
+    source.fail_with(Some(UNAVAILABLE));
+    // Sleeping (not advancing) lets the refresher's failed load finish.
+    tokio::time::sleep(Duration::from_secs(50 * 60)).await;
+    let still = cache.get(&key).await.unwrap();
+    assert_eq!(still.token.access_token, first.token.access_token);
     // 56 minutes in: under 5 minutes left, so the token is withheld and the
-    // caller waits on (and gets the failure of) a fresh request.
-    tokio::time::advance(Duration::from_secs(56 * 60)).await;
-    let result = cache.get(&key).await;
-    assert!(
-        matches!(result, Err(AcquireError::Unavailable { .. })),
-        "{result:?}"
-    );
-    assert!(first.token.remaining(Instant::now()) < Duration::from_secs(300));
+    // caller waits on a fresh request.
+    tokio::time::sleep(Duration::from_secs(6 * 60)).await;
+    source.fail_with(None);
+    let fresh = cache.get(&key).await.unwrap();
+    assert_eq!(fresh.lookup, Lookup::Miss);
+    assert_ne!(fresh.token.access_token, first.token.access_token);
+    // And if that request fails, the caller gets the failure, not the old token.
+    source.fail_with(Some(UNAVAILABLE));
+    tokio::time::sleep(Duration::from_secs(56 * 60)).await;
+    assert!(matches!(
+        cache.get(&key).await,
+        Err(CacheError::Load(e)) if e == UNAVAILABLE
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_caller_waits_past_the_load_timeout_and_the_load_goes_on() {
+    let mut source = FakeSource::new(HOUR);
+    Arc::get_mut(&mut source).unwrap().latency = Duration::from_secs(30);
+    let mut settings = settings();
+    settings.load_timeout = Duration::from_secs(20);
+    let cache = cache_with(source.clone(), settings);
+    let key = graph("slow.com");
+    let started = Instant::now();
+    match cache.get(&key).await {
+        Err(CacheError::Deadline { after, .. }) => assert_eq!(after, Duration::from_secs(20)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(started.elapsed(), Duration::from_secs(20));
+    // The load was not cancelled: a caller arriving later joins it (no new
+    // upstream request) and gets its token when it lands, at 30 s.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let grant = cache.get(&key).await.unwrap();
+    assert_eq!(grant.lookup, Lookup::Miss);
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    assert_eq!(source.fetches("slow.com"), 1);
+    assert_eq!(cache.get(&key).await.unwrap().lookup, Lookup::Hit);
 }
 
 #[tokio::test(start_paused = true)]
@@ -267,10 +335,7 @@ async fn a_day_of_steady_callers_refreshes_on_schedule_and_never_waits() {
     let source = FakeSource::new(lifetime);
     let cache = cache_with(source.clone(), settings());
     let tenants = ["a.com", "b.com", "c.com", "d.com"];
-    let keys: Vec<CacheKey> = tenants
-        .iter()
-        .map(|t| CacheKey::new(t, "https://graph.microsoft.com"))
-        .collect();
+    let keys: Vec<CacheKey> = tenants.iter().map(|t| graph(t)).collect();
     // Warm-up.
     for key in &keys {
         cache.get(key).await.unwrap();
@@ -309,7 +374,7 @@ async fn refresh_in_from_entra_is_followed() {
     let mut source = FakeSource::new(HOUR);
     Arc::get_mut(&mut source).unwrap().refresh_in = Some(Duration::from_secs(1800));
     let cache = cache_with(source.clone(), settings());
-    let key = CacheKey::new("a.com", "https://graph.microsoft.com");
+    let key = graph("a.com");
     cache.get(&key).await.unwrap();
     tokio::time::sleep(Duration::from_secs(12 * 3600)).await;
     // 12 h ÷ 30 min = 24 refreshes, plus the first request.
@@ -323,8 +388,8 @@ async fn unused_tenants_are_dropped_after_keep_warm() {
     let mut settings = settings();
     settings.keep_warm = Duration::from_secs(3 * 3600);
     let cache = cache_with(source.clone(), settings);
-    let idle = CacheKey::new("idle.com", "https://graph.microsoft.com");
-    let busy = CacheKey::new("busy.com", "https://graph.microsoft.com");
+    let idle = graph("idle.com");
+    let busy = graph("busy.com");
     cache.get(&idle).await.unwrap();
     cache.get(&busy).await.unwrap();
     for _ in 0..(6 * 60) {
@@ -350,8 +415,8 @@ async fn unused_tenants_are_dropped_after_keep_warm() {
 async fn keys_are_separate_per_tenant_and_resource() {
     let source = FakeSource::new(HOUR);
     let cache = cache_with(source.clone(), settings());
-    let graph = CacheKey::new("a.com", "https://graph.microsoft.com");
-    let other = CacheKey::new("a.com", "https://outlook.office365.com");
+    let graph = graph("a.com");
+    let other = key("a.com", "https://outlook.office365.com");
     let g = cache.get(&graph).await.unwrap();
     let o = cache.get(&other).await.unwrap();
     assert_ne!(g.token.access_token, o.token.access_token);

@@ -3,9 +3,11 @@
 //! [`Credential::load`] reads the files named in `[app]` (see `files.rs` for the
 //! formats), then checks what Entra will check: an RSA key of at least 2048
 //! bits, matching the certificate, within the certificate's validity. The key
-//! is parsed and checked with the `rsa` crate but signed with aws-lc-rs (via
-//! jsonwebtoken); key bytes live only in zeroizing buffers and never reach
-//! `Debug`, logs or errors.
+//! is parsed and checked with the `rsa` crate, then parsed once more by
+//! aws-lc-rs, which holds it for signing (and wipes it when the credential is
+//! dropped); the bytes in between live only in zeroizing buffers, and no key
+//! material reaches `Debug`, logs or errors. The credential hands the
+//! [`assertion`](crate::assertion) module a [`Signer`] over that key.
 //!
 //! The daemon holds its credential in a [`CredentialStore`], which lets a new
 //! credential replace the old one while requests are in flight.
@@ -14,6 +16,7 @@ mod files;
 
 pub use files::PasswordSource;
 
+use crate::assertion::Signer;
 use crate::config::AppConfig;
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -190,7 +193,7 @@ impl CertificateInfo {
             issuer: tbs.issuer().to_string(),
             not_before: tbs.validity().not_before.to_system_time(),
             not_after: tbs.validity().not_after.to_system_time(),
-            thumbprint_sha1: sha1.as_ref().iter().map(|b| format!("{b:02X}")).collect(),
+            thumbprint_sha1: hex::encode_upper(sha1.as_ref()),
             x5t: URL_SAFE_NO_PAD.encode(sha1.as_ref()),
             x5t_s256: URL_SAFE_NO_PAD.encode(sha256.as_ref()),
             key_algorithm,
@@ -290,9 +293,8 @@ impl CredentialSource {
 pub struct Credential {
     info: CertificateInfo,
     chain: Vec<Vec<u8>>,
-    signing_key: jsonwebtoken::EncodingKey,
-    /// The key parsed once for aws-lc; held so the signer can reuse it.
-    _parsed_key: Arc<aws_lc_rs::signature::RsaKeyPair>,
+    /// Parsed (and checked) once by aws-lc-rs, which wipes it on drop.
+    key: aws_lc_rs::signature::RsaKeyPair,
     source: CredentialSource,
 }
 
@@ -434,24 +436,14 @@ impl Credential {
             }
         }
 
-        let signing_key = jsonwebtoken::EncodingKey::from_rsa_der(&pkcs1_der);
-        // Parse the key for aws-lc once, and prove it signs now rather than
-        // at the first token request.
-        let parsed_key = crate::assertion::prepare_key(&signing_key).map_err(|e| {
-            CredentialError::InvalidKey {
-                path: key_path.clone(),
-                reason: format!("the signing library rejected it: {e}"),
-            }
-        })?;
-        jsonwebtoken::crypto::sign(
-            b"tokenbroker key check",
-            &signing_key,
-            jsonwebtoken::Algorithm::PS256,
-        )
-        .map_err(|e| CredentialError::InvalidKey {
+        let invalid = |e: String| CredentialError::InvalidKey {
             path: key_path.clone(),
             reason: format!("the signing library rejected it: {e}"),
-        })?;
+        };
+        let key = aws_lc_rs::signature::RsaKeyPair::from_der(&pkcs1_der)
+            .map_err(|e| invalid(e.to_string()))?;
+        // Prove it signs now rather than at the first token request.
+        crate::assertion::self_test(&key).map_err(|e| invalid(e.to_string()))?;
 
         let mut chain = vec![leaf.der.clone()];
         chain.extend(
@@ -466,8 +458,7 @@ impl Credential {
             credential: Credential {
                 info: leaf,
                 chain,
-                signing_key,
-                _parsed_key: parsed_key,
+                key,
                 source,
             },
             warnings,
@@ -489,8 +480,14 @@ impl Credential {
         &self.source
     }
 
-    pub(crate) fn signing_key(&self) -> &jsonwebtoken::EncodingKey {
-        &self.signing_key
+    /// What the assertion module signs with: the key and the certificate's
+    /// thumbprints for the JWT header.
+    pub fn signer(&self) -> Signer<'_> {
+        Signer {
+            key: &self.key,
+            x5t: &self.info.x5t,
+            x5t_s256: &self.info.x5t_s256,
+        }
     }
 }
 

@@ -3,19 +3,21 @@
 //!
 //! [`run`] is handed its listeners and a shutdown future (as in
 //! mini-redis), so tests bind `127.0.0.1:0` and a socket in a temp dir and
-//! stop it at will. Routes (SPEC.md): `/v1/token`, `/msi/token`, `/healthz`,
-//! `/readyz`, `/metrics`. Every request is checked in this order: route and
-//! method (404, 405), Host allow-list (421), caller (401), query (400),
-//! account's tenants and resources (403), then the cache (200, 502, 503, 504).
+//! stop it at will. Routes (docs/contract.md, "HTTP API"): `/v1/token`,
+//! `/msi/token`, `/healthz`, `/readyz`, `/metrics`. Every request is checked
+//! in this order: route and method (404, 405), Host allow-list (421), caller
+//! (401), query (400); then the broker answers the one question "a token for
+//! this caller, tenant and resource" (400, 403, 200, 502, 503, 504).
 
 pub mod auth;
 pub mod respond;
 
-use crate::broker::{self, Broker, Target};
-use crate::cache::{Grant, Lookup};
-use crate::config::Config;
+use crate::access::AuthFailure;
+use crate::broker::{Broker, Caller, Issued, TokenError};
+use crate::cache::Lookup;
+use crate::clock::unix_seconds;
+use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use auth::{Accounts, AuthFailure};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -29,7 +31,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -37,34 +39,85 @@ use tokio::time::Instant;
 /// The App Service protocol version the SDKs send.
 pub const MSI_API_VERSION: &str = "2019-08-01";
 
+/// The routes; `Other` for every unknown path, so arbitrary paths never
+/// become metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Token,
+    Msi,
+    Healthz,
+    Readyz,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    /// Every route, in the order of their discriminants.
+    pub const ALL: [Route; 6] = [
+        Route::Token,
+        Route::Msi,
+        Route::Healthz,
+        Route::Readyz,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    /// The `route` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Token => "/v1/token",
+            Route::Msi => "/msi/token",
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::Other => "other",
+        }
+    }
+
+    /// The route `path` names for a client of `peer`. A separate metrics
+    /// listener serves `/metrics` and `/healthz` only; with one, the API
+    /// listeners do not serve `/metrics`.
+    fn of(path: &str, peer: Peer, separate_metrics: bool) -> Route {
+        match (path, peer) {
+            ("/metrics", Peer::Metrics) => Route::Metrics,
+            ("/healthz", _) => Route::Healthz,
+            (_, Peer::Metrics) => Route::Other,
+            ("/metrics", _) if !separate_metrics => Route::Metrics,
+            ("/v1/token", _) => Route::Token,
+            ("/msi/token", _) => Route::Msi,
+            ("/readyz", _) => Route::Readyz,
+            _ => Route::Other,
+        }
+    }
+}
+
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct App {
-    config: Arc<Config>,
     broker: Broker,
     metrics: Arc<Metrics>,
-    accounts: Accounts,
     ready: AtomicBool,
+    /// Fixed at start (listeners need a restart to change).
     separate_metrics: bool,
 }
 
 impl App {
-    /// The application state for `broker` (whose config it serves).
+    /// The application state for `broker`.
     pub fn new(broker: Broker, metrics: Arc<Metrics>) -> App {
-        let config = Arc::new(broker.config().clone());
         App {
-            accounts: Accounts::new(&config),
-            separate_metrics: config.server.metrics_listen.is_some(),
-            config,
+            separate_metrics: broker.config().server.metrics_listen.is_some(),
             broker,
             metrics,
             ready: AtomicBool::new(false),
         }
     }
 
-    /// The broker.
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Whether `/readyz` answers 200.
@@ -82,6 +135,53 @@ pub struct Listeners {
     pub unix: Option<(UnixListener, PathBuf)>,
     /// `/metrics` alone (`server.metrics_listen`).
     pub metrics: Option<TcpListener>,
+}
+
+/// A listener could not be opened; names the key and the address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} ({key}): {source}")]
+pub struct BindError {
+    pub key: &'static str,
+    pub address: String,
+    pub source: io::Error,
+}
+
+impl Listeners {
+    /// Opens every listener `server` names.
+    pub async fn bind(server: &ServerConfig) -> Result<Listeners, BindError> {
+        let tcp = TcpListener::bind(server.listen)
+            .await
+            .map_err(|source| BindError {
+                key: "server.listen",
+                address: server.listen.to_string(),
+                source,
+            })?;
+        let unix = match &server.unix_socket {
+            Some(path) => Some((
+                bind_unix_socket(path).await.map_err(|source| BindError {
+                    key: "server.unix_socket",
+                    address: path.display().to_string(),
+                    source,
+                })?,
+                path.clone(),
+            )),
+            None => None,
+        };
+        let metrics = match server.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| BindError {
+                key: "server.metrics_listen",
+                address: addr.to_string(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Listeners { tcp, unix, metrics })
+    }
+
+    /// The TCP API address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
 }
 
 /// Who is on the other end of a connection.
@@ -135,7 +235,9 @@ pub async fn bind_unix_socket(path: &Path) -> io::Result<UnixListener> {
 /// Serves until `shutdown` resolves, then stops accepting, lets requests in
 /// flight finish (at most `server.shutdown_timeout`), and returns.
 pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let server = &app.config.server;
+    // Listener settings are fixed for the life of the process.
+    let config = app.broker.config();
+    let server = &config.server;
     let limit = Arc::new(Semaphore::new(server.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -261,9 +363,9 @@ async fn accept_failed(e: io::Error) {
 /// What the access log line says about a request. The tenant is recorded
 /// only when the line will be written (it costs an allocation).
 #[derive(Debug, Default)]
-struct Access<'a> {
+struct Access {
     enabled: bool,
-    account: Option<&'a str>,
+    account: Option<String>,
     tenant: Option<String>,
     cache: Option<Lookup>,
 }
@@ -274,20 +376,23 @@ async fn handle<B>(app: &App, peer: Peer, req: Request<B>) -> Answer {
         enabled: tracing::enabled!(target: "tokenbroker::access", tracing::Level::INFO),
         ..Access::default()
     };
-    let (route, answer) = route(app, peer, &req, &mut access).await;
+    let route = Route::of(req.uri().path(), peer, app.separate_metrics);
+    let answer = answer(app, route, peer, &req, &mut access).await;
     let status = answer.status().as_u16();
     let elapsed = started.elapsed();
     app.metrics.http_request(route, status, elapsed);
-    tracing::info!(
-        target: "tokenbroker::access",
-        route,
-        status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        account = access.account.unwrap_or("-"),
-        tenant = access.tenant.as_deref().unwrap_or("-"),
-        cache = access.cache.map(Lookup::as_str).unwrap_or("-"),
-        "request"
-    );
+    if access.enabled {
+        tracing::info!(
+            target: "tokenbroker::access",
+            route = route.label(),
+            status,
+            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            account = access.account.as_deref().unwrap_or("-"),
+            tenant = access.tenant.as_deref().unwrap_or("-"),
+            cache = access.cache.map(Lookup::as_str).unwrap_or("-"),
+            "request"
+        );
+    }
     answer
 }
 
@@ -297,26 +402,14 @@ pub async fn handle_request<B>(app: &App, req: Request<B>) -> Answer {
     handle(app, Peer::Tcp, req).await
 }
 
-/// Picks the route and runs it. The route label is one of a fixed set, so
-/// arbitrary paths never become metric labels.
-async fn route<'a, B>(
-    app: &'a App,
+async fn answer<B>(
+    app: &App,
+    route: Route,
     peer: Peer,
     req: &Request<B>,
-    access: &mut Access<'a>,
-) -> (&'static str, Answer) {
-    let path = req.uri().path();
-    let route: &'static str = match (path, peer) {
-        ("/metrics", Peer::Metrics) => "/metrics",
-        ("/healthz", _) => "/healthz",
-        (_, Peer::Metrics) => "other",
-        ("/metrics", _) if !app.separate_metrics => "/metrics",
-        ("/v1/token", _) => "/v1/token",
-        ("/msi/token", _) => "/msi/token",
-        ("/readyz", _) => "/readyz",
-        _ => "other",
-    };
-    let is_msi = route == "/msi/token";
+    access: &mut Access,
+) -> Answer {
+    let is_msi = route == Route::Msi;
     let fail = |failure: Failure| {
         if is_msi {
             msi_error(&failure)
@@ -324,65 +417,65 @@ async fn route<'a, B>(
             api_error(&failure)
         }
     };
-    if route == "other" {
-        return (
-            route,
-            fail(Failure::new(
-                404,
-                "not_found",
-                "no such route; see /v1/token, /msi/token, /healthz, /readyz, /metrics",
-            )),
-        );
+    if route == Route::Other {
+        return fail(Failure::new(
+            404,
+            "not_found",
+            "no such route; see /v1/token, /msi/token, /healthz, /readyz, /metrics",
+        ));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut answer = fail(Failure::new(405, "method_not_allowed", "use GET"));
         answer
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return (route, answer);
+        return answer;
     }
+    let config = app.broker.config();
     let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
-    if !auth::host_allowed(host, &app.config.server.allowed_hosts) {
+    if !auth::host_allowed(host, &config.server.allowed_hosts) {
         app.metrics.auth_failure("bad_host");
-        return (route, fail(Failure::new(421, "host_not_allowed", "the Host header is not in server.allowed_hosts (DNS-rebinding defence); call the broker as localhost or 127.0.0.1")));
+        return fail(Failure::new(421, "host_not_allowed", "the Host header is not in server.allowed_hosts (DNS-rebinding defence); call the broker as localhost or 127.0.0.1"));
     }
-    let answer = match route {
-        "/healthz" => json(200, &json!({"status": "ok"})),
-        "/readyz" if app.is_ready() => json(200, &json!({"status": "ready"})),
-        "/readyz" => fail(Failure::new(
+    match route {
+        Route::Healthz => json(200, &json!({"status": "ok"})),
+        Route::Readyz if app.is_ready() => json(200, &json!({"status": "ready"})),
+        Route::Readyz => fail(Failure::new(
             503,
             "not_ready",
             "credentials or listeners are not up yet",
         )),
-        "/metrics" => metrics(app),
-        _ => match token_request(app, peer, req, is_msi, access).await {
-            Ok(answer) => answer,
-            Err(failure) => {
-                let mut answer = fail(failure);
-                if answer.status() == 401 {
-                    let challenge = if is_msi {
-                        "Identity"
-                    } else {
-                        "Bearer realm=\"tokenbroker\""
-                    };
+        Route::Metrics => metrics(app),
+        Route::Token | Route::Msi | Route::Other => {
+            let max_query = config.server.max_query_bytes;
+            drop(config);
+            match token_request(app, peer, req, is_msi, max_query, access).await {
+                Ok(answer) => answer,
+                Err(failure) => {
+                    let mut answer = fail(failure);
+                    if answer.status() == 401 {
+                        let challenge = if is_msi {
+                            "Identity"
+                        } else {
+                            "Bearer realm=\"tokenbroker\""
+                        };
+                        answer
+                            .headers_mut()
+                            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                    }
                     answer
-                        .headers_mut()
-                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
                 }
-                answer
             }
-        },
-    };
-    (route, answer)
+        }
+    }
 }
 
 fn metrics(app: &App) -> Answer {
     // Gauges read at scrape time, so they follow a reloaded certificate.
     app.metrics
-        .set_cached_tokens(app.broker.cache().token_count());
-    let certificate = app.broker.authority().credentials().current();
+        .set_cached_tokens(app.broker.cached_token_count());
     app.metrics
-        .set_certificate_expiry(unix_seconds(certificate.certificate().not_after));
+        .set_certificate_expiry(unix_seconds(app.broker.certificate_not_after()));
     let mut answer = Response::new(Full::new(Bytes::from(app.metrics.encode())));
     answer.headers_mut().insert(
         CONTENT_TYPE,
@@ -395,7 +488,6 @@ fn metrics(app: &App) -> Answer {
     answer
 }
 
-/// Query parameters, each at most once.
 /// Query parameters, borrowed from the query unless percent-decoding changed them.
 type Params<'q> = Vec<(std::borrow::Cow<'q, str>, std::borrow::Cow<'q, str>)>;
 
@@ -428,14 +520,14 @@ fn param<'a>(pairs: &'a Params<'_>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_ref())
 }
 
-async fn token_request<'a, B>(
-    app: &'a App,
+async fn token_request<B>(
+    app: &App,
     peer: Peer,
     req: &Request<B>,
     is_msi: bool,
-    access: &mut Access<'a>,
+    max_query_bytes: usize,
+    access: &mut Access,
 ) -> Result<Answer, Failure> {
-    let config = &app.config;
     // 1. Who is calling.
     let secret = if is_msi {
         req.headers()
@@ -452,7 +544,7 @@ async fn token_request<'a, B>(
         Peer::Unix(uid) => uid,
         Peer::Tcp | Peer::Metrics => None,
     };
-    let account_index = app.accounts.authenticate(secret, uid).map_err(|failure| {
+    let caller = app.broker.authenticate(secret, uid).map_err(|failure| {
         app.metrics.auth_failure(failure.as_str());
         let what = match failure {
             AuthFailure::Missing if is_msi => {
@@ -466,138 +558,99 @@ async fn token_request<'a, B>(
         };
         Failure::new(401, "unauthorized", what)
     })?;
-    let account = &config.accounts[account_index];
-    access.account = Some(account.name.as_str());
+    if access.enabled {
+        access.account = Some(caller.account_name().to_owned());
+    }
 
-    // 2. What is asked: validated before anything else uses it.
-    let pairs = parse_query(
-        req.uri().query().unwrap_or_default(),
-        config.server.max_query_bytes,
-    )?;
-    let (tenant_ref, resource): (&str, Option<&str>) = if is_msi {
-        match param(&pairs, "api-version") {
-            Some(MSI_API_VERSION) => {}
-            other => {
-                return Err(Failure::new(
-                    400,
-                    "invalid_request",
-                    format!(
-                        "api-version must be {MSI_API_VERSION} (got {})",
-                        other.map_or("none".to_owned(), |v| format!(
-                            "\"{}\"",
-                            v.chars().take(32).collect::<String>().escape_debug()
-                        ))
-                    ),
-                ))
-            }
-        }
-        let resource = param(&pairs, "resource").ok_or_else(|| {
-            Failure::new(400, "invalid_request", "the resource parameter is required")
-        })?;
-        // The SDKs strip it, but be lenient with callers that do not.
-        let resource = resource.strip_suffix("/.default").unwrap_or(resource);
-        let selector = ["client_id", "mi_res_id", "principal_id", "object_id"]
-            .iter()
-            .find_map(|name| param(&pairs, name));
-        let tenant = match selector {
-            Some(t) => t,
-            None => account.default_tenant.as_deref().ok_or_else(|| {
-                Failure::new(
-                    400,
-                    "invalid_request",
-                    format!(
-                    "no tenant: pass client_id=<tenant> or set default_tenant for account \"{}\"",
-                    account.name
-                ),
-                )
-            })?,
-        };
-        (tenant, Some(resource))
+    // 2. What is asked.
+    let pairs = parse_query(req.uri().query().unwrap_or_default(), max_query_bytes)?;
+    let (tenant, resource) = if is_msi {
+        msi_query(&pairs)?
     } else {
         let tenant = param(&pairs, "tenant").ok_or_else(|| {
             Failure::new(400, "invalid_request", "the tenant parameter is required")
         })?;
-        (tenant, param(&pairs, "resource"))
+        (Some(tenant), param(&pairs, "resource"))
     };
-    let target: Target = broker::resolve(config, tenant_ref, resource)
-        .map_err(|e| Failure::from(&broker::BrokerError::Request(e)))?;
-    if access.enabled {
-        access.tenant = Some(match &target.tenant.name {
-            Some(name) => name.as_str().to_owned(),
-            None => target.tenant.id.as_str().to_owned(),
-        });
-    }
 
-    // 3. May this account have it.
-    if !config.account_may_use(account, &target.tenant) {
-        app.metrics.auth_failure("forbidden_tenant");
-        return Err(Failure::new(
-            403,
-            "forbidden",
-            format!(
-                "account \"{}\" may not use tenant {}; add it to the account's tenants",
-                account.name, target.tenant.id
-            ),
-        ));
-    }
-    if !auth::resource_allowed(config, account, &target.resource) {
-        app.metrics.auth_failure("forbidden_resource");
-        return Err(Failure::new(
-            403,
-            "forbidden",
-            format!(
-                "account \"{}\" may not request resource {}; add it to the account's resources",
-                account.name, target.resource
-            ),
-        ));
-    }
-
-    // 4. The token.
-    let grant = app
+    // 3. The broker's answer.
+    let issued = app
         .broker
-        .cache()
-        .get(&target.key())
+        .token(&caller, tenant, resource)
         .await
-        .map_err(|e| Failure::from(&e))?;
-    access.cache = Some(grant.lookup);
+        .map_err(|e| {
+            if let TokenError::Forbidden(forbidden) = &e {
+                app.metrics.auth_failure(forbidden.reason());
+            }
+            Failure::from(&e)
+        })?;
+    if access.enabled {
+        access.tenant = Some(issued.target.tenant_label().to_owned());
+    }
+    access.cache = Some(issued.grant.lookup);
     Ok(if is_msi {
-        msi_success(config, &target, &grant)
+        msi_success(&caller, &issued)
     } else {
-        api_success(&target, &grant)
+        api_success(&issued)
     })
 }
 
-fn expires_in(grant: &Grant) -> u64 {
-    grant.token.remaining(Instant::now()).as_secs()
+/// The tenant (from a selector; `None` means the account's default) and
+/// resource of an App Service request.
+fn msi_query<'p>(pairs: &'p Params<'_>) -> Result<(Option<&'p str>, Option<&'p str>), Failure> {
+    match param(pairs, "api-version") {
+        Some(MSI_API_VERSION) => {}
+        other => {
+            return Err(Failure::new(
+                400,
+                "invalid_request",
+                format!(
+                    "api-version must be {MSI_API_VERSION} (got {})",
+                    other.map_or("none".to_owned(), |v| format!(
+                        "\"{}\"",
+                        v.chars().take(32).collect::<String>().escape_debug()
+                    ))
+                ),
+            ))
+        }
+    }
+    let resource = param(pairs, "resource").ok_or_else(|| {
+        Failure::new(400, "invalid_request", "the resource parameter is required")
+    })?;
+    // The SDKs strip it, but be lenient with callers that do not.
+    let resource = resource.strip_suffix("/.default").unwrap_or(resource);
+    let selector = ["client_id", "mi_res_id", "principal_id", "object_id"]
+        .iter()
+        .find_map(|name| param(pairs, name));
+    Ok((selector, Some(resource)))
 }
 
-fn api_success(target: &Target, grant: &Grant) -> Answer {
-    TokenBody::new(&grant.token.access_token)
+fn expires_in(issued: &Issued) -> u64 {
+    issued.grant.token.remaining(Instant::now()).as_secs()
+}
+
+fn api_success(issued: &Issued) -> Answer {
+    let token = &issued.grant.token;
+    TokenBody::new(&token.access_token)
         .string("token_type", "Bearer")
-        .number("expires_on", grant.token.expires_on)
-        .number("expires_in", expires_in(grant))
-        .string("tenant_id", target.tenant.id.as_str())
-        .string("resource", &target.resource)
+        .number("expires_on", token.expires_on)
+        .number("expires_in", expires_in(issued))
+        .string("tenant_id", issued.target.tenant.id.as_str())
+        .string("resource", issued.target.resource.as_str())
         .answer()
 }
 
 /// The App Service body: every value a string (the Rust SDK requires it).
-fn msi_success(config: &Config, target: &Target, grant: &Grant) -> Answer {
-    TokenBody::new(&grant.token.access_token)
-        .string("expires_on", &grant.token.expires_on.to_string())
-        .string("expires_in", &expires_in(grant).to_string())
-        .string("not_before", &grant.token.obtained_on.to_string())
-        .string("resource", &target.resource)
+fn msi_success(caller: &Caller, issued: &Issued) -> Answer {
+    let token = &issued.grant.token;
+    TokenBody::new(&token.access_token)
+        .string("expires_on", &token.expires_on.to_string())
+        .string("expires_in", &expires_in(issued).to_string())
+        .string("not_before", &token.obtained_on.to_string())
+        .string("resource", issued.target.resource.as_str())
         .string("token_type", "Bearer")
-        .string("client_id", config.app.client_id.as_str())
+        .string("client_id", caller.client_id())
         .answer()
-}
-
-/// Unix seconds of a certificate's notAfter (for the expiry gauge).
-pub fn unix_seconds(t: std::time::SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

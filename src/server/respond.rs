@@ -1,8 +1,9 @@
 //! HTTP answers: JSON bodies, `Cache-Control: no-store`, and the mapping
-//! from failures to status codes (SPEC.md). Pure: no I/O.
+//! from failures to status codes (docs/contract.md, "HTTP API"). Pure: no I/O.
 
 use crate::authority::AcquireError;
-use crate::broker::{BrokerError, RequestError};
+use crate::broker::TokenError;
+use crate::cache::CacheError;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
@@ -55,13 +56,21 @@ impl Failure {
     }
 }
 
-impl From<&BrokerError> for Failure {
-    fn from(error: &BrokerError) -> Failure {
+impl From<&TokenError> for Failure {
+    fn from(error: &TokenError) -> Failure {
         match error {
-            BrokerError::Request(e @ (RequestError::Tenant(_) | RequestError::Resource(_))) => {
-                Failure::new(400, "invalid_request", e.to_string())
+            TokenError::BadRequest(e) => Failure::new(400, "invalid_request", e.to_string()),
+            TokenError::Forbidden(e) => Failure::new(403, "forbidden", e.to_string()),
+            TokenError::Unavailable(CacheError::Load(e)) => Failure::from(e),
+            TokenError::Unavailable(e @ CacheError::Deadline { .. }) => {
+                Failure::new(504, "entra_timeout", e.to_string())
             }
-            BrokerError::Acquire(e) => Failure::from(e),
+            TokenError::Unavailable(
+                e @ (CacheError::TooShortLived { .. } | CacheError::Abandoned { .. }),
+            ) => Failure {
+                retry_after: Some(UNAVAILABLE_RETRY_AFTER.as_secs()),
+                ..Failure::new(503, "entra_unavailable", e.to_string())
+            },
         }
     }
 }
@@ -270,8 +279,20 @@ mod tests {
             after: Duration::from_secs(1),
         });
         assert_eq!(slow.status, 504);
-        let bad = Failure::from(&BrokerError::Request(RequestError::Tenant("x y".into())));
+        let bad = Failure::from(&TokenError::BadRequest(
+            crate::access::RequestError::Tenant("x y".into()),
+        ));
         assert_eq!((bad.status, bad.code), (400, "invalid_request"));
+        let late = Failure::from(&TokenError::Unavailable(CacheError::Deadline {
+            tenant: crate::config::TenantId::try_from("t.com".to_owned()).unwrap(),
+            after: Duration::from_secs(20),
+        }));
+        assert_eq!((late.status, late.code), (504, "entra_timeout"));
+        assert!(
+            late.message.contains("cache.load_timeout"),
+            "{}",
+            late.message
+        );
     }
 
     #[test]

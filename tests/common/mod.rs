@@ -1,20 +1,73 @@
 //! Shared test fixtures: a credential on disk, a simulated authority that
-//! knows it, and a configuration pointing at it.
+//! knows it, a configuration pointing at it, a broker and a server started
+//! the way `tokenbroker serve` starts them, and the rule for tests that need
+//! something beyond the toolchain.
 #![allow(dead_code)] // each test crate uses a different subset
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use entra_sim::SimulatedAuthority;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokenbroker::authority::{AuthoritySettings, RetryPolicy};
-use tokenbroker::broker::Broker;
+use tokenbroker::backoff::Backoff;
+use tokenbroker::broker::{Broker, Issued, TokenError};
 use tokenbroker::cache::{CacheSettings, NoObserver};
 use tokenbroker::clock::SystemClock;
 use tokenbroker::config::Config;
 use tokenbroker::credentials::{Credential, CredentialSource, CredentialStore};
-use tokenbroker::simulated_authority::SimulatedAuthority;
+use tokenbroker::daemon::Options;
 
 pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 pub const GRAPH: &str = "https://graph.microsoft.com";
+/// The secret of the `tester` account every fixture configures: any tenant,
+/// Graph and Outlook.
+pub const TESTER_SECRET: &str = "tester-secret";
+
+/// Whether a test that needs `what` can run here. When it cannot, the test
+/// says so on stderr (past libtest's capture, so it shows in `cargo test`'s
+/// output) and skips itself — unless `TOKENBROKER_TEST_ALL=1` (CI), where a
+/// missing requirement fails the test.
+pub fn available(what: &str, ok: bool) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("TOKENBROKER_TEST_ALL").as_deref() == Ok("1") {
+        panic!("TOKENBROKER_TEST_ALL=1, but this test cannot run: it needs {what}");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {}: needs {what} (TOKENBROKER_TEST_ALL=1 makes this a failure)",
+        std::thread::current().name().unwrap_or("a test")
+    );
+    false
+}
+
+/// Whether `program` runs here (`program --version` or `-version` exits at all).
+pub fn has_program(program: &str) -> bool {
+    ["--version", "version", "-h"].iter().any(|arg| {
+        std::process::Command::new(program)
+            .arg(arg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
+
+/// Whether this process runs as root (it may then act as another uid).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|uids| uids.split_whitespace().next() == Some("0"))
+        })
+        .unwrap_or(false)
+}
 
 /// A fresh RSA-2048 certificate and key written to `dir/{name}.crt|.key`;
 /// returns the certificate DER.
@@ -40,7 +93,8 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// `extra` is appended to the configuration (tenants, accounts, cache…).
+    /// `extra` is appended to the configuration (tenants, accounts, cache…),
+    /// and after it the `tester` account.
     pub async fn new(extra: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let cert_der = write_credential(dir.path(), "app");
@@ -50,8 +104,11 @@ impl Fixture {
         std::fs::write(
             &config_path,
             format!(
-                "[app]\nclient_id = \"{CLIENT_ID}\"\nauthority_host = \"{}\"\ncertificate = \"app.crt\"\nprivate_key = \"app.key\"\nrequest_timeout = \"2s\"\n{extra}",
-                sim.url()
+                "[app]\nclient_id = \"{CLIENT_ID}\"\nauthority_host = \"{}\"\ncertificate = \"app.crt\"\nprivate_key = \"app.key\"\nrequest_timeout = \"2s\"\n{extra}\n\
+                 [[accounts]]\nname = \"tester\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n\
+                 resources = [\"{GRAPH}\", \"https://outlook.office365.com\"]\n",
+                sim.url(),
+                sha256_hex(TESTER_SECRET),
             ),
         )
         .unwrap();
@@ -67,16 +124,40 @@ impl Fixture {
         Arc::new(Config::load(&self.config_path).unwrap())
     }
 
-    pub fn credentials(&self, config: &Config) -> Arc<CredentialStore> {
-        let loaded = Credential::load(
+    pub fn credential(&self, config: &Config) -> Credential {
+        Credential::load(
             &CredentialSource::from_config(&config.app),
             SystemTime::now(),
         )
-        .unwrap();
-        Arc::new(CredentialStore::new(loaded.credential))
+        .unwrap()
+        .credential
     }
 
-    /// A broker with quick retries (so tests of backoff take milliseconds).
+    pub fn credentials(&self, config: &Config) -> Arc<CredentialStore> {
+        Arc::new(CredentialStore::new(self.credential(config)))
+    }
+
+    /// The configuration's options with quick retries (so tests of backoff
+    /// take milliseconds), then `adjust`.
+    pub fn options(
+        &self,
+        config: &Config,
+        adjust: impl FnOnce(&mut AuthoritySettings, &mut CacheSettings),
+    ) -> Options {
+        let mut options = Options::from_config(config);
+        options.authority.retry = RetryPolicy {
+            max_attempts: 4,
+            backoff: Backoff {
+                base: Duration::from_millis(20),
+                cap: Duration::from_millis(100),
+            },
+            budget: Duration::from_secs(10),
+        };
+        adjust(&mut options.authority, &mut options.cache);
+        options
+    }
+
+    /// A broker with quick retries.
     pub fn broker(&self) -> Broker {
         self.broker_with(|_, _| {})
     }
@@ -85,35 +166,41 @@ impl Fixture {
         &self,
         adjust: impl FnOnce(&mut AuthoritySettings, &mut CacheSettings),
     ) -> Broker {
-        self.broker_observed(adjust, Arc::new(NoObserver))
-    }
-
-    pub fn broker_observed(
-        &self,
-        adjust: impl FnOnce(&mut AuthoritySettings, &mut CacheSettings),
-        observer: Arc<dyn tokenbroker::broker::Observer>,
-    ) -> Broker {
         let config = self.config();
-        let mut authority = AuthoritySettings::from_config(&config);
-        authority.retry = RetryPolicy {
-            max_attempts: 4,
-            base: Duration::from_millis(20),
-            cap: Duration::from_millis(100),
-            budget: Duration::from_secs(10),
-        };
-        let mut cache = CacheSettings::from_config(&config.cache);
-        adjust(&mut authority, &mut cache);
+        let options = self.options(&config, adjust);
         let credentials = self.credentials(&config);
         Broker::with_settings(
             config,
-            authority,
-            cache,
+            options.authority,
+            options.cache,
             credentials,
             Arc::new(SystemClock),
-            observer,
+            Arc::new(NoObserver),
         )
         .unwrap()
     }
+
+    /// An authority client alone (requests that bypass the cache).
+    pub fn authority(&self) -> tokenbroker::authority::AuthorityClient {
+        let config = self.config();
+        let options = self.options(&config, |_, _| {});
+        tokenbroker::authority::AuthorityClient::new(
+            options.authority,
+            self.credentials(&config),
+            Arc::new(SystemClock),
+        )
+        .unwrap()
+    }
+}
+
+/// A token from `broker` for the `tester` account.
+pub async fn token(
+    broker: &Broker,
+    tenant: &str,
+    resource: Option<&str>,
+) -> Result<Issued, TokenError> {
+    let caller = broker.authenticate(Some(TESTER_SECRET), None).unwrap();
+    broker.token(&caller, Some(tenant), resource).await
 }
 
 /// The claims of a JWT, unverified (for checking what the simulator issued).
@@ -130,14 +217,16 @@ pub fn claims(jwt: &str) -> serde_json::Value {
 
 /// SHA-256 hex of a secret, for `secret_sha256` lines.
 pub fn sha256_hex(secret: &str) -> String {
-    tokenbroker::server::auth::secret_sha256_hex(secret)
+    tokenbroker::access::secret::sha256_hex(secret)
 }
 
-/// A broker server running in this process on 127.0.0.1:0 (and a Unix socket).
+/// A broker server running in this process, started as `tokenbroker serve`
+/// starts one: on 127.0.0.1:0 and a Unix socket in the fixture's directory
+/// (and a metrics listener if the configuration names one).
 pub struct Server {
     pub addr: std::net::SocketAddr,
     pub socket: PathBuf,
-    pub metrics: Arc<tokenbroker::metrics::Metrics>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub app: Arc<tokenbroker::server::App>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -150,25 +239,21 @@ impl Server {
         adjust: impl FnOnce(&mut AuthoritySettings, &mut CacheSettings),
     ) -> Server {
         let config = f.config();
-        let metrics = Arc::new(tokenbroker::metrics::Metrics::new(&config));
-        let broker = f.broker_observed(adjust, metrics.clone());
-        // As `tokenbroker serve` does.
-        broker.prefetch_configured_tenants();
-        let app = Arc::new(tokenbroker::server::App::new(broker, metrics.clone()));
-        let tcp = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        let options = f.options(&config, adjust);
+        let socket = f.dir.path().join("tokenbroker.sock");
+        let mut server_config = config.server.clone();
+        server_config.listen = "127.0.0.1:0".parse().unwrap();
+        server_config.unix_socket = Some(socket.clone());
+        let listeners = tokenbroker::server::Listeners::bind(&server_config)
             .await
             .unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let socket = f.dir.path().join("tokenbroker.sock");
-        let unix = tokenbroker::server::bind_unix_socket(&socket)
+        let addr = listeners.local_addr().unwrap();
+        let metrics_addr = listeners.metrics.as_ref().map(|l| l.local_addr().unwrap());
+        let credential = f.credential(&config);
+        let app = tokenbroker::daemon::start(config, &f.config_path, credential, options)
             .await
             .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let listeners = tokenbroker::server::Listeners {
-            tcp,
-            unix: Some((unix, socket.clone())),
-            metrics: None,
-        };
         let handle = tokio::spawn(tokenbroker::server::run(
             Arc::clone(&app),
             listeners,
@@ -179,11 +264,15 @@ impl Server {
         Server {
             addr,
             socket,
-            metrics,
+            metrics_addr,
             app,
             stop: Some(stop),
             handle: Some(handle),
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<tokenbroker::metrics::Metrics> {
+        self.app.metrics()
     }
 
     /// Stops the server and waits for it.

@@ -13,6 +13,20 @@
 
 mod verify;
 
+/// The v2.0 token endpoint of `tenant` under `base` (`http://127.0.0.1:PORT`).
+pub fn token_endpoint(base: &str, tenant: &str) -> String {
+    format!(
+        "{}/{}/oauth2/v2.0/token",
+        base.trim_end_matches('/'),
+        tenant
+    )
+}
+
+/// Whether `v` is a GUID in the 8-4-4-4-12 form (Entra's tenant ids).
+fn is_guid(v: &str) -> bool {
+    v.len() == 36 && uuid::Uuid::try_parse(v).is_ok()
+}
+
 use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -157,7 +171,7 @@ impl SimulatedAuthority {
 
     /// The token endpoint for `tenant`.
     pub fn token_url(&self, tenant: &str) -> String {
-        crate::cloud::token_endpoint(&self.url(), tenant)
+        token_endpoint(&self.url(), tenant)
     }
 
     /// Registers a certificate (DER) on the app, as an upload in the portal does.
@@ -196,7 +210,7 @@ impl SimulatedAuthority {
         let key = tenant.to_ascii_lowercase();
         let tid = match state.tenants.get(&key) {
             Some((tid, _)) => tid.clone(),
-            None if crate::config::is_guid(tenant) => key.clone(),
+            None if is_guid(tenant) => key.clone(),
             None => uuid::Uuid::new_v4().to_string(),
         };
         state.tenants.insert(key, (tid.clone(), consented));

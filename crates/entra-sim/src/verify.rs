@@ -190,7 +190,7 @@ fn check_assertion(
         .verify(signing_input.as_bytes(), &signature_bytes)
         .map_err(|_| refuse(401, "invalid_client", 700_027, "Client assertion contains an invalid signature. [Reason - The provided signature value did not match the expected signature value.]"))?;
 
-    let expected_aud = crate::cloud::token_endpoint(registry.base_url, tenant);
+    let expected_aud = crate::token_endpoint(registry.base_url, tenant);
     let aud = claims
         .get("aud")
         .and_then(Value::as_str)

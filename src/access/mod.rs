@@ -1,0 +1,336 @@
+//! Access policy: who a caller is, which tenant and resource a request
+//! names, and whether that caller may have it. Pure: built from the
+//! configuration, asked by the broker, no I/O.
+//!
+//! - [`Policy::authenticate`]: a presented secret (hashed, compared in
+//!   constant time against every account) or a Unix-socket peer uid → an
+//!   account;
+//! - [`Policy::resolve`]: a caller's tenant reference and resource →
+//!   a validated [`Target`] (before anything goes into a URL);
+//! - [`Policy::authorize`]: may this account have that target.
+
+pub mod secret;
+
+use crate::config::{Config, Name, ResolvedTenant, Resource, TenantId, TenantRef};
+use std::collections::HashMap;
+
+/// Why a caller was refused before any lookup (the `reason` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credential presented.
+    Missing,
+    /// A secret that matches no account.
+    UnknownSecret,
+    /// A socket peer whose uid maps to no account (and no secret).
+    UnknownUid,
+}
+
+impl AuthFailure {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::UnknownSecret => "unknown_secret",
+            AuthFailure::UnknownUid => "unknown_uid",
+        }
+    }
+}
+
+/// A request refused before any upstream call (HTTP 400).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    #[error(
+        "tenant \"{0}\" is neither a configured tenant name nor a tenant GUID or verified domain"
+    )]
+    Tenant(String),
+    #[error("resource \"{0}\" is not valid: expected an https URL such as https://graph.microsoft.com, without /.default")]
+    Resource(String),
+    /// An App Service-style call named no tenant and the account has no default.
+    #[error("no tenant: pass client_id=<tenant> or set default_tenant for account \"{0}\"")]
+    NoTenant(Name),
+}
+
+/// A request this account may not make (HTTP 403).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Forbidden {
+    #[error("account \"{account}\" may not use tenant {tenant}; add it to the account's tenants")]
+    Tenant { account: Name, tenant: TenantId },
+    #[error("account \"{account}\" may not request resource {resource}; add it to the account's resources")]
+    Resource { account: Name, resource: Resource },
+}
+
+impl Forbidden {
+    /// The `reason` label of the auth-failures metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Forbidden::Tenant { .. } => "forbidden_tenant",
+            Forbidden::Resource { .. } => "forbidden_resource",
+        }
+    }
+}
+
+/// A validated request: tenant resolved, resource normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub tenant: ResolvedTenant,
+    pub resource: Resource,
+}
+
+impl Target {
+    /// The configured name when there is one, else the id (for logs).
+    pub fn tenant_label(&self) -> &str {
+        match &self.tenant.name {
+            Some(name) => name.as_str(),
+            None => self.tenant.id.as_str(),
+        }
+    }
+}
+
+/// Longest tenant reference or resource accepted from a caller.
+pub const MAX_INPUT_LEN: usize = 256;
+
+/// Which tenants an account may use.
+#[derive(Debug)]
+enum Tenants {
+    Any,
+    /// Lower-case ids.
+    Listed(Vec<TenantId>),
+}
+
+#[derive(Debug)]
+struct Account {
+    name: Name,
+    secret: [u8; 32],
+    tenants: Tenants,
+    resources: Option<Vec<Resource>>,
+    default_tenant: Option<ResolvedTenant>,
+}
+
+/// An authenticated account (an index into the policy it came from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountId(usize);
+
+/// The access rules of one configuration, indexed for lookups.
+#[derive(Debug)]
+pub struct Policy {
+    accounts: Vec<Account>,
+    by_uid: HashMap<u32, usize>,
+    /// Configured tenants by name, and names by lower-case id.
+    by_name: HashMap<String, ResolvedTenant>,
+    by_id: HashMap<TenantId, Name>,
+    graph: Resource,
+}
+
+impl Policy {
+    /// Indexes `config`'s tenants and accounts. The configuration has been
+    /// validated, so every tenant name an account uses is configured.
+    pub fn new(config: &Config) -> Policy {
+        let by_name = config
+            .tenants
+            .iter()
+            .map(|t| {
+                let tenant = ResolvedTenant {
+                    id: t.id.clone(),
+                    name: Some(t.name.clone()),
+                };
+                (t.name.as_str().to_owned(), tenant)
+            })
+            .collect();
+        let by_id = config
+            .tenants
+            .iter()
+            .map(|t| (t.id.to_lowercase(), t.name.clone()))
+            .collect();
+        let mut policy = Policy {
+            accounts: Vec::with_capacity(config.accounts.len()),
+            by_uid: HashMap::new(),
+            by_name,
+            by_id,
+            graph: config.app.graph(),
+        };
+        for (i, a) in config.accounts.iter().enumerate() {
+            let tenants = if a.tenants.contains(&TenantRef::Any) {
+                Tenants::Any
+            } else {
+                Tenants::Listed(
+                    a.tenants
+                        .iter()
+                        .filter_map(|t| policy.configured(t))
+                        .map(|t| t.id.to_lowercase())
+                        .collect(),
+                )
+            };
+            let default_tenant = a.default_tenant.as_ref().and_then(|t| policy.configured(t));
+            policy.accounts.push(Account {
+                name: a.name.clone(),
+                secret: a.secret_sha256.0,
+                tenants,
+                resources: a.resources.clone(),
+                default_tenant,
+            });
+            policy
+                .by_uid
+                .extend(a.unix_uids.iter().map(|uid| (*uid, i)));
+        }
+        policy
+    }
+
+    /// A configuration reference resolved; `None` for `"*"` (or an unknown
+    /// name, which validation rules out).
+    fn configured(&self, reference: &TenantRef) -> Option<ResolvedTenant> {
+        match reference {
+            TenantRef::Any => None,
+            TenantRef::Id(id) => Some(self.with_name(id.clone())),
+            TenantRef::Name(name) => self.by_name.get(name.as_str()).cloned(),
+        }
+    }
+
+    fn with_name(&self, id: TenantId) -> ResolvedTenant {
+        let name = self.by_id.get(&id.to_lowercase()).cloned();
+        ResolvedTenant { id, name }
+    }
+
+    /// Authenticates a caller from its presented secret and (on the Unix
+    /// socket) its peer uid. A presented secret decides (a wrong one is
+    /// refused, never excused by the uid); without one, a mapped uid suffices.
+    pub fn authenticate(
+        &self,
+        secret: Option<&str>,
+        peer_uid: Option<u32>,
+    ) -> Result<AccountId, AuthFailure> {
+        match secret {
+            Some(secret) if !secret.is_empty() => {
+                self.by_secret(secret).ok_or(AuthFailure::UnknownSecret)
+            }
+            _ => match peer_uid {
+                Some(uid) => self
+                    .by_uid
+                    .get(&uid)
+                    .map(|i| AccountId(*i))
+                    .ok_or(AuthFailure::UnknownUid),
+                None => Err(AuthFailure::Missing),
+            },
+        }
+    }
+
+    /// Every configured hash is compared, each in constant time, so timing
+    /// says nothing about which account (or how much of a hash) matched.
+    fn by_secret(&self, secret: &str) -> Option<AccountId> {
+        let digest = secret::digest(secret);
+        let mut found = None;
+        for (i, account) in self.accounts.iter().enumerate() {
+            let equal =
+                aws_lc_rs::constant_time::verify_slices_are_equal(&digest, &account.secret).is_ok();
+            if equal && found.is_none() {
+                found = Some(AccountId(i));
+            }
+        }
+        found
+    }
+
+    /// Ids come only from this policy's `authenticate`, and the broker keeps
+    /// each with the policy that made it, so the index is in range.
+    fn account(&self, id: AccountId) -> &Account {
+        &self.accounts[id.0]
+    }
+
+    /// The account's name (for logs).
+    pub fn account_name(&self, id: AccountId) -> &Name {
+        &self.account(id).name
+    }
+
+    /// Validates a caller's tenant reference (a configured name, a GUID or a
+    /// domain; the account's default when `None`) and resource (the cloud's
+    /// Graph when `None`). The values in errors are escaped and shortened.
+    pub fn resolve(
+        &self,
+        account: AccountId,
+        tenant: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<Target, RequestError> {
+        let tenant = match tenant {
+            Some(reference) => self.resolve_tenant(reference)?,
+            None => {
+                let account = self.account(account);
+                account
+                    .default_tenant
+                    .clone()
+                    .ok_or_else(|| RequestError::NoTenant(account.name.clone()))?
+            }
+        };
+        Ok(Target {
+            tenant,
+            resource: self.resource(resource)?,
+        })
+    }
+
+    /// The target `tenant` and `resource` name, for no account in
+    /// particular (`tokenbroker token`).
+    pub fn target(&self, tenant: &str, resource: Option<&str>) -> Result<Target, RequestError> {
+        Ok(Target {
+            tenant: self.resolve_tenant(tenant)?,
+            resource: self.resource(resource)?,
+        })
+    }
+
+    fn resource(&self, resource: Option<&str>) -> Result<Resource, RequestError> {
+        Ok(match resource {
+            None => self.graph.clone(),
+            Some(r) if r.len() > MAX_INPUT_LEN => return Err(RequestError::Resource(shown(r))),
+            Some(r) => Resource::parse(r).map_err(|_| RequestError::Resource(shown(r)))?,
+        })
+    }
+
+    /// A caller's tenant reference: a configured name, else a tenant GUID or
+    /// domain (which goes into the token URL, so only DNS characters pass).
+    pub fn resolve_tenant(&self, reference: &str) -> Result<ResolvedTenant, RequestError> {
+        if reference.len() > MAX_INPUT_LEN {
+            return Err(RequestError::Tenant(shown(reference)));
+        }
+        if let Some(tenant) = self.by_name.get(reference) {
+            return Ok(tenant.clone());
+        }
+        TenantId::try_from(reference.to_owned())
+            .map(|id| self.with_name(id))
+            .map_err(|_| RequestError::Tenant(shown(reference)))
+    }
+
+    /// Whether `account` may have a token for `target`.
+    pub fn authorize(&self, account: AccountId, target: &Target) -> Result<(), Forbidden> {
+        let a = self.account(account);
+        let tenant_ok = match &a.tenants {
+            Tenants::Any => true,
+            Tenants::Listed(ids) => ids.iter().any(|id| id.same_as(&target.tenant.id)),
+        };
+        if !tenant_ok {
+            return Err(Forbidden::Tenant {
+                account: a.name.clone(),
+                tenant: target.tenant.id.clone(),
+            });
+        }
+        let resource_ok = match &a.resources {
+            Some(list) => list.contains(&target.resource),
+            None => target.resource == self.graph,
+        };
+        if !resource_ok {
+            return Err(Forbidden::Resource {
+                account: a.name.clone(),
+                resource: target.resource.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A caller's value made safe for an error message: at most 64 characters,
+/// control characters escaped.
+fn shown(v: &str) -> String {
+    v.chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,513 @@
+//! The TOML configuration operators write (docs/contract.md, "Configuration").
+//!
+//! - [`schema`]: the file's shape and its documented defaults;
+//! - [`types`]: the vocabulary (validated values such as [`TenantId`] and
+//!   [`Resource`]) that the rest of the daemon passes around;
+//! - `validate`: the rules that span keys.
+//!
+//! Validation happens in two steps. Each value checks itself as it is parsed,
+//! so the TOML parser's error names the key and its line. Rules that span
+//! keys run afterwards and name the key path, e.g. `accounts[1].tenants`.
+
+pub mod schema;
+pub mod types;
+mod validate;
+
+pub use schema::{
+    AccountConfig, AppConfig, CacheConfig, Config, ServerConfig, SigningAlgorithm, TenantConfig,
+};
+pub use types::{
+    check_tenant_id, is_guid, AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name,
+    Permission, ResolvedTenant, Resource, SecretHash, TenantId, TenantRef,
+};
+
+use std::path::{Path, PathBuf};
+
+/// Where commands look when neither `--config` nor `TOKENBROKER_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/tokenbroker.toml";
+
+/// A configuration problem, naming the file and the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML did not parse, or a value is malformed (the parser names key and line).
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A rule that spans several keys is broken.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        /// The key path, e.g. `accounts[0].tenants`.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` only names the file in errors and
+    /// anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(path)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+        Ok(config)
+    }
+
+    /// Runs the cross-key rules again, after a command-line override (such
+    /// as `serve --listen`) changed a value; `path` names the file in errors.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        validate::validate(self).map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        })
+    }
+
+    /// Relative file paths are relative to the configuration file, so the
+    /// daemon behaves the same whatever its working directory.
+    fn resolve_paths(&mut self, base: &Path) {
+        let app = &mut self.app;
+        for path in [
+            Some(&mut app.certificate),
+            app.private_key.as_mut(),
+            app.ca_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::Cloud;
+    use std::time::Duration;
+
+    const MINIMAL: &str = r#"
+[app]
+client_id = "11111111-2222-3333-4444-555555555555"
+certificate = "cert.pem"
+private_key = "key.pem"
+"#;
+
+    const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const HASH_C: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/tokenbroker/tokenbroker.toml"))
+    }
+
+    /// Parses `text` expecting failure; returns the message.
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn with_tenants_and_accounts(tenants: &str, accounts: &str) -> String {
+        format!("{MINIMAL}\n{tenants}\n{accounts}")
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8765".parse().unwrap());
+        assert!(!config.server.allow_remote);
+        let hosts: Vec<&str> = config
+            .server
+            .allowed_hosts
+            .iter()
+            .map(HostName::as_str)
+            .collect();
+        assert_eq!(hosts, ["localhost", "127.0.0.1", "[::1]"]);
+        assert_eq!(config.app.cloud, Cloud::Global);
+        assert_eq!(config.app.signing, SigningAlgorithm::PS256);
+        assert_eq!(
+            config.app.authority_host(),
+            "https://login.microsoftonline.com"
+        );
+        assert_eq!(config.app.connect_timeout.0, Duration::from_secs(3));
+        assert_eq!(config.app.request_timeout.0, Duration::from_secs(10));
+        assert_eq!(config.cache.min_remaining.0, Duration::from_secs(300));
+        assert_eq!(config.cache.keep_warm.0, Duration::from_secs(86_400));
+        assert_eq!(config.cache.negative_ttl.0, Duration::from_secs(30));
+        assert_eq!(config.cache.max_entries, 100_000);
+        assert_eq!(config.cache.load_timeout.0, Duration::from_secs(20));
+        // Relative paths are anchored at the configuration file's directory.
+        assert_eq!(
+            config.app.certificate,
+            Path::new("/etc/tokenbroker/cert.pem")
+        );
+        assert_eq!(
+            config.app.private_key.as_deref(),
+            Some(Path::new("/etc/tokenbroker/key.pem"))
+        );
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let text = include_str!("../../config/tokenbroker.example.toml");
+        let config = parse(text).unwrap();
+        assert!(!config.tenants.is_empty());
+        assert!(!config.accounts.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_line() {
+        let message = error(&format!("{MINIMAL}\nclient_secret = \"x\"\n"));
+        assert!(
+            message.contains("unknown field `client_secret`"),
+            "{message}"
+        );
+        assert!(message.contains("line 7"), "{message}");
+        let message = error(&format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n{MINIMAL}"
+        ));
+        assert!(message.contains("unknown field `port`"), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let message = error("[app]\ncertificate = \"c.pem\"\n");
+        assert!(message.contains("missing field `client_id`"), "{message}");
+        let message = error("[server]\n");
+        assert!(message.contains("missing field `app`"), "{message}");
+    }
+
+    #[test]
+    fn client_id_must_be_a_guid() {
+        for bad in [
+            "contoso",
+            "11111111-2222-3333-4444-55555555555",
+            "11111111222233334444555555555555",
+            "{11111111-2222-3333-4444-555555555555}",
+            "g1111111-2222-3333-4444-555555555555",
+        ] {
+            let message = error(&MINIMAL.replace("11111111-2222-3333-4444-555555555555", bad));
+            assert!(message.contains("is not a GUID"), "{bad}: {message}");
+            assert!(message.contains("client_id"), "{bad}: {message}");
+            assert!(message.contains("line 3"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn tenant_id_is_a_guid_or_a_domain() {
+        for good in [
+            "contoso.onmicrosoft.com",
+            "fabrikam.com",
+            "0a1b2c3d-0000-4000-8000-00000000000f",
+            "xn--bcher-kva.example",
+        ] {
+            let text = with_tenants_and_accounts(
+                &format!("[[tenants]]\nname = \"t\"\nid = \"{good}\"\n"),
+                "",
+            );
+            assert!(parse(&text).is_ok(), "{good}");
+        }
+        for (bad, why) in [
+            ("contoso", "not a tenant GUID or domain"),
+            ("../etc/passwd", "not a tenant GUID or domain"),
+            ("contoso.com/x", "not a tenant GUID or domain"),
+            ("contoso .com", "not a tenant GUID or domain"),
+            ("contoso%2ecom", "not a tenant GUID or domain"),
+            ("-bad.example.com", "not a tenant GUID or domain"),
+            ("common", "multi-tenant alias"),
+            ("organizations", "multi-tenant alias"),
+        ] {
+            let text = with_tenants_and_accounts(
+                &format!("[[tenants]]\nname = \"t\"\nid = \"{bad}\"\n"),
+                "",
+            );
+            let message = error(&text);
+            assert!(message.contains(why), "{bad}: {message}");
+            assert!(message.contains("id"), "{bad}: {message}");
+        }
+        let long = format!("{}.com", "a".repeat(250));
+        let message = error(&with_tenants_and_accounts(
+            &format!("[[tenants]]\nname = \"t\"\nid = \"{long}\"\n"),
+            "",
+        ));
+        assert!(message.contains("not a tenant GUID or domain"), "{message}");
+    }
+
+    #[test]
+    fn secret_sha256_must_be_64_hex_characters() {
+        for bad in ["abc", &"g".repeat(64), &"a".repeat(65)] {
+            let text = with_tenants_and_accounts(
+                "",
+                &format!(
+                    "[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{bad}\"\ntenants = [\"*\"]\n"
+                ),
+            );
+            let message = error(&text);
+            assert!(
+                message.contains("expected 64 hexadecimal characters"),
+                "{bad}: {message}"
+            );
+            assert!(message.contains("secret_sha256"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn account_tenants_refer_to_names_ids_or_star() {
+        let tenants = "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n";
+        let ok = with_tenants_and_accounts(
+            tenants,
+            &format!("[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{HASH_A}\"\ntenants = [\"contoso\", \"fabrikam.com\", \"0a1b2c3d-0000-4000-8000-00000000000f\"]\n[[accounts]]\nname = \"b\"\nsecret_sha256 = \"{HASH_B}\"\ntenants = [\"*\"]\n"),
+        );
+        let config = parse(&ok).unwrap();
+        assert_eq!(
+            config.accounts[0].tenants,
+            [
+                TenantRef::Name(Name::try_from("contoso".to_owned()).unwrap()),
+                TenantRef::Id(TenantId::try_from("fabrikam.com".to_owned()).unwrap()),
+                TenantRef::Id(
+                    TenantId::try_from("0a1b2c3d-0000-4000-8000-00000000000f".to_owned()).unwrap()
+                ),
+            ]
+        );
+        assert_eq!(config.accounts[1].tenants, [TenantRef::Any]);
+
+        let message = error(&with_tenants_and_accounts(
+            tenants,
+            &format!("[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{HASH_A}\"\ntenants = [\"contso\"]\n"),
+        ));
+        assert!(message.contains("accounts[0].tenants"), "{message}");
+        assert!(
+            message.contains("\"contso\" is neither a configured tenant name"),
+            "{message}"
+        );
+        let message = error(&with_tenants_and_accounts(
+            tenants,
+            &format!("[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{HASH_A}\"\ntenants = []\n"),
+        ));
+        assert!(
+            message.contains("accounts[0].tenants: is empty"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn default_tenant_must_be_one_of_the_accounts_tenants() {
+        let tenants = "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n[[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n";
+        let account = |default: &str| {
+            format!("[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{HASH_A}\"\ntenants = [\"contoso\"]\ndefault_tenant = \"{default}\"\n")
+        };
+        assert!(parse(&with_tenants_and_accounts(tenants, &account("contoso"))).is_ok());
+        assert!(parse(&with_tenants_and_accounts(
+            tenants,
+            &account("contoso.onmicrosoft.com")
+        ))
+        .is_ok());
+        let message = error(&with_tenants_and_accounts(tenants, &account("fabrikam")));
+        assert!(
+            message.contains(
+                "accounts[0].default_tenant: \"fabrikam\" is not in this account's tenants"
+            ),
+            "{message}"
+        );
+        let message = error(&with_tenants_and_accounts(tenants, &account("nope")));
+        assert!(message.contains("accounts[0].default_tenant"), "{message}");
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let message = error(&with_tenants_and_accounts(
+            "[[tenants]]\nname = \"c\"\nid = \"a.com\"\n[[tenants]]\nname = \"c\"\nid = \"b.com\"\n",
+            "",
+        ));
+        assert!(
+            message.contains("tenants[1].name: \"c\" is used by two tenants"),
+            "{message}"
+        );
+        let message = error(&with_tenants_and_accounts(
+            "[[tenants]]\nname = \"c\"\nid = \"a.com\"\n[[tenants]]\nname = \"d\"\nid = \"A.com\"\n",
+            "",
+        ));
+        assert!(
+            message.contains("tenants[1].id: \"A.com\" is configured twice"),
+            "{message}"
+        );
+        let message = error(&with_tenants_and_accounts(
+            "",
+            &format!("[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{HASH_A}\"\ntenants = [\"*\"]\n[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{HASH_B}\"\ntenants = [\"*\"]\n"),
+        ));
+        assert!(
+            message.contains("accounts[1].name: \"a\" is used by two accounts"),
+            "{message}"
+        );
+        let message = error(&with_tenants_and_accounts(
+            "",
+            &format!("[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{HASH_A}\"\ntenants = [\"*\"]\n[[accounts]]\nname = \"b\"\nsecret_sha256 = \"{HASH_A}\"\ntenants = [\"*\"]\n"),
+        ));
+        assert!(
+            message.contains("accounts[1].secret_sha256: is the same as another account's"),
+            "{message}"
+        );
+        // The same digest spelt in upper case is the same secret.
+        let message = error(&with_tenants_and_accounts(
+            "",
+            &format!("[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n[[accounts]]\nname = \"b\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n", HASH_C, HASH_C.to_uppercase()),
+        ));
+        assert!(
+            message.contains("accounts[1].secret_sha256: is the same as another account's: accounts \"a\" and \"b\""),
+            "{message}"
+        );
+        let message = error(&with_tenants_and_accounts(
+            "",
+            &format!("[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{HASH_A}\"\ntenants = [\"*\"]\nunix_uids = [1001]\n[[accounts]]\nname = \"b\"\nsecret_sha256 = \"{HASH_B}\"\ntenants = [\"*\"]\nunix_uids = [1001]\n"),
+        ));
+        assert!(
+            message.contains("accounts[1].unix_uids: uid 1001 is given to two accounts"),
+            "{message}"
+        );
+        let message = error(&with_tenants_and_accounts(
+            "[[tenants]]\nname = \"has space\"\nid = \"a.com\"\n",
+            "",
+        ));
+        assert!(
+            message.contains("\"has space\" is not a valid name"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_allow_remote() {
+        let message = error(&format!("[server]\nlisten = \"0.0.0.0:8765\"\n{MINIMAL}"));
+        assert!(
+            message.contains("server.listen: 0.0.0.0:8765 is not a loopback address"),
+            "{message}"
+        );
+        assert!(message.contains("allow_remote = true"), "{message}");
+        let config = parse(&format!(
+            "[server]\nlisten = \"0.0.0.0:8765\"\nallow_remote = true\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert!(config.server.allow_remote);
+        assert!(parse(&format!("[server]\nlisten = \"[::1]:8765\"\n{MINIMAL}")).is_ok());
+        let message = error(&format!("[server]\nlisten = \"localhost:8765\"\n{MINIMAL}"));
+        assert!(message.contains("listen"), "{message}");
+        let message = error(&format!(
+            "[server]\nallowed_hosts = [\"evil.com:80\"]\n{MINIMAL}"
+        ));
+        assert!(message.contains("is not a host name"), "{message}");
+        let message = error(&format!("[server]\nallowed_hosts = []\n{MINIMAL}"));
+        assert!(
+            message.contains("server.allowed_hosts: must list at least one host name"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn durations_parse() {
+        let config = parse(&format!("{MINIMAL}\nconnect_timeout = \"1500ms\"\n[cache]\nmin_remaining = \"10m\"\nkeep_warm = \"1h 30m\"\nnegative_ttl = \"45s\"\n")).unwrap();
+        assert_eq!(config.app.connect_timeout.0, Duration::from_millis(1500));
+        assert_eq!(config.cache.min_remaining.0, Duration::from_secs(600));
+        assert_eq!(config.cache.keep_warm.0, Duration::from_secs(5400));
+        assert_eq!(config.cache.negative_ttl.0, Duration::from_secs(45));
+        let message = error(&format!("{MINIMAL}\n[cache]\nkeep_warm = \"soon\"\n"));
+        assert!(message.contains("\"soon\" is not a duration"), "{message}");
+        assert!(message.contains("keep_warm"), "{message}");
+        let message = error(&format!("{MINIMAL}\n[cache]\nmin_remaining = 300\n"));
+        assert!(message.contains("min_remaining"), "{message}");
+        let message = error(&format!("{MINIMAL}\n[cache]\nmin_remaining = \"2h\"\n"));
+        assert!(
+            message.contains("cache.min_remaining: must be under 1h"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn cloud_signing_and_authority_host_are_checked() {
+        let config = parse(&format!(
+            "{MINIMAL}cloud = \"usgov-dod\"\nsigning = \"RS256\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.app.cloud, Cloud::UsgovDod);
+        assert_eq!(config.app.signing, SigningAlgorithm::RS256);
+        let message = error(&format!("{MINIMAL}cloud = \"mars\"\n"));
+        assert!(message.contains("unknown variant `mars`"), "{message}");
+        let message = error(&format!("{MINIMAL}signing = \"HS256\"\n"));
+        assert!(message.contains("unknown variant `HS256`"), "{message}");
+        let config = parse(&format!(
+            "{MINIMAL}authority_host = \"http://127.0.0.1:9000\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.app.authority_host(), "http://127.0.0.1:9000");
+        let message = error(&format!(
+            "{MINIMAL}authority_host = \"http://login.example.com\"\n"
+        ));
+        assert!(
+            message.contains("plain http is allowed only for loopback hosts"),
+            "{message}"
+        );
+        let message = error(&format!(
+            "{MINIMAL}authority_host = \"https://login.example.com/tenant\"\n"
+        ));
+        assert!(
+            message.contains("must be scheme and host only"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}private_key_password_env = \"MY-VAR\"\n"));
+        assert!(
+            message.contains("is not an environment variable name"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn resources_and_permissions_are_checked() {
+        let account = |resources: &str| {
+            with_tenants_and_accounts("", &format!("[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{HASH_A}\"\ntenants = [\"*\"]\nresources = [{resources}]\n"))
+        };
+        assert!(parse(&account("\"https://graph.microsoft.com\"")).is_ok());
+        let message = error(&account("\"https://graph.microsoft.com/.default\""));
+        assert!(message.contains("must be a bare resource"), "{message}");
+        let message = error(&account("\"http://graph.microsoft.com\""));
+        assert!(message.contains("must be an https:// URL"), "{message}");
+        let message = error(&with_tenants_and_accounts(
+            "[[tenants]]\nname = \"t\"\nid = \"a.com\"\nrequired_permissions = [\"Mail Send\"]\n",
+            "",
+        ));
+        assert!(
+            message.contains("is not a Graph permission name"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let message = Config::load(Path::new("/nonexistent/tokenbroker.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("cannot read configuration file /nonexistent/tokenbroker.toml"),
+            "{message}"
+        );
+    }
+}

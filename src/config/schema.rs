@@ -1,0 +1,209 @@
+//! The configuration file's shape: one struct per table, with the
+//! documented defaults (`config/tokenbroker.example.toml` lists them all).
+//! Tables whose every key has a default take them from their `Default`
+//! impl (container-level `#[serde(default)]`), so each default is written once.
+
+use super::types::{
+    AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name, Permission, Resource,
+    SecretHash, TenantId, TenantRef,
+};
+use crate::cloud::Cloud;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The Entra app registration.
+    pub app: AppConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Customer tenants known in advance (aliases, prefetch, permissions).
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    /// Local service accounts allowed to fetch tokens.
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// `[server]`: listeners, limits and the Host allow-list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// TCP listen address; loopback unless `allow_remote`.
+    pub listen: SocketAddr,
+    pub allow_remote: bool,
+    /// Callers here are also known by their peer uid.
+    pub unix_socket: Option<PathBuf>,
+    /// Host header allow-list (port ignored): the DNS-rebinding defence.
+    pub allowed_hosts: Vec<HostName>,
+    /// Serve `/metrics` only here instead of on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// A client must send its whole request head within this time.
+    pub header_read_timeout: ConfigDuration,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
+    pub max_query_bytes: usize,
+    /// On SIGTERM, requests in flight get this long to finish.
+    pub shutdown_timeout: ConfigDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8765)),
+            allow_remote: false,
+            unix_socket: None,
+            allowed_hosts: HostName::defaults(),
+            metrics_listen: None,
+            max_connections: 1024,
+            header_read_timeout: ConfigDuration(Duration::from_secs(5)),
+            max_header_bytes: 8192,
+            max_query_bytes: 2048,
+            shutdown_timeout: ConfigDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// `[app]`: the multi-tenant app registration and its certificate.
+///
+/// `client_id` and `certificate` have no default, so this table cannot take
+/// its defaults from a `Default` impl: its three tuning keys name theirs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Application (client) ID.
+    pub client_id: Guid,
+    #[serde(default)]
+    pub cloud: Cloud,
+    /// Overrides the cloud's authority host (tests, sovereign proxies).
+    #[serde(default)]
+    pub authority_host: Option<AuthorityHost>,
+    /// PEM certificate (leaf first), DER certificate, or a PFX holding cert and key.
+    pub certificate: PathBuf,
+    /// PKCS#8 or PKCS#1 PEM key; omitted with a PFX or a PEM holding the key too.
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
+    /// The environment variable holding the key or PFX password.
+    #[serde(default)]
+    pub private_key_password_env: Option<EnvVarName>,
+    #[serde(default)]
+    pub signing: SigningAlgorithm,
+    /// Extra trusted roots for the authority (TLS-inspecting proxies).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "AppConfig::default_connect_timeout")]
+    pub connect_timeout: ConfigDuration,
+    /// Timeout for one whole token request towards the authority.
+    #[serde(default = "AppConfig::default_request_timeout")]
+    pub request_timeout: ConfigDuration,
+    /// Token requests in flight to the authority, all tenants together.
+    #[serde(default = "AppConfig::default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+}
+
+impl AppConfig {
+    fn default_connect_timeout() -> ConfigDuration {
+        ConfigDuration(Duration::from_secs(3))
+    }
+
+    fn default_request_timeout() -> ConfigDuration {
+        ConfigDuration(Duration::from_secs(10))
+    }
+
+    fn default_max_concurrent_requests() -> usize {
+        16
+    }
+
+    /// The authority host in effect: the override, else the cloud's.
+    pub fn authority_host(&self) -> &str {
+        match &self.authority_host {
+            Some(host) => host.as_str(),
+            None => self.cloud.authority_host(),
+        }
+    }
+
+    /// The cloud's Microsoft Graph resource: the default audience.
+    pub fn graph(&self) -> Resource {
+        Resource::graph(self.cloud)
+    }
+}
+
+/// `[cache]`: token cache tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// A token is handed out only with at least this much life left.
+    pub min_remaining: ConfigDuration,
+    /// A (tenant, resource) nobody asked for this long is dropped.
+    pub keep_warm: ConfigDuration,
+    /// How long a refusal from Entra is remembered.
+    pub negative_ttl: ConfigDuration,
+    /// Upper bound on cached (tenant, resource) entries.
+    pub max_entries: u64,
+    /// No caller waits longer than this for a token load (it goes on for
+    /// later callers; this one gets 504).
+    pub load_timeout: ConfigDuration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            min_remaining: ConfigDuration(Duration::from_secs(5 * 60)),
+            keep_warm: ConfigDuration(Duration::from_secs(24 * 3600)),
+            negative_ttl: ConfigDuration(Duration::from_secs(30)),
+            max_entries: 100_000,
+            load_timeout: ConfigDuration(Duration::from_secs(20)),
+        }
+    }
+}
+
+/// `[[tenants]]`: a customer tenant known in advance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Alias used by callers, logs and metrics.
+    pub name: Name,
+    pub id: TenantId,
+    /// Graph application permissions this tenant must have granted.
+    #[serde(default)]
+    pub required_permissions: Vec<Permission>,
+}
+
+/// `[[accounts]]`: a local service account allowed to fetch tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Used in logs and metrics.
+    pub name: Name,
+    /// SHA-256 of the account's secret.
+    pub secret_sha256: SecretHash,
+    /// Tenants the account may use.
+    pub tenants: Vec<TenantRef>,
+    /// Resources the account may request; default: the cloud's Graph.
+    #[serde(default)]
+    pub resources: Option<Vec<Resource>>,
+    /// Tenant for App Service-style calls that name none.
+    #[serde(default)]
+    pub default_tenant: Option<TenantRef>,
+    /// Peer uids that authenticate as this account on the Unix socket.
+    #[serde(default)]
+    pub unix_uids: Vec<u32>,
+}
+
+/// Client assertion algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum SigningAlgorithm {
+    /// RSASSA-PSS with SHA-256, header `x5t#S256` (what MSAL sends today).
+    #[default]
+    PS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, header `x5t` (the older form).
+    RS256,
+}

@@ -1,0 +1,400 @@
+//! The configuration's vocabulary: validated values that the rest of the
+//! daemon passes around (a [`TenantId`] is safe in a URL path, a [`Resource`]
+//! in a scope). Each checks itself as it is parsed, so a TOML error names the
+//! key and its line; the checks are pure functions, also used on callers'
+//! input.
+
+use serde::Deserialize;
+use std::fmt;
+use std::time::Duration;
+
+impl TenantId {
+    /// The same id in lower case: Entra's tenant ids and domains are
+    /// case-insensitive, so one tenant has one cache slot.
+    pub fn to_lowercase(&self) -> TenantId {
+        TenantId(self.0.to_ascii_lowercase())
+    }
+
+    /// Whether `self` and `other` name the same tenant (ASCII case ignored).
+    pub fn same_as(&self, other: &TenantId) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+/// How an account or default names a tenant in the configuration: `"*"`
+/// (any tenant), a tenant GUID or domain, or the name of a `[[tenants]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum TenantRef {
+    /// `"*"`: any tenant.
+    Any,
+    /// A tenant GUID or verified domain.
+    Id(TenantId),
+    /// A configured tenant's name (checked against `[[tenants]]` afterwards).
+    Name(Name),
+}
+
+impl TryFrom<String> for TenantRef {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        if value == "*" {
+            return Ok(TenantRef::Any);
+        }
+        // A GUID or domain first: a GUID would also pass as a name.
+        if check_tenant_id(&value).is_ok() {
+            return Ok(TenantRef::Id(TenantId(value)));
+        }
+        Name::try_from(value.clone())
+            .map(TenantRef::Name)
+            .map_err(|_| {
+                format!(
+                "\"{}\" is neither a configured tenant name, a tenant GUID or domain, nor \"*\"",
+                value.escape_debug()
+            )
+            })
+    }
+}
+
+impl fmt::Display for TenantRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TenantRef::Any => f.write_str("*"),
+            TenantRef::Id(id) => id.fmt(f),
+            TenantRef::Name(name) => name.fmt(f),
+        }
+    }
+}
+
+/// A tenant reference resolved to its id (and configured name, if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedTenant {
+    /// Tenant GUID or domain, as it goes into the token URL.
+    pub id: TenantId,
+    /// The configured alias, when the tenant is configured.
+    pub name: Option<Name>,
+}
+
+/// Defines a string newtype validated on deserialization.
+macro_rules! validated_string {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The validated value.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, String> {
+                let check: fn(&str) -> Result<(), String> = $check;
+                check(&value)?;
+                Ok($name(value))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+validated_string!(
+    /// A GUID such as an application (client) ID.
+    Guid,
+    |v| {
+        if is_guid(v) {
+            Ok(())
+        } else {
+            Err(format!(
+                "\"{v}\" is not a GUID; expected the form 00000000-0000-0000-0000-000000000000 \
+                 (Entra admin center > App registrations > Application (client) ID)"
+            ))
+        }
+    }
+);
+
+validated_string!(
+    /// A tenant GUID or verified domain; safe to put in a URL path.
+    TenantId,
+    |v| check_tenant_id(v)
+);
+
+validated_string!(
+    /// A tenant or account name: letters, digits, `-` and `_`, at most 64.
+    Name,
+    |v| {
+        let ok = !v.is_empty()
+            && v.len() <= 64
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "\"{v}\" is not a valid name; use 1-64 letters, digits, '-' or '_'"
+            ))
+        }
+    }
+);
+
+/// A SHA-256 digest, written as 64 hexadecimal characters in either case
+/// (`secret_sha256`). Held as bytes, so two spellings of one digest are equal.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SecretHash(pub [u8; 32]);
+
+impl TryFrom<String> for SecretHash {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        let mut digest = [0u8; 32];
+        match hex::decode_to_slice(value.as_bytes(), &mut digest) {
+            Ok(()) => Ok(SecretHash(digest)),
+            Err(_) => Err(format!(
+                "expected 64 hexadecimal characters (a SHA-256 digest), got {} characters; \
+                 make one with `tokenbroker secret new --account NAME`",
+                value.chars().count()
+            )),
+        }
+    }
+}
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretHash({})", hex::encode(self.0))
+    }
+}
+
+validated_string!(
+    /// The name of an environment variable.
+    EnvVarName,
+    |v| {
+        let ok = !v.is_empty()
+            && !v.as_bytes()[0].is_ascii_digit()
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "\"{v}\" is not an environment variable name; use letters, digits and '_'"
+            ))
+        }
+    }
+);
+
+validated_string!(
+    /// A Graph application permission such as `Mail.ReadWrite`.
+    Permission,
+    |v| {
+        let ok = v.len() <= 128
+            && v.split('.').count() >= 2
+            && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "\"{v}\" is not a Graph permission name; expected e.g. \"Mail.ReadWrite\""
+            ))
+        }
+    }
+);
+
+validated_string!(
+    /// A Host header name: `localhost`, a DNS name, an IPv4 address or `[IPv6]`.
+    HostName,
+    |v| {
+        let ok = !v.is_empty()
+            && v.len() <= 253
+            && (v.starts_with('[') && v.ends_with(']') && v[1..v.len() - 1].parse::<std::net::Ipv6Addr>().is_ok()
+                || v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "\"{v}\" is not a host name; expected e.g. \"localhost\", \"127.0.0.1\" or \"[::1]\" (no port)"
+            ))
+        }
+    }
+);
+
+/// A token audience such as `https://graph.microsoft.com`, without a
+/// trailing slash (so `…com/` and `…com` are one resource); the upstream
+/// scope is `{resource}/.default`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Resource(String);
+
+impl Resource {
+    /// The validated value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks and normalises a resource (from the configuration or a caller).
+    pub fn parse(value: &str) -> Result<Resource, String> {
+        let trimmed = value.strip_suffix('/').unwrap_or(value);
+        check_resource(trimmed)?;
+        Ok(Resource(trimmed.to_owned()))
+    }
+}
+
+impl Resource {
+    /// The Microsoft Graph resource of `cloud`.
+    pub fn graph(cloud: crate::cloud::Cloud) -> Resource {
+        Resource(cloud.graph_resource().to_owned())
+    }
+}
+
+impl TryFrom<String> for Resource {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Resource::parse(&value)
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+validated_string!(
+    /// An authority host URL: `https://host[:port]`, or plain http for loopback only.
+    AuthorityHost,
+    |v| check_authority_host(v)
+);
+
+impl HostName {
+    /// `localhost`, `127.0.0.1` and `[::1]`: the names local callers use.
+    pub fn defaults() -> Vec<HostName> {
+        ["localhost", "127.0.0.1", "[::1]"]
+            .into_iter()
+            .map(|h| HostName(h.to_owned()))
+            .collect()
+    }
+}
+
+/// Whether `v` is a GUID in the 8-4-4-4-12 form.
+pub fn is_guid(v: &str) -> bool {
+    let groups: Vec<&str> = v.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Checks a tenant GUID or verified domain. The value goes into the token
+/// URL's path, so only DNS characters pass: no `/`, `..`, spaces or `%`.
+pub fn check_tenant_id(v: &str) -> Result<(), String> {
+    if is_guid(v) {
+        return Ok(());
+    }
+    if ["common", "organizations", "consumers"].contains(&v.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "\"{v}\" is a multi-tenant alias; app-only tokens need the customer's tenant GUID or verified domain"
+        ));
+    }
+    let labels: Vec<&str> = v.split('.').collect();
+    let ok = v.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_alphabetic()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{}\" is not a tenant GUID or domain name; expected e.g. \
+             \"contoso.onmicrosoft.com\" or 00000000-0000-0000-0000-000000000000",
+            v.escape_debug()
+        ))
+    }
+}
+
+fn check_resource(v: &str) -> Result<(), String> {
+    // The URL parser silently drops tabs and newlines; the value also goes
+    // into the scope and log lines, so only visible ASCII passes.
+    if v.is_empty() || v.len() > 256 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "\"{}\" is not a resource URL: use at most 256 visible ASCII characters, e.g. https://graph.microsoft.com",
+            v.escape_debug()
+        ));
+    }
+    let url = url::Url::parse(v).map_err(|_| format!("\"{v}\" is not an absolute URL"))?;
+    if url.scheme() != "https" || url.host_str().is_none() {
+        return Err(format!(
+            "\"{v}\" must be an https:// URL such as https://graph.microsoft.com"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() || v.ends_with("/.default") {
+        return Err(format!(
+            "\"{v}\" must be a bare resource such as https://graph.microsoft.com (no /.default, query or fragment)"
+        ));
+    }
+    Ok(())
+}
+
+fn check_authority_host(v: &str) -> Result<(), String> {
+    let url = url::Url::parse(v).map_err(|_| format!("\"{v}\" is not an absolute URL"))?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" if !host.is_empty() => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(format!(
+                "\"{v}\": plain http is allowed only for loopback hosts (a local test authority); use https"
+            ))
+        }
+        _ => return Err(format!("\"{v}\" must be an https:// URL such as https://login.microsoftonline.com")),
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "\"{v}\" must be scheme and host only, e.g. https://login.microsoftonline.com"
+        ));
+    }
+    Ok(())
+}
+
+/// A duration written like `"5m"`, `"30s"`, `"1h 30m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ConfigDuration(pub Duration);
+
+impl TryFrom<String> for ConfigDuration {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        humantime::parse_duration(&value)
+            .map(ConfigDuration)
+            .map_err(|e| {
+                format!(
+                    "\"{value}\" is not a duration ({e}); write e.g. \"30s\", \"5m\" or \"24h\""
+                )
+            })
+    }
+}
+
+impl fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}

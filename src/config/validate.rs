@@ -1,0 +1,205 @@
+//! Rules that span keys, run once the file has parsed. Each broken rule
+//! comes back as the key path at fault (`accounts[1].tenants`) and what to do.
+
+use super::schema::Config;
+use super::types::{Name, TenantId, TenantRef};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// A broken rule: the key path and the message.
+pub(super) type Broken = (String, String);
+
+/// Checks every cross-key rule of `config`.
+pub(super) fn validate(config: &Config) -> Result<(), Broken> {
+    server(config)?;
+    limits(config)?;
+    let tenants = tenants(config)?;
+    accounts(config, &tenants)
+}
+
+fn broken(key: impl Into<String>, message: impl Into<String>) -> Broken {
+    (key.into(), message.into())
+}
+
+fn server(config: &Config) -> Result<(), Broken> {
+    let server = &config.server;
+    if !server.listen.ip().is_loopback() && !server.allow_remote {
+        return Err(broken(
+            "server.listen",
+            format!(
+                "{} is not a loopback address; tokens would be served to other hosts. \
+                 Use 127.0.0.1 or [::1], or set server.allow_remote = true if that is intended",
+                server.listen
+            ),
+        ));
+    }
+    if let Some(metrics) = server.metrics_listen {
+        if !metrics.ip().is_loopback() && !server.allow_remote {
+            return Err(broken(
+                "server.metrics_listen",
+                format!(
+                    "{metrics} is not a loopback address; set server.allow_remote = true to expose metrics to other hosts"
+                ),
+            ));
+        }
+    }
+    if server.allowed_hosts.is_empty() {
+        return Err(broken(
+            "server.allowed_hosts",
+            "must list at least one host name (e.g. \"localhost\")",
+        ));
+    }
+    Ok(())
+}
+
+fn limits(config: &Config) -> Result<(), Broken> {
+    let server = &config.server;
+    if server.max_connections == 0 {
+        return Err(broken("server.max_connections", "must be at least 1"));
+    }
+    if !(1024..=1024 * 1024).contains(&server.max_header_bytes) {
+        return Err(broken(
+            "server.max_header_bytes",
+            "must be between 1024 and 1048576",
+        ));
+    }
+    if server.header_read_timeout.0.is_zero() {
+        return Err(broken(
+            "server.header_read_timeout",
+            "must be more than zero: it is the slow-client defence",
+        ));
+    }
+    if config.cache.min_remaining.0 >= Duration::from_secs(3600) {
+        return Err(broken(
+            "cache.min_remaining",
+            "must be under 1h: Entra tokens live 60-90 minutes",
+        ));
+    }
+    let load_timeout = config.cache.load_timeout.0;
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&load_timeout) {
+        return Err(broken(
+            "cache.load_timeout",
+            format!(
+                "{} is out of bounds: use 1s to 5m",
+                config.cache.load_timeout
+            ),
+        ));
+    }
+    if config.app.max_concurrent_requests == 0 || config.app.max_concurrent_requests > 1024 {
+        return Err(broken(
+            "app.max_concurrent_requests",
+            "must be between 1 and 1024",
+        ));
+    }
+    if config.cache.max_entries == 0 {
+        return Err(broken("cache.max_entries", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Checks names and ids are unique; returns configured tenant ids by name.
+fn tenants(config: &Config) -> Result<HashMap<&Name, &TenantId>, Broken> {
+    let mut by_name = HashMap::new();
+    let mut ids = HashSet::new();
+    for (i, tenant) in config.tenants.iter().enumerate() {
+        if by_name.insert(&tenant.name, &tenant.id).is_some() {
+            return Err(broken(
+                format!("tenants[{i}].name"),
+                format!(
+                    "\"{}\" is used by two tenants; names must be unique",
+                    tenant.name
+                ),
+            ));
+        }
+        if !ids.insert(tenant.id.to_lowercase()) {
+            return Err(broken(
+                format!("tenants[{i}].id"),
+                format!(
+                    "\"{}\" is configured twice; list each tenant once",
+                    tenant.id
+                ),
+            ));
+        }
+    }
+    Ok(by_name)
+}
+
+fn accounts(config: &Config, tenants: &HashMap<&Name, &TenantId>) -> Result<(), Broken> {
+    let mut names = HashSet::new();
+    // Compared as bytes: two hex spellings of one digest are one secret.
+    let mut secrets = HashMap::new();
+    let mut uids = HashSet::new();
+    // The tenant id a reference stands for; None for "*".
+    let id_of = |key: String, reference: &TenantRef| -> Result<Option<TenantId>, Broken> {
+        match reference {
+            TenantRef::Any => Ok(None),
+            TenantRef::Id(id) => Ok(Some(id.to_lowercase())),
+            TenantRef::Name(name) => match tenants.get(name) {
+                Some(id) => Ok(Some(id.to_lowercase())),
+                None => Err(broken(
+                    key,
+                    format!(
+                        "\"{name}\" is neither a configured tenant name, a tenant GUID or \
+                         domain, nor \"*\""
+                    ),
+                )),
+            },
+        }
+    };
+    for (i, account) in config.accounts.iter().enumerate() {
+        if !names.insert(&account.name) {
+            return Err(broken(
+                format!("accounts[{i}].name"),
+                format!(
+                    "\"{}\" is used by two accounts; names must be unique",
+                    account.name
+                ),
+            ));
+        }
+        if let Some(other) = secrets.insert(account.secret_sha256, &account.name) {
+            return Err(broken(
+                format!("accounts[{i}].secret_sha256"),
+                format!(
+                    "is the same as another account's: accounts \"{other}\" and \"{}\" would \
+                     share one secret; give each account its own secret \
+                     (`tokenbroker secret new --account NAME`)",
+                    account.name
+                ),
+            ));
+        }
+        for uid in &account.unix_uids {
+            if !uids.insert(*uid) {
+                return Err(broken(
+                    format!("accounts[{i}].unix_uids"),
+                    format!("uid {uid} is given to two accounts; a peer uid must map to one"),
+                ));
+            }
+        }
+        if account.tenants.is_empty() {
+            return Err(broken(
+                format!("accounts[{i}].tenants"),
+                "is empty; list tenant names or ids, or \"*\" for any tenant",
+            ));
+        }
+        let mut allowed = Vec::with_capacity(account.tenants.len());
+        for entry in &account.tenants {
+            allowed.push(id_of(format!("accounts[{i}].tenants"), entry)?);
+        }
+        if let Some(default) = &account.default_tenant {
+            let key = format!("accounts[{i}].default_tenant");
+            let Some(id) = id_of(key.clone(), default)? else {
+                return Err(broken(
+                    key,
+                    "\"*\" is not a tenant; name one tenant (a configured name, GUID or domain)",
+                ));
+            };
+            if !allowed.iter().any(|a| a.as_ref().is_none_or(|a| *a == id)) {
+                return Err(broken(
+                    key,
+                    format!("\"{default}\" is not in this account's tenants"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
