@@ -1,5 +1,5 @@
 //! The offline commands, run as an operator runs them: `consent-url`,
-//! `secret new`, and the exit codes of SPEC.md.
+//! `secret new`, and the exit codes of docs/contract.md.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -143,22 +143,82 @@ fn secret_new_prints_a_secret_and_its_hash() {
     assert!(output.status.success(), "{}", stderr(&output));
     let secret = stdout(&output).trim_end().to_owned();
     assert!(secret.starts_with("tb_") && secret.len() == 46, "{secret}");
-    let hash: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert!(
-        stderr(&output).contains(&format!("secret_sha256 = \"{hash}\"")),
-        "{}",
-        stderr(&output)
-    );
+    let hash = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        secret.as_bytes(),
+    ));
+    let err = stderr(&output);
+    let line = err
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("secret_sha256 = "))
+        .unwrap_or_else(|| panic!("no secret_sha256 line in:\n{err}"));
+    assert_eq!(line, format!("secret_sha256 = \"{hash}\""));
+    // The printed line, pasted into an account, is accepted by the
+    // configuration parser, and the secret then authenticates as that account.
+    let config = tokenbroker::config::Config::parse(
+        &format!(
+            "[app]\nclient_id = \"11111111-2222-3333-4444-555555555555\"\ncertificate = \"c.pem\"\n\
+             [[accounts]]\nname = \"mail-sync\"\n{line}\ntenants = [\"*\"]\n"
+        ),
+        std::path::Path::new("pasted.toml"),
+    )
+    .unwrap();
+    let policy = tokenbroker::access::Policy::new(&config);
+    let account = policy.authenticate(Some(&secret), None).unwrap();
+    assert_eq!(policy.account_name(account).as_str(), "mail-sync");
     // Two runs never give the same secret.
     let again = tokenbroker(&["secret", "new", "--account", "mail-sync"]);
     assert_ne!(stdout(&again), stdout(&output));
-    // The printed line is accepted by the configuration parser.
+    // An account name the configuration would refuse is refused here too.
     let bad = tokenbroker(&["secret", "new", "--account", "has space"]);
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn two_accounts_with_one_secret_spelt_in_two_cases_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tokenbroker.toml");
+    let hash = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    std::fs::write(
+        &config,
+        format!(
+            "[app]\nclient_id = \"11111111-2222-3333-4444-555555555555\"\ncertificate = \"c.pem\"\n\
+             [[accounts]]\nname = \"mail-sync\"\nsecret_sha256 = \"{hash}\"\ntenants = [\"*\"]\n\
+             [[accounts]]\nname = \"reports\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n",
+            hash.to_uppercase()
+        ),
+    )
+    .unwrap();
+    let output = tokenbroker(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("accounts[1].secret_sha256")
+            && err.contains("\"mail-sync\"")
+            && err.contains("\"reports\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_library_without_default_features_carries_no_simulator() {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let tree = |features: &[&str]| {
+        let output = Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "--manifest-path", manifest])
+            .args(["-p", "tokenbroker", "-e", "normal", "--prefix", "none"])
+            .args(features)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let without = tree(&["--no-default-features"]);
+    assert!(without.starts_with("tokenbroker "), "{without}");
+    assert!(!without.contains("entra-sim"), "{without}");
+    // The default build (the binary's) has it, for `serve --dev`.
+    assert!(tree(&[]).contains("entra-sim"));
 }
 
 #[test]

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -21,6 +23,15 @@ const PASSWORD: &str = "correct horse battery staple";
 // ---------------------------------------------------------------------------
 
 /// Runs `openssl ARGS` in `dir`; panics with its stderr when it fails.
+/// These tests make keys and certificates in every form with the real
+/// `openssl` command.
+fn openssl_available() -> bool {
+    common::available(
+        "the openssl command (Debian package openssl)",
+        common::has_program("openssl"),
+    )
+}
+
 fn openssl(dir: &Path, args: &[&str]) -> Output {
     let output = Command::new("openssl")
         .args(args)
@@ -263,6 +274,9 @@ fn rcgen_pair(dir: &Path, from: (i32, u8, u8), to: (i32, u8, u8)) -> (PathBuf, P
 
 #[test]
 fn pkcs8_key_loads() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (key, cert) = key_and_cert(dir);
@@ -290,6 +304,9 @@ fn pkcs8_key_loads() {
 
 #[test]
 fn pkcs1_key_loads() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_, cert) = key_and_cert(dir);
@@ -311,6 +328,9 @@ fn pkcs1_key_loads() {
 
 #[test]
 fn encrypted_pkcs8_key_loads_with_password_variable() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_, cert) = key_and_cert(dir);
@@ -364,6 +384,9 @@ fn pfx(dir: &Path, name: &str, pass: &str, extra: &[&str]) -> PathBuf {
 
 #[test]
 fn pfx_modern_loads() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_, cert) = key_and_cert(dir);
@@ -384,6 +407,9 @@ fn pfx_modern_loads() {
 
 #[test]
 fn pfx_legacy_loads() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_, cert) = key_and_cert(dir);
@@ -430,6 +456,9 @@ fn pfx_legacy_loads() {
 
 #[test]
 fn pfx_with_empty_password_loads_without_password_variable() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_, cert) = key_and_cert(dir);
@@ -479,6 +508,9 @@ fn ca_and_leaf(dir: &Path) {
 
 #[test]
 fn pem_chain_with_leaf_first_loads() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     ca_and_leaf(dir);
@@ -513,6 +545,9 @@ fn pem_chain_with_leaf_first_loads() {
 
 #[test]
 fn pfx_with_chain_finds_the_leaf() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     ca_and_leaf(dir);
@@ -557,6 +592,9 @@ fn pfx_with_chain_finds_the_leaf() {
 
 #[test]
 fn certificate_expiring_in_10_days_loads_with_warning() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     rsa_key(dir, "key.pem", 2048);
@@ -584,6 +622,9 @@ fn certificate_expiring_in_10_days_loads_with_warning() {
 
 #[test]
 fn validity_is_judged_at_the_given_time() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (key, cert) = key_and_cert(dir);
@@ -609,6 +650,9 @@ fn validity_is_judged_at_the_given_time() {
 
 #[test]
 fn missing_key_file_is_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
@@ -622,6 +666,9 @@ fn missing_key_file_is_refused() {
 
 #[test]
 fn garbage_key_file_is_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
@@ -637,6 +684,9 @@ fn garbage_key_file_is_refused() {
 
 #[test]
 fn garbage_certificate_file_is_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
@@ -659,6 +709,9 @@ fn garbage_certificate_file_is_refused() {
 
 #[test]
 fn key_not_matching_certificate_is_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_, cert) = key_and_cert(dir);
@@ -674,6 +727,9 @@ fn key_not_matching_certificate_is_refused() {
 
 #[test]
 fn rsa_1024_key_is_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let key = rsa_key(dir, "small.pem", 1024);
@@ -684,6 +740,9 @@ fn rsa_1024_key_is_refused() {
 
 #[test]
 fn ec_key_with_rsa_certificate_is_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
@@ -707,6 +766,9 @@ fn ec_key_with_rsa_certificate_is_refused() {
 
 #[test]
 fn ec_certificate_and_key_are_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ec = ec_key(dir, "ec.pem");
@@ -754,6 +816,9 @@ fn not_yet_valid_certificate_is_refused() {
 
 #[test]
 fn wrong_password_for_encrypted_key_is_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
@@ -771,6 +836,9 @@ fn wrong_password_for_encrypted_key_is_refused() {
 
 #[test]
 fn wrong_password_for_pfx_is_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
@@ -796,6 +864,9 @@ fn wrong_password_for_pfx_is_refused() {
 
 #[test]
 fn unset_password_variable_is_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
@@ -815,6 +886,9 @@ fn unset_password_variable_is_refused() {
 
 #[test]
 fn encrypted_key_without_password_variable_is_refused() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
@@ -864,6 +938,9 @@ fn inspected_thumbprint(o: &Output) -> String {
 
 #[test]
 fn cert_inspect_thumbprint_matches_openssl_for_pem() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (_, cert) = key_and_cert(dir);
@@ -880,6 +957,9 @@ fn cert_inspect_thumbprint_matches_openssl_for_pem() {
 
 #[test]
 fn cert_inspect_thumbprint_matches_openssl_for_der() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
@@ -906,6 +986,9 @@ fn cert_inspect_thumbprint_matches_openssl_for_der() {
 
 #[test]
 fn cert_new_makes_a_pair_openssl_accepts_and_that_loads() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let out_dir = dir.join("out");
@@ -999,6 +1082,9 @@ fn cert_new_force_leaves_key_mode_0600() {
 
 #[test]
 fn key_encrypted_with_unsupported_scheme_says_so() {
+    if !openssl_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     key_and_cert(dir);
