@@ -77,6 +77,21 @@ async fn dev_mode_prints_working_instructions() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["access_token"], token.as_str());
+    // The README's selector example: the second dev tenant, by name.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let answer = common::request(
+        stream,
+        "GET",
+        "/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fgraph.microsoft.com&client_id=fabrikam",
+        &[("X-IDENTITY-HEADER", &secret), ("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let fabrikam = answer.json()["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(
+        common::claims(&fabrikam)["tid"],
+        common::claims(&token)["tid"]
+    );
 
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
