@@ -102,7 +102,6 @@ impl TokenSource for AuthoritySource {
     }
 }
 
-/// The broker.
 #[derive(Debug)]
 pub struct Broker {
     state: ArcSwap<State>,

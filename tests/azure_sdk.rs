@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 const SECRET: &str = "tb_azure-sdk-test-secret-0123456789";
 /// No SDK call may take longer than this (an SDK retrying a 404 takes ~25 s more).
@@ -222,10 +222,7 @@ async fn broker() -> (Fixture, Server, String, String) {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    tokenbroker::clock::unix_seconds(SystemTime::now())
 }
 
 /// How many `/msi/token` requests the broker answered with `status`

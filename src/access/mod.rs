@@ -26,7 +26,6 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
-    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing",

@@ -38,7 +38,6 @@ pub enum AcquireError {
     /// Entra refused: consent missing, tenant unknown, certificate not registered… (HTTP 502).
     #[error("Entra refused the token request for tenant {tenant}: {entra}{}", remedy_suffix(.entra))]
     Refused {
-        /// The tenant.
         tenant: String,
         /// Entra's answer.
         entra: Arc<EntraError>,
@@ -46,7 +45,6 @@ pub enum AcquireError {
     /// Entra is throttling this tenant and resource; nothing goes upstream until it passes (HTTP 503).
     #[error("Entra is throttling requests for tenant {tenant}; retry after {} s", .retry_after.as_secs())]
     Throttled {
-        /// The tenant.
         tenant: String,
         /// Time left until a request may go upstream again.
         retry_after: Duration,
@@ -56,7 +54,6 @@ pub enum AcquireError {
     /// Entra could not be reached or kept failing (HTTP 503).
     #[error("Entra is unavailable for tenant {tenant}: {reason}")]
     Unavailable {
-        /// The tenant.
         tenant: String,
         /// The last failure.
         reason: String,
@@ -66,7 +63,6 @@ pub enum AcquireError {
     /// Entra did not answer in time (HTTP 504).
     #[error("Entra did not answer within {} ms for tenant {tenant}", .after.as_millis())]
     Timeout {
-        /// The tenant.
         tenant: String,
         /// The per-request timeout that expired.
         after: Duration,
@@ -224,7 +220,6 @@ pub enum UpstreamOutcome {
 }
 
 impl UpstreamOutcome {
-    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamOutcome::Success => "success",
@@ -322,7 +317,6 @@ impl AuthorityClient {
         self
     }
 
-    /// The settings in force.
     pub fn settings(&self) -> &AuthoritySettings {
         &self.settings
     }

@@ -156,7 +156,6 @@ impl CacheSettings {
 /// A token in the cache.
 #[derive(Debug, Clone)]
 pub struct CachedToken {
-    /// The token.
     pub access_token: AccessToken,
     /// When it stops being valid (monotonic).
     pub expires_at: Instant,
@@ -185,7 +184,6 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Lookup::Hit => "hit",
@@ -327,7 +325,6 @@ impl<E: LoadError> std::fmt::Debug for TokenCache<E> {
 /// A token handed to a caller, and how it was found.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    /// The token.
     pub token: Arc<CachedToken>,
     /// Hit, refreshing or miss.
     pub lookup: Lookup,

@@ -45,7 +45,6 @@ pub enum CredentialError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
-        /// The file.
         path: PathBuf,
         /// Why reading failed.
         source: std::io::Error,
@@ -53,35 +52,21 @@ pub enum CredentialError {
     /// The file is not in a form tokenbroker reads.
     #[error("{path} {message}")]
     Format {
-        /// The file.
         path: PathBuf,
         /// What is wrong with it.
         message: String,
     },
     /// The key or PFX is encrypted but no password variable is configured.
     #[error("{path} is password-protected; put the password in an environment variable and name it in app.private_key_password_env (or --password-env for `cert inspect`)")]
-    PasswordNeeded {
-        /// The file.
-        path: PathBuf,
-    },
+    PasswordNeeded { path: PathBuf },
     /// The configured password variable is not set.
     #[error("{path} needs a password, but the environment variable {variable} (app.private_key_password_env) is not set")]
-    PasswordVariableUnset {
-        /// The file.
-        path: PathBuf,
-        /// The variable's name.
-        variable: String,
-    },
+    PasswordVariableUnset { path: PathBuf, variable: String },
     /// Decryption failed: the password is wrong.
     #[error(
         "{path}: wrong password (from environment variable {variable}); check the variable's value"
     )]
-    WrongPassword {
-        /// The file.
-        path: PathBuf,
-        /// The variable's name.
-        variable: String,
-    },
+    WrongPassword { path: PathBuf, variable: String },
     /// Entra accepts RSA keys only.
     #[error("{path} holds an {algorithm} key; Entra accepts RSA keys only: make an RSA certificate and key with `tokenbroker cert new`")]
     NotRsa {
@@ -93,7 +78,6 @@ pub enum CredentialError {
     /// The key is smaller than 2048 bits.
     #[error("{path} holds a {bits}-bit RSA key; Entra requires at least {MIN_RSA_BITS} bits: make a new one with `tokenbroker cert new`")]
     KeyTooSmall {
-        /// The key file.
         path: PathBuf,
         /// The key's modulus size.
         bits: usize,
@@ -101,23 +85,17 @@ pub enum CredentialError {
     /// The key is malformed or inconsistent.
     #[error("{path} holds an invalid RSA key ({reason})")]
     InvalidKey {
-        /// The key file.
         path: PathBuf,
         /// What the check found.
         reason: String,
     },
     /// No key was given and the certificate file has none.
     #[error("{path} holds no private key; set app.private_key to the key file, or use a PFX holding both")]
-    KeyMissing {
-        /// The certificate file.
-        path: PathBuf,
-    },
+    KeyMissing { path: PathBuf },
     /// The key does not belong to the certificate.
     #[error("the private key in {key} does not match the certificate in {certificate} (thumbprint {thumbprint}); configure the key that was created with this certificate")]
     KeyMismatch {
-        /// The certificate file.
         certificate: PathBuf,
-        /// The key file.
         key: PathBuf,
         /// SHA-1 thumbprint of the certificate.
         thumbprint: String,
@@ -125,9 +103,7 @@ pub enum CredentialError {
     /// The certificate's notAfter has passed.
     #[error("certificate {path} (thumbprint {thumbprint}) expired at {not_after}; create a new one with `tokenbroker cert new`, upload it to the app registration and configure it")]
     Expired {
-        /// The certificate file.
         path: PathBuf,
-        /// SHA-1 thumbprint.
         thumbprint: String,
         /// notAfter, RFC 3339.
         not_after: String,
@@ -135,9 +111,7 @@ pub enum CredentialError {
     /// The certificate's notBefore is in the future.
     #[error("certificate {path} (thumbprint {thumbprint}) is not valid before {not_before}; check the system clock or wait")]
     NotYetValid {
-        /// The certificate file.
         path: PathBuf,
-        /// SHA-1 thumbprint.
         thumbprint: String,
         /// notBefore, RFC 3339.
         not_before: String,

@@ -175,12 +175,7 @@ fn check_assertion(
     // Entra accepts the thumbprint with or without base64 padding.
     let thumbprint = thumbprint.trim_end_matches('=');
     let Some(public_key) = registry.keys.get(thumbprint) else {
-        let hex: String = URL_SAFE_NO_PAD
-            .decode(thumbprint)
-            .unwrap_or_default()
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect();
+        let hex = hex::encode_upper(URL_SAFE_NO_PAD.decode(thumbprint).unwrap_or_default());
         return Err(refuse(401, "invalid_client", 700_027, format!(
             "Client assertion contains an invalid signature. [Reason - The key was not found., Thumbprint of key used by client: '{hex}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'.]"
         )));
