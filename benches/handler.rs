@@ -22,8 +22,8 @@ fn hot_path(c: &mut Criterion) {
         let options = daemon::Options::from_config(&config);
         let app = daemon::start(
             std::sync::Arc::new(config),
-            std::path::Path::new("<dev>"),
-            credential,
+            None,
+            tokenbroker::credentials::CredentialSet::single(credential),
             options,
         )
         .await
@@ -35,14 +35,14 @@ fn hot_path(c: &mut Criterion) {
         .authenticate(Some(&secret), None)
         .expect("account");
     // Warm the one tenant.
-    rt.block_on(app.broker().token(&caller, Some("contoso"), None))
+    rt.block_on(app.broker().token(&caller, Some("contoso"), None, None))
         .expect("warm-up token");
 
     // A cached token through the broker's one door: resolve the tenant,
     // authorise the account, hit the cache.
     c.bench_function("broker/hit", |b| {
         b.iter(|| {
-            rt.block_on(app.broker().token(&caller, Some("contoso"), None))
+            rt.block_on(app.broker().token(&caller, Some("contoso"), None, None))
                 .expect("hit")
         })
     });
@@ -61,6 +61,7 @@ fn hot_path(c: &mut Criterion) {
                             let grant = futures_util::FutureExt::now_or_never(app.broker().token(
                                 &caller,
                                 Some("contoso"),
+                                None,
                                 None,
                             ));
                             assert!(matches!(grant, Some(Ok(_))));

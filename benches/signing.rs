@@ -21,11 +21,10 @@ fn credential() -> (tempfile::TempDir, Credential) {
         .expect("cert");
     std::fs::write(dir.path().join("cert.pem"), cert.pem()).expect("write cert");
     std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).expect("write key");
-    let source = CredentialSource {
-        certificate: dir.path().join("cert.pem"),
-        private_key: Some(dir.path().join("key.pem")),
-        password_env: None,
-    };
+    let source = CredentialSource::files(
+        &dir.path().join("cert.pem"),
+        Some(&dir.path().join("key.pem")),
+    );
     let loaded = Credential::load(&source, SystemTime::now()).expect("load");
     (dir, loaded.credential)
 }

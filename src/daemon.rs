@@ -1,19 +1,20 @@
-//! Start-up: from a configuration and a credential to a running app. One
-//! path for `tokenbroker serve`, `serve --dev`, the tests and the benches:
-//! [`Options::from_config`] (tests then shorten retries), [`start`], then
-//! [`Listeners::bind`](crate::server::Listeners::bind) and
-//! [`server::run`](crate::server::run).
+//! Start-up and live operations: from a configuration and its credentials
+//! to a running app ([`start`]), one path for `tokenbroker serve`,
+//! `serve --dev`, the tests and the benches; then [`reload`] (SIGHUP, the
+//! admin API, a changed file) and the file watch ([`spawn_watch`]).
 
 use crate::authority::{AuthoritySettings, BuildError};
-use crate::broker::Broker;
+use crate::broker::{Applied, Broker};
 use crate::cache::CacheSettings;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError};
-use crate::credentials::{Credential, CredentialStore};
+use crate::credentials::{CredentialError, CredentialSet, CredentialSource};
 use crate::metrics::Metrics;
 use crate::server::App;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// How the broker runs, beyond the configuration (tests tune these).
 #[derive(Debug, Clone)]
@@ -59,25 +60,179 @@ impl StartError {
     }
 }
 
+/// Loads every credential `config` names, as of now. Returns the set and
+/// the warnings an operator should see (expiring, skipped).
+pub fn load_credentials(config: &Config) -> Result<(CredentialSet, Vec<String>), CredentialError> {
+    let sources = CredentialSource::all_from_config(&config.app);
+    let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())?;
+    let set = CredentialSet::new(
+        credentials,
+        sources,
+        config.app.credential_rejection_memory.0,
+    );
+    Ok((set, warnings))
+}
+
 /// Builds the broker and the app for `config`, and starts fetching a token
 /// for every configured tenant in the background. Call it inside the
-/// runtime that will serve. `config_path` names the file in errors.
+/// runtime that will serve. `config_path` is the file reloads re-read
+/// (`None`: an in-memory configuration, as in dev mode).
 pub async fn start(
     config: Arc<Config>,
-    config_path: &Path,
-    credential: Credential,
+    config_path: Option<&Path>,
+    credentials: CredentialSet,
     options: Options,
 ) -> Result<Arc<App>, StartError> {
     let metrics = Arc::new(Metrics::new(&config));
-    let broker = Broker::with_settings(
+    let named = config_path.unwrap_or(Path::new("<configuration>"));
+    let mut broker = Broker::with_settings(
         config,
         options.authority,
         options.cache,
-        Arc::new(CredentialStore::new(credential)),
-        options.clock,
+        Arc::new(credentials),
+        options.clock.clone(),
         metrics.clone(),
     )
-    .map_err(|e| StartError::from_build(config_path, e))?;
+    .map_err(|e| StartError::from_build(named, e))?;
+    if let Some(path) = config_path {
+        broker = broker.with_config_path(path);
+    }
+    metrics.config_loaded(options.clock.unix_now());
     broker.prefetch_configured_tenants();
     Ok(Arc::new(App::new(broker, metrics)))
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("nothing to reload: this daemon runs on an in-memory configuration (dev mode)")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("{0}")]
+    Client(String),
+}
+
+impl ReloadError {
+    /// Whether the new configuration (or a credential it names) is at fault.
+    pub fn is_configuration(&self) -> bool {
+        !matches!(self, ReloadError::NoFile)
+    }
+}
+
+/// Re-reads the configuration file and every credential file, checks it
+/// all, then puts it in force at once. A reload that fails changes nothing
+/// (the daemon keeps serving on the old state), is logged and counted, and
+/// says why.
+pub async fn reload(app: &App) -> Result<Applied, ReloadError> {
+    let _one_at_a_time = app.reload_lock().await;
+    let broker = app.broker();
+    let Some(path) = broker.config_path().map(Path::to_owned) else {
+        return Err(ReloadError::NoFile);
+    };
+    let loaded = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
+        let config = Config::load(&path)?;
+        let sources = CredentialSource::all_from_config(&config.app);
+        let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())?;
+        Ok((config, credentials, sources, warnings, path))
+    })
+    .await
+    .map_err(|e| ReloadError::Client(format!("the reload task failed: {e}")))
+    .and_then(|r| r);
+    let outcome = loaded.and_then(|(config, credentials, sources, warnings, path)| {
+        warnings.iter().for_each(|w| tracing::warn!("{w}"));
+        broker.apply(config, Some((credentials, sources))).map_err(
+            |e| match StartError::from_build(&path, e) {
+                StartError::Config(e) => ReloadError::Config(e),
+                StartError::Client(e) => ReloadError::Client(e.to_string()),
+            },
+        )
+    });
+    match &outcome {
+        Ok(applied) => tracing::info!(
+            restart_needed = ?applied.restart_needed,
+            dropped = applied.dropped,
+            cleared = applied.cleared,
+            "configuration reloaded"
+        ),
+        Err(e) => {
+            broker.reload_failed();
+            tracing::error!("reload failed, nothing changed: {e}");
+        }
+    }
+    outcome
+}
+
+/// A configuration file larger than this is not read for the change watch.
+const MAX_WATCHED_CONFIG: u64 = 1024 * 1024;
+
+/// SHA-256 of a file's content (`None` when unreadable).
+fn file_digest(path: &Path) -> Option<[u8; 32]> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(MAX_WATCHED_CONFIG).read_to_end(&mut bytes).ok()?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
+    Some(out)
+}
+
+/// Every `app.credential_check_interval`: reloads credentials whose files
+/// changed (a file rewritten in place, a Kubernetes secret's `..data`
+/// swap; a half-written or invalid file is ignored with a warning and the
+/// old credentials keep signing), and with `server.watch_config` reloads
+/// the configuration when its file changed (a Kubernetes ConfigMap).
+pub fn spawn_watch(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let path = app.broker().config_path().map(Path::to_owned);
+        let mut seen = path.as_deref().and_then(file_digest);
+        loop {
+            let config = app.broker().config();
+            tokio::time::sleep(config.app.credential_check_interval.0).await;
+            if let (true, Some(path)) = (config.server.watch_config, path.as_deref()) {
+                let now = file_digest(path);
+                if now.is_some() && now != seen {
+                    seen = now;
+                    tracing::info!(file = %path.display(), "configuration file changed; reloading");
+                    // The outcome is logged and counted by `reload`.
+                    let _ = reload(&app).await;
+                    continue;
+                }
+            }
+            let reloaded = app
+                .broker()
+                .reload_credentials_if_changed(SystemTime::now());
+            match reloaded {
+                Ok(true) => tracing::info!(
+                    in_use = %app.broker().credentials().in_use(),
+                    "credential files changed; reloaded them"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    "credential files changed but do not load; the old credentials keep signing until they do: {e}"
+                ),
+            }
+        }
+    })
+}
+
+/// Reloads on every SIGHUP.
+pub fn spawn_sighup(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    "cannot listen for SIGHUP (reload with the admin API instead): {e}"
+                );
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received; reloading");
+            let _ = reload(&app).await;
+        }
+    })
 }

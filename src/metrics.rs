@@ -1,164 +1,229 @@
-//! Prometheus metrics. The names are a contract (docs/contract.md, "Metrics"): operators build
-//! dashboards on them. Nothing secret is ever a label: tenants appear only
-//! by their configured name, and only for configured tenants.
+//! Prometheus metrics. The names are a contract (docs/contract.md,
+//! "Metrics"): operators build dashboards and alerts on them. Nothing secret
+//! is ever a label: tenants appear only by their configured name, and only
+//! for configured tenants; credentials by certificate thumbprint.
+//!
+//! Exposed in the Prometheus text format 0.0.4 (the `prometheus` crate's
+//! encoder), which `promtool check metrics` and Grafana read with every
+//! counter's help text; OpenMetrics, as prometheus-client writes it, drops
+//! `_total` from counters' HELP/TYPE lines and promtool complains.
 
 use crate::authority::{UpstreamObserver, UpstreamOutcome};
 use crate::cache::{CacheKey, CacheObserver, CachedToken, Lookup, Trigger};
 use crate::config::{Config, Resource, TenantId};
 use crate::server::Route;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use arc_swap::ArcSwap;
+use prometheus::{
+    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteStatus {
-    route: &'static str,
-    status: u16,
-}
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabel {
-    route: &'static str,
-}
+/// Consent states of a tenant, as the `state` label (docs/contract.md, "Operations").
+pub const CONSENT_STATES: [&str; 4] = ["granted", "missing", "disabled", "unknown"];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Outcome {
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TriggerLabel {
-    trigger: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TenantLabel {
-    tenant: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Reason {
-    reason: &'static str,
+/// Which tenants get per-tenant series: configured ones, by name.
+#[derive(Debug, Default)]
+struct Configured {
+    /// Lower-case tenant id → configured name.
+    names: HashMap<TenantId, String>,
+    /// The cloud's Graph resource: the per-tenant expiry is for Graph tokens.
+    graph: Option<Resource>,
 }
 
 /// Every metric of the daemon, and the registry that exposes them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    http_requests: Family<RouteStatus, Counter>,
-    /// Per-route histograms in [`Route::ALL`] order, looked up once: the
-    /// hot path skips the family map.
+    http_requests: IntCounterVec,
+    /// Per-route histograms in [`Route::ALL`] order, resolved once: the hot
+    /// path skips the label lookup.
     route_durations: Vec<Histogram>,
-    /// hit, refreshing, miss (in [`Lookup`] order), looked up once.
-    lookups: [Counter; 3],
-    upstream_requests: Family<Outcome, Counter>,
+    /// hit, refreshing, miss (in [`Lookup`] order), resolved once.
+    lookups: [IntCounter; 3],
+    upstream_requests: IntCounterVec,
     upstream_duration: Histogram,
-    refreshes: Family<TriggerLabel, Counter>,
-    cached_tokens: Gauge,
-    certificate_expiry: Gauge,
-    tenant_expiry: Family<TenantLabel, Gauge<f64, AtomicU64>>,
-    auth_failures: Family<Reason, Counter>,
-    /// Lower-case tenant id → configured name: only these get a series.
-    configured: HashMap<TenantId, String>,
-    /// The cloud's Graph resource: the per-tenant series is for Graph tokens.
-    graph: Resource,
+    refreshes: IntCounterVec,
+    cached_tokens: IntGauge,
+    certificate_expiry: GaugeVec,
+    tenant_expiry: GaugeVec,
+    tenant_consent: GaugeVec,
+    tenant_upstream: IntCounterVec,
+    auth_failures: IntCounterVec,
+    config_reloads: IntCounterVec,
+    last_reload: Gauge,
+    credential_rejections: IntCounterVec,
+    forced_refreshes: IntCounterVec,
+    configured: ArcSwap<Configured>,
 }
 
-fn latency_histogram() -> Histogram {
+fn latency_buckets() -> Vec<f64> {
     // 100 µs to ~26 s: cache hits are sub-millisecond, Entra calls take 100s of ms.
-    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+    exponential_buckets(0.0001, 4.0, 10).unwrap_or_default()
+}
+
+/// Registers `collector` (names are fixed and unique, so this cannot clash).
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    if let Err(e) = registry.register(Box::new(c.clone())) {
+        tracing::error!("registering a metric failed: {e}");
+    }
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable_metric(name, e));
+    register(registry, vec)
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let vec = GaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable_metric(name, e));
+    register(registry, vec)
+}
+
+/// The metric definitions are constants checked by the tests; a failure
+/// here is a programming error caught before release.
+#[track_caller]
+fn unreachable_metric<T>(name: &str, e: prometheus::Error) -> T {
+    panic!("metric {name} is malformed: {e}")
 }
 
 impl Metrics {
     /// Registers every metric; per-tenant series only for `config`'s tenants.
     pub fn new(config: &Config) -> Metrics {
-        let mut registry = Registry::with_prefix("tokenbroker");
-        let http_requests = Family::<RouteStatus, Counter>::default();
-        registry.register(
-            "http_requests",
+        let registry = Registry::new_custom(Some("tokenbroker".into()), None)
+            .unwrap_or_else(|e| unreachable_metric("registry", e));
+        let http_requests = counter_vec(
+            &registry,
+            "http_requests_total",
             "HTTP requests answered, by route and status",
-            http_requests.clone(),
+            &["route", "status"],
         );
-        let http_duration = Family::<RouteLabel, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "Time to answer an HTTP request, by route",
-            http_duration.clone(),
+        let http_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Time to answer an HTTP request, by route",
+                )
+                .buckets(latency_buckets()),
+                &["route"],
+            )
+            .unwrap_or_else(|e| unreachable_metric("http_request_duration_seconds", e)),
         );
         let route_durations = Route::ALL
             .iter()
-            .map(|route| {
-                http_duration
-                    .get_or_create(&RouteLabel {
-                        route: route.label(),
-                    })
-                    .clone()
-            })
+            .map(|route| http_duration.with_label_values(&[route.label()]))
             .collect();
-        let cache_lookups = Family::<ResultLabel, Counter>::default();
-        registry.register("cache_lookups", "Token cache lookups: hit, miss (waited on Entra), refreshing (served while a refresh runs)", cache_lookups.clone());
-        let upstream_requests = Family::<Outcome, Counter>::default();
-        registry.register(
-            "upstream_requests",
+        let cache_lookups = counter_vec(
+            &registry,
+            "cache_lookups_total",
+            "Token cache lookups: hit, miss (waited on Entra), refreshing (served while a refresh runs)",
+            &["result"],
+        );
+        let lookups = [Lookup::Hit, Lookup::Refreshing, Lookup::Miss]
+            .map(|l| cache_lookups.with_label_values(&[l.as_str()]));
+        let upstream_requests = counter_vec(
+            &registry,
+            "upstream_requests_total",
             "Token requests sent to Entra, by outcome",
-            upstream_requests.clone(),
+            &["outcome"],
         );
-        let upstream_duration = latency_histogram();
-        registry.register(
-            "upstream_request_duration_seconds",
-            "Time Entra took to answer a token request",
-            upstream_duration.clone(),
+        let upstream_duration = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "upstream_request_duration_seconds",
+                    "Time Entra took to answer a token request",
+                )
+                .buckets(latency_buckets()),
+            )
+            .unwrap_or_else(|e| unreachable_metric("upstream_request_duration_seconds", e)),
         );
-        let refreshes = Family::<TriggerLabel, Counter>::default();
-        registry.register("token_refreshes", "Token loads started, by trigger (demand: a caller had no usable token; background: scheduled refresh)", refreshes.clone());
-        let cached_tokens = Gauge::default();
-        registry.register(
-            "cached_tokens",
-            "Unexpired tokens in the cache",
-            cached_tokens.clone(),
+        let refreshes = counter_vec(
+            &registry,
+            "token_refreshes_total",
+            "Token loads started, by trigger (demand: a caller had no usable token; background: scheduled refresh)",
+            &["trigger"],
         );
-        let certificate_expiry = Gauge::default();
-        registry.register(
+        let cached_tokens = register(
+            &registry,
+            IntGauge::new("cached_tokens", "Unexpired tokens in the cache")
+                .unwrap_or_else(|e| unreachable_metric("cached_tokens", e)),
+        );
+        let certificate_expiry = gauge_vec(
+            &registry,
             "certificate_expiry_timestamp_seconds",
-            "notAfter of the app certificate in use (unix seconds)",
-            certificate_expiry.clone(),
+            "notAfter of each loaded app certificate (unix seconds); in_use=\"true\" for the one signing now",
+            &["thumbprint", "in_use"],
         );
-        let tenant_expiry = Family::<TenantLabel, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        let tenant_expiry = gauge_vec(
+            &registry,
             "tenant_token_expiry_timestamp_seconds",
             "Expiry of the newest Graph token of each configured tenant (unix seconds)",
-            tenant_expiry.clone(),
+            &["tenant"],
         );
-        let auth_failures = Family::<Reason, Counter>::default();
-        registry.register(
-            "auth_failures",
+        let tenant_consent = gauge_vec(
+            &registry,
+            "tenant_consent",
+            "Consent state of each configured tenant, from what Entra last said: 1 for the current state",
+            &["tenant", "state"],
+        );
+        let tenant_upstream = counter_vec(
+            &registry,
+            "tenant_upstream_requests_total",
+            "Token requests sent to Entra for each configured tenant, by outcome",
+            &["tenant", "outcome"],
+        );
+        let auth_failures = counter_vec(
+            &registry,
+            "auth_failures_total",
             "Requests refused before any token lookup, by reason",
-            auth_failures.clone(),
+            &["reason"],
         );
-        let configured = config
-            .tenants
-            .iter()
-            .map(|t| (t.id.to_lowercase(), t.name.as_str().to_owned()))
-            .collect();
-        let lookups = [Lookup::Hit, Lookup::Refreshing, Lookup::Miss].map(|l| {
-            cache_lookups
-                .get_or_create(&ResultLabel { result: l.as_str() })
-                .clone()
-        });
-        Metrics {
+        let config_reloads = counter_vec(
+            &registry,
+            "config_reloads_total",
+            "Configuration reloads (SIGHUP, admin API, file watch), by result",
+            &["result"],
+        );
+        let last_reload = register(
+            &registry,
+            Gauge::new(
+                "config_last_reload_success_timestamp_seconds",
+                "When the configuration in force was loaded (unix seconds)",
+            )
+            .unwrap_or_else(|e| {
+                unreachable_metric("config_last_reload_success_timestamp_seconds", e)
+            }),
+        );
+        let credential_rejections = counter_vec(
+            &registry,
+            "credential_rejections_total",
+            "Credentials Entra refused (AADSTS700027 and kin), by credential",
+            &["credential"],
+        );
+        let forced_refreshes = counter_vec(
+            &registry,
+            "forced_refreshes_total",
+            "Refreshes forced past a cached token, by trigger (admin API, or a caller's token_sha256_to_refresh)",
+            &["trigger"],
+        );
+        // Every fixed label value exists from the start, so dashboards and
+        // rates see zeros rather than absent series.
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        for trigger in ["admin", "token_hash"] {
+            forced_refreshes.with_label_values(&[trigger]);
+        }
+        let metrics = Metrics {
             registry,
             http_requests,
             route_durations,
@@ -169,19 +234,62 @@ impl Metrics {
             cached_tokens,
             certificate_expiry,
             tenant_expiry,
+            tenant_consent,
+            tenant_upstream,
             auth_failures,
-            configured,
-            graph: config.app.graph(),
+            config_reloads,
+            last_reload,
+            credential_rejections,
+            forced_refreshes,
+            configured: ArcSwap::default(),
+        };
+        metrics.set_configured(config);
+        metrics
+    }
+
+    /// Follows a (re)loaded configuration: per-tenant series for its
+    /// tenants only; the series of tenants that left are removed.
+    pub fn set_configured(&self, config: &Config) {
+        let names: HashMap<TenantId, String> = config
+            .tenants
+            .iter()
+            .map(|t| (t.id.to_lowercase(), t.name.as_str().to_owned()))
+            .collect();
+        let old = self.configured.swap(Arc::new(Configured {
+            names: names.clone(),
+            graph: Some(config.app.graph()),
+        }));
+        let kept: std::collections::HashSet<&String> = names.values().collect();
+        let before: std::collections::HashSet<&String> = old.names.values().collect();
+        for added in names.values().filter(|n| !before.contains(n)) {
+            for state in CONSENT_STATES {
+                self.tenant_consent
+                    .with_label_values(&[added.as_str(), state])
+                    .set(if state == "unknown" { 1.0 } else { 0.0 });
+            }
         }
+        for gone in old.names.values().filter(|n| !kept.contains(n)) {
+            let _ = self.tenant_expiry.remove_label_values(&[gone]);
+            for state in CONSENT_STATES {
+                let _ = self.tenant_consent.remove_label_values(&[gone, state]);
+            }
+            for outcome in UpstreamOutcome::ALL {
+                let _ = self
+                    .tenant_upstream
+                    .remove_label_values(&[gone, outcome.as_str()]);
+            }
+        }
+    }
+
+    /// The configured name of `tenant`, if it is configured.
+    fn configured_name(&self, tenant: &TenantId) -> Option<String> {
+        self.configured.load().names.get(tenant).cloned()
     }
 
     /// Counts an answered HTTP request.
     pub fn http_request(&self, route: Route, status: u16, elapsed: Duration) {
         self.http_requests
-            .get_or_create(&RouteStatus {
-                route: route.label(),
-                status,
-            })
+            .with_label_values(&[route.label(), &status_label(status)])
             .inc();
         if let Some(histogram) = self.route_durations.get(route as usize) {
             histogram.observe(elapsed.as_secs_f64());
@@ -191,13 +299,17 @@ impl Metrics {
     /// Counts a refused caller (`missing`, `unknown_secret`, `unknown_uid`,
     /// `bad_host`, `forbidden_tenant`, `forbidden_resource`).
     pub fn auth_failure(&self, reason: &'static str) {
-        self.auth_failures.get_or_create(&Reason { reason }).inc();
+        self.auth_failures.with_label_values(&[reason]).inc();
     }
 
-    /// Sets the certificate expiry gauge.
-    pub fn set_certificate_expiry(&self, unix_seconds: u64) {
-        self.certificate_expiry
-            .set(i64::try_from(unix_seconds).unwrap_or(i64::MAX));
+    /// One series per loaded certificate (the previous set is replaced).
+    pub fn set_certificates(&self, certificates: &[(String, u64, bool)]) {
+        self.certificate_expiry.reset();
+        for (thumbprint, not_after, in_use) in certificates {
+            self.certificate_expiry
+                .with_label_values(&[thumbprint.as_str(), if *in_use { "true" } else { "false" }])
+                .set(*not_after as f64);
+        }
     }
 
     /// Sets the cached-tokens gauge (computed at scrape time).
@@ -206,13 +318,65 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+    /// Sets the consent state of a configured tenant (others are ignored).
+    fn set_consent(&self, tenant: &TenantId, state: &str) {
+        let Some(name) = self.configured_name(&tenant.to_lowercase()) else {
+            return;
+        };
+        for s in CONSENT_STATES {
+            self.tenant_consent
+                .with_label_values(&[name.as_str(), s])
+                .set(if s == state { 1.0 } else { 0.0 });
+        }
     }
+
+    /// The configuration in force was loaded at `at_unix` (start-up).
+    pub fn config_loaded(&self, at_unix: u64) {
+        self.last_reload.set(at_unix as f64);
+    }
+
+    /// Counts a configuration reload.
+    fn config_reload(&self, success: bool, at_unix: u64) {
+        let result = if success { "success" } else { "failure" };
+        self.config_reloads.with_label_values(&[result]).inc();
+        if success {
+            self.last_reload.set(at_unix as f64);
+        }
+    }
+
+    /// Counts a forced refresh (`admin` or `token_hash`).
+    fn forced_refresh(&self, trigger: &'static str) {
+        self.forced_refreshes.with_label_values(&[trigger]).inc();
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("encoding the metrics failed: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The status code as a label value; the codes the broker answers with
+/// need no allocation.
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    std::borrow::Cow::Borrowed(match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        421 => "421",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return std::borrow::Cow::Owned(other.to_string()),
+    })
 }
 
 impl CacheObserver for Metrics {
@@ -230,32 +394,59 @@ impl CacheObserver for Metrics {
             Trigger::Demand => "demand",
             Trigger::Background => "background",
         };
-        self.refreshes
-            .get_or_create(&TriggerLabel { trigger })
-            .inc();
+        self.refreshes.with_label_values(&[trigger]).inc();
+    }
+
+    fn forced_by_hash(&self) {
+        self.forced_refresh("token_hash");
     }
 
     fn token_stored(&self, key: &CacheKey, token: &CachedToken) {
-        if key.resource != self.graph {
+        let configured = self.configured.load();
+        if configured.graph.as_ref() != Some(&key.resource) {
             return;
         }
-        if let Some(name) = self.configured.get(&key.tenant) {
+        if let Some(name) = configured.names.get(&key.tenant) {
             self.tenant_expiry
-                .get_or_create(&TenantLabel {
-                    tenant: name.clone(),
-                })
+                .with_label_values(&[name.as_str()])
                 .set(token.expires_on as f64);
         }
     }
 }
 
+impl crate::broker::Observer for Metrics {
+    fn consent(&self, tenant: &TenantId, consent: crate::broker::status::Consent) {
+        self.set_consent(tenant, consent.as_str());
+    }
+
+    fn forced_by_admin(&self) {
+        self.forced_refresh("admin");
+    }
+
+    fn reloaded(&self, config: Option<&Config>, at_unix: u64) {
+        if let Some(config) = config {
+            self.set_configured(config);
+        }
+        self.config_reload(config.is_some(), at_unix);
+    }
+}
+
 impl UpstreamObserver for Metrics {
-    fn upstream(&self, outcome: UpstreamOutcome, elapsed: Duration) {
+    fn credential_rejected(&self, thumbprint: &str) {
+        self.credential_rejections
+            .with_label_values(&[thumbprint])
+            .inc();
+    }
+
+    fn upstream(&self, tenant: &TenantId, outcome: UpstreamOutcome, elapsed: Duration) {
         self.upstream_requests
-            .get_or_create(&Outcome {
-                outcome: outcome.as_str(),
-            })
+            .with_label_values(&[outcome.as_str()])
             .inc();
         self.upstream_duration.observe(elapsed.as_secs_f64());
+        if let Some(name) = self.configured_name(&tenant.to_lowercase()) {
+            self.tenant_upstream
+                .with_label_values(&[name.as_str(), outcome.as_str()])
+                .inc();
+        }
     }
 }

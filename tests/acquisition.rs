@@ -105,7 +105,7 @@ async fn unconsented_tenant_gets_aadsts700016_with_correlation_id() {
 }
 
 #[tokio::test]
-async fn unregistered_certificate_gets_aadsts700027_after_one_reload() {
+async fn unregistered_certificate_gets_aadsts700027_without_a_pointless_retry() {
     let f = Fixture::new("").await;
     f.sim.consent("fabrikam.com");
     f.sim.clear_certificates();
@@ -115,8 +115,8 @@ async fn unregistered_certificate_gets_aadsts700027_after_one_reload() {
     assert_eq!(entra.aadsts().as_deref(), Some("AADSTS700027"));
     assert!(entra.correlation_id.is_some());
     assert!(error.to_string().contains("upload it"), "{error}");
-    // One reload from disk and one more try, then give up.
-    assert_eq!(f.sim.requests("fabrikam.com"), 2);
+    // The credential files did not change, so there is nothing else to try.
+    assert_eq!(f.sim.requests("fabrikam.com"), 1);
 }
 
 #[tokio::test]

@@ -25,11 +25,10 @@ const NOW: u64 = 1_790_000_000;
 /// the credential and the certificate DER.
 fn make_credential(dir: &Path, name: &str) -> (Credential, Vec<u8>) {
     let cert_der = common::write_credential(dir, name);
-    let source = CredentialSource {
-        certificate: dir.join(format!("{name}.crt")),
-        private_key: Some(dir.join(format!("{name}.key"))),
-        password_env: None,
-    };
+    let source = CredentialSource::files(
+        &dir.join(format!("{name}.crt")),
+        Some(&dir.join(format!("{name}.key"))),
+    );
     let loaded = Credential::load(&source, SystemTime::now()).unwrap();
     (loaded.credential, cert_der)
 }

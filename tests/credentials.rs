@@ -198,17 +198,13 @@ fn assert_check_fails(o: &Output, path: &Path, words: &[&str]) -> String {
 }
 
 fn source(cert: &Path, key: Option<&Path>) -> CredentialSource {
-    CredentialSource {
-        certificate: cert.to_owned(),
-        private_key: key.map(Path::to_owned),
-        password_env: None,
-    }
+    CredentialSource::files(cert, key)
 }
 
 fn password(variable: &str, value: &str) -> PasswordSource {
     PasswordSource {
-        variable: variable.to_owned(),
-        value: Some(zeroize::Zeroizing::new(value.to_owned())),
+        origin: format!("environment variable {variable}"),
+        value: Ok(zeroize::Zeroizing::new(value.to_owned())),
     }
 }
 

@@ -534,10 +534,10 @@ async fn health_readiness_and_metrics() {
 
     let answer = server.get("/metrics", &[]).await;
     assert_eq!(answer.status, 200);
-    assert!(answer
-        .header("content-type")
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
+    assert_eq!(
+        answer.header("content-type").unwrap(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
     let after = parse_metrics(&answer.body);
     let delta = |name: &str| {
         after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
@@ -583,12 +583,23 @@ async fn health_readiness_and_metrics() {
         2.0
     );
     assert_eq!(after["tokenbroker_cached_tokens"], 3.0);
-    let not_after = tokenbroker::credentials::CertificateInfo::from_der(&f.cert_der)
-        .unwrap()
-        .not_after;
+    let info = tokenbroker::credentials::CertificateInfo::from_der(&f.cert_der).unwrap();
+    // One series per loaded certificate, named by thumbprint, the signing one in use.
+    let series: Vec<(&String, &f64)> = after
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenbroker_certificate_expiry_timestamp_seconds{"))
+        .collect();
+    assert_eq!(series.len(), 1, "{series:?}");
     assert_eq!(
-        after["tokenbroker_certificate_expiry_timestamp_seconds"],
-        tokenbroker::clock::unix_seconds(not_after) as f64
+        series[0].0,
+        &format!(
+            "tokenbroker_certificate_expiry_timestamp_seconds{{in_use=\"true\",thumbprint=\"{}\"}}",
+            info.thumbprint_sha1
+        )
+    );
+    assert_eq!(
+        *series[0].1,
+        tokenbroker::clock::unix_seconds(info.not_after) as f64
     );
     assert!(after["tokenbroker_upstream_request_duration_seconds_count"] >= 3.0);
     assert!(
@@ -606,34 +617,25 @@ async fn health_readiness_and_metrics() {
     server.stop().await;
 }
 
-/// Parses Prometheus/OpenMetrics text: every sample line must be
-/// `name{labels} value`, every `# TYPE` must name a known type.
+/// Parses the Prometheus text format 0.0.4: every sample line must be
+/// `name{labels} value`, every `# TYPE` must name a known type, and every
+/// metric has its `# HELP`.
 fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
     let mut samples = std::collections::HashMap::new();
-    let mut saw_eof = false;
+    let mut helped = std::collections::HashSet::new();
     for line in text.lines() {
-        if line == "# EOF" {
-            saw_eof = true;
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.insert(rest.split(' ').next().unwrap().to_owned());
             continue;
         }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let kind = rest.split(' ').nth(1).unwrap();
             assert!(
-                [
-                    "counter",
-                    "gauge",
-                    "histogram",
-                    "summary",
-                    "unknown",
-                    "info",
-                    "stateset"
-                ]
-                .contains(&kind),
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
                 "{line}"
             );
-            continue;
-        }
-        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
+            let metric = rest.split(' ').next().unwrap();
+            assert!(helped.contains(metric), "no HELP before: {line}");
             continue;
         }
         assert!(!line.starts_with('#'), "unexpected comment: {line}");
@@ -656,7 +658,6 @@ fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
             .unwrap_or_else(|_| panic!("bad value: {line}"));
         samples.insert(name.to_owned(), value);
     }
-    assert!(saw_eof, "OpenMetrics text ends with # EOF");
     samples
 }
 

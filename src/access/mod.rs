@@ -99,7 +99,8 @@ enum Tenants {
 #[derive(Debug)]
 struct Account {
     name: Name,
-    secret: [u8; 32],
+    /// One, or two while the secret rotates.
+    secrets: Vec<[u8; 32]>,
     tenants: Tenants,
     resources: Option<Vec<Resource>>,
     default_tenant: Option<ResolvedTenant>,
@@ -162,7 +163,7 @@ impl Policy {
             let default_tenant = a.default_tenant.as_ref().and_then(|t| policy.configured(t));
             policy.accounts.push(Account {
                 name: a.name.clone(),
-                secret: a.secret_sha256.0,
+                secrets: a.secret_sha256.0.iter().map(|h| h.0).collect(),
                 tenants,
                 resources: a.resources.clone(),
                 default_tenant,
@@ -218,10 +219,12 @@ impl Policy {
         let digest = secret::digest(secret);
         let mut found = None;
         for (i, account) in self.accounts.iter().enumerate() {
-            let equal =
-                aws_lc_rs::constant_time::verify_slices_are_equal(&digest, &account.secret).is_ok();
-            if equal && found.is_none() {
-                found = Some(AccountId(i));
+            for secret in &account.secrets {
+                let equal =
+                    aws_lc_rs::constant_time::verify_slices_are_equal(&digest, secret).is_ok();
+                if equal && found.is_none() {
+                    found = Some(AccountId(i));
+                }
             }
         }
         found
@@ -318,6 +321,24 @@ impl Policy {
             });
         }
         Ok(())
+    }
+}
+
+impl Policy {
+    /// Whether some account may have a token for `tenant` and `resource`
+    /// (a reload drops cached tokens nobody may have any more).
+    pub fn anyone_may_have(&self, tenant: &TenantId, resource: &Resource) -> bool {
+        self.accounts.iter().any(|a| {
+            let tenant_ok = match &a.tenants {
+                Tenants::Any => true,
+                Tenants::Listed(ids) => ids.iter().any(|id| id.same_as(tenant)),
+            };
+            let resource_ok = match &a.resources {
+                Some(list) => list.contains(resource),
+                None => *resource == self.graph,
+            };
+            tenant_ok && resource_ok
+        })
     }
 }
 

@@ -31,6 +31,24 @@ fn secrets_map_to_their_accounts() {
 }
 
 #[test]
+fn an_account_with_two_hashes_accepts_both_secrets() {
+    let text = format!(
+        "[app]\nclient_id = \"11111111-2222-3333-4444-555555555555\"\ncertificate = \"c.pem\"\n\
+         [[accounts]]\nname = \"rotating\"\nsecret_sha256 = [\"{}\", \"{}\"]\ntenants = [\"*\"]\n",
+        secret::sha256_hex("old-secret"),
+        secret::sha256_hex("new-secret"),
+    );
+    let p = Policy::new(&Config::parse(&text, Path::new("t.toml")).unwrap());
+    for s in ["old-secret", "new-secret"] {
+        assert_eq!(p.account_name(id(&p, s)).as_str(), "rotating");
+    }
+    assert_eq!(
+        p.authenticate(Some("other"), None),
+        Err(AuthFailure::UnknownSecret)
+    );
+}
+
+#[test]
 fn authentication_by_secret_else_by_peer_uid() {
     let p = policy();
     let a = id(&p, "secret-a");

@@ -4,9 +4,12 @@
 //! One [`AuthorityClient::acquire`] call is one logical token request: it
 //! signs a fresh assertion per attempt, retries transient failures with
 //! exponential backoff and jitter (bounded in attempts and total time),
-//! stops at once on throttling or a permanent refusal, re-signs once on
-//! AADSTS700024 and reloads the certificate once on AADSTS700027. Caching,
-//! single-flight and remembering failures are the cache's job, not this one's.
+//! stops at once on throttling or a permanent refusal, and re-signs once on
+//! AADSTS700024. On AADSTS700027 (this certificate is not registered, or not
+//! yet in this tenant) it falls back to the next credential at once and
+//! remembers the refusal for that tenant; when every credential was refused
+//! it reloads changed credential files once. Caching, single-flight and
+//! remembering failures are the cache's job, not this one's.
 
 pub mod response;
 
@@ -16,7 +19,7 @@ use crate::cache::{FailureKind, LoadError};
 use crate::clock::SharedClock;
 use crate::cloud;
 use crate::config::{Config, Resource, SigningAlgorithm, TenantId};
-use crate::credentials::CredentialStore;
+use crate::credentials::{Credential, CredentialSet};
 use crate::jitter::Jitter;
 use response::{Class, EntraError, TokenResponse};
 use std::path::PathBuf;
@@ -160,7 +163,7 @@ impl Default for RetryPolicy {
 }
 
 /// Everything the client needs to know, taken from `[app]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthoritySettings {
     /// `https://login.microsoftonline.com` or an override.
     pub authority_host: String,
@@ -230,10 +233,22 @@ impl UpstreamOutcome {
     }
 }
 
+impl UpstreamOutcome {
+    /// Every outcome.
+    pub const ALL: [UpstreamOutcome; 4] = [
+        UpstreamOutcome::Success,
+        UpstreamOutcome::Transient,
+        UpstreamOutcome::Permanent,
+        UpstreamOutcome::Timeout,
+    ];
+}
+
 /// Hook for metrics on every upstream attempt.
 pub trait UpstreamObserver: Send + Sync + std::fmt::Debug + 'static {
-    /// An attempt ended.
-    fn upstream(&self, _outcome: UpstreamOutcome, _elapsed: Duration) {}
+    /// An attempt for `tenant` ended.
+    fn upstream(&self, _tenant: &TenantId, _outcome: UpstreamOutcome, _elapsed: Duration) {}
+    /// Entra refused the credential with `thumbprint`.
+    fn credential_rejected(&self, _thumbprint: &str) {}
 }
 
 /// An observer that records nothing.
@@ -246,7 +261,7 @@ impl UpstreamObserver for NoUpstreamObserver {}
 pub struct AuthorityClient {
     http: reqwest::Client,
     settings: AuthoritySettings,
-    credentials: Arc<CredentialStore>,
+    credentials: Arc<CredentialSet>,
     clock: SharedClock,
     jitter: Jitter,
     in_flight: Semaphore,
@@ -269,7 +284,7 @@ impl AuthorityClient {
     /// standard `HTTPS_PROXY`/`NO_PROXY` variables apply).
     pub fn new(
         settings: AuthoritySettings,
-        credentials: Arc<CredentialStore>,
+        credentials: Arc<CredentialSet>,
         clock: SharedClock,
     ) -> Result<AuthorityClient, BuildError> {
         let mut builder = reqwest::Client::builder()
@@ -321,8 +336,8 @@ impl AuthorityClient {
         &self.settings
     }
 
-    /// The credential store it signs with (reloaded on AADSTS700027).
-    pub fn credentials(&self) -> &Arc<CredentialStore> {
+    /// The credentials it signs with.
+    pub fn credentials(&self) -> &Arc<CredentialSet> {
         &self.credentials
     }
 
@@ -332,15 +347,21 @@ impl AuthorityClient {
         tenant: &TenantId,
         resource: &Resource,
     ) -> Result<TokenResponse, AcquireError> {
-        let (tenant, resource) = (tenant.as_str(), resource.as_str());
         let policy = self.settings.retry;
         let started = Instant::now();
         let mut resigned = false;
         let mut reloaded = false;
         let mut attempt = 1;
+        let mut candidates = self.credentials.candidates(tenant);
+        let mut next = 0;
         loop {
-            let error = match self.attempt(tenant, resource).await {
-                Ok(token) => return Ok(token),
+            // `candidates` is never empty: a set holds at least one credential.
+            let credential = Arc::clone(&candidates[next.min(candidates.len() - 1)]);
+            let error = match self.attempt(tenant, resource, &credential).await {
+                Ok(token) => {
+                    self.credentials.signed(&credential);
+                    return Ok(token);
+                }
                 Err(e) => e,
             };
             let class = match &error {
@@ -350,29 +371,57 @@ impl AuthorityClient {
                 }
                 AttemptError::Signing(_) => Class::Permanent,
             };
+            let tenant_str = tenant.as_str();
             match class {
                 Class::Resign if !resigned => {
                     // Every attempt signs afresh; one more try covers a skewed clock step.
                     resigned = true;
                     tracing::warn!(
-                        tenant,
+                        tenant = tenant_str,
                         "AADSTS700024: assertion time refused; signing a new one"
                     );
                     continue;
                 }
-                Class::ReloadCertificate if !reloaded => {
-                    reloaded = true;
-                    tracing::warn!(tenant, "AADSTS700027: certificate refused; reloading it from disk and retrying once");
-                    match self.credentials.reload(self.clock.now()) {
-                        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
-                        Err(e) => tracing::error!("reloading the certificate failed: {e}"),
+                Class::CredentialRefused => {
+                    let thumbprint = &credential.certificate().thumbprint_sha1;
+                    let aadsts = match &error {
+                        AttemptError::Entra(entra, _) => entra.aadsts(),
+                        _ => None,
+                    };
+                    self.credentials
+                        .reject(tenant, &credential, aadsts, self.clock.unix_now());
+                    self.observer.credential_rejected(thumbprint);
+                    if next + 1 < candidates.len() {
+                        next += 1;
+                        tracing::warn!(tenant = tenant_str, refused = %thumbprint,
+                            next = %candidates[next].certificate().thumbprint_sha1,
+                            "AADSTS700027: certificate refused for this tenant; trying the next credential");
+                        continue;
                     }
-                    continue;
+                    if !reloaded {
+                        reloaded = true;
+                        match self.credentials.reload_if_changed(self.clock.now()) {
+                            Ok(Some(warnings)) => {
+                                warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                                tracing::warn!(tenant = tenant_str, "AADSTS700027: every credential refused; credential files changed, retrying with them");
+                                candidates = self.credentials.candidates(tenant);
+                                next = 0;
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::error!("reloading the credentials failed: {e}"),
+                        }
+                    }
                 }
                 Class::Transient if attempt < policy.max_attempts => {
                     let delay = policy.backoff.delay(attempt, self.jitter.unit());
                     if started.elapsed() + delay <= policy.budget {
-                        tracing::debug!(tenant, attempt, ?delay, "transient failure; retrying");
+                        tracing::debug!(
+                            tenant = tenant_str,
+                            attempt,
+                            ?delay,
+                            "transient failure; retrying"
+                        );
                         tokio::time::sleep(delay).await;
                         attempt += 1;
                         continue;
@@ -380,7 +429,7 @@ impl AuthorityClient {
                 }
                 _ => {}
             }
-            return Err(self.final_error(tenant, error, class));
+            return Err(self.final_error(tenant_str, error, class));
         }
     }
 
@@ -419,9 +468,16 @@ impl AuthorityClient {
     }
 
     /// One POST to the token endpoint, reported to the observer.
-    async fn attempt(&self, tenant: &str, resource: &str) -> Result<TokenResponse, AttemptError> {
+    async fn attempt(
+        &self,
+        tenant: &TenantId,
+        resource: &Resource,
+        credential: &Credential,
+    ) -> Result<TokenResponse, AttemptError> {
         let started = Instant::now();
-        let result = self.post(tenant, resource).await;
+        let result = self
+            .post(tenant.as_str(), resource.as_str(), credential)
+            .await;
         let outcome = match &result {
             Ok(_) => Some(UpstreamOutcome::Success),
             Err(AttemptError::Entra(_, Class::Transient | Class::Throttled(_))) => {
@@ -435,14 +491,18 @@ impl AuthorityClient {
             Err(AttemptError::Signing(_)) => None, // nothing was sent
         };
         if let Some(outcome) = outcome {
-            self.observer.upstream(outcome, started.elapsed());
+            self.observer.upstream(tenant, outcome, started.elapsed());
         }
         result
     }
 
-    async fn post(&self, tenant: &str, resource: &str) -> Result<TokenResponse, AttemptError> {
+    async fn post(
+        &self,
+        tenant: &str,
+        resource: &str,
+        credential: &Credential,
+    ) -> Result<TokenResponse, AttemptError> {
         let endpoint = cloud::token_endpoint(&self.settings.authority_host, tenant);
-        let credential = self.credentials.current();
         let client_assertion = assertion::sign(
             &credential.signer(),
             self.settings.signing,

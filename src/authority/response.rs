@@ -66,9 +66,9 @@ pub enum Class {
     Permanent,
     /// AADSTS700024: assertion outside its valid time; sign afresh and retry once.
     Resign,
-    /// AADSTS700027: certificate not registered or key mismatch; reload the
-    /// certificate from disk and retry once.
-    ReloadCertificate,
+    /// AADSTS700027: this certificate is not registered on the app (or not
+    /// yet in this tenant); try the next credential at once.
+    CredentialRefused,
 }
 
 /// What Entra sends on 429 when it says nothing else (docs/entra.md, "AADSTS codes").
@@ -84,7 +84,7 @@ pub fn classify(status: u16, error: &str, codes: &[u32], retry_after: Option<Dur
         return Class::Resign;
     }
     if codes.contains(&700_027) {
-        return Class::ReloadCertificate;
+        return Class::CredentialRefused;
     }
     if status == 429 {
         return Class::Throttled(retry_after.unwrap_or(DEFAULT_THROTTLE).min(MAX_RETRY_AFTER));
@@ -351,7 +351,7 @@ mod tests {
         }
         assert_eq!(
             classify(401, "invalid_client", &[700_027], None),
-            Class::ReloadCertificate
+            Class::CredentialRefused
         );
         assert_eq!(
             classify(400, "invalid_client", &[700_024], None),

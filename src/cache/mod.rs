@@ -31,7 +31,7 @@ use crate::clock::SharedClock;
 use crate::config::{Resource, TenantId};
 use crate::jitter::Jitter;
 use crate::token::AccessToken;
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -135,6 +135,8 @@ pub struct CacheSettings {
     pub max_entries: u64,
     /// No caller waits longer than this for a load.
     pub load_timeout: Duration,
+    /// At most one refresh forced by a rejected token's hash per key in this time.
+    pub forced_refresh_interval: Duration,
     /// Retries of a failed background refresh.
     pub refresh_retry: Backoff,
 }
@@ -148,6 +150,7 @@ impl CacheSettings {
             negative_ttl: config.negative_ttl.0,
             max_entries: config.max_entries,
             load_timeout: config.load_timeout.0,
+            forced_refresh_interval: config.forced_refresh_interval.0,
             refresh_retry: schedule::REFRESH_RETRY,
         }
     }
@@ -157,6 +160,9 @@ impl CacheSettings {
 #[derive(Debug, Clone)]
 pub struct CachedToken {
     pub access_token: AccessToken,
+    /// SHA-256 of the token string: what a caller that saw it rejected sends
+    /// back as `token_sha256_to_refresh`.
+    pub sha256: [u8; 32],
     /// When it stops being valid (monotonic).
     pub expires_at: Instant,
     /// When it stops being valid, in unix seconds (for callers).
@@ -210,6 +216,8 @@ pub trait CacheObserver: Send + Sync + std::fmt::Debug + 'static {
     fn load_started(&self, _trigger: Trigger) {}
     /// A load succeeded and stored `token` for `key` (every successful load).
     fn token_stored(&self, _key: &CacheKey, _token: &CachedToken) {}
+    /// A caller's rejected-token hash forced a refresh.
+    fn forced_by_hash(&self) {}
 }
 
 /// An observer that records nothing.
@@ -225,6 +233,12 @@ struct Blocked<E> {
     until: Instant,
 }
 
+impl<E: LoadError> Blocked<E> {
+    fn is_throttle(&self) -> bool {
+        matches!(self.error.kind(), FailureKind::Throttled(_))
+    }
+}
+
 /// The parts of a slot that change only when a load starts or ends; guarded
 /// by the slot's mutex. (The current token is outside it: see [`Slot`].)
 struct SlotState<E> {
@@ -235,6 +249,8 @@ struct SlotState<E> {
     /// When the refresher should next refresh.
     next_refresh: Option<Instant>,
     refresher_started: bool,
+    /// When a rejected token's hash last forced a refresh.
+    last_forced: Option<Instant>,
 }
 
 /// One (tenant, resource). A cache hit takes no lock and writes no shared
@@ -294,7 +310,8 @@ impl<E> Slot<E> {
 struct Inner<E: LoadError> {
     slots: moka::sync::Cache<CacheKey, Arc<Slot<E>>>,
     source: Arc<dyn TokenSource<Error = E>>,
-    settings: CacheSettings,
+    /// Swapped by a reload (all but `max_entries`, fixed at start).
+    settings: ArcSwap<CacheSettings>,
     clock: SharedClock,
     jitter: Jitter,
     observer: Arc<dyn CacheObserver>,
@@ -317,7 +334,7 @@ impl<E: LoadError> std::fmt::Debug for TokenCache<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache")
             .field("entries", &self.inner.slots.entry_count())
-            .field("settings", &self.inner.settings)
+            .field("settings", &**self.inner.settings.load())
             .finish()
     }
 }
@@ -348,7 +365,7 @@ impl<E: LoadError> TokenCache<E> {
                     .time_to_idle(settings.keep_warm)
                     .build(),
                 source,
-                settings,
+                settings: ArcSwap::from_pointee(settings),
                 clock,
                 jitter,
                 observer,
@@ -359,7 +376,29 @@ impl<E: LoadError> TokenCache<E> {
     /// A token for `key` with at least `min_remaining` left: the cached one,
     /// or one from the load in flight, or from a new load.
     pub async fn get(&self, key: &CacheKey) -> Result<Grant, CacheError<E>> {
+        self.lookup(key, None).await
+    }
+
+    /// As [`get`](Self::get), for a caller whose resource rejected the token
+    /// with SHA-256 `rejected`: if the cached token is that one, a new one is
+    /// fetched first — one load however many callers send the hash, at most
+    /// one per `forced_refresh_interval` (within it the current token is
+    /// answered). Another hash gets the cached token, already newer.
+    pub async fn get_replacing(
+        &self,
+        key: &CacheKey,
+        rejected: &[u8; 32],
+    ) -> Result<Grant, CacheError<E>> {
+        self.lookup(key, Some(rejected)).await
+    }
+
+    async fn lookup(
+        &self,
+        key: &CacheKey,
+        rejected: Option<&[u8; 32]>,
+    ) -> Result<Grant, CacheError<E>> {
         let inner = &self.inner;
+        let settings = inner.settings.load();
         let slot = inner
             .slots
             .get_with_by_ref(key, || Arc::new(Slot::new(key.clone())));
@@ -374,15 +413,32 @@ impl<E: LoadError> TokenCache<E> {
             inner.observer.lookup(lookup);
             Ok(Grant { token, lookup })
         };
+        let is_rejected = |token: &CachedToken| rejected.is_some_and(|h| *h == token.sha256);
         // The hot path: no lock.
-        if let Some(token) = slot.usable(now, inner.settings.min_remaining) {
-            return hit(token);
+        if let Some(token) = slot.usable(now, settings.min_remaining) {
+            if !is_rejected(&token) {
+                return hit(token);
+            }
         }
         let mut receiver = {
             let mut state = slot.lock();
-            // A load may have finished since the look above.
-            if let Some(token) = slot.usable(now, inner.settings.min_remaining) {
-                return hit(token);
+            let usable = slot.usable(now, settings.min_remaining);
+            match &usable {
+                // A load may have finished since the look above.
+                Some(token) if !is_rejected(token) => return hit(Arc::clone(token)),
+                // The caller saw this token rejected.
+                Some(token) => {
+                    let recent = state.last_forced.is_some_and(|at| {
+                        now.saturating_duration_since(at) < settings.forced_refresh_interval
+                    });
+                    if recent && state.in_flight.is_none() {
+                        // One forced refresh per interval: answer the current token.
+                        let token = Arc::clone(token);
+                        drop(state);
+                        return hit(token);
+                    }
+                }
+                None => {}
             }
             if let Some(blocked) = &state.blocked {
                 if now < blocked.until {
@@ -395,14 +451,30 @@ impl<E: LoadError> TokenCache<E> {
             }
             match &state.in_flight {
                 Some(receiver) => receiver.clone(),
-                None => Inner::start_load(inner, &slot, &mut state, Trigger::Demand),
+                None => {
+                    if usable.is_some() {
+                        state.last_forced = Some(now);
+                        inner.observer.forced_by_hash();
+                    }
+                    Inner::start_load(inner, &slot, &mut state, Trigger::Demand)
+                }
             }
         };
         inner.observer.lookup(Lookup::Miss);
+        self.await_load(key, &mut receiver, &settings).await
+    }
+
+    /// Waits for a load (at most `load_timeout`; the load itself goes on).
+    async fn await_load(
+        &self,
+        key: &CacheKey,
+        receiver: &mut watch::Receiver<Option<Outcome<E>>>,
+        settings: &CacheSettings,
+    ) -> Result<Grant, CacheError<E>> {
         // The load runs in its own task: a caller that gives up at the
         // deadline leaves it running for the next one.
-        let deadline = inner.settings.load_timeout;
-        let outcome = tokio::time::timeout(deadline, wait(&mut receiver, &key.tenant))
+        let deadline = settings.load_timeout;
+        let outcome = tokio::time::timeout(deadline, wait(receiver, &key.tenant))
             .await
             .map_err(|_| CacheError::Deadline {
                 tenant: key.tenant.clone(),
@@ -410,16 +482,122 @@ impl<E: LoadError> TokenCache<E> {
             })??;
         let token = outcome.map_err(CacheError::Load)?;
         let remaining = token.remaining(Instant::now());
-        if remaining < inner.settings.min_remaining {
+        if remaining < settings.min_remaining {
             return Err(CacheError::TooShortLived {
                 tenant: key.tenant.clone(),
                 remaining,
-                min_remaining: inner.settings.min_remaining,
+                min_remaining: settings.min_remaining,
             });
         }
         Ok(Grant {
             token,
             lookup: Lookup::Miss,
+        })
+    }
+
+    /// Fetches a new token for `key` now (the admin's refresh), past the
+    /// cached token and any remembered refusal; a throttle (Retry-After)
+    /// is still honoured.
+    pub async fn refresh(&self, key: &CacheKey) -> Result<Grant, CacheError<E>> {
+        let inner = &self.inner;
+        let settings = inner.settings.load();
+        let slot = inner
+            .slots
+            .get_with_by_ref(key, || Arc::new(Slot::new(key.clone())));
+        let now = Instant::now();
+        slot.touch(now);
+        let mut receiver = {
+            let mut state = slot.lock();
+            if let Some(blocked) = &state.blocked {
+                if blocked.is_throttle() && now < blocked.until {
+                    return Err(CacheError::Load(
+                        blocked.error.with_retry_after(blocked.until - now),
+                    ));
+                }
+                state.blocked = None;
+            }
+            match &state.in_flight {
+                Some(receiver) => receiver.clone(),
+                None => Inner::start_load(inner, &slot, &mut state, Trigger::Demand),
+            }
+        };
+        self.await_load(key, &mut receiver, &settings).await
+    }
+
+    /// Drops the cached token and remembered refusal of `key`, and stops its
+    /// background refresh; a throttle (Retry-After) stays. Returns whether
+    /// there was anything cached.
+    pub fn evict(&self, key: &CacheKey) -> bool {
+        let Some(slot) = self.inner.slots.get(key) else {
+            return false;
+        };
+        let throttle = {
+            let mut state = slot.lock();
+            state.next_refresh = None;
+            state.blocked.take().filter(|b| b.is_throttle())
+        };
+        match throttle {
+            // A fresh slot holding only the throttle; the old slot's
+            // refresher sees it is no longer cached and stops.
+            Some(blocked) => {
+                let fresh = Slot::new(key.clone());
+                fresh.lock().blocked = Some(blocked);
+                self.inner.slots.insert(key.clone(), Arc::new(fresh));
+            }
+            None => self.inner.slots.invalidate(key),
+        }
+        true
+    }
+
+    /// Drops every token (the app identity changed: they belong to another app).
+    pub fn clear(&self) {
+        self.inner.slots.invalidate_all();
+        self.inner.slots.run_pending_tasks();
+    }
+
+    /// Drops the entries whose key `keep` refuses (a reload removed their
+    /// tenant or resource).
+    pub fn retain(&self, keep: impl Fn(&CacheKey) -> bool) -> usize {
+        let gone: Vec<Arc<CacheKey>> = self
+            .inner
+            .slots
+            .iter()
+            .filter(|(key, _)| !keep(key))
+            .map(|(key, _)| key)
+            .collect();
+        for key in &gone {
+            self.inner.slots.invalidate(key.as_ref());
+        }
+        gone.len()
+    }
+
+    /// The tuning in force.
+    pub fn settings(&self) -> CacheSettings {
+        **self.inner.settings.load()
+    }
+
+    /// Puts new tuning in force (`max_entries` needs a restart).
+    pub fn set_settings(&self, settings: CacheSettings) {
+        self.inner.settings.store(Arc::new(settings));
+    }
+
+    /// The keys in the cache.
+    pub fn keys(&self) -> Vec<CacheKey> {
+        self.inner
+            .slots
+            .iter()
+            .map(|(key, _)| key.as_ref().clone())
+            .collect()
+    }
+
+    /// What the cache holds for `key`, without touching it.
+    pub fn inspect(&self, key: &CacheKey) -> Option<SlotView> {
+        let slot = self.inner.slots.get(key)?;
+        let state = slot.lock();
+        Some(SlotView {
+            token: slot.current.load_full(),
+            next_refresh: state.next_refresh,
+            loading: state.in_flight.is_some(),
         })
     }
 
@@ -468,6 +646,15 @@ impl<E: LoadError> TokenCache<E> {
     }
 }
 
+/// What the cache holds for one key (for the admin status).
+#[derive(Debug, Clone)]
+pub struct SlotView {
+    pub token: Option<Arc<CachedToken>>,
+    /// When the background refresh is due.
+    pub next_refresh: Option<Instant>,
+    pub loading: bool,
+}
+
 /// Waits for a load's outcome.
 async fn wait<E: LoadError>(
     receiver: &mut watch::Receiver<Option<Outcome<E>>>,
@@ -496,6 +683,7 @@ impl<E> Slot<E> {
                 failures: 0,
                 next_refresh: None,
                 refresher_started: false,
+                last_forced: None,
             }),
         }
     }
@@ -532,14 +720,24 @@ impl<E: LoadError> Inner<E> {
         result: Result<Fetched, E>,
     ) -> Outcome<E> {
         let now = Instant::now();
+        let settings = self.settings.load();
         let mut state = slot.lock();
         state.in_flight = None;
         slot.loading.store(false, Ordering::Release);
         match result {
             Ok(response) => {
                 let wall = self.clock.unix_now();
+                let mut sha256 = [0u8; 32];
+                sha256.copy_from_slice(
+                    aws_lc_rs::digest::digest(
+                        &aws_lc_rs::digest::SHA256,
+                        response.access_token.expose().as_bytes(),
+                    )
+                    .as_ref(),
+                );
                 let token = Arc::new(CachedToken {
                     access_token: response.access_token,
+                    sha256,
                     expires_at: now + response.expires_in,
                     expires_on: wall + response.expires_in.as_secs(),
                     obtained_on: wall,
@@ -547,7 +745,7 @@ impl<E: LoadError> Inner<E> {
                 let delay = schedule::refresh_delay(
                     response.expires_in,
                     response.refresh_in,
-                    self.settings.min_remaining,
+                    settings.min_remaining,
                     self.jitter.symmetric(),
                 );
                 slot.current.store(Some(Arc::clone(&token)));
@@ -563,7 +761,7 @@ impl<E: LoadError> Inner<E> {
             }
             Err(error) => {
                 state.failures = state.failures.saturating_add(1);
-                let hold = schedule::hold_for(error.kind(), self.settings.negative_ttl);
+                let hold = schedule::hold_for(error.kind(), settings.negative_ttl);
                 if let Some(hold) = hold {
                     state.blocked = Some(Blocked {
                         error: error.clone(),
@@ -572,15 +770,14 @@ impl<E: LoadError> Inner<E> {
                 }
                 // Retry the refresh with backoff, and not before a throttle ends.
                 let retry = now
-                    + self
-                        .settings
+                    + settings
                         .refresh_retry
                         .delay(state.failures, self.jitter.unit());
                 state.next_refresh = Some(match hold {
                     Some(hold) => retry.max(now + hold),
                     None => retry,
                 });
-                let keeps_token = slot.usable(now, self.settings.min_remaining).is_some();
+                let keeps_token = slot.usable(now, settings.min_remaining).is_some();
                 tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,
                     failures = state.failures, keeps_token, "token load failed: {error}");
                 Err(error)
@@ -605,7 +802,7 @@ async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
             return; // evicted for capacity; a new slot will be made on demand
         }
         let now = Instant::now();
-        if now.saturating_duration_since(slot.idle_since()) >= inner.settings.keep_warm {
+        if now.saturating_duration_since(slot.idle_since()) >= inner.settings.load().keep_warm {
             inner.slots.invalidate(&slot.key);
             tracing::debug!(tenant = %slot.key.tenant, resource = %slot.key.resource, "dropped: unused for keep_warm");
             return;

@@ -113,6 +113,7 @@ fn settings() -> CacheSettings {
         negative_ttl: Duration::from_secs(30),
         max_entries: 10_000,
         load_timeout: Duration::from_secs(20),
+        forced_refresh_interval: Duration::from_secs(30),
         refresh_retry: schedule::REFRESH_RETRY,
     }
 }

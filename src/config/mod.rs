@@ -14,11 +14,12 @@ pub mod types;
 mod validate;
 
 pub use schema::{
-    AccountConfig, AppConfig, CacheConfig, Config, ServerConfig, SigningAlgorithm, TenantConfig,
+    AccountConfig, AppConfig, CacheConfig, Config, CredentialConfig, ServerConfig,
+    SigningAlgorithm, TenantConfig,
 };
 pub use types::{
     check_tenant_id, is_guid, AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name,
-    Permission, ResolvedTenant, Resource, SecretHash, TenantId, TenantRef,
+    Permission, ResolvedTenant, Resource, SecretHash, SecretHashes, TenantId, TenantRef,
 };
 
 use std::path::{Path, PathBuf};
@@ -84,12 +85,24 @@ impl Config {
     /// daemon behaves the same whatever its working directory.
     fn resolve_paths(&mut self, base: &Path) {
         let app = &mut self.app;
+        let credentials = app.credentials.iter_mut().flat_map(|c| {
+            [
+                Some(&mut c.certificate),
+                c.private_key.as_mut(),
+                c.password_file.as_mut(),
+            ]
+        });
+        let server = &mut self.server;
         for path in [
-            Some(&mut app.certificate),
+            app.certificate.as_mut(),
             app.private_key.as_mut(),
+            app.private_key_password_file.as_mut(),
             app.ca_file.as_mut(),
+            server.unix_socket.as_mut(),
+            server.admin_socket.as_mut(),
         ]
         .into_iter()
+        .chain(credentials)
         .flatten()
         {
             if path.is_relative() {
@@ -159,8 +172,8 @@ private_key = "key.pem"
         assert_eq!(config.cache.load_timeout.0, Duration::from_secs(20));
         // Relative paths are anchored at the configuration file's directory.
         assert_eq!(
-            config.app.certificate,
-            Path::new("/etc/tokenbroker/cert.pem")
+            config.app.certificate.as_deref(),
+            Some(Path::new("/etc/tokenbroker/cert.pem"))
         );
         assert_eq!(
             config.app.private_key.as_deref(),

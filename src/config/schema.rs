@@ -5,7 +5,7 @@
 
 use super::types::{
     AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name, Permission, Resource,
-    SecretHash, TenantId, TenantRef,
+    SecretHashes, TenantId, TenantRef,
 };
 use crate::cloud::Cloud;
 use serde::Deserialize;
@@ -53,6 +53,15 @@ pub struct ServerConfig {
     pub max_query_bytes: usize,
     /// On SIGTERM, requests in flight get this long to finish.
     pub shutdown_timeout: ConfigDuration,
+    /// The admin API's Unix socket (off unless set).
+    pub admin_socket: Option<PathBuf>,
+    /// Group that owns the admin socket (mode 0660), so its members may use it.
+    pub admin_group: Option<Name>,
+    /// Uids allowed on the admin socket besides root and the daemon's own.
+    pub admin_uids: Vec<u32>,
+    /// Reload when the configuration file's content changes (checked every
+    /// `app.credential_check_interval`), as if SIGHUP had been sent.
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -68,14 +77,18 @@ impl Default for ServerConfig {
             max_header_bytes: 8192,
             max_query_bytes: 2048,
             shutdown_timeout: ConfigDuration(Duration::from_secs(10)),
+            admin_socket: None,
+            admin_group: None,
+            admin_uids: Vec::new(),
+            watch_config: false,
         }
     }
 }
 
-/// `[app]`: the multi-tenant app registration and its certificate.
+/// `[app]`: the multi-tenant app registration and its certificates.
 ///
-/// `client_id` and `certificate` have no default, so this table cannot take
-/// its defaults from a `Default` impl: its three tuning keys name theirs.
+/// `client_id` has no default, so this table cannot take its defaults from
+/// a `Default` impl: its tuning keys name theirs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
@@ -86,14 +99,30 @@ pub struct AppConfig {
     /// Overrides the cloud's authority host (tests, sovereign proxies).
     #[serde(default)]
     pub authority_host: Option<AuthorityHost>,
-    /// PEM certificate (leaf first), DER certificate, or a PFX holding cert and key.
-    pub certificate: PathBuf,
+    /// PEM certificate (leaf first), DER certificate, or a PFX holding cert
+    /// and key: the one credential, when `credentials` is not used.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
     /// PKCS#8 or PKCS#1 PEM key; omitted with a PFX or a PEM holding the key too.
     #[serde(default)]
     pub private_key: Option<PathBuf>,
     /// The environment variable holding the key or PFX password.
     #[serde(default)]
     pub private_key_password_env: Option<EnvVarName>,
+    /// A file holding the key or PFX password (systemd `LoadCredential=`).
+    #[serde(default)]
+    pub private_key_password_file: Option<PathBuf>,
+    /// Several credentials, for rotation (instead of `certificate`).
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
+    /// Credential files (and, with `server.watch_config`, the configuration)
+    /// whose content changed are picked up within this.
+    #[serde(default = "AppConfig::default_credential_check_interval")]
+    pub credential_check_interval: ConfigDuration,
+    /// How long a credential Entra refused for a tenant (AADSTS700027) is
+    /// passed over for that tenant.
+    #[serde(default = "AppConfig::default_credential_rejection_memory")]
+    pub credential_rejection_memory: ConfigDuration,
     #[serde(default)]
     pub signing: SigningAlgorithm,
     /// Extra trusted roots for the authority (TLS-inspecting proxies).
@@ -122,6 +151,28 @@ impl AppConfig {
         16
     }
 
+    fn default_credential_check_interval() -> ConfigDuration {
+        ConfigDuration(Duration::from_secs(60))
+    }
+
+    fn default_credential_rejection_memory() -> ConfigDuration {
+        ConfigDuration(Duration::from_secs(600))
+    }
+
+    /// The credentials in file order: `credentials`, or the one that
+    /// `certificate` and its companion keys name.
+    pub fn credential_configs(&self) -> Vec<CredentialConfig> {
+        match &self.certificate {
+            Some(certificate) if self.credentials.is_empty() => vec![CredentialConfig {
+                certificate: certificate.clone(),
+                private_key: self.private_key.clone(),
+                password_env: self.private_key_password_env.clone(),
+                password_file: self.private_key_password_file.clone(),
+            }],
+            _ => self.credentials.clone(),
+        }
+    }
+
     /// The authority host in effect: the override, else the cloud's.
     pub fn authority_host(&self) -> &str {
         match &self.authority_host {
@@ -134,6 +185,22 @@ impl AppConfig {
     pub fn graph(&self) -> Resource {
         Resource::graph(self.cloud)
     }
+}
+
+/// `[[app.credentials]]`: one certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// PEM certificate (leaf first), DER certificate, or a PFX holding cert and key.
+    pub certificate: PathBuf,
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
+    /// The environment variable holding the key or PFX password.
+    #[serde(default)]
+    pub password_env: Option<EnvVarName>,
+    /// A file holding the key or PFX password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[cache]`: token cache tuning.
@@ -151,6 +218,9 @@ pub struct CacheConfig {
     /// No caller waits longer than this for a token load (it goes on for
     /// later callers; this one gets 504).
     pub load_timeout: ConfigDuration,
+    /// At most one refresh forced by `token_sha256_to_refresh` per
+    /// (tenant, resource) in this time.
+    pub forced_refresh_interval: ConfigDuration,
 }
 
 impl Default for CacheConfig {
@@ -161,6 +231,7 @@ impl Default for CacheConfig {
             negative_ttl: ConfigDuration(Duration::from_secs(30)),
             max_entries: 100_000,
             load_timeout: ConfigDuration(Duration::from_secs(20)),
+            forced_refresh_interval: ConfigDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -183,8 +254,8 @@ pub struct TenantConfig {
 pub struct AccountConfig {
     /// Used in logs and metrics.
     pub name: Name,
-    /// SHA-256 of the account's secret.
-    pub secret_sha256: SecretHash,
+    /// SHA-256 of the account's secret: one, or two while a secret rotates.
+    pub secret_sha256: SecretHashes,
     /// Tenants the account may use.
     pub tenants: Vec<TenantRef>,
     /// Resources the account may request; default: the cloud's Graph.

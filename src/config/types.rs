@@ -171,6 +171,45 @@ impl fmt::Debug for SecretHash {
     }
 }
 
+/// `secret_sha256`: one hash, or a list of one or two (old and new secret,
+/// both accepted while callers move to the new one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretHashes(pub Vec<SecretHash>);
+
+impl<'de> Deserialize<'de> for SecretHashes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SecretHashes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a SHA-256 digest in hex, or a list of one or two")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretHashes, E> {
+                SecretHash::try_from(v.to_owned())
+                    .map(|h| SecretHashes(vec![h]))
+                    .map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SecretHashes, A::Error> {
+                let mut hashes = Vec::new();
+                while let Some(hash) = seq.next_element::<SecretHash>()? {
+                    hashes.push(hash);
+                }
+                if hashes.is_empty() || hashes.len() > 2 {
+                    return Err(serde::de::Error::custom(format!(
+                        "lists {} hashes; give one, or two while a secret rotates (old and new)",
+                        hashes.len()
+                    )));
+                }
+                Ok(SecretHashes(hashes))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 validated_string!(
     /// The name of an environment variable.
     EnvVarName,

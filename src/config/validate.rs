@@ -2,7 +2,7 @@
 //! comes back as the key path at fault (`accounts[1].tenants`) and what to do.
 
 use super::schema::Config;
-use super::types::{Name, TenantId, TenantRef};
+use super::types::{ConfigDuration, Name, TenantId, TenantRef};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ pub(super) type Broken = (String, String);
 pub(super) fn validate(config: &Config) -> Result<(), Broken> {
     server(config)?;
     limits(config)?;
+    credentials(config)?;
     let tenants = tenants(config)?;
     accounts(config, &tenants)
 }
@@ -42,6 +43,12 @@ fn server(config: &Config) -> Result<(), Broken> {
                 ),
             ));
         }
+    }
+    if server.admin_socket.is_some() && server.admin_socket == server.unix_socket {
+        return Err(broken(
+            "server.admin_socket",
+            "is the same path as server.unix_socket; give the admin API a socket of its own",
+        ));
     }
     if server.allowed_hosts.is_empty() {
         return Err(broken(
@@ -85,6 +92,38 @@ fn limits(config: &Config) -> Result<(), Broken> {
             ),
         ));
     }
+    for (key, value, low, high) in [
+        (
+            "app.credential_check_interval",
+            config.app.credential_check_interval,
+            1,
+            3600,
+        ),
+        (
+            "app.credential_rejection_memory",
+            config.app.credential_rejection_memory,
+            1,
+            86_400,
+        ),
+        (
+            "cache.forced_refresh_interval",
+            config.cache.forced_refresh_interval,
+            1,
+            3600,
+        ),
+    ] {
+        let range = Duration::from_secs(low)..=Duration::from_secs(high);
+        if !range.contains(&value.0) {
+            return Err(broken(
+                key,
+                format!(
+                    "{value} is out of bounds: use {} to {}",
+                    ConfigDuration(*range.start()),
+                    ConfigDuration(*range.end())
+                ),
+            ));
+        }
+    }
     if config.app.max_concurrent_requests == 0 || config.app.max_concurrent_requests > 1024 {
         return Err(broken(
             "app.max_concurrent_requests",
@@ -93,6 +132,44 @@ fn limits(config: &Config) -> Result<(), Broken> {
     }
     if config.cache.max_entries == 0 {
         return Err(broken("cache.max_entries", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Exactly one way of naming the credentials, and one password source each.
+fn credentials(config: &Config) -> Result<(), Broken> {
+    let app = &config.app;
+    let single = app.certificate.is_some()
+        || app.private_key.is_some()
+        || app.private_key_password_env.is_some()
+        || app.private_key_password_file.is_some();
+    if single && !app.credentials.is_empty() {
+        return Err(broken(
+            "app.credentials",
+            "is given together with app.certificate/private_key; list every certificate as \
+             [[app.credentials]] (certificate, private_key, password_env or password_file) instead",
+        ));
+    }
+    if app.certificate.is_none() && app.credentials.is_empty() {
+        return Err(broken(
+            "app.certificate",
+            "is missing: name the certificate file (with private_key), or list \
+             [[app.credentials]]; make one with `tokenbroker cert new`",
+        ));
+    }
+    if app.private_key_password_env.is_some() && app.private_key_password_file.is_some() {
+        return Err(broken(
+            "app.private_key_password_file",
+            "is given together with private_key_password_env; keep one",
+        ));
+    }
+    for (i, credential) in app.credentials.iter().enumerate() {
+        if credential.password_env.is_some() && credential.password_file.is_some() {
+            return Err(broken(
+                format!("app.credentials[{i}].password_file"),
+                "is given together with password_env; keep one",
+            ));
+        }
     }
     Ok(())
 }
@@ -156,16 +233,22 @@ fn accounts(config: &Config, tenants: &HashMap<&Name, &TenantId>) -> Result<(), 
                 ),
             ));
         }
-        if let Some(other) = secrets.insert(account.secret_sha256, &account.name) {
-            return Err(broken(
-                format!("accounts[{i}].secret_sha256"),
-                format!(
-                    "is the same as another account's: accounts \"{other}\" and \"{}\" would \
-                     share one secret; give each account its own secret \
-                     (`tokenbroker secret new --account NAME`)",
-                    account.name
-                ),
-            ));
+        for hash in &account.secret_sha256.0 {
+            if let Some(other) = secrets.insert(*hash, &account.name) {
+                let message = if *other == account.name {
+                    "lists the same hash twice; during a rotation list the old and the new \
+                     secret's hashes"
+                        .to_owned()
+                } else {
+                    format!(
+                        "is the same as another account's: accounts \"{other}\" and \"{}\" \
+                         would share one secret; give each account its own secret \
+                         (`tokenbroker secret new --account NAME`)",
+                        account.name
+                    )
+                };
+                return Err(broken(format!("accounts[{i}].secret_sha256"), message));
+            }
         }
         for uid in &account.unix_uids {
             if !uids.insert(*uid) {

@@ -35,41 +35,73 @@ pub(crate) fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
         })
 }
 
-/// A password source: `None` when no password variable is configured.
+/// A password source: `None` when no password is configured.
 pub(crate) type Password<'a> = Option<&'a PasswordSource>;
 
-/// Where a key or PFX password comes from: a named environment variable.
+/// A password file larger than this is not a password.
+const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// Where a key or PFX password comes from, and the password (or why it
+/// could not be had), read when the credential is loaded.
 #[derive(Clone)]
 pub struct PasswordSource {
-    /// The variable's name (for error messages).
-    pub variable: String,
-    /// The password, read when the credential is loaded.
-    pub value: Option<Zeroizing<String>>,
+    /// For messages: `environment variable X (app.private_key_password_env)`.
+    pub origin: String,
+    pub value: Result<Zeroizing<String>, String>,
 }
 
 impl PasswordSource {
-    /// Reads the variable `name` from the process environment.
-    pub fn from_env(name: &str) -> PasswordSource {
+    /// The environment variable `name`; `key` is the setting that named it.
+    pub fn from_env(name: &str, key: &str) -> PasswordSource {
         PasswordSource {
-            variable: name.to_owned(),
-            value: std::env::var(name).ok().map(Zeroizing::new),
+            origin: format!("environment variable {name} ({key})"),
+            value: std::env::var(name)
+                .map(Zeroizing::new)
+                .map_err(|_| "is not set".to_owned()),
+        }
+    }
+
+    /// The file at `path` (systemd's `$CREDENTIALS_DIRECTORY/…`), without
+    /// its final newline; `key` is the setting that named it.
+    pub fn from_file(path: &Path, key: &str) -> PasswordSource {
+        let read = || -> Result<Zeroizing<String>, String> {
+            use std::io::Read;
+            let file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+            let mut text = Zeroizing::new(String::new());
+            file.take(MAX_PASSWORD_FILE + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| format!("cannot be read as text: {e}"))?;
+            if text.len() as u64 > MAX_PASSWORD_FILE {
+                return Err(format!(
+                    "is larger than {MAX_PASSWORD_FILE} bytes; it holds no password"
+                ));
+            }
+            let trimmed = text.trim_end_matches(['\n', '\r']).len();
+            text.truncate(trimmed);
+            Ok(text)
+        };
+        PasswordSource {
+            origin: format!("file {} ({key})", path.display()),
+            value: read(),
         }
     }
 
     fn require(&self, path: &Path) -> Result<&str, CredentialError> {
-        self.value.as_deref().map(String::as_str).ok_or_else(|| {
-            CredentialError::PasswordVariableUnset {
+        match &self.value {
+            Ok(value) => Ok(value.as_str()),
+            Err(why) => Err(CredentialError::PasswordUnavailable {
                 path: path.to_owned(),
-                variable: self.variable.clone(),
-            }
-        })
+                origin: self.origin.clone(),
+                why: why.clone(),
+            }),
+        }
     }
 }
 
 impl std::fmt::Debug for PasswordSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PasswordSource")
-            .field("variable", &self.variable)
+            .field("origin", &self.origin)
             .field("value", &self.value.as_ref().map(|_| "[redacted]"))
             .finish()
     }
@@ -231,7 +263,7 @@ fn key_from_blocks(
                     // A wrong password shows up as a padding or decoding failure.
                     _ => CredentialError::WrongPassword {
                         path: path.to_owned(),
-                        variable: source.variable.clone(),
+                        origin: source.origin.clone(),
                     },
                 })?;
                 return Ok(Some(RawKey::Pkcs8(Zeroizing::new(plain.as_bytes().to_vec()))));
@@ -272,7 +304,7 @@ fn read_pfx(
             p12_keystore::error::Error::MacError(_) => match password {
                 Some(source) => CredentialError::WrongPassword {
                     path: path.to_owned(),
-                    variable: source.variable.clone(),
+                    origin: source.origin.clone(),
                 },
                 None => CredentialError::PasswordNeeded {
                     path: path.to_owned(),

@@ -18,7 +18,6 @@ pub use files::PasswordSource;
 
 use crate::assertion::Signer;
 use crate::config::AppConfig;
-use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use pkcs8::der::Decode;
@@ -26,7 +25,6 @@ use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Entra rejects smaller RSA keys.
@@ -42,6 +40,9 @@ const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
 /// A problem with the certificate or key, naming the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
+    /// The configuration names no credential at all.
+    #[error("no credential is configured; set app.certificate or list [[app.credentials]]")]
+    NoCredential,
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -57,16 +58,18 @@ pub enum CredentialError {
         message: String,
     },
     /// The key or PFX is encrypted but no password variable is configured.
-    #[error("{path} is password-protected; put the password in an environment variable and name it in app.private_key_password_env (or --password-env for `cert inspect`)")]
+    #[error("{path} is password-protected; put the password in an environment variable or a file and name it in app.private_key_password_env or app.private_key_password_file (password_env or password_file in [[app.credentials]]; --password-env for `cert inspect`)")]
     PasswordNeeded { path: PathBuf },
-    /// The configured password variable is not set.
-    #[error("{path} needs a password, but the environment variable {variable} (app.private_key_password_env) is not set")]
-    PasswordVariableUnset { path: PathBuf, variable: String },
+    /// The configured password variable is not set, or its file unreadable.
+    #[error("{path} needs a password, but {origin} {why}")]
+    PasswordUnavailable {
+        path: PathBuf,
+        origin: String,
+        why: String,
+    },
     /// Decryption failed: the password is wrong.
-    #[error(
-        "{path}: wrong password (from environment variable {variable}); check the variable's value"
-    )]
-    WrongPassword { path: PathBuf, variable: String },
+    #[error("{path}: wrong password (from {origin}); check its value")]
+    WrongPassword { path: PathBuf, origin: String },
     /// Entra accepts RSA keys only.
     #[error("{path} holds an {algorithm} key; Entra accepts RSA keys only: make an RSA certificate and key with `tokenbroker cert new`")]
     NotRsa {
@@ -238,8 +241,8 @@ fn algorithm_name(oid: &str) -> String {
     }
 }
 
-/// Where the credential comes from: the files and the password variable.
-#[derive(Debug, Clone)]
+/// Where a credential comes from: its files and its password.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialSource {
     /// Certificate file (PEM, DER or PFX).
     pub certificate: PathBuf,
@@ -247,19 +250,78 @@ pub struct CredentialSource {
     pub private_key: Option<PathBuf>,
     /// Name of the password variable, when the key or PFX is encrypted.
     pub password_env: Option<String>,
+    /// Or the file holding the password.
+    pub password_file: Option<PathBuf>,
+    /// The configuration key that names it (`app`, `app.credentials[1]`).
+    pub key: String,
 }
 
 impl CredentialSource {
-    /// The source `[app]` names.
-    pub fn from_config(app: &AppConfig) -> CredentialSource {
+    /// A certificate and key with no password (tests, tools).
+    pub fn files(certificate: &Path, private_key: Option<&Path>) -> CredentialSource {
         CredentialSource {
-            certificate: app.certificate.clone(),
-            private_key: app.private_key.clone(),
-            password_env: app
-                .private_key_password_env
-                .as_ref()
-                .map(|v| v.as_str().to_owned()),
+            certificate: certificate.to_owned(),
+            private_key: private_key.map(Path::to_owned),
+            password_env: None,
+            password_file: None,
+            key: "app".into(),
         }
+    }
+
+    /// Every credential `[app]` names, in file order.
+    pub fn all_from_config(app: &AppConfig) -> Vec<CredentialSource> {
+        let single = app.credentials.is_empty();
+        app.credential_configs()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| CredentialSource {
+                certificate: c.certificate,
+                private_key: c.private_key,
+                password_env: c.password_env.map(|v| v.as_str().to_owned()),
+                password_file: c.password_file,
+                key: if single {
+                    "app".into()
+                } else {
+                    format!("app.credentials[{i}]")
+                },
+            })
+            .collect()
+    }
+
+    /// The password, if one is configured, read now.
+    pub fn password(&self) -> Option<PasswordSource> {
+        let (env_key, file_key) = if self.key == "app" {
+            (
+                "app.private_key_password_env",
+                "app.private_key_password_file",
+            )
+        } else {
+            ("password_env", "password_file")
+        };
+        match (&self.password_env, &self.password_file) {
+            (Some(name), _) => Some(PasswordSource::from_env(name, &self.qualified(env_key))),
+            (None, Some(path)) => Some(PasswordSource::from_file(path, &self.qualified(file_key))),
+            (None, None) => None,
+        }
+    }
+
+    fn qualified(&self, key: &str) -> String {
+        if self.key == "app" {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.key)
+        }
+    }
+
+    /// The files this credential is read from (for the change watch).
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        [
+            Some(self.certificate.as_path()),
+            self.private_key.as_deref(),
+            self.password_file.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 
@@ -295,7 +357,7 @@ pub struct Loaded {
 impl Credential {
     /// Loads and checks the credential `source` names, as of `now`.
     pub fn load(source: &CredentialSource, now: SystemTime) -> Result<Loaded, CredentialError> {
-        let password = source.password_env.as_deref().map(PasswordSource::from_env);
+        let password = source.password();
         let cert_path = &source.certificate;
         let cert_file = files::read_certificate_file(cert_path, password.as_ref())?;
         let key = match &source.private_key {
@@ -315,11 +377,10 @@ impl Credential {
         key_pem: &[u8],
         now: SystemTime,
     ) -> Result<Loaded, CredentialError> {
-        let source = CredentialSource {
-            certificate: PathBuf::from("<in-memory certificate>"),
-            private_key: Some(PathBuf::from("<in-memory key>")),
-            password_env: None,
-        };
+        let source = CredentialSource::files(
+            Path::new("<in-memory certificate>"),
+            Some(Path::new("<in-memory key>")),
+        );
         let cert_file = files::parse_certificate_file(&source.certificate, cert_pem, None)?;
         let key = files::parse_key_file(Path::new("<in-memory key>"), key_pem, None)?;
         let key_path = PathBuf::from("<in-memory key>");
@@ -556,35 +617,6 @@ pub fn inspect_file(
     Ok((infos, embedded_key_matches))
 }
 
-/// The daemon's current credential, replaceable at runtime (certificate
-/// rotation) without blocking requests that are signing with the old one.
-#[derive(Debug)]
-pub struct CredentialStore {
-    current: ArcSwap<Credential>,
-}
+mod set;
 
-impl CredentialStore {
-    /// A store holding `credential`.
-    pub fn new(credential: Credential) -> CredentialStore {
-        CredentialStore {
-            current: ArcSwap::from_pointee(credential),
-        }
-    }
-
-    /// The credential in force now.
-    pub fn current(&self) -> Arc<Credential> {
-        self.current.load_full()
-    }
-
-    /// Puts `credential` in force; requests already signing keep the old one.
-    pub fn replace(&self, credential: Credential) {
-        self.current.store(Arc::new(credential));
-    }
-
-    /// Reloads from the current credential's source and swaps it in.
-    pub fn reload(&self, now: SystemTime) -> Result<Vec<String>, CredentialError> {
-        let loaded = Credential::load(self.current().source(), now)?;
-        self.replace(loaded.credential);
-        Ok(loaded.warnings)
-    }
-}
+pub use set::{CredentialSet, Fingerprint, Rejection};

@@ -9,13 +9,13 @@
 //! (401), query (400); then the broker answers the one question "a token for
 //! this caller, tenant and resource" (400, 403, 200, 502, 503, 504).
 
+pub mod admin;
 pub mod auth;
 pub mod respond;
 
 use crate::access::AuthFailure;
 use crate::broker::{Broker, Caller, Issued, TokenError};
 use crate::cache::Lookup;
-use crate::clock::unix_seconds;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -48,17 +48,20 @@ pub enum Route {
     Healthz,
     Readyz,
     Metrics,
+    /// Every path on the admin socket.
+    Admin,
     Other,
 }
 
 impl Route {
     /// Every route, in the order of their discriminants.
-    pub const ALL: [Route; 6] = [
+    pub const ALL: [Route; 7] = [
         Route::Token,
         Route::Msi,
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
+        Route::Admin,
         Route::Other,
     ];
 
@@ -70,6 +73,7 @@ impl Route {
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
+            Route::Admin => "/admin",
             Route::Other => "other",
         }
     }
@@ -79,6 +83,7 @@ impl Route {
     /// listeners do not serve `/metrics`.
     fn of(path: &str, peer: Peer, separate_metrics: bool) -> Route {
         match (path, peer) {
+            (_, Peer::Admin(_)) => Route::Admin,
             ("/metrics", Peer::Metrics) => Route::Metrics,
             ("/healthz", _) => Route::Healthz,
             (_, Peer::Metrics) => Route::Other,
@@ -99,6 +104,9 @@ pub struct App {
     ready: AtomicBool,
     /// Fixed at start (listeners need a restart to change).
     separate_metrics: bool,
+    own_uid: Option<u32>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -109,6 +117,8 @@ impl App {
             broker,
             metrics,
             ready: AtomicBool::new(false),
+            own_uid: admin::own_uid(),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -124,6 +134,11 @@ impl App {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
+
+    /// Held while a reload runs, so two never interleave.
+    pub async fn reload_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.reloading.lock().await
+    }
 }
 
 /// The listeners `run` serves.
@@ -135,6 +150,8 @@ pub struct Listeners {
     pub unix: Option<(UnixListener, PathBuf)>,
     /// `/metrics` alone (`server.metrics_listen`).
     pub metrics: Option<TcpListener>,
+    /// The admin API (`server.admin_socket`), with its path.
+    pub admin: Option<(UnixListener, PathBuf)>,
 }
 
 /// A listener could not be opened; names the key and the address.
@@ -175,13 +192,54 @@ impl Listeners {
             })?),
             None => None,
         };
-        Ok(Listeners { tcp, unix, metrics })
+        let admin = match &server.admin_socket {
+            Some(path) => {
+                let error = |source| BindError {
+                    key: "server.admin_socket",
+                    address: path.display().to_string(),
+                    source,
+                };
+                let listener = bind_unix_socket(path).await.map_err(error)?;
+                if let Some(group) = &server.admin_group {
+                    let gid = group_id(group.as_str()).map_err(error)?;
+                    std::os::unix::fs::chown(path, None, Some(gid)).map_err(error)?;
+                }
+                Some((listener, path.clone()))
+            }
+            None => None,
+        };
+        Ok(Listeners {
+            tcp,
+            unix,
+            metrics,
+            admin,
+        })
     }
 
     /// The TCP API address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.tcp.local_addr()
     }
+}
+
+/// The gid of group `name`, from `/etc/group`.
+fn group_id(name: &str) -> io::Result<u32> {
+    let groups = std::fs::read_to_string("/etc/group")?;
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let group = fields.next()?;
+            let gid = fields.nth(1)?.parse().ok()?;
+            (group == name).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("group \"{name}\" (server.admin_group) does not exist; create it or fix the name"),
+            )
+        })
 }
 
 /// Who is on the other end of a connection.
@@ -193,6 +251,8 @@ enum Peer {
     Unix(Option<u32>),
     /// A client of the separate metrics listener.
     Metrics,
+    /// A client of the admin socket and its uid.
+    Admin(Option<u32>),
 }
 
 /// Binds the Unix socket at `path`, replacing a stale socket file left by a
@@ -247,8 +307,14 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
         .max_header_size(server.max_header_bytes);
     let http = Arc::new(http);
 
-    let Listeners { tcp, unix, metrics } = listeners;
+    let Listeners {
+        tcp,
+        unix,
+        metrics,
+        admin,
+    } = listeners;
     let socket_path = unix.as_ref().map(|(_, path)| path.clone());
+    let admin_path = admin.as_ref().map(|(_, path)| path.clone());
     app.ready.store(true, Ordering::SeqCst);
     tracing::info!(listen = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         unix_socket = ?socket_path, "serving");
@@ -270,15 +336,30 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
                 Ok(s) => (Stream::Tcp(s), Peer::Metrics),
                 Err(e) => { accept_failed(e).await; continue }
             },
+            accepted = accept_unix(admin.as_ref().map(|(l, _)| l)) => match accepted {
+                Ok(s) => {
+                    let uid = s.peer_cred().ok().map(|c| c.uid());
+                    (Stream::Unix(s), Peer::Admin(uid))
+                }
+                Err(e) => { accept_failed(e).await; continue }
+            },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            tracing::warn!(
-                max_connections = server.max_connections,
-                "connection limit reached; closing a new connection"
-            );
-            drop(stream);
-            continue;
+        // The admin socket is only reachable by its owner and group: its
+        // connections do not compete with callers for the budget.
+        let permit = match peer {
+            Peer::Admin(_) => None,
+            _ => match Arc::clone(&limit).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    tracing::warn!(
+                        max_connections = server.max_connections,
+                        "connection limit reached; closing a new connection"
+                    );
+                    drop(stream);
+                    continue;
+                }
+            },
         };
         let app = Arc::clone(&app);
         let service = hyper::service::service_fn(move |req| {
@@ -296,7 +377,8 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     drop(tcp);
     drop(unix);
     drop(metrics);
-    if let Some(path) = socket_path {
+    drop(admin);
+    for path in [socket_path, admin_path].into_iter().flatten() {
         let _ = std::fs::remove_file(path);
     }
     tracing::info!("shutting down: finishing requests in flight");
@@ -318,7 +400,7 @@ fn spawn_connection<I, S>(
     http: &Arc<hyper::server::conn::http1::Builder>,
     io: I,
     service: S,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::Service<
@@ -417,6 +499,13 @@ async fn answer<B>(
             api_error(&failure)
         }
     };
+    if route == Route::Admin {
+        let uid = match peer {
+            Peer::Admin(uid) => uid,
+            _ => None,
+        };
+        return admin::answer(app, uid, req).await;
+    }
     if route == Route::Other {
         return fail(Failure::new(
             404,
@@ -446,7 +535,7 @@ async fn answer<B>(
             "credentials or listeners are not up yet",
         )),
         Route::Metrics => metrics(app),
-        Route::Token | Route::Msi | Route::Other => {
+        Route::Token | Route::Msi | Route::Admin | Route::Other => {
             let max_query = config.server.max_query_bytes;
             drop(config);
             match token_request(app, peer, req, is_msi, max_query, access).await {
@@ -474,12 +563,11 @@ fn metrics(app: &App) -> Answer {
     // Gauges read at scrape time, so they follow a reloaded certificate.
     app.metrics
         .set_cached_tokens(app.broker.cached_token_count());
-    app.metrics
-        .set_certificate_expiry(unix_seconds(app.broker.certificate_not_after()));
+    app.metrics.set_certificates(&app.broker.certificates());
     let mut answer = Response::new(Full::new(Bytes::from(app.metrics.encode())));
     answer.headers_mut().insert(
         CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     answer.headers_mut().insert(
         hyper::header::CACHE_CONTROL,
@@ -542,7 +630,7 @@ async fn token_request<B>(
     };
     let uid = match peer {
         Peer::Unix(uid) => uid,
-        Peer::Tcp | Peer::Metrics => None,
+        Peer::Tcp | Peer::Metrics | Peer::Admin(_) => None,
     };
     let caller = app.broker.authenticate(secret, uid).map_err(|failure| {
         app.metrics.auth_failure(failure.as_str());
@@ -572,11 +660,14 @@ async fn token_request<B>(
         })?;
         (Some(tenant), param(&pairs, "resource"))
     };
+    let rejected = param(&pairs, "token_sha256_to_refresh")
+        .map(parse_token_hash)
+        .transpose()?;
 
     // 3. The broker's answer.
     let issued = app
         .broker
-        .token(&caller, tenant, resource)
+        .token(&caller, tenant, resource, rejected.as_ref())
         .await
         .map_err(|e| {
             if let TokenError::Forbidden(forbidden) = &e {
@@ -593,6 +684,20 @@ async fn token_request<B>(
     } else {
         api_success(&issued)
     })
+}
+
+/// `token_sha256_to_refresh`: the hex SHA-256 (either case) of a token the
+/// caller saw rejected.
+fn parse_token_hash(value: &str) -> Result<[u8; 32], Failure> {
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(value, &mut hash).map_err(|_| {
+        Failure::new(
+            400,
+            "invalid_request",
+            "token_sha256_to_refresh must be the SHA-256 of the rejected access token, as 64 hex characters",
+        )
+    })?;
+    Ok(hash)
 }
 
 /// The tenant (from a selector; `None` means the account's default) and

@@ -16,7 +16,7 @@ use tokenbroker::broker::{Broker, Issued, TokenError};
 use tokenbroker::cache::{CacheSettings, NoObserver};
 use tokenbroker::clock::SystemClock;
 use tokenbroker::config::Config;
-use tokenbroker::credentials::{Credential, CredentialSource, CredentialStore};
+use tokenbroker::credentials::{Credential, CredentialSet, CredentialSource};
 use tokenbroker::daemon::Options;
 
 pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
@@ -124,17 +124,19 @@ impl Fixture {
         Arc::new(Config::load(&self.config_path).unwrap())
     }
 
+    /// The configuration's first credential.
     pub fn credential(&self, config: &Config) -> Credential {
         Credential::load(
-            &CredentialSource::from_config(&config.app),
+            &CredentialSource::all_from_config(&config.app)[0],
             SystemTime::now(),
         )
         .unwrap()
         .credential
     }
 
-    pub fn credentials(&self, config: &Config) -> Arc<CredentialStore> {
-        Arc::new(CredentialStore::new(self.credential(config)))
+    /// Every credential the configuration names, as `serve` loads them.
+    pub fn credentials(&self, config: &Config) -> Arc<CredentialSet> {
+        Arc::new(tokenbroker::daemon::load_credentials(config).unwrap().0)
     }
 
     /// The configuration's options with quick retries (so tests of backoff
@@ -200,7 +202,7 @@ pub async fn token(
     resource: Option<&str>,
 ) -> Result<Issued, TokenError> {
     let caller = broker.authenticate(Some(TESTER_SECRET), None).unwrap();
-    broker.token(&caller, Some(tenant), resource).await
+    broker.token(&caller, Some(tenant), resource, None).await
 }
 
 /// The claims of a JWT, unverified (for checking what the simulator issued).
@@ -249,8 +251,8 @@ impl Server {
             .unwrap();
         let addr = listeners.local_addr().unwrap();
         let metrics_addr = listeners.metrics.as_ref().map(|l| l.local_addr().unwrap());
-        let credential = f.credential(&config);
-        let app = tokenbroker::daemon::start(config, &f.config_path, credential, options)
+        let (credentials, _) = tokenbroker::daemon::load_credentials(&config).unwrap();
+        let app = tokenbroker::daemon::start(config, Some(&f.config_path), credentials, options)
             .await
             .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

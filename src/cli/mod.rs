@@ -10,8 +10,8 @@ use crate::clock::{unix_seconds, SystemClock};
 use crate::cloud::{self, Cloud};
 use crate::config::{self, Config, ConfigError};
 use crate::credentials::{
-    self, rfc3339, CertificateInfo, Credential, CredentialError, CredentialSource, CredentialStore,
-    PasswordSource, Validity,
+    self, rfc3339, CertificateInfo, Credential, CredentialError, CredentialSet, PasswordSource,
+    Validity,
 };
 use crate::daemon::{self, StartError};
 use clap::{Parser, Subcommand};
@@ -98,6 +98,42 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// Show the daemon's status and each tenant's (over the admin socket).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// One tenant only (name, GUID or domain).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acquire a tenant's token now, past the cached one (over the admin socket).
+    Refresh {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        /// Resource (default: the cloud's Microsoft Graph).
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Drop a tenant's cached tokens and remembered refusals (over the admin socket).
+    Evict {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        tenant: String,
+        /// Resource (default: every resource cached for the tenant).
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Reload the configuration and credentials, as SIGHUP does (over the admin socket).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Acquire one token now: the token alone on stdout, its expiry on stderr.
     Token {
         /// Tenant name, GUID or verified domain.
@@ -113,6 +149,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where the admin socket is.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The admin socket (default: server.admin_socket of the configuration).
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+    /// Configuration file naming server.admin_socket.
+    #[arg(long, env = "TOKENBROKER_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,8 +286,42 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             config,
             json,
         } => token(&tenant, resource.as_deref(), &config, json),
+        Command::Status {
+            admin,
+            tenant,
+            json,
+        } => admin::status(&admin.socket()?, tenant.as_deref(), json),
+        Command::Refresh {
+            admin,
+            tenant,
+            resource,
+        } => admin::act(&admin.socket()?, "refresh", &tenant, resource.as_deref()),
+        Command::Evict {
+            admin,
+            tenant,
+            resource,
+        } => admin::act(&admin.socket()?, "evict", &tenant, resource.as_deref()),
+        Command::Reload { admin } => admin::reload(&admin.socket()?),
     }
 }
+
+impl AdminArgs {
+    /// `--admin-socket`, else the configuration's `server.admin_socket`.
+    fn socket(&self) -> Result<PathBuf, CliError> {
+        if let Some(path) = &self.admin_socket {
+            return Ok(path.clone());
+        }
+        let config = Config::load(&self.config)?;
+        config.server.admin_socket.ok_or_else(|| {
+            CliError::Usage(format!(
+                "{} sets no server.admin_socket; set it (and restart the daemon), or pass --admin-socket PATH",
+                self.config.display()
+            ))
+        })
+    }
+}
+
+mod admin;
 
 fn out(text: std::fmt::Arguments<'_>) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
@@ -399,7 +480,7 @@ fn cert_inspect(
     key: Option<&Path>,
     password_env: Option<&str>,
 ) -> Result<(), CliError> {
-    let password = password_env.map(PasswordSource::from_env);
+    let password = password_env.map(|name| PasswordSource::from_env(name, "--password-env"));
     let (infos, embedded_match) = credentials::inspect_file(path, password.as_ref())?;
     let Some(leaf) = infos.first() else {
         return Err(CliError::Other(format!(
@@ -514,14 +595,11 @@ fn consent_url(
     out(format_args!("{url}"))
 }
 
-/// Loads configuration and credential as `check` and `token` need them.
-fn load(config_path: &Path) -> Result<(Config, Credential, Vec<String>), CliError> {
+/// Loads configuration and credentials as `check`, `token` and `serve` need them.
+fn load(config_path: &Path) -> Result<(Config, CredentialSet, Vec<String>), CliError> {
     let config = Config::load(config_path)?;
-    let loaded = Credential::load(
-        &CredentialSource::from_config(&config.app),
-        SystemTime::now(),
-    )?;
-    Ok((config, loaded.credential, loaded.warnings))
+    let (credentials, warnings) = daemon::load_credentials(&config)?;
+    Ok((config, credentials, warnings))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -543,18 +621,18 @@ impl From<StartError> for CliError {
 fn authority_client(
     config_path: &Path,
     config: &Config,
-    credential: Credential,
+    credentials: CredentialSet,
 ) -> Result<AuthorityClient, CliError> {
     AuthorityClient::new(
         AuthoritySettings::from_config(config),
-        Arc::new(CredentialStore::new(credential)),
+        Arc::new(credentials),
         Arc::new(SystemClock),
     )
     .map_err(|e| StartError::from_build(config_path, e).into())
 }
 
 fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
-    let (config, credential, warnings) = load(config_path)?;
+    let (config, credentials, warnings) = load(config_path)?;
     out(format_args!(
         "configuration: {} is valid",
         config_path.display()
@@ -572,19 +650,21 @@ fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
         config.accounts.len(),
         config.server.listen
     ))?;
-    let info = credential.certificate();
-    out(format_args!(
-        "credential: {} (thumbprint {}, RSA {} bits, valid until {})",
-        info.subject,
-        info.thumbprint_sha1,
-        info.key_bits,
-        rfc3339(info.not_after)
-    ))?;
+    for credential in credentials.all().iter() {
+        let info = credential.certificate();
+        out(format_args!(
+            "credential: {} (thumbprint {}, RSA {} bits, valid until {})",
+            info.subject,
+            info.thumbprint_sha1,
+            info.key_bits,
+            rfc3339(info.not_after)
+        ))?;
+    }
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
     if online {
-        let client = authority_client(config_path, &config, credential)?;
+        let client = authority_client(config_path, &config, credentials)?;
         let failures = runtime()?.block_on(check_tenants(&config, &client))?;
         if failures > 0 {
             return Err(CliError::Other(format!(
@@ -612,7 +692,7 @@ async fn check_tenants(config: &Config, client: &AuthorityClient) -> Result<usiz
     for (tenant, result) in results {
         match result {
             Ok(token) => {
-                let roles = token_roles(token.access_token.expose());
+                let roles = crate::broker::status::token_roles(token.access_token.expose());
                 let missing: Vec<&str> = tenant
                     .required_permissions
                     .iter()
@@ -662,35 +742,13 @@ async fn check_tenants(config: &Config, client: &AuthorityClient) -> Result<usiz
     Ok(failures)
 }
 
-/// The `roles` claim of a JWT access token, best effort: Microsoft says
-/// tokens are opaque, so this is for diagnostics only.
-fn token_roles(token: &str) -> Option<Vec<String>> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    Some(
-        claims
-            .get("roles")
-            .and_then(|r| r.as_array())
-            .map(|r| {
-                r.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    )
-}
-
 fn token(
     tenant: &str,
     resource: Option<&str>,
     config_path: &Path,
     json: bool,
 ) -> Result<(), CliError> {
-    let (config, credential, warnings) = load(config_path)?;
+    let (config, credentials, warnings) = load(config_path)?;
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
@@ -699,7 +757,7 @@ fn token(
     let target = Policy::new(&config)
         .target(tenant, resource)
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let client = authority_client(config_path, &config, credential)?;
+    let client = authority_client(config_path, &config, credentials)?;
     let response = runtime()?
         .block_on(client.acquire(&target.tenant.id, &target.resource))
         .map_err(|e| CliError::Other(e.to_string()))?;
@@ -767,11 +825,11 @@ fn serve(
 ) -> Result<(), CliError> {
     init_logging(log_format);
     runtime()?.block_on(async move {
-        let (config, credential, dev_mode) = if dev {
+        let (config, credentials, dev_mode) = if dev {
             let (config, credential, dev_mode) = dev_setup(listen).await?;
-            (config, credential, Some(dev_mode))
+            (config, CredentialSet::single(credential), Some(dev_mode))
         } else {
-            let (mut config, credential, warnings) = load(config_path)?;
+            let (mut config, credentials, warnings) = load(config_path)?;
             for warning in warnings {
                 tracing::warn!("{warning}");
             }
@@ -780,7 +838,7 @@ fn serve(
                 config.server.listen = addr;
                 config.validate(config_path)?;
             }
-            (config, credential, None)
+            (config, credentials, None)
         };
         let server = &config.server;
         if !server.listen.ip().is_loopback() {
@@ -793,7 +851,10 @@ fn serve(
             .local_addr()
             .map_err(|e| CliError::Other(format!("listener address: {e}")))?;
         let options = daemon::Options::from_config(&config);
-        let app = daemon::start(Arc::new(config), config_path, credential, options).await?;
+        let file = dev_mode.is_none().then_some(config_path);
+        let app = daemon::start(Arc::new(config), file, credentials, options).await?;
+        daemon::spawn_sighup(Arc::clone(&app));
+        daemon::spawn_watch(Arc::clone(&app));
         // Kept alive (the simulated authority stops when dropped) until serving ends.
         let _dev_mode = dev_mode.map(|dev| dev.announce(local));
         crate::server::run(app, listeners, shutdown_signal()).await;

@@ -1,0 +1,262 @@
+//! The admin operations and their JSON (docs/contract.md, "Admin API"):
+//! the daemon's status, each tenant's state, refresh and evict.
+
+use super::status::{missing_permissions, Consent, LastError, Upstream};
+use super::{Broker, TokenError};
+use crate::access::RequestError;
+use crate::cache::CacheKey;
+use crate::config::{Resource, TenantId};
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// `GET /admin/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub started_at: u64,
+    pub config_file: Option<String>,
+    pub config_loaded_at: u64,
+    pub credentials: Vec<CredentialView>,
+    /// Null until a shared cache is configured.
+    pub shared_cache: Option<SharedCacheView>,
+    /// Configured tenants.
+    pub tenants: usize,
+}
+
+/// The shared cache's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedCacheView {
+    pub state: &'static str,
+    pub since: u64,
+}
+
+/// One credential in the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialView {
+    pub kind: &'static str,
+    pub thumbprint: String,
+    pub not_after: u64,
+    pub in_use: bool,
+    pub last_rejection: Option<RejectionView>,
+}
+
+/// When and where Entra last refused a credential.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectionView {
+    pub at: u64,
+    pub tenant: String,
+    pub aadsts: Option<String>,
+}
+
+/// One (tenant, resource) in `GET /admin/tenants`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantRow {
+    /// Null for an unconfigured tenant.
+    pub name: Option<String>,
+    pub id: String,
+    pub resource: String,
+    pub configured: bool,
+    pub consent: Consent,
+    pub token: Option<TokenView>,
+    /// `required_permissions` minus the token's roles; null when the roles
+    /// cannot be read (or there is no token).
+    pub missing_permissions: Option<Vec<String>>,
+    pub last_error: Option<LastError>,
+    pub upstream: Upstream,
+}
+
+/// The cached token of a row (unix seconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenView {
+    pub acquired_at: u64,
+    pub expires_on: u64,
+    pub refresh_at: Option<u64>,
+    pub roles: Option<Vec<String>>,
+}
+
+/// `{"tenants": [...]}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenants {
+    pub tenants: Vec<TenantRow>,
+}
+
+impl Broker {
+    /// The daemon's status.
+    pub fn status(&self) -> Status {
+        let state = self.state.load();
+        let in_use = self.credentials.in_use();
+        let credentials = self
+            .credentials
+            .all()
+            .iter()
+            .map(|c| {
+                let info = c.certificate();
+                CredentialView {
+                    kind: "certificate",
+                    thumbprint: info.thumbprint_sha1.clone(),
+                    not_after: crate::clock::unix_seconds(info.not_after),
+                    in_use: info.thumbprint_sha1 == in_use,
+                    last_rejection: self.credentials.last_rejection(&info.thumbprint_sha1).map(
+                        |r| RejectionView {
+                            at: r.at,
+                            tenant: r.tenant,
+                            aadsts: r.aadsts,
+                        },
+                    ),
+                }
+            })
+            .collect();
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: self.started_at,
+            config_file: self.config_path.as_ref().map(|p| p.display().to_string()),
+            config_loaded_at: state.loaded_at,
+            credentials,
+            shared_cache: None,
+            tenants: state.config.tenants.len(),
+        }
+    }
+
+    /// Every configured tenant (even one never fetched) and every cached
+    /// (tenant, resource); only `tenant`'s when one is named.
+    pub fn tenants(&self, tenant: Option<&str>) -> Result<Tenants, RequestError> {
+        let filter = match tenant {
+            Some(reference) => Some(self.state.load().policy.resolve_tenant(reference)?.id),
+            None => None,
+        };
+        Ok(Tenants {
+            tenants: self.rows(filter.as_ref()),
+        })
+    }
+
+    fn rows(&self, only: Option<&TenantId>) -> Vec<TenantRow> {
+        let state = self.state.load();
+        let config = &state.config;
+        let graph = config.app.graph();
+        let wanted = |tenant: &TenantId| only.is_none_or(|t| t.same_as(tenant));
+        let mut keys: Vec<CacheKey> = config
+            .tenants
+            .iter()
+            .filter(|t| wanted(&t.id))
+            .map(|t| CacheKey::new(&t.id, &graph))
+            .collect();
+        let mut cached: Vec<CacheKey> = self
+            .cache
+            .keys()
+            .into_iter()
+            .filter(|k| wanted(&k.tenant) && !keys.contains(k))
+            .collect();
+        cached.sort_by(|a, b| {
+            (a.tenant.as_str(), a.resource.as_str()).cmp(&(b.tenant.as_str(), b.resource.as_str()))
+        });
+        keys.extend(cached);
+        keys.iter()
+            .map(|key| self.row(&state.config, key))
+            .collect()
+    }
+
+    fn row(&self, config: &crate::config::Config, key: &CacheKey) -> TenantRow {
+        let configured = config.tenants.iter().find(|t| t.id.same_as(&key.tenant));
+        let record = self.book.record(key);
+        let view = self.cache.inspect(key);
+        let now_unix = self.clock.unix_now();
+        let now = Instant::now();
+        let token = view.as_ref().and_then(|v| {
+            let token = v.token.as_ref().filter(|t| t.expires_at > now)?;
+            Some(TokenView {
+                acquired_at: record.acquired_at.unwrap_or(token.obtained_on),
+                expires_on: token.expires_on,
+                refresh_at: v
+                    .next_refresh
+                    .map(|at| now_unix + at.saturating_duration_since(now).as_secs()),
+                roles: record.roles.clone(),
+            })
+        });
+        let required: Vec<String> = configured
+            .filter(|_| key.resource == config.app.graph())
+            .map(|t| {
+                t.required_permissions
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        TenantRow {
+            name: configured.map(|t| t.name.as_str().to_owned()),
+            id: configured.map_or_else(|| key.tenant.to_string(), |t| t.id.to_string()),
+            resource: key.resource.to_string(),
+            configured: configured.is_some(),
+            consent: self.book.consent(&key.tenant),
+            missing_permissions: token
+                .as_ref()
+                .and_then(|t| missing_permissions(&required, t.roles.as_deref())),
+            token,
+            last_error: record.last_error,
+            upstream: record.upstream,
+        }
+    }
+
+    /// The keys an admin action on `tenant` (and `resource`, else every
+    /// resource it has) touches.
+    fn admin_keys(
+        &self,
+        tenant: &str,
+        resource: Option<&str>,
+    ) -> Result<(TenantId, Vec<CacheKey>), RequestError> {
+        let state = self.state.load();
+        let id = state.policy.resolve_tenant(tenant)?.id;
+        let keys = match resource {
+            Some(r) => vec![CacheKey::new(
+                &id,
+                &Resource::parse(r)
+                    .map_err(|_| RequestError::Resource(r.chars().take(64).collect()))?,
+            )],
+            None => {
+                let mut keys: Vec<CacheKey> = self
+                    .cache
+                    .keys()
+                    .into_iter()
+                    .filter(|k| k.tenant.same_as(&id))
+                    .collect();
+                if keys.is_empty() {
+                    keys.push(CacheKey::new(&id, &state.config.app.graph()));
+                }
+                keys
+            }
+        };
+        Ok((id, keys))
+    }
+
+    /// Acquires now, past the cached token and remembered refusals (a
+    /// throttle is honoured), for `resource` or the cloud's Graph.
+    pub async fn refresh(
+        &self,
+        tenant: &str,
+        resource: Option<&str>,
+    ) -> Result<Tenants, TokenError> {
+        let (id, _) = self.admin_keys(tenant, resource)?;
+        let resource = match resource {
+            Some(r) => Resource::parse(r)
+                .map_err(|_| RequestError::Resource(r.chars().take(64).collect()))?,
+            None => self.config().app.graph(),
+        };
+        self.observer.forced_by_admin();
+        self.cache.refresh(&CacheKey::new(&id, &resource)).await?;
+        Ok(Tenants {
+            tenants: self.rows(Some(&id)),
+        })
+    }
+
+    /// Drops the cached token(s) and remembered refusals of `tenant` (every
+    /// resource when none is named); throttling stays; nothing is prefetched.
+    pub fn evict(&self, tenant: &str, resource: Option<&str>) -> Result<Tenants, RequestError> {
+        let (id, keys) = self.admin_keys(tenant, resource)?;
+        for key in &keys {
+            self.cache.evict(key);
+            self.book.forget_error(key);
+        }
+        Ok(Tenants {
+            tenants: self.rows(Some(&id)),
+        })
+    }
+}

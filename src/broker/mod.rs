@@ -1,0 +1,445 @@
+//! The broker: the one door a token request goes through, and the owner of
+//! the state a request is judged against.
+//!
+//! The HTTP layer authenticates the caller ([`Broker::authenticate`]) and
+//! asks one question ([`Broker::token`]): "a token for this caller, this
+//! tenant, this resource". The broker resolves and validates the request,
+//! applies the access policy, and asks its cache, which loads through the
+//! authority client. The configuration and the access policy built from it
+//! are one snapshot, swapped whole by a reload ([`Broker::apply`]), so a
+//! request never sees half of one state and half of another. The admin
+//! operations (status, refresh, evict) are here too ([`admin`]).
+
+pub mod admin;
+pub mod status;
+
+use crate::access::{AccountId, AuthFailure, Forbidden, Policy, RequestError, Target};
+use crate::authority::response::TokenResponse;
+use crate::authority::{
+    AcquireError, AuthorityClient, AuthoritySettings, BuildError, UpstreamObserver,
+};
+use crate::cache::{
+    BoxFuture, CacheError, CacheKey, CacheObserver, CacheSettings, Fetched, Grant, NoObserver,
+    TokenCache, TokenSource,
+};
+use crate::clock::SharedClock;
+use crate::config::{Config, TenantId};
+use crate::credentials::{Credential, CredentialSet, CredentialSource};
+use crate::jitter::Jitter;
+use arc_swap::ArcSwap;
+use status::{Consent, StatusBook};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Why the broker would not hand out a token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    /// The request itself is bad (400).
+    #[error(transparent)]
+    BadRequest(#[from] RequestError),
+    /// This caller may not have it (403).
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
+    /// No token could be had (from Entra, or within the load deadline).
+    #[error(transparent)]
+    Unavailable(#[from] CacheError<AcquireError>),
+}
+
+/// A token handed out, with what it was for.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub target: Target,
+    pub grant: Grant,
+}
+
+/// The configuration and what is built from it: what a request is judged
+/// against.
+#[derive(Debug)]
+struct State {
+    config: Arc<Config>,
+    policy: Policy,
+    /// Unix seconds.
+    loaded_at: u64,
+}
+
+/// An authenticated caller, bound to the state that authenticated it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    state: Arc<State>,
+    account: AccountId,
+}
+
+impl Caller {
+    /// The account's name (for the access log).
+    pub fn account_name(&self) -> &str {
+        self.state.policy.account_name(self.account).as_str()
+    }
+
+    /// The app's client ID (the App Service answer carries it).
+    pub fn client_id(&self) -> &str {
+        self.state.config.app.client_id.as_str()
+    }
+}
+
+/// Everything the broker reports to (metrics).
+pub trait Observer: CacheObserver + UpstreamObserver {
+    /// A configured tenant's consent state changed.
+    fn consent(&self, _tenant: &TenantId, _consent: Consent) {}
+    /// An operator forced a refresh.
+    fn forced_by_admin(&self) {}
+    /// A reload succeeded (with the configuration now in force) or failed.
+    fn reloaded(&self, _config: Option<&Config>, _at_unix: u64) {}
+}
+
+impl UpstreamObserver for NoObserver {}
+impl Observer for NoObserver {}
+
+/// Adapts the authority client to the cache's [`TokenSource`], recording
+/// each outcome in the status book.
+struct AuthoritySource {
+    client: Arc<ArcSwap<AuthorityClient>>,
+    book: Arc<StatusBook>,
+    clock: SharedClock,
+    observer: Arc<dyn Observer>,
+}
+
+impl TokenSource for AuthoritySource {
+    type Error = AcquireError;
+    fn fetch(&self, key: &CacheKey) -> BoxFuture<Result<Fetched, AcquireError>> {
+        let client = self.client.load_full();
+        let book = Arc::clone(&self.book);
+        let clock = Arc::clone(&self.clock);
+        let observer = Arc::clone(&self.observer);
+        let key = key.clone();
+        Box::pin(async move {
+            let result = client.acquire(&key.tenant, &key.resource).await;
+            let changed = match &result {
+                Ok(token) => book.success(
+                    &key,
+                    clock.unix_now(),
+                    status::token_roles(token.access_token.expose()),
+                ),
+                Err(e) => book.failure(&key, clock.unix_now(), e),
+            };
+            if let Some(consent) = changed {
+                observer.consent(&key.tenant, consent);
+            }
+            let TokenResponse {
+                access_token,
+                expires_in,
+                refresh_in,
+            } = result?;
+            Ok(Fetched {
+                access_token,
+                expires_in,
+                refresh_in,
+            })
+        })
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Keys whose new value needs a restart; their old value stays.
+    pub restart_needed: Vec<&'static str>,
+    /// Cached (tenant, resource) entries dropped: their tenant or resource left.
+    pub dropped: usize,
+    /// Every token was dropped: the app's identity changed.
+    pub cleared: bool,
+}
+
+/// The broker.
+#[derive(Debug)]
+pub struct Broker {
+    state: ArcSwap<State>,
+    config_path: Option<PathBuf>,
+    credentials: Arc<CredentialSet>,
+    authority: Arc<ArcSwap<AuthorityClient>>,
+    cache: TokenCache<AcquireError>,
+    book: Arc<StatusBook>,
+    observer: Arc<dyn Observer>,
+    clock: SharedClock,
+    started_at: u64,
+}
+
+impl Broker {
+    /// A broker for `config`, with settings taken from it.
+    pub fn new(
+        config: Arc<Config>,
+        credentials: Arc<CredentialSet>,
+        clock: SharedClock,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Broker, BuildError> {
+        let authority = AuthoritySettings::from_config(&config);
+        let cache = CacheSettings::from_config(&config.cache);
+        Broker::with_settings(config, authority, cache, credentials, clock, observer)
+    }
+
+    /// A broker with explicit settings (tests shorten retries and timeouts).
+    pub fn with_settings(
+        config: Arc<Config>,
+        authority: AuthoritySettings,
+        cache: CacheSettings,
+        credentials: Arc<CredentialSet>,
+        clock: SharedClock,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Broker, BuildError> {
+        let upstream: Arc<dyn UpstreamObserver> = observer.clone();
+        let client = AuthorityClient::new(authority, Arc::clone(&credentials), Arc::clone(&clock))?
+            .with_observer(upstream);
+        let authority = Arc::new(ArcSwap::from_pointee(client));
+        let book = Arc::new(StatusBook::new(cache.max_entries, cache.keep_warm));
+        let cache_observer: Arc<dyn CacheObserver> = observer.clone();
+        let cache = TokenCache::new(
+            Arc::new(AuthoritySource {
+                client: Arc::clone(&authority),
+                book: Arc::clone(&book),
+                clock: Arc::clone(&clock),
+                observer: Arc::clone(&observer),
+            }),
+            cache,
+            Arc::clone(&clock),
+            Jitter::from_entropy(),
+            cache_observer,
+        );
+        let now = clock.unix_now();
+        let policy = Policy::new(&config);
+        Ok(Broker {
+            state: ArcSwap::from_pointee(State {
+                config,
+                policy,
+                loaded_at: now,
+            }),
+            config_path: None,
+            credentials,
+            authority,
+            cache,
+            book,
+            observer,
+            clock,
+            started_at: now,
+        })
+    }
+
+    /// Names the file the configuration came from (status, reload).
+    pub fn with_config_path(mut self, path: &Path) -> Broker {
+        self.config_path = Some(path.to_owned());
+        self
+    }
+
+    /// The file the configuration came from (`None` in dev mode).
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.state.load().config)
+    }
+
+    /// The credentials in force.
+    pub fn credentials(&self) -> &Arc<CredentialSet> {
+        &self.credentials
+    }
+
+    /// Who is calling: a presented secret, else the Unix-socket peer uid.
+    pub fn authenticate(
+        &self,
+        secret: Option<&str>,
+        peer_uid: Option<u32>,
+    ) -> Result<Caller, AuthFailure> {
+        let state = self.state.load_full();
+        let account = state.policy.authenticate(secret, peer_uid)?;
+        Ok(Caller { state, account })
+    }
+
+    /// A token for `caller`: `tenant` is a configured name, GUID or domain
+    /// (the account's default when `None`), `resource` the audience (the
+    /// cloud's Graph when `None`). Validated, then authorised, then served
+    /// from the cache. With `rejected` (the SHA-256 of a token the caller
+    /// saw refused), a cached token with that hash is replaced first.
+    pub async fn token(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        resource: Option<&str>,
+        rejected: Option<&[u8; 32]>,
+    ) -> Result<Issued, TokenError> {
+        let policy = &caller.state.policy;
+        let target = policy.resolve(caller.account, tenant, resource)?;
+        policy.authorize(caller.account, &target)?;
+        let key = CacheKey::new(&target.tenant.id, &target.resource);
+        let grant = match rejected {
+            Some(hash) => self.cache.get_replacing(&key, hash).await?,
+            None => self.cache.get(&key).await?,
+        };
+        Ok(Issued { target, grant })
+    }
+
+    /// Starts fetching a Graph token for every configured tenant that has
+    /// none, in the background (upstream concurrency bounded by the client).
+    pub fn prefetch_configured_tenants(&self) {
+        let config = self.config();
+        let graph = config.app.graph();
+        let keys = config
+            .tenants
+            .iter()
+            .map(|t| CacheKey::new(&t.id, &graph))
+            .collect();
+        self.cache.prefetch(keys);
+    }
+
+    /// Cached tokens still valid (the `tokenbroker_cached_tokens` gauge).
+    pub fn cached_token_count(&self) -> usize {
+        self.cache.token_count()
+    }
+
+    /// (tenant, resource) slots in the cache.
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.len()
+    }
+
+    /// Each loaded certificate: thumbprint, notAfter (unix seconds), in use.
+    pub fn certificates(&self) -> Vec<(String, u64, bool)> {
+        let in_use = self.credentials.in_use();
+        self.credentials
+            .all()
+            .iter()
+            .map(|c| {
+                let info = c.certificate();
+                (
+                    info.thumbprint_sha1.clone(),
+                    crate::clock::unix_seconds(info.not_after),
+                    info.thumbprint_sha1 == in_use,
+                )
+            })
+            .collect()
+    }
+
+    /// The certificate tried first, DER (tests check rotation by it).
+    pub fn certificate_der(&self) -> Vec<u8> {
+        self.credentials.current().certificate().der.clone()
+    }
+
+    /// Puts a new configuration (already validated) and, when given, new
+    /// credentials in force, all at once. What needs a restart keeps its
+    /// old value and is reported. Tokens stay cached unless their tenant or
+    /// resource left (or the app's identity changed: then all go); tokens
+    /// fetched with a credential that left stay and refresh on schedule.
+    pub fn apply(
+        &self,
+        mut config: Config,
+        credentials: Option<(Vec<Credential>, Vec<CredentialSource>)>,
+    ) -> Result<Applied, BuildError> {
+        let old = self.config();
+        let restart_needed = keep_restart_only(&old, &mut config);
+        let config = Arc::new(config);
+        let identity_changed = old.app.client_id != config.app.client_id
+            || old.app.cloud != config.app.cloud
+            || old.app.authority_host() != config.app.authority_host();
+        let settings = AuthoritySettings::from_config(&config);
+        // Built before anything changes: a client that cannot be built
+        // (an unreadable ca_file) fails the reload and leaves all as it was.
+        let client = {
+            let current = self.authority.load();
+            let mut retry = settings.clone();
+            // Tests and tools may tune retries; a reload keeps the policy.
+            retry.retry = current.settings().retry;
+            (*current.settings() != retry).then(|| {
+                AuthorityClient::new(
+                    retry,
+                    Arc::clone(&self.credentials),
+                    Arc::clone(&self.clock),
+                )
+                .map(|c| c.with_observer(self.observer.clone() as Arc<dyn UpstreamObserver>))
+            })
+        };
+        let client = client.transpose()?;
+
+        if let Some((credentials, sources)) = credentials {
+            self.credentials.replace(credentials, sources);
+        }
+        self.credentials
+            .set_rejection_memory(config.app.credential_rejection_memory.0);
+        if let Some(client) = client {
+            self.authority.store(Arc::new(client));
+        }
+        let mut cache_settings = CacheSettings::from_config(&config.cache);
+        cache_settings.refresh_retry = self.cache.settings().refresh_retry;
+        self.cache.set_settings(cache_settings);
+        let policy = Policy::new(&config);
+        let mut applied = Applied {
+            restart_needed,
+            ..Applied::default()
+        };
+        if identity_changed {
+            self.cache.clear();
+            self.book.clear();
+            applied.cleared = true;
+        } else {
+            applied.dropped = self
+                .cache
+                .retain(|key| policy.anyone_may_have(&key.tenant, &key.resource));
+        }
+        self.state.store(Arc::new(State {
+            config: Arc::clone(&config),
+            policy,
+            loaded_at: self.clock.unix_now(),
+        }));
+        self.observer.reloaded(Some(&config), self.clock.unix_now());
+        self.prefetch_configured_tenants();
+        Ok(applied)
+    }
+
+    /// Reports a reload that failed before anything changed.
+    pub fn reload_failed(&self) {
+        self.observer.reloaded(None, self.clock.unix_now());
+    }
+
+    /// Re-reads the credential files if any changed; the old credentials
+    /// stay when the new ones do not load. `Ok(true)` when reloaded.
+    pub fn reload_credentials_if_changed(&self, now: SystemTime) -> Result<bool, String> {
+        match self.credentials.reload_if_changed(now) {
+            Ok(Some(warnings)) => {
+                warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Keys a reload cannot change without a restart: listeners, connection
+/// limits, the cache bound. Copies their old values into `new`; returns
+/// the names of those that differed.
+fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($($section:ident . $key:ident),* $(,)?) => {$(
+            if old.$section.$key != new.$section.$key {
+                changed.push(concat!(stringify!($section), ".", stringify!($key)));
+                new.$section.$key = old.$section.$key.clone();
+            }
+        )*};
+    }
+    keep!(
+        server.listen,
+        server.allow_remote,
+        server.unix_socket,
+        server.metrics_listen,
+        server.admin_socket,
+        server.admin_group,
+        server.max_connections,
+        server.header_read_timeout,
+        server.max_header_bytes,
+        server.shutdown_timeout,
+        cache.max_entries,
+    );
+    changed
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,315 @@
+//! The daemon's credentials, for rotation: several certificates at once,
+//! the newest valid one signing, a fallback to the next when Entra refuses
+//! one for a tenant (remembered per tenant), and a reload when their files
+//! change. Swapped as a whole, so a request signing with an old credential
+//! finishes with it.
+
+use super::{Credential, CredentialError, CredentialSource};
+use crate::config::TenantId;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// A credential file larger than this is not read for the change watch
+/// (its loader refuses it anyway).
+const MAX_WATCHED_FILE: u64 = 1024 * 1024;
+
+/// What Entra said the last time it refused a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Unix seconds.
+    pub at: u64,
+    pub tenant: String,
+    pub aadsts: Option<String>,
+}
+
+/// SHA-256 over the content of a set's files (a missing file counts as
+/// its error), to tell when any of them changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// Reads every file of `sources`.
+    pub fn of(sources: &[CredentialSource]) -> Fingerprint {
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for path in sources.iter().flat_map(CredentialSource::paths) {
+            context.update(path.as_os_str().as_encoded_bytes());
+            // Following symlinks: a Kubernetes secret volume swaps `..data`.
+            let content = std::fs::File::open(path).and_then(|f| {
+                let mut bytes = zeroize::Zeroizing::new(Vec::new());
+                f.take(MAX_WATCHED_FILE).read_to_end(&mut bytes)?;
+                Ok(bytes)
+            });
+            match content {
+                Ok(bytes) => {
+                    context.update(b"\x00ok");
+                    context.update(&bytes);
+                }
+                Err(e) => context.update(format!("\x00error {}", e.kind()).as_bytes()),
+            }
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.finish().as_ref());
+        Fingerprint(out)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    /// (lower-case tenant, thumbprint) → refused until.
+    refused: HashMap<(TenantId, String), Instant>,
+    /// Per thumbprint, the latest refusal (for the admin status).
+    last: HashMap<String, Rejection>,
+    /// Thumbprint of the credential that last got a token.
+    in_use: Option<String>,
+}
+
+/// The loaded credentials and what is known about them.
+#[derive(Debug)]
+pub struct CredentialSet {
+    /// Newest `notBefore` first: the order they are tried in.
+    list: ArcSwap<Vec<Arc<Credential>>>,
+    sources: ArcSwap<Vec<CredentialSource>>,
+    /// Of the files the credentials in `list` were loaded from.
+    loaded: Mutex<Option<Fingerprint>>,
+    /// Of files that failed to load: warned about once, not reloaded again
+    /// until they change.
+    failed: Mutex<Option<Fingerprint>>,
+    memory: Mutex<Memory>,
+    remember_for: Mutex<Duration>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update is a plain assignment or map insert: a panic elsewhere
+    // cannot leave these half-written, so a poisoned lock is still usable.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Loaded credentials and the warnings an operator should see.
+pub type LoadedSet = (Vec<Credential>, Vec<String>);
+
+impl CredentialSet {
+    /// One credential that is not reloaded from files (tests, `serve --dev`).
+    pub fn single(credential: Credential) -> CredentialSet {
+        CredentialSet::new(vec![credential], Vec::new(), Duration::from_secs(600))
+    }
+
+    /// Credentials loaded from `sources`, remembering a refusal for `remember_for`.
+    pub fn new(
+        credentials: Vec<Credential>,
+        sources: Vec<CredentialSource>,
+        remember_for: Duration,
+    ) -> CredentialSet {
+        let loaded = (!sources.is_empty()).then(|| Fingerprint::of(&sources));
+        CredentialSet {
+            list: ArcSwap::from_pointee(order(credentials)),
+            sources: ArcSwap::from_pointee(sources),
+            loaded: Mutex::new(loaded),
+            failed: Mutex::new(None),
+            memory: Mutex::new(Memory::default()),
+            remember_for: Mutex::new(remember_for),
+        }
+    }
+
+    /// Loads every source as of `now`. A certificate that is expired or not
+    /// yet valid is skipped with a warning while another one is usable;
+    /// any other problem, or none usable, is an error.
+    pub fn load(
+        sources: &[CredentialSource],
+        now: SystemTime,
+    ) -> Result<LoadedSet, CredentialError> {
+        if sources.is_empty() {
+            return Err(CredentialError::NoCredential);
+        }
+        let mut credentials = Vec::with_capacity(sources.len());
+        let mut warnings = Vec::new();
+        let mut skipped = None;
+        for source in sources {
+            match Credential::load(source, now) {
+                Ok(loaded) => {
+                    warnings.extend(loaded.warnings);
+                    credentials.push(loaded.credential);
+                }
+                Err(
+                    e @ (CredentialError::Expired { .. } | CredentialError::NotYetValid { .. }),
+                ) if sources.len() > 1 => {
+                    warnings.push(format!(
+                        "{} ({}): skipped: {e}",
+                        source.key,
+                        source.certificate.display()
+                    ));
+                    skipped.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match (credentials.is_empty(), skipped) {
+            (true, Some(e)) => Err(e),
+            _ => Ok((credentials, warnings)),
+        }
+    }
+
+    /// The credential tried first: the newest valid certificate.
+    pub fn current(&self) -> Arc<Credential> {
+        let list = self.list.load();
+        // `new` and `replace` never hold an empty list.
+        Arc::clone(&list[0])
+    }
+
+    /// Every credential, in the order they are tried.
+    pub fn all(&self) -> Arc<Vec<Arc<Credential>>> {
+        self.list.load_full()
+    }
+
+    /// The sources the set was loaded from (empty for an in-memory one).
+    pub fn sources(&self) -> Arc<Vec<CredentialSource>> {
+        self.sources.load_full()
+    }
+
+    /// The credentials to try for `tenant`, in order: those Entra refused
+    /// for it within the memory go last (not dropped: a refusal may be
+    /// stale, and with one certificate there is nothing else to try).
+    pub fn candidates(&self, tenant: &TenantId) -> Vec<Arc<Credential>> {
+        let list = self.list.load();
+        let tenant = tenant.to_lowercase();
+        let now = Instant::now();
+        let memory = lock(&self.memory);
+        let refused = |c: &Arc<Credential>| {
+            memory
+                .refused
+                .get(&(tenant.clone(), c.certificate().thumbprint_sha1.clone()))
+                .is_some_and(|until| *until > now)
+        };
+        let (mut fresh, stale): (Vec<_>, Vec<_>) = list.iter().cloned().partition(|c| !refused(c));
+        fresh.extend(stale);
+        fresh
+    }
+
+    /// Whether `credential` is remembered as refused for `tenant`.
+    pub fn is_refused(&self, tenant: &TenantId, credential: &Credential) -> bool {
+        lock(&self.memory)
+            .refused
+            .get(&(
+                tenant.to_lowercase(),
+                credential.certificate().thumbprint_sha1.clone(),
+            ))
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Entra refused `credential` for `tenant`.
+    pub fn reject(
+        &self,
+        tenant: &TenantId,
+        credential: &Credential,
+        aadsts: Option<String>,
+        at_unix: u64,
+    ) {
+        let remember_for = *lock(&self.remember_for);
+        let thumbprint = credential.certificate().thumbprint_sha1.clone();
+        let mut memory = lock(&self.memory);
+        let now = Instant::now();
+        memory.refused.retain(|_, until| *until > now);
+        memory.refused.insert(
+            (tenant.to_lowercase(), thumbprint.clone()),
+            now + remember_for,
+        );
+        memory.last.insert(
+            thumbprint,
+            Rejection {
+                at: at_unix,
+                tenant: tenant.as_str().to_owned(),
+                aadsts,
+            },
+        );
+    }
+
+    /// `credential` just got a token: it is the one in use.
+    pub fn signed(&self, credential: &Credential) {
+        let thumbprint = &credential.certificate().thumbprint_sha1;
+        let mut memory = lock(&self.memory);
+        if memory.in_use.as_ref() != Some(thumbprint) {
+            memory.in_use = Some(thumbprint.clone());
+        }
+    }
+
+    /// The thumbprint of the credential in use: the one that last got a
+    /// token, else the first one tried.
+    pub fn in_use(&self) -> String {
+        let list = self.list.load();
+        let memory = lock(&self.memory);
+        memory
+            .in_use
+            .as_ref()
+            .filter(|t| list.iter().any(|c| &c.certificate().thumbprint_sha1 == *t))
+            .cloned()
+            .unwrap_or_else(|| list[0].certificate().thumbprint_sha1.clone())
+    }
+
+    /// The latest refusal of the credential with `thumbprint`.
+    pub fn last_rejection(&self, thumbprint: &str) -> Option<Rejection> {
+        lock(&self.memory).last.get(thumbprint).cloned()
+    }
+
+    /// Puts `credentials` (from `sources`) in force. What is remembered about
+    /// a certificate that stays is kept; about one that left, dropped.
+    pub fn replace(&self, credentials: Vec<Credential>, sources: Vec<CredentialSource>) {
+        if credentials.is_empty() {
+            return;
+        }
+        let fingerprint = (!sources.is_empty()).then(|| Fingerprint::of(&sources));
+        let list = order(credentials);
+        {
+            let mut memory = lock(&self.memory);
+            let kept = |t: &String| list.iter().any(|c| &c.certificate().thumbprint_sha1 == t);
+            memory.refused.retain(|(_, t), _| kept(t));
+            memory.last.retain(|t, _| kept(t));
+        }
+        self.list.store(Arc::new(list));
+        self.sources.store(Arc::new(sources));
+        *lock(&self.loaded) = fingerprint;
+        *lock(&self.failed) = None;
+    }
+
+    /// How long a refusal is remembered (`app.credential_rejection_memory`).
+    pub fn set_rejection_memory(&self, remember_for: Duration) {
+        *lock(&self.remember_for) = remember_for;
+    }
+
+    /// Reloads the credentials if any of their files changed since they
+    /// were loaded. `Ok(None)`: unchanged (or changed to content that
+    /// already failed); `Ok(Some(warnings))`: reloaded; `Err`: the new
+    /// content does not load, and the old credentials stay in force.
+    pub fn reload_if_changed(
+        &self,
+        now: SystemTime,
+    ) -> Result<Option<Vec<String>>, CredentialError> {
+        let sources = self.sources.load_full();
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        let fingerprint = Fingerprint::of(&sources);
+        if *lock(&self.loaded) == Some(fingerprint) || *lock(&self.failed) == Some(fingerprint) {
+            return Ok(None);
+        }
+        match CredentialSet::load(&sources, now) {
+            Ok((credentials, warnings)) => {
+                self.replace(credentials, sources.to_vec());
+                Ok(Some(warnings))
+            }
+            Err(e) => {
+                *lock(&self.failed) = Some(fingerprint);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Newest `notBefore` first; file order among equals.
+fn order(credentials: Vec<Credential>) -> Vec<Arc<Credential>> {
+    let mut list: Vec<Arc<Credential>> = credentials.into_iter().map(Arc::new).collect();
+    list.sort_by_key(|c| std::cmp::Reverse(c.certificate().not_before));
+    list
+}
