@@ -7,32 +7,10 @@
 mod common;
 
 use common::{claims, sha256_hex, Fixture};
-use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "tb_shutdown-test-secret-0123456789";
-
-/// Kills the broker if the test ends early.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// The `serving` line's `listen` address.
-fn serving_address(line: &serde_json::Value) -> Option<SocketAddr> {
-    if line["message"] != "serving" {
-        return None;
-    }
-    line["listen"].as_str()?.parse().ok()
-}
 
 async fn refused(addr: SocketAddr) -> bool {
     match tokio::net::TcpStream::connect(addr).await {
@@ -66,45 +44,8 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     )
     .unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tokenbroker serve");
-    let pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let mut broker = Broker(child);
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log: Vec<String> = Vec::new();
-
-    // Wait for the line that says where it listens.
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.recv().await {
-            log.push(line.clone());
-            let parsed: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
-            if let Some(addr) = serving_address(&parsed) {
-                return addr;
-            }
-        }
-        panic!("tokenbroker exited before serving:\n{}", log.join("\n"));
-    })
-    .await
-    .expect("no `serving` log line within 30 s");
+    let mut broker = common::Daemon::spawn(&config_path).await;
+    let addr = broker.addr;
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
 
     // A request for a tenant nobody prefetched: it waits 2 s on the authority.
@@ -135,11 +76,7 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     assert!(!request.is_finished(), "the request is still in flight");
 
     let sigterm = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success(), "kill -TERM {pid}: {kill}");
+    broker.signal("-TERM");
 
     // While it drains, new connections are refused.
     let mut refused_while_draining = false;
@@ -170,7 +107,7 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
 
     // The process exits 0, promptly.
     let status = loop {
-        if let Some(status) = broker.0.try_wait().expect("wait for tokenbroker") {
+        if let Some(status) = broker.child.try_wait().expect("wait for tokenbroker") {
             break status;
         }
         assert!(
@@ -182,21 +119,14 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     let exited_after = sigterm.elapsed();
     assert!(refused(addr).await, "connections are refused after exit");
 
-    while let Some(line) = lines.recv().await {
-        log.push(line);
-    }
-    reader.join().unwrap();
-    let log_text = log.join("\n");
+    let messages = broker.drain().await;
+    let log_text = broker.log.join("\n");
     assert_eq!(
         status.code(),
         Some(0),
         "exit status {status}; log:\n{log_text}"
     );
     eprintln!("exited {exited_after:?} after SIGTERM");
-    let messages: Vec<serde_json::Value> = log
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
     let has = |what: &str| {
         messages
             .iter()

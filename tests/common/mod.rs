@@ -96,28 +96,50 @@ impl Fixture {
     /// `extra` is appended to the configuration (tenants, accounts, cache…),
     /// and after it the `tester` account.
     pub async fn new(extra: &str) -> Fixture {
+        Fixture::with_credentials(
+            "certificate = \"app.crt\"\nprivate_key = \"app.key\"\n",
+            extra,
+        )
+        .await
+    }
+
+    /// As [`new`](Self::new), with `credentials` (keys of `[app]`, or
+    /// `[[app.credentials]]` tables after `extra`'s `[app]` keys) in place
+    /// of the `certificate`/`private_key` pair. `app.crt`/`app.key` are
+    /// written and registered either way.
+    pub async fn with_credentials(credentials: &str, extra: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let cert_der = write_credential(dir.path(), "app");
         let sim = SimulatedAuthority::start(CLIENT_ID).await.unwrap();
         sim.register_certificate(&cert_der).unwrap();
         let config_path = dir.path().join("tokenbroker.toml");
-        std::fs::write(
-            &config_path,
-            format!(
-                "[app]\nclient_id = \"{CLIENT_ID}\"\nauthority_host = \"{}\"\ncertificate = \"app.crt\"\nprivate_key = \"app.key\"\nrequest_timeout = \"2s\"\n{extra}\n\
-                 [[accounts]]\nname = \"tester\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n\
-                 resources = [\"{GRAPH}\", \"https://outlook.office365.com\"]\n",
-                sim.url(),
-                sha256_hex(TESTER_SECRET),
-            ),
-        )
-        .unwrap();
-        Fixture {
+        let fixture = Fixture {
             dir,
             sim,
             cert_der,
             config_path,
-        }
+        };
+        fixture.write_config(credentials, extra);
+        fixture
+    }
+
+    /// Rewrites the configuration file (the same shape as `with_credentials`).
+    pub fn write_config(&self, credentials: &str, extra: &str) {
+        let (app_keys, tables) = match credentials.find("[[app.credentials]]") {
+            Some(at) => credentials.split_at(at),
+            None => (credentials, ""),
+        };
+        std::fs::write(
+            &self.config_path,
+            format!(
+                "[app]\nclient_id = \"{CLIENT_ID}\"\nauthority_host = \"{}\"\n{app_keys}request_timeout = \"2s\"\n{extra}\n{tables}\n\
+                 [[accounts]]\nname = \"tester\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n\
+                 resources = [\"{GRAPH}\", \"https://outlook.office365.com\"]\n",
+                self.sim.url(),
+                sha256_hex(TESTER_SECRET),
+            ),
+        )
+        .unwrap();
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -293,6 +315,16 @@ impl Server {
         request(stream, "GET", target, headers).await
     }
 
+    /// `GET /v1/token?tenant=…` as the account with `secret`.
+    pub async fn token(&self, tenant: &str, secret: &str) -> HttpAnswer {
+        let auth = format!("Bearer {secret}");
+        self.get(
+            &format!("/v1/token?tenant={tenant}"),
+            &[("Authorization", &auth)],
+        )
+        .await
+    }
+
     /// GET `target` over the Unix socket.
     pub async fn get_unix(&self, target: &str, headers: &[(&str, &str)]) -> HttpAnswer {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
@@ -366,4 +398,162 @@ pub fn parse_answer(raw: &[u8]) -> HttpAnswer {
         headers,
         body: body.to_owned(),
     }
+}
+
+/// A real `tokenbroker serve` process with JSON logs, killed if the test
+/// ends early. Its stderr lines arrive on `lines` (and stay in `log`).
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub log: Vec<String>,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts `tokenbroker serve --config config` (which should listen on
+    /// `127.0.0.1:0`) and waits for its `serving` line.
+    pub async fn spawn(config: &Path) -> Daemon {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start tokenbroker serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            log: Vec::new(),
+            lines,
+            reader: Some(reader),
+        };
+        let found = daemon
+            .wait_for(Duration::from_secs(30), |line| {
+                line["message"] == "serving" && line["listen"].as_str().is_some()
+            })
+            .await
+            .unwrap_or_else(|| panic!("no `serving` line:\n{}", daemon.log.join("\n")));
+        daemon.addr = found["listen"].as_str().unwrap().parse().unwrap();
+        daemon
+    }
+
+    /// The first log line (JSON) within `limit` that `matches`.
+    pub async fn wait_for(
+        &mut self,
+        limit: Duration,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .ok()??;
+            self.log.push(line.clone());
+            let parsed: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+            if matches(&parsed) {
+                return Some(parsed);
+            }
+        }
+    }
+
+    /// Sends `signal` (`-TERM`, `-HUP`) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal}: {status}");
+    }
+
+    /// Every log line until the process ends (after it was told to stop).
+    pub async fn drain(&mut self) -> Vec<serde_json::Value> {
+        while let Some(line) = self.lines.recv().await {
+            self.log.push(line);
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.log
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// GET `target` with `headers`.
+    pub async fn get(&self, target: &str, headers: &[(&str, &str)]) -> HttpAnswer {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        request(stream, "GET", target, headers).await
+    }
+}
+
+/// One request to an admin socket.
+pub async fn admin(socket: &Path, method: &str, target: &str) -> HttpAnswer {
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    request(stream, method, target, &[]).await
+}
+
+/// A certificate and key valid from `days_ago` days ago, written to
+/// `dir/{name}.crt|.key`; returns the certificate DER. (Newer `notBefore`
+/// wins the signing order.)
+pub fn write_credential_from(dir: &Path, name: &str, days_ago: i64) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![format!("{name}.test")]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(days_ago);
+    params.not_after = now + time::Duration::days(365);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    cert.der().to_vec()
+}
+
+/// The thumbprint the portal shows for a DER certificate.
+pub fn thumbprint(der: &[u8]) -> String {
+    tokenbroker::credentials::CertificateInfo::from_der(der)
+        .unwrap()
+        .thumbprint_sha1
+}
+
+/// Polls `condition` every 50 ms for at most `limit`.
+pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    condition()
+}
+
+/// Starts the file watch of `tokenbroker serve` for an in-process server.
+pub fn daemon_watch(server: &Server) -> tokio::task::JoinHandle<()> {
+    tokenbroker::daemon::spawn_watch(Arc::clone(&server.app))
 }

@@ -1,0 +1,492 @@
+//! Live operations: reload by SIGHUP (a real `tokenbroker serve`), by the
+//! admin API and by a watched file; certificate rotation with fallback;
+//! credential files replaced in place and by a symlink swap; the admin
+//! socket, `tokenbroker status`, `refresh` and `reload`; forced refresh by
+//! a rejected token's hash.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{sha256_hex, Fixture, Server, TESTER_SECRET};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MAIL: &str = "tb_mail-secret";
+const NEW: &str = "tb_new-account-secret";
+
+fn bearer(secret: &str) -> String {
+    format!("Bearer {secret}")
+}
+
+/// The daemon's configuration: two tenants; account "mail" may use both.
+fn daemon_config(f: &Fixture, tenants: &str, accounts: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [app]\nclient_id = \"{}\"\nauthority_host = \"{}\"\ncertificate = \"app.crt\"\nprivate_key = \"app.key\"\n\
+         {tenants}{accounts}",
+        common::CLIENT_ID,
+        f.sim.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sighup_applies_a_new_configuration_while_callers_loop() {
+    let f = Fixture::new("").await;
+    let contoso = f.sim.consent("contoso.onmicrosoft.com");
+    f.sim.consent("fabrikam.com");
+    let path = f.dir.path().join("daemon.toml");
+    let both = "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
+                [[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n";
+    let mail = |tenants: &str, resources: &str| {
+        format!(
+            "[[accounts]]\nname = \"mail\"\nsecret_sha256 = \"{}\"\ntenants = [{tenants}]\n{resources}",
+            sha256_hex(MAIL)
+        )
+    };
+    std::fs::write(
+        &path,
+        daemon_config(&f, both, &mail("\"contoso\", \"fabrikam\"", "")),
+    )
+    .unwrap();
+    let mut daemon = common::Daemon::spawn(&path).await;
+    let addr = daemon.addr;
+    for tenant in ["contoso", "fabrikam.com"] {
+        let answer = daemon
+            .get(
+                &format!("/v1/token?tenant={tenant}"),
+                &[("Authorization", &bearer(MAIL))],
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(f.sim.requests("contoso.onmicrosoft.com"), 1);
+
+    // 50 callers loop on contoso for the whole reload.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut callers = Vec::new();
+    for _ in 0..50 {
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        callers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let answer = common::request(
+                    stream,
+                    "GET",
+                    "/v1/token?tenant=contoso",
+                    &[("Authorization", &bearer(MAIL))],
+                )
+                .await;
+                if answer.status == 200 {
+                    served.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // New: fabrikam removed, a new account, mail's ACL now also Outlook.
+    std::fs::write(
+        &path,
+        daemon_config(
+            &f,
+            "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n",
+            &format!(
+                "{}[[accounts]]\nname = \"new\"\nsecret_sha256 = \"{}\"\ntenants = [\"contoso\"]\n",
+                mail(
+                    "\"contoso\"",
+                    "resources = [\"https://graph.microsoft.com\", \"https://outlook.office365.com\"]\n"
+                ),
+                sha256_hex(NEW)
+            ),
+        ),
+    )
+    .unwrap();
+    daemon.signal("-HUP");
+    let reloaded = daemon
+        .wait_for(Duration::from_secs(10), |l| {
+            l["message"] == "configuration reloaded"
+                || l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("reload failed"))
+        })
+        .await
+        .expect("a reload log line");
+    assert_eq!(reloaded["message"], "configuration reloaded", "{reloaded}");
+    // The new account works at once; the removed tenant is refused; the new ACL applies.
+    let answer = daemon
+        .get(
+            "/v1/token?tenant=contoso",
+            &[("Authorization", &bearer(NEW))],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answer = daemon
+        .get(
+            "/v1/token?tenant=fabrikam.com",
+            &[("Authorization", &bearer(MAIL))],
+        )
+        .await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no caller saw an error");
+    assert!(served.load(Ordering::Relaxed) > 50);
+    // The untouched tenant's token was not fetched again.
+    assert_eq!(f.sim.requests("contoso.onmicrosoft.com"), 1);
+    // The changed ACL: mail may now have an Outlook token (one more request).
+    let answer = daemon
+        .get(
+            "/v1/token?tenant=contoso&resource=https://outlook.office365.com",
+            &[("Authorization", &bearer(MAIL))],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        common::claims(answer.json()["access_token"].as_str().unwrap())["tid"],
+        contoso.as_str()
+    );
+    daemon.signal("-TERM");
+    let log = daemon.drain().await;
+    assert!(log
+        .iter()
+        .any(|l| l["message"] == "SIGHUP received; reloading"));
+}
+
+const TENANTS: &str = "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n";
+
+/// Runs the `tokenbroker` binary (off the async runtime).
+async fn cli(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn metric(server: &Server, series: &str) -> f64 {
+    server
+        .metrics()
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_reload_changes_nothing_and_says_why() {
+    let extra = format!("[server]\nadmin_socket = \"admin.sock\"\n{TENANTS}");
+    let f = Fixture::new(&extra).await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    let server = Server::start(&f, |_, _| {}).await;
+    let socket = f.dir.path().join("admin.sock");
+    let get = || server.token("contoso", TESTER_SECRET);
+    assert_eq!(get().await.status, 200);
+    let good = std::fs::read_to_string(&f.config_path).unwrap();
+    common::write_credential(f.dir.path(), "other");
+    let cases = [
+        ("[app\nclient_id = 1\n".to_owned(), "expected"),
+        (
+            good.replace("private_key = \"app.key\"", "private_key = \"missing.key\""),
+            "missing.key",
+        ),
+        (
+            good.replace("private_key = \"app.key\"", "private_key = \"other.key\""),
+            "does not match the certificate",
+        ),
+    ];
+    for (i, (config, why)) in cases.iter().enumerate() {
+        std::fs::write(&f.config_path, config).unwrap();
+        let out = cli(vec![
+            "reload".into(),
+            "--admin-socket".into(),
+            socket.display().to_string(),
+        ])
+        .await;
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(why),
+            "{why}: {}",
+            text(&out.stderr)
+        );
+        // The admin answer itself.
+        let answer = common::admin(&socket, "POST", "/admin/reload").await;
+        assert_eq!(answer.status, 400);
+        assert_eq!(answer.json()["error"], "reload_failed");
+        assert!(answer.json()["message"].as_str().unwrap().contains(why));
+        // Still serving on the old state.
+        assert_eq!(get().await.status, 200);
+        assert_eq!(
+            metric(
+                &server,
+                "tokenbroker_config_reloads_total{result=\"failure\"}"
+            ),
+            2.0 * (i as f64 + 1.0)
+        );
+    }
+    std::fs::write(&f.config_path, &good).unwrap();
+    let out = cli(vec![
+        "reload".into(),
+        "--admin-socket".into(),
+        socket.display().to_string(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        metric(
+            &server,
+            "tokenbroker_config_reloads_total{result=\"success\"}"
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &server,
+            "tokenbroker_config_last_reload_success_timestamp_seconds"
+        ) > 1.7e9
+    );
+    server.stop().await;
+}
+
+/// The 700027 refusals the simulator gave for `tenant`.
+fn refusals_700027(f: &Fixture) -> usize {
+    f.sim
+        .refusals()
+        .iter()
+        .filter(|r| r.code == 700_027)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_rotation_never_fails_a_caller() {
+    let credential = |name: &str| {
+        format!("[[app.credentials]]\ncertificate = \"{name}.crt\"\nprivate_key = \"{name}.key\"\n")
+    };
+    let extra = format!(
+        "credential_rejection_memory = \"2s\"\n[server]\nadmin_socket = \"admin.sock\"\n{TENANTS}\
+         [[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n"
+    );
+    // A: the registered certificate (written by the fixture as app.*), old.
+    let f = Fixture::with_credentials(&credential("app"), &extra).await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    f.sim.consent("fabrikam.com");
+    let server = Server::start(&f, |_, _| {}).await;
+    let socket = f.dir.path().join("admin.sock");
+    let get = |tenant: &'static str| server.token(tenant, TESTER_SECRET);
+    for tenant in ["contoso", "fabrikam"] {
+        assert_eq!(get(tenant).await.status, 200);
+    }
+    let a = common::thumbprint(&f.cert_der);
+
+    // 1. Add B (newer, not yet uploaded): A keeps signing through fallback,
+    //    with one AADSTS700027 per tenant however often tokens are refetched.
+    let b_der = common::write_credential_from(f.dir.path(), "b", 0);
+    let b = common::thumbprint(&b_der);
+    f.write_config(&format!("{}{}", credential("b"), credential("app")), &extra);
+    assert_eq!(
+        common::admin(&socket, "POST", "/admin/reload").await.status,
+        200
+    );
+    for _ in 0..3 {
+        for tenant in ["contoso", "fabrikam"] {
+            let answer =
+                common::admin(&socket, "POST", &format!("/admin/tenants/{tenant}/refresh")).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            assert_eq!(get(tenant).await.status, 200);
+        }
+    }
+    assert_eq!(refusals_700027(&f), 2, "one per tenant");
+    let status = common::admin(&socket, "GET", "/admin/status").await.json();
+    let creds = status["credentials"].as_array().unwrap();
+    assert_eq!(creds[0]["thumbprint"], b.as_str(), "newest first");
+    assert_eq!(creds[0]["in_use"], false);
+    assert_eq!(creds[0]["last_rejection"]["aadsts"], "AADSTS700027");
+    assert_eq!(creds[1]["thumbprint"], a.as_str());
+    assert_eq!(creds[1]["in_use"], true);
+    assert!(
+        metric(
+            &server,
+            &format!("tokenbroker_credential_rejections_total{{credential=\"{b}\"}}")
+        ) >= 2.0
+    );
+
+    // 2. Upload B: once the remembered refusals run out, B signs.
+    f.sim.register_certificate(&b_der).unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for tenant in ["contoso", "fabrikam"] {
+        let answer =
+            common::admin(&socket, "POST", &format!("/admin/tenants/{tenant}/refresh")).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(refusals_700027(&f), 2, "B is registered now");
+    let status = common::admin(&socket, "GET", "/admin/status").await.json();
+    assert_eq!(status["credentials"][0]["in_use"], true, "{status}");
+
+    // 3. Remove A: still served, and no tenant is fetched again because A left.
+    let before = f.sim.total_requests();
+    f.write_config(&credential("b"), &extra);
+    assert_eq!(
+        common::admin(&socket, "POST", "/admin/reload").await.status,
+        200
+    );
+    for tenant in ["contoso", "fabrikam"] {
+        assert_eq!(get(tenant).await.status, 200);
+    }
+    assert_eq!(f.sim.total_requests(), before);
+    let status = common::admin(&socket, "GET", "/admin/status").await.json();
+    assert_eq!(status["credentials"].as_array().unwrap().len(), 1);
+    let metrics = server.metrics().encode();
+    assert!(!metrics.contains(&a), "A's expiry series left with A");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watched_configuration_is_reloaded_without_sighup() {
+    let extra =
+        format!("credential_check_interval = \"1s\"\n[server]\nwatch_config = true\n{TENANTS}");
+    let f = Fixture::new(&extra).await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    let server = Server::start(&f, |_, _| {}).await;
+    common::daemon_watch(&server);
+    let new = [("Authorization", format!("Bearer {NEW}"))];
+    let headers: Vec<(&str, &str)> = new.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(
+        server
+            .get("/v1/token?tenant=contoso", &headers)
+            .await
+            .status,
+        401
+    );
+    let config = std::fs::read_to_string(&f.config_path).unwrap();
+    std::fs::write(
+        &f.config_path,
+        format!(
+            "{config}[[accounts]]\nname = \"new\"\nsecret_sha256 = [\"{}\", \"{}\"]\ntenants = [\"contoso\"]\n",
+            sha256_hex("old-secret"),
+            sha256_hex(NEW)
+        ),
+    )
+    .unwrap();
+    let mut status = 0;
+    for _ in 0..60 {
+        status = server
+            .get("/v1/token?tenant=contoso", &headers)
+            .await
+            .status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the new account works within the check interval"
+    );
+    // Its other secret (the one being rotated out) works too.
+    let old = format!("Bearer {}", "old-secret");
+    assert_eq!(
+        server
+            .get("/v1/token?tenant=contoso", &[("Authorization", &old)])
+            .await
+            .status,
+        200
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_callers_with_one_rejected_token_cause_one_refresh() {
+    let f = Fixture::new(TENANTS).await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    let server = Arc::new(Server::start(&f, |_, _| {}).await);
+    let auth = format!("Bearer {TESTER_SECRET}");
+    let first = server
+        .get("/v1/token?tenant=contoso", &[("Authorization", &auth)])
+        .await;
+    let old = first.json()["access_token"].as_str().unwrap().to_owned();
+    let hash = hex::encode_upper(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        old.as_bytes(),
+    ));
+    let before = f.sim.requests("contoso.onmicrosoft.com");
+    f.sim.set_latency(Duration::from_millis(300));
+    let mut callers = Vec::new();
+    for _ in 0..100 {
+        let (server, auth, hash) = (server.clone(), auth.clone(), hash.clone());
+        callers.push(tokio::spawn(async move {
+            server
+                .get(
+                    &format!("/v1/token?tenant=contoso&token_sha256_to_refresh={hash}"),
+                    &[("Authorization", &auth)],
+                )
+                .await
+        }));
+    }
+    let mut tokens = std::collections::HashSet::new();
+    for caller in callers {
+        let answer = caller.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        tokens.insert(answer.json()["access_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        f.sim.requests("contoso.onmicrosoft.com"),
+        before + 1,
+        "exactly one upstream request"
+    );
+    assert_eq!(tokens.len(), 1, "all got the same token");
+    assert!(!tokens.contains(&old), "and it is a new one");
+    // The old hash again: the cached token is already newer, nothing upstream.
+    let again = server
+        .get(
+            &format!(
+                "/v1/token?tenant=contoso&token_sha256_to_refresh={}",
+                hash.to_lowercase()
+            ),
+            &[("Authorization", &auth)],
+        )
+        .await;
+    assert!(tokens.contains(again.json()["access_token"].as_str().unwrap()));
+    // The new token rejected at once: within forced_refresh_interval the
+    // current token is answered, without another request.
+    let new = tokens.iter().next().unwrap();
+    let new_hash = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        new.as_bytes(),
+    ));
+    let answer = server
+        .get(
+            &format!("/v1/token?tenant=contoso&token_sha256_to_refresh={new_hash}"),
+            &[("Authorization", &auth)],
+        )
+        .await;
+    assert_eq!(answer.json()["access_token"].as_str().unwrap(), new);
+    assert_eq!(f.sim.requests("contoso.onmicrosoft.com"), before + 1);
+    assert_eq!(
+        metric(
+            &server,
+            "tokenbroker_forced_refreshes_total{trigger=\"token_hash\"}"
+        ),
+        1.0
+    );
+    let bad = server
+        .get(
+            "/v1/token?tenant=contoso&token_sha256_to_refresh=xyz",
+            &[("Authorization", &auth)],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+}
