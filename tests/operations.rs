@@ -9,6 +9,7 @@
 mod common;
 
 use common::{sha256_hex, Fixture, Server, TESTER_SECRET};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -489,4 +490,319 @@ async fn a_hundred_callers_with_one_rejected_token_cause_one_refresh() {
         )
         .await;
     assert_eq!(bad.status, 400);
+}
+
+/// A certificate pair in a Kubernetes-style secret volume: `dir/..data` is a
+/// symlink to the current version directory, and `app.crt`/`app.key` are
+/// symlinks through it.
+fn secret_volume(dir: &Path, version: &str) -> Vec<u8> {
+    let versioned = dir.join(version);
+    std::fs::create_dir_all(&versioned).unwrap();
+    let der = common::write_credential(&versioned, "app");
+    // Swap `..data` atomically, as kubelet does: a new link renamed over it.
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(version, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for name in ["app.crt", "app.key"] {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
+        }
+    }
+    der
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credential_files_are_picked_up_when_replaced_and_garbage_is_ignored() {
+    let f = Fixture::new("").await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    let volume = f.dir.path().join("secret");
+    std::fs::create_dir_all(&volume).unwrap();
+    let v1 = secret_volume(&volume, "..2026_v1");
+    f.sim.register_certificate(&v1).unwrap();
+    let socket = f.dir.path().join("admin.sock");
+    let path = f.dir.path().join("daemon.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_socket = \"admin.sock\"\n\
+             [app]\nclient_id = \"{}\"\nauthority_host = \"{}\"\ncertificate = \"secret/app.crt\"\n\
+             private_key = \"secret/app.key\"\ncredential_check_interval = \"1s\"\n{TENANTS}",
+            common::CLIENT_ID,
+            f.sim.url()
+        ),
+    )
+    .unwrap();
+    let mut daemon = common::Daemon::spawn(&path).await;
+    let in_use = |status: &serde_json::Value| {
+        status["credentials"][0]["thumbprint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let status = common::admin(&socket, "GET", "/admin/status").await.json();
+    assert_eq!(in_use(&status), common::thumbprint(&v1));
+
+    // A Kubernetes secret update: the `..data` symlink swaps to a new version.
+    // Only the new certificate is registered, so a refresh proves it signs.
+    let v2 = secret_volume(&volume, "..2026_v2");
+    f.sim.clear_certificates();
+    f.sim.register_certificate(&v2).unwrap();
+    let swapped = daemon
+        .wait_for(Duration::from_secs(5), |l| {
+            l["message"] == "credential files changed; reloaded them"
+        })
+        .await;
+    assert!(swapped.is_some(), "{}", daemon.log.join("\n"));
+    let refreshed = common::admin(&socket, "POST", "/admin/tenants/contoso/refresh").await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    assert_eq!(
+        in_use(&common::admin(&socket, "GET", "/admin/status").await.json()),
+        common::thumbprint(&v2)
+    );
+
+    // Half-written garbage in place: a warning, and the v2 credential keeps signing.
+    std::fs::write(
+        volume.join("..2026_v2/app.crt"),
+        "-----BEGIN CERTIFICATE-----\nMIIB",
+    )
+    .unwrap();
+    let warned = daemon
+        .wait_for(Duration::from_secs(5), |l| {
+            l["level"] == "WARN"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("do not load; the old credentials keep signing"))
+        })
+        .await;
+    assert!(warned.is_some(), "{}", daemon.log.join("\n"));
+    let refreshed = common::admin(&socket, "POST", "/admin/tenants/contoso/refresh").await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+
+    // The file rewritten in place with a whole new pair: picked up.
+    let v3 = common::write_credential(&volume.join("..2026_v2"), "app");
+    f.sim.clear_certificates();
+    f.sim.register_certificate(&v3).unwrap();
+    let rewritten = daemon
+        .wait_for(Duration::from_secs(5), |l| {
+            l["message"] == "credential files changed; reloaded them"
+        })
+        .await;
+    assert!(rewritten.is_some(), "{}", daemon.log.join("\n"));
+    let refreshed = common::admin(&socket, "POST", "/admin/tenants/contoso/refresh").await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    assert_eq!(
+        in_use(&common::admin(&socket, "GET", "/admin/status").await.json()),
+        common::thumbprint(&v3)
+    );
+
+    // Every admin action is logged with the caller's uid.
+    let uid = common::own_uid();
+    daemon.signal("-TERM");
+    let log = daemon.drain().await;
+    let refreshes: Vec<&serde_json::Value> = log
+        .iter()
+        .filter(|l| l["message"] == "admin: refresh")
+        .collect();
+    assert_eq!(refreshes.len(), 3);
+    assert!(
+        refreshes
+            .iter()
+            .all(|l| l["uid"] == uid && l["tenant"] == "contoso"),
+        "{refreshes:?}"
+    );
+    assert!(!socket.exists(), "the admin socket is removed on exit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_consent_and_missing_permissions_and_refresh_clears_them() {
+    let extra = "[server]\nadmin_socket = \"admin.sock\"\n\
+        [[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\nrequired_permissions = [\"Mail.ReadWrite\"]\n\
+        [[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n\
+        [[tenants]]\nname = \"tailspin\"\nid = \"tailspin.com\"\nrequired_permissions = [\"Mail.ReadWrite\", \"Mail.Send\"]\n";
+    let f = Fixture::new(extra).await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    f.sim.add_unconsented_tenant("fabrikam.com");
+    f.sim.consent("tailspin.com");
+    let server = Server::start(&f, |_, _| {}).await;
+    let socket = f.dir.path().join("admin.sock");
+    // Prefetch reaches all three.
+    assert!(common::eventually(Duration::from_secs(10), || f.sim.total_requests() >= 3).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = |extra: &[&str]| {
+        let mut args = vec![
+            "status".to_owned(),
+            "--admin-socket".to_owned(),
+            socket.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        cli(args)
+    };
+    let out = status(&["--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |name: &str| {
+        json["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no row {name}: {json}"))
+            .clone()
+    };
+    assert_eq!(json["status"]["tenants"], 3);
+    assert_eq!(json["status"]["credentials"][0]["kind"], "certificate");
+    let contoso = row("contoso");
+    assert_eq!(contoso["consent"], "granted");
+    assert_eq!(contoso["configured"], true);
+    assert_eq!(contoso["missing_permissions"], serde_json::json!([]));
+    assert!(
+        contoso["token"]["expires_on"].as_u64().unwrap()
+            > contoso["token"]["acquired_at"].as_u64().unwrap()
+    );
+    assert!(
+        contoso["token"]["refresh_at"].as_u64().unwrap()
+            < contoso["token"]["expires_on"].as_u64().unwrap()
+    );
+    let fabrikam = row("fabrikam");
+    assert_eq!(fabrikam["consent"], "missing");
+    assert_eq!(fabrikam["token"], serde_json::Value::Null);
+    assert_eq!(fabrikam["last_error"]["aadsts"], "AADSTS700016");
+    assert_eq!(fabrikam["upstream"]["failure"], 1);
+    let tailspin = row("tailspin");
+    assert_eq!(tailspin["consent"], "granted");
+    assert_eq!(
+        tailspin["missing_permissions"],
+        serde_json::json!(["Mail.Send"])
+    );
+
+    // The table, for people.
+    let out = status(&[]).await;
+    let table = text(&out.stdout);
+    let line = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{table}"))
+            .to_owned()
+    };
+    assert!(line("contoso").contains("granted"), "{table}");
+    assert!(
+        line("fabrikam").contains("missing") && line("fabrikam").contains("AADSTS700016"),
+        "{table}"
+    );
+    assert!(line("tailspin").contains("Mail.Send"), "{table}");
+    // One tenant.
+    let out = status(&["--tenant", "tailspin", "--json"]).await;
+    let one: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(one["tenants"].as_array().unwrap().len(), 1);
+
+    // The customer grants Mail.Send; a refresh shows it at once.
+    f.sim.set_roles(&["Mail.ReadWrite", "Mail.Send"]);
+    let out = cli(vec![
+        "refresh".into(),
+        "--admin-socket".into(),
+        socket.display().to_string(),
+        "--tenant".into(),
+        "tailspin".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        rows["tenants"][0]["missing_permissions"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "tokenbroker_forced_refreshes_total{trigger=\"admin\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "tokenbroker_tenant_consent{state=\"missing\",tenant=\"fabrikam\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "tokenbroker_tenant_consent{state=\"granted\",tenant=\"contoso\"}"
+        ),
+        1.0
+    );
+
+    // Evict drops the token and the remembered refusal; nothing is prefetched.
+    let before = f.sim.total_requests();
+    let out = cli(vec![
+        "evict".into(),
+        "--admin-socket".into(),
+        socket.display().to_string(),
+        "--tenant".into(),
+        "fabrikam".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows["tenants"][0]["last_error"], serde_json::Value::Null);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.sim.total_requests(), before);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_is_for_allowed_uids_on_its_socket_only() {
+    let f = Fixture::new(&format!(
+        "[server]\nadmin_socket = \"admin.sock\"\n{TENANTS}"
+    ))
+    .await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    let server = Server::start(&f, |_, _| {}).await;
+    let socket = f.dir.path().join("admin.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    // The TCP listener and the API socket have no admin routes.
+    assert_eq!(server.get("/admin/status", &[]).await.status, 404);
+    assert_eq!(server.get_unix("/admin/status", &[]).await.status, 404);
+    // This process's own uid (the daemon's) may act.
+    assert_eq!(
+        common::admin(&socket, "GET", "/admin/status").await.status,
+        200
+    );
+    let wrong = common::admin(&socket, "GET", "/admin/reload").await;
+    assert_eq!(wrong.status, 405);
+    // Another uid is refused, even when the file system lets it connect.
+    if common::available(
+        "root (to connect as uid 65534) and python3",
+        common::is_root() && common::has_program("python3"),
+    ) {
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::fs::set_permissions(f.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let answer = common::request_as_uid(&socket, 65534, "GET /admin/status").await;
+        assert_eq!(answer.status, 403, "{}", answer.body);
+        assert!(
+            answer.body.contains("may not use the admin API"),
+            "{}",
+            answer.body
+        );
+    }
+    // The CLI says what is wrong when no daemon listens.
+    let out = cli(vec![
+        "status".into(),
+        "--admin-socket".into(),
+        f.dir.path().join("none.sock").display().to_string(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no daemon is listening there"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.stop().await;
 }

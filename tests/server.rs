@@ -421,37 +421,8 @@ async fn unix_socket_callers_are_known_by_their_uid() {
     ) {
         std::fs::set_permissions(&server.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
         std::fs::set_permissions(f.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let socket = server.socket.clone();
-        let output = tokio::task::spawn_blocking(move || {
-            use std::os::unix::process::CommandExt;
-            std::process::Command::new("python3")
-                .arg("-c")
-                .arg(
-                    "import socket,sys\n\
-                     s=socket.socket(socket.AF_UNIX)\n\
-                     s.connect(sys.argv[1])\n\
-                     s.sendall(b'GET /v1/token?tenant=contoso HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n')\n\
-                     d=b''\n\
-                     while True:\n\
-                     \x20   c=s.recv(65536)\n\
-                     \x20   if not c: break\n\
-                     \x20   d+=c\n\
-                     sys.stdout.write(d.decode())\n",
-                )
-                .arg(socket)
-                .uid(65534)
-                .gid(65534)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let answer = common::parse_answer(&output.stdout);
+        let answer =
+            common::request_as_uid(&server.socket, 65534, "GET /v1/token?tenant=contoso").await;
         assert_eq!(answer.status, 401, "{}", answer.body);
         assert!(answer.body.contains("peer uid"), "{}", answer.body);
     }

@@ -557,3 +557,49 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
 pub fn daemon_watch(server: &Server) -> tokio::task::JoinHandle<()> {
     tokenbroker::daemon::spawn_watch(Arc::clone(&server.app))
 }
+
+/// This process's uid.
+pub fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+/// Sends `request_line` (`GET /path`) over the Unix socket at `socket` as
+/// `uid` (a python3 child dropped to that uid; needs root), and parses the
+/// answer.
+pub async fn request_as_uid(socket: &Path, uid: u32, request_line: &str) -> HttpAnswer {
+    use std::os::unix::process::CommandExt;
+    let socket = socket.to_owned();
+    let request =
+        format!("{request_line} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import socket,sys\n\
+                 s=socket.socket(socket.AF_UNIX)\n\
+                 s.connect(sys.argv[1])\n\
+                 s.sendall(sys.argv[2].encode())\n\
+                 d=b''\n\
+                 while True:\n\
+                 \x20   c=s.recv(65536)\n\
+                 \x20   if not c: break\n\
+                 \x20   d+=c\n\
+                 sys.stdout.write(d.decode())\n",
+            )
+            .arg(socket)
+            .arg(request)
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_answer(&output.stdout)
+}
