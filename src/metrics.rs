@@ -57,6 +57,7 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     config_reloads: IntCounterVec,
     last_reload: Gauge,
+    last_reload_ok: IntGauge,
     credential_rejections: IntCounterVec,
     forced_refreshes: IntCounterVec,
     configured: ArcSwap<Configured>,
@@ -203,6 +204,15 @@ impl Metrics {
                 unreachable_metric("config_last_reload_success_timestamp_seconds", e)
             }),
         );
+        let last_reload_ok = register(
+            &registry,
+            IntGauge::new(
+                "config_last_reload_successful",
+                "1 if the last configuration reload succeeded (or none was tried), 0 if it was refused",
+            )
+            .unwrap_or_else(|e| unreachable_metric("config_last_reload_successful", e)),
+        );
+        last_reload_ok.set(1);
         let credential_rejections = counter_vec(
             &registry,
             "credential_rejections_total",
@@ -239,6 +249,7 @@ impl Metrics {
             auth_failures,
             config_reloads,
             last_reload,
+            last_reload_ok,
             credential_rejections,
             forced_refreshes,
             configured: ArcSwap::default(),
@@ -339,6 +350,7 @@ impl Metrics {
     fn config_reload(&self, success: bool, at_unix: u64) {
         let result = if success { "success" } else { "failure" };
         self.config_reloads.with_label_values(&[result]).inc();
+        self.last_reload_ok.set(i64::from(success));
         if success {
             self.last_reload.set(at_unix as f64);
         }

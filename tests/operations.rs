@@ -238,6 +238,10 @@ async fn a_broken_reload_changes_nothing_and_says_why() {
             ),
             2.0 * (i as f64 + 1.0)
         );
+        assert_eq!(
+            metric(&server, "tokenbroker_config_last_reload_successful"),
+            0.0
+        );
     }
     std::fs::write(&f.config_path, &good).unwrap();
     let out = cli(vec![
@@ -252,6 +256,10 @@ async fn a_broken_reload_changes_nothing_and_says_why() {
             &server,
             "tokenbroker_config_reloads_total{result=\"success\"}"
         ),
+        1.0
+    );
+    assert_eq!(
+        metric(&server, "tokenbroker_config_last_reload_successful"),
         1.0
     );
     assert!(
