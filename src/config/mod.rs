@@ -523,4 +523,94 @@ private_key = "key.pem"
             "{message}"
         );
     }
+
+    #[test]
+    fn credentials_are_named_one_way() {
+        let app = "[app]\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n";
+        let two = "[[app.credentials]]\ncertificate = \"a.pem\"\nprivate_key = \"a.key\"\n\
+                   [[app.credentials]]\ncertificate = \"b.pfx\"\npassword_file = \"pw\"\n";
+        let config = parse(&format!("{app}{two}")).unwrap();
+        let list = config.app.credential_configs();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            list[1].password_file.as_deref(),
+            Some(Path::new("/etc/tokenbroker/pw"))
+        );
+        let message = error(&format!("{app}certificate = \"c.pem\"\n{two}"));
+        assert!(
+            message.contains("app.credentials: is given together with app.certificate"),
+            "{message}"
+        );
+        let message = error(app);
+        assert!(message.contains("app.certificate: is missing"), "{message}");
+        let message = error(&format!(
+            "{app}[[app.credentials]]\ncertificate = \"a.pem\"\npassword_env = \"X\"\npassword_file = \"y\"\n"
+        ));
+        assert!(
+            message
+                .contains("app.credentials[0].password_file: is given together with password_env"),
+            "{message}"
+        );
+        let message = error(&format!(
+            "{MINIMAL}private_key_password_env = \"X\"\nprivate_key_password_file = \"y\"\n"
+        ));
+        assert!(
+            message.contains("app.private_key_password_file"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn secret_hashes_are_one_or_two() {
+        let account = |hashes: &str| {
+            with_tenants_and_accounts(
+                "",
+                &format!(
+                    "[[accounts]]\nname = \"a\"\nsecret_sha256 = {hashes}\ntenants = [\"*\"]\n"
+                ),
+            )
+        };
+        let config = parse(&account(&format!("[\"{HASH_A}\", \"{HASH_B}\"]"))).unwrap();
+        assert_eq!(config.accounts[0].secret_sha256.0.len(), 2);
+        let message = error(&account("[]"));
+        assert!(message.contains("lists 0 hashes"), "{message}");
+        let message = error(&account(&format!(
+            "[\"{HASH_A}\", \"{HASH_B}\", \"{HASH_C}\"]"
+        )));
+        assert!(message.contains("lists 3 hashes"), "{message}");
+        let message = error(&account(&format!(
+            "[\"{HASH_A}\", \"{}\"]",
+            HASH_A.to_uppercase()
+        )));
+        assert!(message.contains("lists the same hash twice"), "{message}");
+    }
+
+    #[test]
+    fn operations_durations_have_bounds() {
+        for (key, section, value) in [
+            ("credential_check_interval", "", "0s"),
+            ("credential_rejection_memory", "", "2d"),
+            ("forced_refresh_interval", "[cache]\n", "2h"),
+            ("load_timeout", "[cache]\n", "500ms"),
+        ] {
+            let message = error(&format!("{MINIMAL}{section}{key} = \"{value}\"\n"));
+            assert!(
+                message.contains(key) && message.contains("out of bounds"),
+                "{message}"
+            );
+        }
+        let config = parse(&format!("{MINIMAL}credential_check_interval = \"1s\"\n[server]\nwatch_config = true\nadmin_socket = \"admin.sock\"\nadmin_uids = [1001]\n")).unwrap();
+        assert!(config.server.watch_config);
+        assert_eq!(
+            config.server.admin_socket.as_deref(),
+            Some(Path::new("/etc/tokenbroker/admin.sock"))
+        );
+        let message = error(&format!(
+            "{MINIMAL}[server]\nunix_socket = \"s.sock\"\nadmin_socket = \"s.sock\"\n"
+        ));
+        assert!(
+            message.contains("server.admin_socket: is the same path"),
+            "{message}"
+        );
+    }
 }
