@@ -262,6 +262,43 @@ async fn a_broken_reload_changes_nothing_and_says_why() {
         metric(&server, "tokenbroker_config_last_reload_successful"),
         1.0
     );
+
+    // A key that needs a restart: the reload says so and keeps the old value.
+    std::fs::write(
+        &f.config_path,
+        good.replace("[server]\n", "[server]\nmax_connections = 7\n"),
+    )
+    .unwrap();
+    let answer = common::admin(&socket, "POST", "/admin/reload").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.json()["restart_needed"],
+        serde_json::json!(["server.max_connections"])
+    );
+    assert_eq!(server.app.broker().config().server.max_connections, 1024);
+
+    // Another client ID: the cached tokens belong to another app and are
+    // all dropped (this authority knows only the first app, so none comes back).
+    assert!(server.app.broker().cached_token_count() >= 1);
+    std::fs::write(
+        &f.config_path,
+        good.replace(common::CLIENT_ID, "99999999-2222-3333-4444-555555555555"),
+    )
+    .unwrap();
+    assert_eq!(
+        common::admin(&socket, "POST", "/admin/reload").await.status,
+        200
+    );
+    assert_eq!(server.app.broker().cached_token_count(), 0);
+    // Back to the first app: fetched afresh.
+    let before = f.sim.requests("contoso.onmicrosoft.com");
+    std::fs::write(&f.config_path, &good).unwrap();
+    assert_eq!(
+        common::admin(&socket, "POST", "/admin/reload").await.status,
+        200
+    );
+    assert_eq!(get().await.status, 200);
+    assert!(f.sim.requests("contoso.onmicrosoft.com") > before);
     assert!(
         metric(
             &server,
@@ -813,4 +850,54 @@ async fn the_admin_api_is_for_allowed_uids_on_its_socket_only() {
         text(&out.stderr)
     );
     server.stop().await;
+}
+
+#[test]
+fn expired_certificates_are_skipped_while_another_is_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, from_days: i64, to_days: i64| {
+        let key =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![format!("{name}.test")]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(from_days);
+        params.not_after = now + time::Duration::days(to_days);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    write("expired", -400, -1);
+    write("future", 10, 400);
+    write("good", -1, 400);
+    let config = |names: &[&str]| {
+        let mut text = "[app]\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n".to_owned();
+        for name in names {
+            text.push_str(&format!(
+                "[[app.credentials]]\ncertificate = \"{name}.crt\"\nprivate_key = \"{name}.key\"\n"
+            ));
+        }
+        tokenbroker::config::Config::parse(&text, &dir.path().join("t.toml")).unwrap()
+    };
+    let (set, warnings) =
+        tokenbroker::daemon::load_credentials(&config(&["expired", "good", "future"])).unwrap();
+    assert_eq!(set.all().len(), 1);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("app.credentials[0]") && warnings[0].contains("expired"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("app.credentials[2]") && warnings[1].contains("not valid before"),
+        "{warnings:?}"
+    );
+    // None usable: a configuration error that names the certificate.
+    let error = tokenbroker::daemon::load_credentials(&config(&["expired", "future"]))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("expired.crt") && error.contains("expired at"),
+        "{error}"
+    );
 }
