@@ -8,10 +8,11 @@ use crate::broker::{Applied, Broker};
 use crate::cache::CacheSettings;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError};
-use crate::credentials::{CredentialError, CredentialSet, CredentialSource};
+use crate::credentials::{
+    file_sha256, CredentialError, CredentialSet, CredentialSource, Fingerprint,
+};
 use crate::metrics::Metrics;
 use crate::server::App;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -22,6 +23,8 @@ pub struct Options {
     pub authority: AuthoritySettings,
     pub cache: CacheSettings,
     pub clock: SharedClock,
+    /// `serve --listen`: kept across reloads of the file.
+    pub listen_override: Option<std::net::SocketAddr>,
 }
 
 impl Options {
@@ -31,6 +34,7 @@ impl Options {
             authority: AuthoritySettings::from_config(config),
             cache: CacheSettings::from_config(&config.cache),
             clock: Arc::new(SystemClock),
+            listen_override: None,
         }
     }
 }
@@ -93,7 +97,8 @@ pub async fn start(
         options.clock.clone(),
         metrics.clone(),
     )
-    .map_err(|e| StartError::from_build(named, e))?;
+    .map_err(|e| StartError::from_build(named, e))?
+    .with_listen_override(options.listen_override);
     if let Some(path) = config_path {
         broker = broker.with_config_path(path);
     }
@@ -135,20 +140,23 @@ pub async fn reload(app: &App) -> Result<Applied, ReloadError> {
     let loaded = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
         let config = Config::load(&path)?;
         let sources = CredentialSource::all_from_config(&config.app);
+        // Taken before the files are read: a change that lands meanwhile
+        // is picked up by the next check.
+        let fingerprint = Fingerprint::of(&sources);
         let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())?;
-        Ok((config, credentials, sources, warnings, path))
+        Ok((config, (credentials, sources, fingerprint), warnings, path))
     })
     .await
     .map_err(|e| ReloadError::Client(format!("the reload task failed: {e}")))
     .and_then(|r| r);
-    let outcome = loaded.and_then(|(config, credentials, sources, warnings, path)| {
+    let outcome = loaded.and_then(|(config, credentials, warnings, path)| {
         warnings.iter().for_each(|w| tracing::warn!("{w}"));
-        broker.apply(config, Some((credentials, sources))).map_err(
-            |e| match StartError::from_build(&path, e) {
+        broker.apply(config, Some(credentials)).map_err(|e| {
+            match StartError::from_build(&path, e) {
                 StartError::Config(e) => ReloadError::Config(e),
                 StartError::Client(e) => ReloadError::Client(e.to_string()),
-            },
-        )
+            }
+        })
     });
     match &outcome {
         Ok(applied) => tracing::info!(
@@ -165,19 +173,6 @@ pub async fn reload(app: &App) -> Result<Applied, ReloadError> {
     outcome
 }
 
-/// A configuration file larger than this is not read for the change watch.
-const MAX_WATCHED_CONFIG: u64 = 1024 * 1024;
-
-/// SHA-256 of a file's content (`None` when unreadable).
-fn file_digest(path: &Path) -> Option<[u8; 32]> {
-    let file = std::fs::File::open(path).ok()?;
-    let mut bytes = Vec::new();
-    file.take(MAX_WATCHED_CONFIG).read_to_end(&mut bytes).ok()?;
-    let mut out = [0u8; 32];
-    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
-    Some(out)
-}
-
 /// Every `app.credential_check_interval`: reloads credentials whose files
 /// changed (a file rewritten in place, a Kubernetes secret's `..data`
 /// swap; a half-written or invalid file is ignored with a warning and the
@@ -186,12 +181,13 @@ fn file_digest(path: &Path) -> Option<[u8; 32]> {
 pub fn spawn_watch(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let path = app.broker().config_path().map(Path::to_owned);
-        let mut seen = path.as_deref().and_then(file_digest);
+        let digest = |path: &Path| file_sha256(path).ok();
+        let mut seen = path.as_deref().and_then(digest);
         loop {
             let config = app.broker().config();
             tokio::time::sleep(config.app.credential_check_interval.0).await;
             if let (true, Some(path)) = (config.server.watch_config, path.as_deref()) {
-                let now = file_digest(path);
+                let now = digest(path);
                 if now.is_some() && now != seen {
                     seen = now;
                     tracing::info!(file = %path.display(), "configuration file changed; reloading");
@@ -200,36 +196,44 @@ pub fn spawn_watch(app: Arc<App>) -> tokio::task::JoinHandle<()> {
                     continue;
                 }
             }
-            let reloaded = app
-                .broker()
-                .reload_credentials_if_changed(SystemTime::now());
+            // Under the reload lock, so it cannot interleave with a reload;
+            // off the runtime, since it reads files and parses keys.
+            let _one_at_a_time = app.reload_lock().await;
+            let credentials = Arc::clone(app.broker().credentials());
+            let reloaded = tokio::task::spawn_blocking(move || {
+                credentials.reload_if_changed(SystemTime::now())
+            })
+            .await;
             match reloaded {
-                Ok(true) => tracing::info!(
-                    in_use = %app.broker().credentials().in_use(),
-                    "credential files changed; reloaded them"
-                ),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
+                Ok(Ok(Some(warnings))) => {
+                    warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                    tracing::info!(
+                        in_use = %app.broker().credentials().in_use(),
+                        "credential files changed; reloaded them"
+                    );
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!(
                     "credential files changed but do not load; the old credentials keep signing until they do: {e}"
                 ),
+                Err(e) => tracing::error!("the credential check failed: {e}"),
             }
         }
     })
 }
 
-/// Reloads on every SIGHUP.
-pub fn spawn_sighup(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+/// SIGHUP, caught from the moment this is called: until then the signal's
+/// default action ends the process, so `serve` calls it first of all.
+pub fn catch_sighup() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
+/// Reloads on every SIGHUP (caught by [`catch_sighup`]).
+pub fn spawn_sighup(
+    app: Arc<App>,
+    mut hangup: tokio::signal::unix::Signal,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(
-                    "cannot listen for SIGHUP (reload with the admin API instead): {e}"
-                );
-                return;
-            }
-        };
         while hangup.recv().await.is_some() {
             tracing::info!("SIGHUP received; reloading");
             let _ = reload(&app).await;

@@ -413,6 +413,17 @@ impl CacheObserver for Metrics {
         self.forced_refresh("token_hash");
     }
 
+    fn dropped(&self, key: &CacheKey) {
+        let configured = self.configured.load();
+        if configured.graph.as_ref() != Some(&key.resource) {
+            return;
+        }
+        if let Some(name) = configured.names.get(&key.tenant) {
+            // No token, no expiry: a stale one would look like a failing refresh.
+            let _ = self.tenant_expiry.remove_label_values(&[name.as_str()]);
+        }
+    }
+
     fn token_stored(&self, key: &CacheKey, token: &CachedToken) {
         let configured = self.configured.load();
         if configured.graph.as_ref() != Some(&key.resource) {

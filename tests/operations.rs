@@ -781,6 +781,21 @@ async fn status_shows_consent_and_missing_permissions_and_refresh_clears_them() 
         1.0
     );
 
+    // Evicting a configured tenant drops its token and its expiry series
+    // (a stale expiry would look like a failing refresh to the alert).
+    let expiry = "tokenbroker_tenant_token_expiry_timestamp_seconds{tenant=\"contoso\"}";
+    assert!(server.metrics().encode().contains(expiry));
+    let out = cli(vec![
+        "evict".into(),
+        "--admin-socket".into(),
+        socket.display().to_string(),
+        "--tenant".into(),
+        "contoso".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!server.metrics().encode().contains(expiry));
+
     // Evict drops the token and the remembered refusal; nothing is prefetched.
     let before = f.sim.total_requests();
     let out = cli(vec![

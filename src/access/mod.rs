@@ -300,21 +300,13 @@ impl Policy {
     /// Whether `account` may have a token for `target`.
     pub fn authorize(&self, account: AccountId, target: &Target) -> Result<(), Forbidden> {
         let a = self.account(account);
-        let tenant_ok = match &a.tenants {
-            Tenants::Any => true,
-            Tenants::Listed(ids) => ids.iter().any(|id| id.same_as(&target.tenant.id)),
-        };
-        if !tenant_ok {
+        if !a.may_use(&target.tenant.id) {
             return Err(Forbidden::Tenant {
                 account: a.name.clone(),
                 tenant: target.tenant.id.clone(),
             });
         }
-        let resource_ok = match &a.resources {
-            Some(list) => list.contains(&target.resource),
-            None => target.resource == self.graph,
-        };
-        if !resource_ok {
+        if !a.may_request(&target.resource, &self.graph) {
             return Err(Forbidden::Resource {
                 account: a.name.clone(),
                 resource: target.resource.clone(),
@@ -322,23 +314,30 @@ impl Policy {
         }
         Ok(())
     }
-}
 
-impl Policy {
     /// Whether some account may have a token for `tenant` and `resource`
     /// (a reload drops cached tokens nobody may have any more).
     pub fn anyone_may_have(&self, tenant: &TenantId, resource: &Resource) -> bool {
-        self.accounts.iter().any(|a| {
-            let tenant_ok = match &a.tenants {
-                Tenants::Any => true,
-                Tenants::Listed(ids) => ids.iter().any(|id| id.same_as(tenant)),
-            };
-            let resource_ok = match &a.resources {
-                Some(list) => list.contains(resource),
-                None => *resource == self.graph,
-            };
-            tenant_ok && resource_ok
-        })
+        self.accounts
+            .iter()
+            .any(|a| a.may_use(tenant) && a.may_request(resource, &self.graph))
+    }
+}
+
+impl Account {
+    fn may_use(&self, tenant: &TenantId) -> bool {
+        match &self.tenants {
+            Tenants::Any => true,
+            Tenants::Listed(ids) => ids.iter().any(|id| id.same_as(tenant)),
+        }
+    }
+
+    /// Its `resources`, else the cloud's Graph (`graph`).
+    fn may_request(&self, resource: &Resource, graph: &Resource) -> bool {
+        match &self.resources {
+            Some(list) => list.contains(resource),
+            None => resource == graph,
+        }
     }
 }
 

@@ -102,6 +102,17 @@ pub fn remedy(code: u32) -> Option<&'static str> {
 }
 
 impl AcquireError {
+    /// The `error` code callers get for it (and the admin status shows).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AcquireError::Refused { .. } => "entra_refused",
+            AcquireError::Throttled { .. } => "throttled",
+            AcquireError::Unavailable { .. } => "entra_unavailable",
+            AcquireError::Timeout { .. } => "entra_timeout",
+            AcquireError::Credential(_) => "credential_error",
+        }
+    }
+
     /// Entra's answer behind the error, if any.
     pub fn entra(&self) -> Option<&EntraError> {
         match self {
@@ -354,6 +365,8 @@ impl AuthorityClient {
         let mut attempt = 1;
         let mut candidates = self.credentials.candidates(tenant);
         let mut next = 0;
+        // Thumbprints refused (or unable to sign) in this call: not tried twice.
+        let mut tried: Vec<String> = Vec::new();
         loop {
             // `candidates` is never empty: a set holds at least one credential.
             let credential = Arc::clone(&candidates[next.min(candidates.len() - 1)]);
@@ -369,7 +382,9 @@ impl AuthorityClient {
                 AttemptError::Malformed(_) | AttemptError::Timeout | AttemptError::Transport(_) => {
                     Class::Transient
                 }
-                AttemptError::Signing(_) => Class::Permanent,
+                // A credential that cannot sign here goes the way of one
+                // Entra refused: the next one is tried.
+                AttemptError::Signing(_) => Class::CredentialRefused,
             };
             let tenant_str = tenant.as_str();
             match class {
@@ -383,33 +398,39 @@ impl AuthorityClient {
                     continue;
                 }
                 Class::CredentialRefused => {
-                    let thumbprint = &credential.certificate().thumbprint_sha1;
-                    let aadsts = match &error {
-                        AttemptError::Entra(entra, _) => entra.aadsts(),
-                        _ => None,
-                    };
-                    self.credentials
-                        .reject(tenant, &credential, aadsts, self.clock.unix_now());
-                    self.observer.credential_rejected(thumbprint);
-                    if next + 1 < candidates.len() {
-                        next += 1;
-                        tracing::warn!(tenant = tenant_str, refused = %thumbprint,
+                    let thumbprint = credential.certificate().thumbprint_sha1.clone();
+                    match &error {
+                        AttemptError::Entra(entra, _) => {
+                            self.credentials.reject(
+                                tenant,
+                                &credential,
+                                entra.aadsts(),
+                                self.clock.unix_now(),
+                            );
+                            self.observer.credential_rejected(&thumbprint);
+                        }
+                        other => tracing::error!(tenant = tenant_str, credential = %thumbprint,
+                            "the credential failed locally: {other:?}"),
+                    }
+                    tried.push(thumbprint);
+                    let untried =
+                        |c: &Arc<Credential>| !tried.contains(&c.certificate().thumbprint_sha1);
+                    if let Some(i) = candidates.iter().skip(next + 1).position(untried) {
+                        next += 1 + i;
+                        tracing::warn!(tenant = tenant_str, refused = %tried.last().map_or("", String::as_str),
                             next = %candidates[next].certificate().thumbprint_sha1,
-                            "AADSTS700027: certificate refused for this tenant; trying the next credential");
+                            "credential refused for this tenant; trying the next one");
                         continue;
                     }
                     if !reloaded {
                         reloaded = true;
-                        match self.credentials.reload_if_changed(self.clock.now()) {
-                            Ok(Some(warnings)) => {
-                                warnings.iter().for_each(|w| tracing::warn!("{w}"));
-                                tracing::warn!(tenant = tenant_str, "AADSTS700027: every credential refused; credential files changed, retrying with them");
-                                candidates = self.credentials.candidates(tenant);
-                                next = 0;
+                        if self.reload_credentials().await {
+                            candidates = self.credentials.candidates(tenant);
+                            if let Some(i) = candidates.iter().position(untried) {
+                                tracing::warn!(tenant = tenant_str, "every credential refused; the credential files changed, trying the new ones");
+                                next = i;
                                 continue;
                             }
-                            Ok(None) => {}
-                            Err(e) => tracing::error!("reloading the credentials failed: {e}"),
                         }
                     }
                 }
@@ -430,6 +451,28 @@ impl AuthorityClient {
                 _ => {}
             }
             return Err(self.final_error(tenant_str, error, class));
+        }
+    }
+
+    /// Re-reads the credential files if they changed (off the runtime:
+    /// it reads files and parses keys). Whether new credentials came in.
+    async fn reload_credentials(&self) -> bool {
+        let credentials = Arc::clone(&self.credentials);
+        let now = self.clock.now();
+        match tokio::task::spawn_blocking(move || credentials.reload_if_changed(now)).await {
+            Ok(Ok(Some(warnings))) => {
+                warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                true
+            }
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => {
+                tracing::error!("reloading the credentials failed: {e}");
+                false
+            }
+            Err(e) => {
+                tracing::error!("the credential reload task failed: {e}");
+                false
+            }
         }
     }
 

@@ -145,12 +145,18 @@ pub fn parse_success(body: &[u8]) -> Result<TokenResponse, MalformedResponse> {
         None | Some(Value::Null) => None,
         some => Some(seconds(some).ok_or(MalformedResponse::Field("refresh_in"))?),
     };
+    // Entra's tokens live 60-90 minutes; a lifetime past a day is not
+    // believed (and would overflow deadlines computed from it).
+    let max = MAX_LIFETIME.as_secs();
     Ok(TokenResponse {
         access_token: AccessToken::new(access_token.to_owned()),
-        expires_in: Duration::from_secs(expires_in),
-        refresh_in: refresh_in.map(Duration::from_secs),
+        expires_in: Duration::from_secs(expires_in.min(max)),
+        refresh_in: refresh_in.map(|r| Duration::from_secs(r.min(max))),
     })
 }
+
+/// The longest token lifetime taken from an answer.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// The kind of JSON error and where, without echoing input.
 fn json_error_summary(e: &serde_json::Error) -> String {
@@ -243,6 +249,16 @@ mod tests {
         let r = parse_success(br#"{"token_type":"Bearer","expires_in":"3599","refresh_in":"1799","access_token":"x"}"#).unwrap();
         assert_eq!(r.expires_in, Duration::from_secs(3599));
         assert_eq!(r.refresh_in, Some(Duration::from_secs(1799)));
+    }
+
+    #[test]
+    fn an_unbelievable_lifetime_is_capped_at_a_day() {
+        let r = parse_success(
+            br#"{"token_type":"Bearer","expires_in":18446744073709551615,"refresh_in":18446744073709551615,"access_token":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.expires_in, MAX_LIFETIME);
+        assert_eq!(r.refresh_in, Some(MAX_LIFETIME));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use super::status::{missing_permissions, Consent, LastError, Upstream};
 use super::{Broker, TokenError};
 use crate::access::RequestError;
 use crate::cache::CacheKey;
-use crate::config::{Resource, TenantId};
+use crate::config::TenantId;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -196,37 +196,6 @@ impl Broker {
         }
     }
 
-    /// The keys an admin action on `tenant` (and `resource`, else every
-    /// resource it has) touches.
-    fn admin_keys(
-        &self,
-        tenant: &str,
-        resource: Option<&str>,
-    ) -> Result<(TenantId, Vec<CacheKey>), RequestError> {
-        let state = self.state.load();
-        let id = state.policy.resolve_tenant(tenant)?.id;
-        let keys = match resource {
-            Some(r) => vec![CacheKey::new(
-                &id,
-                &Resource::parse(r)
-                    .map_err(|_| RequestError::Resource(r.chars().take(64).collect()))?,
-            )],
-            None => {
-                let mut keys: Vec<CacheKey> = self
-                    .cache
-                    .keys()
-                    .into_iter()
-                    .filter(|k| k.tenant.same_as(&id))
-                    .collect();
-                if keys.is_empty() {
-                    keys.push(CacheKey::new(&id, &state.config.app.graph()));
-                }
-                keys
-            }
-        };
-        Ok((id, keys))
-    }
-
     /// Acquires now, past the cached token and remembered refusals (a
     /// throttle is honoured), for `resource` or the cloud's Graph.
     pub async fn refresh(
@@ -234,23 +203,38 @@ impl Broker {
         tenant: &str,
         resource: Option<&str>,
     ) -> Result<Tenants, TokenError> {
-        let (id, _) = self.admin_keys(tenant, resource)?;
-        let resource = match resource {
-            Some(r) => Resource::parse(r)
-                .map_err(|_| RequestError::Resource(r.chars().take(64).collect()))?,
-            None => self.config().app.graph(),
-        };
+        let target = self.state.load().policy.target(tenant, resource)?;
         self.observer.forced_by_admin();
-        self.cache.refresh(&CacheKey::new(&id, &resource)).await?;
+        self.cache
+            .refresh(&CacheKey::new(&target.tenant.id, &target.resource))
+            .await?;
         Ok(Tenants {
-            tenants: self.rows(Some(&id)),
+            tenants: self.rows(Some(&target.tenant.id)),
         })
     }
 
     /// Drops the cached token(s) and remembered refusals of `tenant` (every
     /// resource when none is named); throttling stays; nothing is prefetched.
     pub fn evict(&self, tenant: &str, resource: Option<&str>) -> Result<Tenants, RequestError> {
-        let (id, keys) = self.admin_keys(tenant, resource)?;
+        let state = self.state.load();
+        let target = state.policy.target(tenant, resource)?;
+        let id = target.tenant.id;
+        let keys = match resource {
+            Some(_) => vec![CacheKey::new(&id, &target.resource)],
+            // Every resource cached for the tenant, and its Graph entry
+            // (whose last error the status may still show).
+            None => {
+                let graph = CacheKey::new(&id, &state.config.app.graph());
+                let mut keys: Vec<CacheKey> = self
+                    .cache
+                    .keys()
+                    .into_iter()
+                    .filter(|k| k.tenant.same_as(&id) && *k != graph)
+                    .collect();
+                keys.push(graph);
+                keys
+            }
+        };
         for key in &keys {
             self.cache.evict(key);
             self.book.forget_error(key);

@@ -24,13 +24,12 @@ use crate::cache::{
 };
 use crate::clock::SharedClock;
 use crate::config::{Config, TenantId};
-use crate::credentials::{Credential, CredentialSet, CredentialSource};
+use crate::credentials::{Credential, CredentialSet, CredentialSource, Fingerprint};
 use crate::jitter::Jitter;
 use arc_swap::ArcSwap;
 use status::{Consent, StatusBook};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// Why the broker would not hand out a token.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -155,6 +154,8 @@ pub struct Applied {
 pub struct Broker {
     state: ArcSwap<State>,
     config_path: Option<PathBuf>,
+    /// `serve --listen`, which outlives reloads of the file.
+    listen_override: Option<std::net::SocketAddr>,
     credentials: Arc<CredentialSet>,
     authority: Arc<ArcSwap<AuthorityClient>>,
     cache: TokenCache<AcquireError>,
@@ -213,6 +214,7 @@ impl Broker {
                 loaded_at: now,
             }),
             config_path: None,
+            listen_override: None,
             credentials,
             authority,
             cache,
@@ -226,6 +228,12 @@ impl Broker {
     /// Names the file the configuration came from (status, reload).
     pub fn with_config_path(mut self, path: &Path) -> Broker {
         self.config_path = Some(path.to_owned());
+        self
+    }
+
+    /// Keeps `serve --listen`'s address across reloads of the file.
+    pub fn with_listen_override(mut self, listen: Option<std::net::SocketAddr>) -> Broker {
+        self.listen_override = listen;
         self
     }
 
@@ -331,9 +339,12 @@ impl Broker {
     pub fn apply(
         &self,
         mut config: Config,
-        credentials: Option<(Vec<Credential>, Vec<CredentialSource>)>,
+        credentials: Option<(Vec<Credential>, Vec<CredentialSource>, Fingerprint)>,
     ) -> Result<Applied, BuildError> {
         let old = self.config();
+        if let Some(listen) = self.listen_override {
+            config.server.listen = listen;
+        }
         let restart_needed = keep_restart_only(&old, &mut config);
         let config = Arc::new(config);
         let identity_changed = old.app.client_id != config.app.client_id
@@ -347,7 +358,8 @@ impl Broker {
             let mut retry = settings.clone();
             // Tests and tools may tune retries; a reload keeps the policy.
             retry.retry = current.settings().retry;
-            (*current.settings() != retry).then(|| {
+            // A ca_file may have been rewritten in place: always re-read it.
+            (*current.settings() != retry || retry.ca_file.is_some()).then(|| {
                 AuthorityClient::new(
                     retry,
                     Arc::clone(&self.credentials),
@@ -358,8 +370,9 @@ impl Broker {
         };
         let client = client.transpose()?;
 
-        if let Some((credentials, sources)) = credentials {
-            self.credentials.replace(credentials, sources);
+        if let Some((credentials, sources, fingerprint)) = credentials {
+            self.credentials
+                .replace(credentials, sources, Some(fingerprint));
         }
         self.credentials
             .set_rejection_memory(config.app.credential_rejection_memory.0);
@@ -377,6 +390,8 @@ impl Broker {
         if identity_changed {
             self.cache.clear();
             self.book.clear();
+            // Refusals were the other app's.
+            self.credentials.forget_rejections();
             applied.cleared = true;
         } else {
             applied.dropped = self
@@ -396,19 +411,6 @@ impl Broker {
     /// Reports a reload that failed before anything changed.
     pub fn reload_failed(&self) {
         self.observer.reloaded(None, self.clock.unix_now());
-    }
-
-    /// Re-reads the credential files if any changed; the old credentials
-    /// stay when the new ones do not load. `Ok(true)` when reloaded.
-    pub fn reload_credentials_if_changed(&self, now: SystemTime) -> Result<bool, String> {
-        match self.credentials.reload_if_changed(now) {
-            Ok(Some(warnings)) => {
-                warnings.iter().for_each(|w| tracing::warn!("{w}"));
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(e) => Err(e.to_string()),
-        }
     }
 }
 

@@ -80,17 +80,6 @@ pub struct Record {
     pub roles: Option<Vec<String>>,
 }
 
-/// The code callers get for `error` (as the HTTP layer maps it).
-fn error_code(error: &AcquireError) -> &'static str {
-    match error {
-        AcquireError::Refused { .. } => "entra_refused",
-        AcquireError::Throttled { .. } => "throttled",
-        AcquireError::Unavailable { .. } => "entra_unavailable",
-        AcquireError::Timeout { .. } => "entra_timeout",
-        AcquireError::Credential(_) => "credential_error",
-    }
-}
-
 /// Per (tenant, resource) records and per tenant consent, bounded like the
 /// cache (entries nobody touched for `keep_warm` go).
 #[derive(Debug)]
@@ -134,7 +123,7 @@ impl StatusBook {
         let entra = error.entra();
         let last = LastError {
             at,
-            error: error_code(error),
+            error: error.code(),
             aadsts: entra.and_then(|e| e.aadsts()),
             correlation_id: entra.and_then(|e| e.correlation_id.clone()),
             message: error.to_string(),

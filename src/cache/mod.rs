@@ -218,6 +218,8 @@ pub trait CacheObserver: Send + Sync + std::fmt::Debug + 'static {
     fn token_stored(&self, _key: &CacheKey, _token: &CachedToken) {}
     /// A caller's rejected-token hash forced a refresh.
     fn forced_by_hash(&self) {}
+    /// `key`'s token left the cache (idle, evicted, or its tenant left).
+    fn dropped(&self, _key: &CacheKey) {}
 }
 
 /// An observer that records nothing.
@@ -546,11 +548,15 @@ impl<E: LoadError> TokenCache<E> {
             }
             None => self.inner.slots.invalidate(key),
         }
+        self.inner.observer.dropped(key);
         true
     }
 
     /// Drops every token (the app identity changed: they belong to another app).
     pub fn clear(&self) {
+        for key in self.keys() {
+            self.inner.observer.dropped(&key);
+        }
         self.inner.slots.invalidate_all();
         self.inner.slots.run_pending_tasks();
     }
@@ -567,6 +573,7 @@ impl<E: LoadError> TokenCache<E> {
             .collect();
         for key in &gone {
             self.inner.slots.invalidate(key.as_ref());
+            self.inner.observer.dropped(key);
         }
         gone.len()
     }
@@ -804,13 +811,18 @@ async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
         let now = Instant::now();
         if now.saturating_duration_since(slot.idle_since()) >= inner.settings.load().keep_warm {
             inner.slots.invalidate(&slot.key);
+            inner.observer.dropped(&slot.key);
             tracing::debug!(tenant = %slot.key.tenant, resource = %slot.key.resource, "dropped: unused for keep_warm");
             return;
         }
         let mut receiver = {
             let mut state = slot.lock();
-            if state.next_refresh.is_some_and(|n| n > now) {
-                continue; // a demand load succeeded meanwhile and rescheduled
+            match state.next_refresh {
+                // Evicted meanwhile: no refresh follows an evict.
+                None => return,
+                // A demand load succeeded meanwhile and rescheduled.
+                Some(n) if n > now => continue,
+                Some(_) => {}
             }
             match &state.in_flight {
                 Some(receiver) => receiver.clone(),

@@ -69,8 +69,7 @@ fn failure(answer: &Answer) -> CliError {
 }
 
 fn current_uid() -> String {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string())
+    crate::server::admin::own_uid().map_or_else(|| "?".into(), |uid| uid.to_string())
 }
 
 fn encode(value: &str) -> String {

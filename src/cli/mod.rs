@@ -825,6 +825,8 @@ fn serve(
 ) -> Result<(), CliError> {
     init_logging(log_format);
     runtime()?.block_on(async move {
+        // First of all: until SIGHUP is caught, it would end the process.
+        let hangup = daemon::catch_sighup();
         let (config, credentials, dev_mode) = if dev {
             let (config, credential, dev_mode) = dev_setup(listen).await?;
             (config, CredentialSet::single(credential), Some(dev_mode))
@@ -850,10 +852,16 @@ fn serve(
         let local = listeners
             .local_addr()
             .map_err(|e| CliError::Other(format!("listener address: {e}")))?;
-        let options = daemon::Options::from_config(&config);
+        let mut options = daemon::Options::from_config(&config);
+        options.listen_override = listen.filter(|_| dev_mode.is_none());
         let file = dev_mode.is_none().then_some(config_path);
         let app = daemon::start(Arc::new(config), file, credentials, options).await?;
-        daemon::spawn_sighup(Arc::clone(&app));
+        match hangup {
+            Ok(hangup) => {
+                daemon::spawn_sighup(Arc::clone(&app), hangup);
+            }
+            Err(e) => tracing::error!("cannot catch SIGHUP (reload with `tokenbroker reload` instead): {e}"),
+        }
         daemon::spawn_watch(Arc::clone(&app));
         // Kept alive (the simulated authority stops when dropped) until serving ends.
         let _dev_mode = dev_mode.map(|dev| dev.announce(local));

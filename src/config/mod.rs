@@ -592,6 +592,8 @@ private_key = "key.pem"
             ("credential_rejection_memory", "", "2d"),
             ("forced_refresh_interval", "[cache]\n", "2h"),
             ("load_timeout", "[cache]\n", "500ms"),
+            ("negative_ttl", "[cache]\n", "300000000000y"),
+            ("keep_warm", "[cache]\n", "2000y"),
         ] {
             let message = error(&format!("{MINIMAL}{section}{key} = \"{value}\"\n"));
             assert!(

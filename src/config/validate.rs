@@ -111,6 +111,9 @@ fn limits(config: &Config) -> Result<(), Broken> {
             1,
             3600,
         ),
+        // Past these, deadlines computed from them would not fit a clock.
+        ("cache.negative_ttl", config.cache.negative_ttl, 1, 86_400),
+        ("cache.keep_warm", config.cache.keep_warm, 60, 30 * 86_400),
     ] {
         let range = Duration::from_secs(low)..=Duration::from_secs(high);
         if !range.contains(&value.0) {

@@ -619,4 +619,4 @@ pub fn inspect_file(
 
 mod set;
 
-pub use set::{CredentialSet, Fingerprint, Rejection};
+pub use set::{file_sha256, CredentialSet, Fingerprint, Rejection};

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
-/// A credential file larger than this is not read for the change watch
-/// (its loader refuses it anyway).
+/// A watched file larger than this is only read this far (its loader
+/// refuses it anyway).
 const MAX_WATCHED_FILE: u64 = 1024 * 1024;
 
 /// What Entra said the last time it refused a credential.
@@ -37,16 +37,10 @@ impl Fingerprint {
         let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         for path in sources.iter().flat_map(CredentialSource::paths) {
             context.update(path.as_os_str().as_encoded_bytes());
-            // Following symlinks: a Kubernetes secret volume swaps `..data`.
-            let content = std::fs::File::open(path).and_then(|f| {
-                let mut bytes = zeroize::Zeroizing::new(Vec::new());
-                f.take(MAX_WATCHED_FILE).read_to_end(&mut bytes)?;
-                Ok(bytes)
-            });
-            match content {
-                Ok(bytes) => {
+            match file_sha256(path) {
+                Ok(digest) => {
                     context.update(b"\x00ok");
-                    context.update(&bytes);
+                    context.update(&digest);
                 }
                 Err(e) => context.update(format!("\x00error {}", e.kind()).as_bytes()),
             }
@@ -55,6 +49,19 @@ impl Fingerprint {
         out.copy_from_slice(context.finish().as_ref());
         Fingerprint(out)
     }
+}
+
+/// SHA-256 of a file's first MiB (enough to tell a changed credential or
+/// configuration file; neither may be larger). Follows symlinks: a
+/// Kubernetes volume swaps its `..data` link.
+pub fn file_sha256(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::open(path)?
+        .take(MAX_WATCHED_FILE)
+        .read_to_end(&mut bytes)?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
+    Ok(out)
 }
 
 #[derive(Debug, Default)]
@@ -255,11 +262,17 @@ impl CredentialSet {
 
     /// Puts `credentials` (from `sources`) in force. What is remembered about
     /// a certificate that stays is kept; about one that left, dropped.
-    pub fn replace(&self, credentials: Vec<Credential>, sources: Vec<CredentialSource>) {
+    /// `loaded` is the fingerprint of the files taken *before* they were
+    /// read, so a change that lands while they load is seen next time.
+    pub fn replace(
+        &self,
+        credentials: Vec<Credential>,
+        sources: Vec<CredentialSource>,
+        loaded: Option<Fingerprint>,
+    ) {
         if credentials.is_empty() {
             return;
         }
-        let fingerprint = (!sources.is_empty()).then(|| Fingerprint::of(&sources));
         let list = order(credentials);
         {
             let mut memory = lock(&self.memory);
@@ -269,8 +282,17 @@ impl CredentialSet {
         }
         self.list.store(Arc::new(list));
         self.sources.store(Arc::new(sources));
-        *lock(&self.loaded) = fingerprint;
+        *lock(&self.loaded) = loaded;
         *lock(&self.failed) = None;
+    }
+
+    /// Forgets every refusal (the app's identity changed: they were another
+    /// app's).
+    pub fn forget_rejections(&self) {
+        let mut memory = lock(&self.memory);
+        memory.refused.clear();
+        memory.last.clear();
+        memory.in_use = None;
     }
 
     /// How long a refusal is remembered (`app.credential_rejection_memory`).
@@ -295,8 +317,11 @@ impl CredentialSet {
             return Ok(None);
         }
         match CredentialSet::load(&sources, now) {
+            // A reload that replaced the sources meanwhile wins: these were
+            // loaded from the old ones.
+            Ok(_) if !Arc::ptr_eq(&sources, &self.sources.load()) => Ok(None),
             Ok((credentials, warnings)) => {
-                self.replace(credentials, sources.to_vec());
+                self.replace(credentials, sources.to_vec(), Some(fingerprint));
                 Ok(Some(warnings))
             }
             Err(e) => {

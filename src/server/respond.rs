@@ -77,21 +77,18 @@ impl From<&TokenError> for Failure {
 
 impl From<&AcquireError> for Failure {
     fn from(error: &AcquireError) -> Failure {
-        let (status, code, retry_after) = match error {
-            AcquireError::Refused { .. } => (502, "entra_refused", None),
+        let (status, retry_after) = match error {
+            AcquireError::Refused { .. } => (502, None),
             AcquireError::Throttled { retry_after, .. } => {
                 // Round up: "retry after 0 s" would invite an immediate retry.
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                (503, "throttled", Some(secs.max(1)))
+                (503, Some(secs.max(1)))
             }
-            AcquireError::Unavailable { .. } => (
-                503,
-                "entra_unavailable",
-                Some(UNAVAILABLE_RETRY_AFTER.as_secs()),
-            ),
-            AcquireError::Timeout { .. } => (504, "entra_timeout", None),
-            AcquireError::Credential(_) => (500, "credential_error", None),
+            AcquireError::Unavailable { .. } => (503, Some(UNAVAILABLE_RETRY_AFTER.as_secs())),
+            AcquireError::Timeout { .. } => (504, None),
+            AcquireError::Credential(_) => (500, None),
         };
+        let code = error.code();
         Failure {
             status,
             code,
