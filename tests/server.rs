@@ -800,3 +800,45 @@ async fn a_slow_load_answers_504_at_the_load_timeout_and_serves_the_next_caller(
     assert_eq!(f.sim.requests("contoso.onmicrosoft.com"), 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn host_headers_are_parsed_and_absolute_targets_checked() {
+    let (_f, server) = setup().await;
+    let auth = bearer(OPS_SECRET);
+    for host in ["[::1]evil.com", "[::1].evil.com", "localhost:80:80", "localhost@evil.com"] {
+        let answer = server
+            .get("/v1/token?tenant=contoso", &[("Host", host), ("Authorization", &auth)])
+            .await;
+        assert_eq!(answer.status, 421, "{host}: {}", answer.body);
+    }
+    // Two Host headers: 400 (RFC 9112), whatever they say.
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let answer = common::request(
+        stream,
+        "GET",
+        "/healthz",
+        &[("Host", "localhost"), ("Host", "localhost")],
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    // An absolute-form target names its host: it must be allowed too.
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let answer = common::request(
+        stream,
+        "GET",
+        "http://evil.example/v1/token?tenant=contoso",
+        &[("Host", "127.0.0.1"), ("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(answer.status, 421, "{}", answer.body);
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let answer = common::request(
+        stream,
+        "GET",
+        "http://localhost:8765/v1/token?tenant=contoso",
+        &[("Host", "localhost"), ("Authorization", &auth)],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    server.stop().await;
+}

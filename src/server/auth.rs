@@ -12,20 +12,51 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Whether the Host header names an allowed host (port ignored). A missing
-/// Host is refused: browsers always send one, and so does every HTTP/1.1 client.
-pub fn host_allowed(host: Option<&str>, allowed: &[HostName]) -> bool {
-    let Some(host) = host else { return false };
-    let name = if host.starts_with('[') {
-        match host.find(']') {
-            Some(end) => &host[..=end],
-            None => return false,
-        }
+/// The host of a `Host` header (or an absolute-form target's authority),
+/// parsed by its grammar (RFC 3986 `host [ ":" port ]`): an IPv6 literal in
+/// brackets, an IPv4 address or a DNS name; `None` for anything else, such
+/// as `[::1]evil.com` or a second colon.
+pub fn host_name(value: &str) -> Option<&str> {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let literal = &rest[..end];
+        literal.parse::<std::net::Ipv6Addr>().ok()?;
+        let after = &rest[end + 1..];
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':')?),
+        };
+        (&value[..end + 2], port)
     } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
+        match value.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (value, None),
         }
+    };
+    if let Some(port) = port {
+        let ok = port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().map_or(port.is_empty(), |p| p <= 65_535);
+        if !ok {
+            return None;
+        }
+    }
+    let dns = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    (host.starts_with('[') || dns).then_some(host)
+}
+
+/// Whether the Host header names an allowed host (port ignored). A missing
+/// or malformed Host is refused: browsers always send one, and so does
+/// every HTTP/1.1 client.
+pub fn host_allowed(host: Option<&str>, allowed: &[HostName]) -> bool {
+    let Some(name) = host.and_then(host_name) else {
+        return false;
     };
     allowed
         .iter()
@@ -67,9 +98,32 @@ mod tests {
             "[::1",
             "",
             "localhost:80:80",
+            "[::1]evil.com",
+            "[::1].evil.com",
+            "[::1]:80x",
+            "localhost:99999",
+            "localhost:8765:",
+            "local host",
+            "localhost/",
+            "localhost@evil.com",
+            "localhost.",
+            "[evil.com]",
         ] {
             assert!(!host_allowed(Some(bad), &allowed), "{bad}");
         }
         assert!(!host_allowed(None, &allowed));
+        // An empty port is allowed by the grammar.
+        assert!(host_allowed(Some("localhost:"), &allowed));
+    }
+
+    #[test]
+    fn hosts_parse_by_their_grammar() {
+        assert_eq!(host_name("Example.COM:80"), Some("Example.COM"));
+        assert_eq!(host_name("[::1]:1"), Some("[::1]"));
+        assert_eq!(host_name("[fe80::1]"), Some("[fe80::1]"));
+        assert_eq!(host_name("10.0.0.1"), Some("10.0.0.1"));
+        assert_eq!(host_name("[::1]x"), None);
+        assert_eq!(host_name("a..b"), None);
+        assert_eq!(host_name(&"a".repeat(64)), None);
     }
 }

@@ -521,8 +521,16 @@ async fn answer<B>(
         return answer;
     }
     let config = app.broker.config();
-    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
-    if !auth::host_allowed(host, &config.server.allowed_hosts) {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next().and_then(|h| h.to_str().ok());
+    if hosts.next().is_some() {
+        // RFC 9112: a request with more than one Host is answered 400.
+        return fail(Failure::new(400, "invalid_request", "more than one Host header"));
+    }
+    // An absolute-form target (`GET http://host/…`) names its host too.
+    let target_host = req.uri().authority().map(|a| a.as_str());
+    let allowed = |h: Option<&str>| auth::host_allowed(h, &config.server.allowed_hosts);
+    if !allowed(host) || target_host.is_some_and(|t| !allowed(Some(t))) {
         app.metrics.auth_failure("bad_host");
         return fail(Failure::new(421, "host_not_allowed", "the Host header is not in server.allowed_hosts (DNS-rebinding defence); call the broker as localhost or 127.0.0.1"));
     }
