@@ -805,9 +805,17 @@ async fn a_slow_load_answers_504_at_the_load_timeout_and_serves_the_next_caller(
 async fn host_headers_are_parsed_and_absolute_targets_checked() {
     let (_f, server) = setup().await;
     let auth = bearer(OPS_SECRET);
-    for host in ["[::1]evil.com", "[::1].evil.com", "localhost:80:80", "localhost@evil.com"] {
+    for host in [
+        "[::1]evil.com",
+        "[::1].evil.com",
+        "localhost:80:80",
+        "localhost@evil.com",
+    ] {
         let answer = server
-            .get("/v1/token?tenant=contoso", &[("Host", host), ("Authorization", &auth)])
+            .get(
+                "/v1/token?tenant=contoso",
+                &[("Host", host), ("Authorization", &auth)],
+            )
             .await;
         assert_eq!(answer.status, 421, "{host}: {}", answer.body);
     }

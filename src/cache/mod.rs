@@ -769,20 +769,19 @@ impl<E: LoadError> Inner<E> {
             Err(error) => {
                 state.failures = state.failures.saturating_add(1);
                 let hold = schedule::hold_for(error.kind(), settings.negative_ttl);
-                if let Some(hold) = hold {
-                    state.blocked = Some(Blocked {
-                        error: error.clone(),
-                        until: now + hold,
-                    });
-                }
-                // Retry the refresh with backoff, and not before a throttle ends.
+                state.blocked = Some(Blocked {
+                    error: error.clone(),
+                    until: now + hold,
+                });
+                // Retry the refresh with backoff; not before a refusal or a
+                // throttle ends (a transient hold is for callers only).
                 let retry = now
                     + settings
                         .refresh_retry
                         .delay(state.failures, self.jitter.unit());
-                state.next_refresh = Some(match hold {
-                    Some(hold) => retry.max(now + hold),
-                    None => retry,
+                state.next_refresh = Some(match error.kind() {
+                    FailureKind::Transient => retry,
+                    FailureKind::Refused | FailureKind::Throttled(_) => retry.max(now + hold),
                 });
                 let keeps_token = slot.usable(now, settings.min_remaining).is_some();
                 tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,

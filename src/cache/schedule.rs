@@ -49,14 +49,19 @@ pub const REFRESH_RETRY: Backoff = Backoff {
     cap: Duration::from_secs(300),
 };
 
+/// How long a transient failure (after the source's own retries) is
+/// answered locally: the `Retry-After` callers are told, so callers in a
+/// loop cannot multiply upstream requests.
+pub const TRANSIENT_HOLD: Duration = Duration::from_secs(5);
+
 /// How long a failed load is remembered and answered locally: a refusal for
-/// `negative_ttl`, a throttle for the time the issuer asked; a transient
-/// failure not at all (the next caller tries again).
-pub fn hold_for(kind: FailureKind, negative_ttl: Duration) -> Option<Duration> {
+/// `negative_ttl`, a throttle for the time the issuer asked, a transient
+/// failure for [`TRANSIENT_HOLD`].
+pub fn hold_for(kind: FailureKind, negative_ttl: Duration) -> Duration {
     match kind {
-        FailureKind::Refused => Some(negative_ttl),
-        FailureKind::Throttled(wait) => Some(wait),
-        FailureKind::Transient => None,
+        FailureKind::Refused => negative_ttl,
+        FailureKind::Throttled(wait) => wait,
+        FailureKind::Transient => TRANSIENT_HOLD,
     }
 }
 
@@ -164,14 +169,14 @@ mod tests {
     }
 
     #[test]
-    fn refusals_and_throttles_are_remembered_transient_failures_are_not() {
+    fn every_failure_is_remembered_for_its_own_time() {
         let ttl = Duration::from_secs(30);
-        assert_eq!(hold_for(FailureKind::Refused, ttl), Some(ttl));
+        assert_eq!(hold_for(FailureKind::Refused, ttl), ttl);
         assert_eq!(
             hold_for(FailureKind::Throttled(Duration::from_secs(60)), ttl),
-            Some(Duration::from_secs(60))
+            Duration::from_secs(60)
         );
-        assert_eq!(hold_for(FailureKind::Transient, ttl), None);
+        assert_eq!(hold_for(FailureKind::Transient, ttl), TRANSIENT_HOLD);
     }
 
     #[test]

@@ -424,3 +424,22 @@ async fn keys_are_separate_per_tenant_and_resource() {
     assert_eq!(source.fetches("a.com"), 2);
     assert_eq!(cache.len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_failure_is_answered_locally_for_its_retry_after() {
+    let source = FakeSource::new(HOUR);
+    source.fail_with(Some(UNAVAILABLE));
+    let cache = cache_with(source.clone(), settings());
+    let key = graph("down.com");
+    // A caller asking once a second while the authority is down.
+    for second in 0..5 {
+        assert!(matches!(cache.get(&key).await, Err(CacheError::Load(e)) if e == UNAVAILABLE));
+        assert_eq!(source.fetches("down.com"), 1, "second {second}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Past the hold, the next caller asks again (and the authority is back).
+    source.fail_with(None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(cache.get(&key).await.is_ok());
+    assert_eq!(source.fetches("down.com"), 2);
+}

@@ -46,7 +46,9 @@ pub fn host_name(value: &str) -> Option<&str> {
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     (host.starts_with('[') || dns).then_some(host)
 }

@@ -525,7 +525,11 @@ async fn answer<B>(
     let host = hosts.next().and_then(|h| h.to_str().ok());
     if hosts.next().is_some() {
         // RFC 9112: a request with more than one Host is answered 400.
-        return fail(Failure::new(400, "invalid_request", "more than one Host header"));
+        return fail(Failure::new(
+            400,
+            "invalid_request",
+            "more than one Host header",
+        ));
     }
     // An absolute-form target (`GET http://host/…`) names its host too.
     let target_host = req.uri().authority().map(|a| a.as_str());

@@ -14,8 +14,9 @@ use std::time::Duration;
 /// The response type of every route.
 pub type Answer = Response<Full<Bytes>>;
 
-/// After a transient failure, callers are told to come back in this long.
-pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// After a transient failure, callers are told to come back in this long:
+/// the time the cache answers it locally.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = crate::cache::schedule::TRANSIENT_HOLD;
 
 /// A failure on its way to the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
