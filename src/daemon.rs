@@ -64,6 +64,44 @@ impl StartError {
     }
 }
 
+/// Every check `serve` makes before binding, beyond parsing: the
+/// `ca_file` loads, and the directories of the sockets exist. (`check`
+/// runs it too, so `check` passing means `serve` starts.)
+pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: config_path.to_owned(),
+        key: key.to_owned(),
+        message,
+    };
+    if let Some(path) = &config.app.ca_file {
+        crate::authority::load_ca_file(path).map_err(|e| invalid("app.ca_file", e.to_string()))?;
+    }
+    for (key, socket) in [
+        ("server.unix_socket", &config.server.unix_socket),
+        ("server.admin_socket", &config.server.admin_socket),
+    ] {
+        let Some(dir) = socket.as_deref().and_then(Path::parent) else {
+            continue;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if !dir.is_dir() {
+            return Err(invalid(
+                key,
+                format!(
+                    "the directory {} does not exist; create it (deploy/systemd's tokenbroker.tmpfiles does, \
+                     or RuntimeDirectory= in the unit)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Loads every credential `config` names, as of now. Returns the set and
 /// the warnings an operator should see (expiring, skipped).
 pub fn load_credentials(config: &Config) -> Result<(CredentialSet, Vec<String>), CredentialError> {

@@ -22,11 +22,31 @@ use crate::config::{Config, Resource, SigningAlgorithm, TenantId};
 use crate::credentials::{Credential, CredentialSet};
 use crate::jitter::Jitter;
 use response::{Class, EntraError, TokenResponse};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+
+/// Reads `app.ca_file`: a PEM bundle of at least one certificate.
+pub fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, BuildError> {
+    let pem = crate::credentials::read_bounded(path).map_err(|e| {
+        BuildError::CaFile(format!("cannot read app.ca_file {}: {e}", path.display()))
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        BuildError::CaFile(format!(
+            "app.ca_file {} is not a PEM certificate bundle: {e}",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(BuildError::CaFile(format!(
+            "app.ca_file {} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
 
 /// A token answer larger than this is refused (tokens are a few KiB).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -305,22 +325,7 @@ impl AuthorityClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("tokenbroker/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &settings.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                BuildError::CaFile(format!("cannot read app.ca_file {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                BuildError::CaFile(format!(
-                    "app.ca_file {} is not a PEM certificate bundle: {e}",
-                    path.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(BuildError::CaFile(format!(
-                    "app.ca_file {} holds no certificate",
-                    path.display()
-                )));
-            }
-            builder = builder.tls_certs_merge(certs);
+            builder = builder.tls_certs_merge(load_ca_file(path)?);
         }
         let http = builder
             .build()

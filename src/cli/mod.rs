@@ -598,6 +598,7 @@ fn consent_url(
 /// Loads configuration and credentials as `check`, `token` and `serve` need them.
 fn load(config_path: &Path) -> Result<(Config, CredentialSet, Vec<String>), CliError> {
     let config = Config::load(config_path)?;
+    daemon::preflight(&config, config_path)?;
     let (credentials, warnings) = daemon::load_credentials(&config)?;
     Ok((config, credentials, warnings))
 }

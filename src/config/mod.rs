@@ -450,7 +450,7 @@ private_key = "key.pem"
         assert!(message.contains("min_remaining"), "{message}");
         let message = error(&format!("{MINIMAL}\n[cache]\nmin_remaining = \"2h\"\n"));
         assert!(
-            message.contains("cache.min_remaining: must be under 1h"),
+            message.contains("cache.min_remaining: 2h is out of bounds: use 0s to 59m"),
             "{message}"
         );
     }
@@ -614,5 +614,58 @@ private_key = "key.pem"
             message.contains("server.admin_socket: is the same path"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn every_number_and_duration_has_bounds_named_in_the_error() {
+        // Each key just past its bounds: an error naming the key and the bounds.
+        for (line, expect) in [
+            (
+                "[server]\nmax_connections = 9223372036854775807",
+                "server.max_connections: 9223372036854775807 is out of bounds: use 1 to 65536",
+            ),
+            ("[server]\nmax_connections = 0", "use 1 to 65536"),
+            (
+                "[server]\nmax_query_bytes = 0",
+                "server.max_query_bytes: 0 is out of bounds: use 256 to 65536",
+            ),
+            (
+                "[server]\nheader_read_timeout = \"0s\"",
+                "server.header_read_timeout: 0s is out of bounds: use 100ms to 1m",
+            ),
+            (
+                "[server]\nshutdown_timeout = \"1h\"",
+                "server.shutdown_timeout",
+            ),
+            (
+                "[cache]\nkeep_warm = \"0s\"",
+                "cache.keep_warm: 0s is out of bounds: use 1m to 30days",
+            ),
+            ("[cache]\nmax_entries = 0", "cache.max_entries"),
+        ] {
+            let message = error(&format!("{MINIMAL}{line}\n"));
+            assert!(message.contains(expect), "{line}: {message}");
+        }
+        for (key, value) in [
+            ("request_timeout", "0s"),
+            ("connect_timeout", "2m"),
+            ("max_concurrent_requests", "0"),
+        ] {
+            let value = if key == "max_concurrent_requests" {
+                value.to_owned()
+            } else {
+                format!("\"{value}\"")
+            };
+            let message = error(&format!("{MINIMAL}{key} = {value}\n"));
+            assert!(
+                message.contains(&format!("app.{key}")) && message.contains("out of bounds"),
+                "{message}"
+            );
+        }
+        // The example configuration's values are inside every bound.
+        let config = parse(include_str!("../../config/tokenbroker.example.toml")).unwrap();
+        for (key, value, low, high) in validate::duration_bounds(&config) {
+            assert!((low..=high).contains(&value.0), "{key}");
+        }
     }
 }

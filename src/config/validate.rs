@@ -59,82 +59,114 @@ fn server(config: &Config) -> Result<(), Broken> {
     Ok(())
 }
 
-fn limits(config: &Config) -> Result<(), Broken> {
-    let server = &config.server;
-    if server.max_connections == 0 {
-        return Err(broken("server.max_connections", "must be at least 1"));
-    }
-    if !(1024..=1024 * 1024).contains(&server.max_header_bytes) {
-        return Err(broken(
-            "server.max_header_bytes",
-            "must be between 1024 and 1048576",
-        ));
-    }
-    if server.header_read_timeout.0.is_zero() {
-        return Err(broken(
+/// The bounds of every duration key: `(key, value, low, high)`. Past the
+/// high ends, deadlines computed from them would not fit a clock, or the
+/// daemon would not do its job (a zero timeout answers every request 504).
+pub(crate) fn duration_bounds(
+    config: &Config,
+) -> [(&'static str, ConfigDuration, Duration, Duration); 11] {
+    let (s, app, c) = (&config.server, &config.app, &config.cache);
+    let ms = Duration::from_millis;
+    let secs = Duration::from_secs;
+    [
+        (
             "server.header_read_timeout",
-            "must be more than zero: it is the slow-client defence",
-        ));
-    }
-    if config.cache.min_remaining.0 >= Duration::from_secs(3600) {
-        return Err(broken(
-            "cache.min_remaining",
-            "must be under 1h: Entra tokens live 60-90 minutes",
-        ));
-    }
-    let load_timeout = config.cache.load_timeout.0;
-    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&load_timeout) {
-        return Err(broken(
-            "cache.load_timeout",
-            format!(
-                "{} is out of bounds: use 1s to 5m",
-                config.cache.load_timeout
-            ),
-        ));
-    }
-    for (key, value, low, high) in [
+            s.header_read_timeout,
+            ms(100),
+            secs(60),
+        ),
+        (
+            "server.shutdown_timeout",
+            s.shutdown_timeout,
+            secs(0),
+            secs(600),
+        ),
+        (
+            "app.connect_timeout",
+            app.connect_timeout,
+            ms(100),
+            secs(60),
+        ),
+        (
+            "app.request_timeout",
+            app.request_timeout,
+            ms(500),
+            secs(300),
+        ),
         (
             "app.credential_check_interval",
-            config.app.credential_check_interval,
-            1,
-            3600,
+            app.credential_check_interval,
+            secs(1),
+            secs(3600),
         ),
         (
             "app.credential_rejection_memory",
-            config.app.credential_rejection_memory,
-            1,
-            86_400,
+            app.credential_rejection_memory,
+            secs(1),
+            secs(86_400),
         ),
+        // Entra's tokens live 60 to 90 minutes.
+        (
+            "cache.min_remaining",
+            c.min_remaining,
+            secs(0),
+            secs(59 * 60),
+        ),
+        ("cache.keep_warm", c.keep_warm, secs(60), secs(30 * 86_400)),
+        ("cache.negative_ttl", c.negative_ttl, secs(1), secs(86_400)),
+        ("cache.load_timeout", c.load_timeout, secs(1), secs(300)),
         (
             "cache.forced_refresh_interval",
-            config.cache.forced_refresh_interval,
-            1,
-            3600,
+            c.forced_refresh_interval,
+            secs(1),
+            secs(3600),
         ),
-        // Past these, deadlines computed from them would not fit a clock.
-        ("cache.negative_ttl", config.cache.negative_ttl, 1, 86_400),
-        ("cache.keep_warm", config.cache.keep_warm, 60, 30 * 86_400),
-    ] {
-        let range = Duration::from_secs(low)..=Duration::from_secs(high);
-        if !range.contains(&value.0) {
+    ]
+}
+
+/// The bounds of every number key: `(key, value, low, high)`.
+pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 5] {
+    let (s, app, c) = (&config.server, &config.app, &config.cache);
+    let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+    [
+        ("server.max_connections", n(s.max_connections), 1, 65_536),
+        (
+            "server.max_header_bytes",
+            n(s.max_header_bytes),
+            1024,
+            1024 * 1024,
+        ),
+        ("server.max_query_bytes", n(s.max_query_bytes), 256, 65_536),
+        (
+            "app.max_concurrent_requests",
+            n(app.max_concurrent_requests),
+            1,
+            1024,
+        ),
+        ("cache.max_entries", c.max_entries, 1, 10_000_000),
+    ]
+}
+
+fn limits(config: &Config) -> Result<(), Broken> {
+    for (key, value, low, high) in number_bounds(config) {
+        if !(low..=high).contains(&value) {
+            return Err(broken(
+                key,
+                format!("{value} is out of bounds: use {low} to {high}"),
+            ));
+        }
+    }
+    for (key, value, low, high) in duration_bounds(config) {
+        if !(low..=high).contains(&value.0) {
             return Err(broken(
                 key,
                 format!(
                     "{value} is out of bounds: use {} to {}",
-                    ConfigDuration(*range.start()),
-                    ConfigDuration(*range.end())
+                    ConfigDuration(low),
+                    ConfigDuration(high)
                 ),
             ));
         }
-    }
-    if config.app.max_concurrent_requests == 0 || config.app.max_concurrent_requests > 1024 {
-        return Err(broken(
-            "app.max_concurrent_requests",
-            "must be between 1 and 1024",
-        ));
-    }
-    if config.cache.max_entries == 0 {
-        return Err(broken("cache.max_entries", "must be at least 1"));
     }
     Ok(())
 }

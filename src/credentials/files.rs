@@ -27,12 +27,44 @@ pub(crate) struct CertificateFile {
 
 /// Reads `path` whole, naming it in the error.
 pub(crate) fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
-    std::fs::read(path)
-        .map(Zeroizing::new)
-        .map_err(|source| CredentialError::Read {
-            path: path.to_owned(),
-            source,
-        })
+    read_bounded(path).map_err(|source| CredentialError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// No certificate, key, bundle or password file is larger.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a small file that must be a regular file (after symlinks) of at
+/// most [`MAX_FILE_BYTES`]: a FIFO with no writer would hang the reader, a
+/// device such as `/dev/zero` would fill memory.
+pub fn read_bounded(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a device, FIFO or directory); name the file itself",
+        ));
+    }
+    let too_large = || {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_BYTES} bytes; not a certificate, key or password file"),
+        )
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// A password source: `None` when no password is configured.
@@ -219,6 +251,18 @@ fn pem_blocks(path: &Path, bytes: &[u8]) -> Result<Vec<PemBlock>, CredentialErro
         })?;
         blocks.push((label.to_owned(), der));
         rest = &after[end + end_marker.len()..];
+    }
+    // Text between blocks is allowed (OpenSSL's "Bag Attributes"); after the
+    // last one, anything but white space means a damaged or concatenated file.
+    let trailing = rest.trim();
+    if !blocks.is_empty() && !trailing.is_empty() {
+        return Err(CredentialError::Format {
+            path: path.to_owned(),
+            message: format!(
+                "has {} bytes of text after its last PEM block; the file is damaged or has something appended: keep only the PEM blocks",
+                trailing.len()
+            ),
+        });
     }
     Ok(blocks)
 }

@@ -14,7 +14,7 @@
 
 mod files;
 
-pub use files::PasswordSource;
+pub use files::{read_bounded, PasswordSource, MAX_FILE_BYTES};
 
 use crate::assertion::Signer;
 use crate::config::AppConfig;
@@ -367,7 +367,12 @@ impl Credential {
             )),
             None => None,
         };
-        Credential::assemble(source.clone(), cert_file, key, now)
+        let mut loaded = Credential::assemble(source.clone(), cert_file, key, now)?;
+        let key_file = source.private_key.as_deref().unwrap_or(cert_path);
+        if let Some(warning) = key_file_exposure(key_file) {
+            loaded.warnings.push(warning);
+        }
+        Ok(loaded)
     }
 
     /// Builds a credential from PEM text held in memory (a throw-away dev
@@ -524,6 +529,21 @@ impl Credential {
             x5t_s256: &self.info.x5t_s256,
         }
     }
+}
+
+/// A warning when the file holding a private key can be read by its group
+/// or by others: anyone who copies the key gets tokens for every tenant.
+fn key_file_exposure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "private key {} is readable by {} (mode {mode:04o}): anyone who copies it can get tokens for every tenant; run `chmod 600 {}` (and chown it to the daemon's user)",
+            path.display(),
+            if mode & 0o007 != 0 { "every user" } else { "its group" },
+            path.display()
+        )
+    })
 }
 
 /// Parses and checks a private key; returns it and its PKCS#1 DER (what

@@ -1,0 +1,258 @@
+//! What an attacker or a careless configuration tried, each as it was
+//! reproduced: `check` passing configurations that `serve` could not run,
+//! unbounded credential reads, and keys readable by others. (Host parsing,
+//! remembered transient failures and the rest are in the server, cache and
+//! acquisition tests.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn tokenbroker(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A directory with `app.crt`/`app.key` (the key mode 0600) and a
+/// configuration made of `app_extra` (keys of `[app]`) and `extra`.
+fn setup(app_extra: &str, extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_credential(dir.path(), "app");
+    std::fs::set_permissions(
+        dir.path().join("app.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let config = dir.path().join("tokenbroker.toml");
+    write_config(&config, app_extra, extra);
+    (dir, config)
+}
+
+fn write_config(config: &Path, app_extra: &str, extra: &str) {
+    std::fs::write(
+        config,
+        format!(
+            "[app]\nclient_id = \"{}\"\ncertificate = \"app.crt\"\nprivate_key = \"app.key\"\n{app_extra}\n{extra}",
+            common::CLIENT_ID
+        ),
+    )
+    .unwrap();
+}
+
+fn check(config: &Path) -> Output {
+    tokenbroker(&["check", "--config", config.to_str().unwrap()])
+}
+
+#[test]
+fn values_that_made_serve_panic_are_refused_by_check() {
+    for (app, extra, key) in [
+        (
+            "",
+            "[server]\nmax_connections = 9223372036854775807",
+            "server.max_connections",
+        ),
+        ("", "[cache]\nkeep_warm = \"2000y\"", "cache.keep_warm"),
+        (
+            "",
+            "[cache]\nnegative_ttl = \"300000000000y\"",
+            "cache.negative_ttl",
+        ),
+        ("request_timeout = \"0s\"", "", "app.request_timeout"),
+        ("", "[cache]\nkeep_warm = \"0s\"", "cache.keep_warm"),
+        (
+            "",
+            "[server]\nmax_query_bytes = 0",
+            "server.max_query_bytes",
+        ),
+    ] {
+        let (_dir, config) = setup(app, extra);
+        let out = check(&config);
+        assert_eq!(out.status.code(), Some(2), "{key}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(key) && stderr(&out).contains("out of bounds: use"),
+            "{key}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn check_runs_what_serve_runs_before_binding() {
+    let (dir, config) = setup("", "");
+    let garbage_ca = dir.path().join("ca.pem");
+    std::fs::write(&garbage_ca, "not a certificate").unwrap();
+    for (app, extra, words) in [
+        (
+            "ca_file = \"missing.pem\"",
+            "",
+            vec!["app.ca_file", "missing.pem"],
+        ),
+        (
+            "ca_file = \"app.key\"",
+            "",
+            vec!["app.ca_file", "holds no certificate"],
+        ),
+        (
+            "ca_file = \"/dev/zero\"",
+            "",
+            vec!["app.ca_file", "not a regular file"],
+        ),
+        ("ca_file = \"ca.pem\"", "", vec!["app.ca_file"]),
+        (
+            "",
+            "[server]\nunix_socket = \"no/such/dir/tb.sock\"",
+            vec!["server.unix_socket", "does not exist"],
+        ),
+        (
+            "",
+            "[server]\nadmin_socket = \"no/such/dir/admin.sock\"",
+            vec!["server.admin_socket", "does not exist"],
+        ),
+    ] {
+        write_config(&config, app, extra);
+        let out = check(&config);
+        assert_eq!(out.status.code(), Some(2), "{app}{extra}: {}", stderr(&out));
+        for word in words {
+            assert!(stderr(&out).contains(word), "{word}: {}", stderr(&out));
+        }
+    }
+    // serve refuses the same configuration the same way, before binding.
+    write_config(
+        &config,
+        "",
+        "[server]\nlisten = \"127.0.0.1:0\"\nunix_socket = \"no/such/dir/tb.sock\"",
+    );
+    let out = tokenbroker(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("server.unix_socket"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn credential_files_are_read_bounded_and_whole() {
+    let (dir, config) = setup("", "");
+    // A device: refused at once, not 2 GB of RSS.
+    let started = Instant::now();
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("certificate = \"app.crt\"", "certificate = \"/dev/zero\""),
+    )
+    .unwrap();
+    let out = check(&config);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/dev/zero") && stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A FIFO with no writer: refused, not a hang.
+    let fifo = dir.path().join("cert.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if common::available("mkfifo (coreutils)", made.is_ok_and(|s| s.success())) {
+        write_config(&config, "", "");
+        std::fs::write(
+            &config,
+            std::fs::read_to_string(&config)
+                .unwrap()
+                .replace("certificate = \"app.crt\"", "certificate = \"cert.fifo\""),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+            .args(["check", "--config", config.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("check hung on a FIFO");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(2));
+    }
+    // A valid PEM followed by junk: refused, not silently accepted.
+    let mut pem = std::fs::read(dir.path().join("app.crt")).unwrap();
+    pem.extend_from_slice(b"\nsomething appended\n");
+    std::fs::write(dir.path().join("junk.crt"), &pem).unwrap();
+    write_config(&config, "", "");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("certificate = \"app.crt\"", "certificate = \"junk.crt\""),
+    )
+    .unwrap();
+    let out = check(&config);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("after its last PEM block"),
+        "{}",
+        stderr(&out)
+    );
+    // Over 1 MiB: refused.
+    let mut big = std::fs::read(dir.path().join("app.crt")).unwrap();
+    big.resize(1024 * 1024 + 1, b'\n');
+    std::fs::write(dir.path().join("big.crt"), &big).unwrap();
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("certificate = \"junk.crt\"", "certificate = \"big.crt\""),
+    )
+    .unwrap();
+    let out = check(&config);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("larger than 1048576 bytes"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_key_readable_by_others_is_a_warning() {
+    let (dir, config) = setup("", "");
+    let out = check(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("readable by"), "{}", stderr(&out));
+    std::fs::set_permissions(
+        dir.path().join("app.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = check(&config);
+    assert!(
+        out.status.success(),
+        "a warning, not an error: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("warning: private key")
+            && stderr(&out).contains("readable by every user (mode 0644)")
+            && stderr(&out).contains("chmod 600"),
+        "{}",
+        stderr(&out)
+    );
+}
