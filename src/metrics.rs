@@ -60,6 +60,7 @@ pub struct Metrics {
     last_reload_ok: IntGauge,
     credential_rejections: IntCounterVec,
     forced_refreshes: IntCounterVec,
+    connections_rejected: IntCounterVec,
     configured: ArcSwap<Configured>,
 }
 
@@ -225,6 +226,12 @@ impl Metrics {
             "Refreshes forced past a cached token, by trigger (admin API, or a caller's token_sha256_to_refresh)",
             &["trigger"],
         );
+        let connections_rejected = counter_vec(
+            &registry,
+            "connections_rejected_total",
+            "Connections closed by the broker, by listener and reason (cap: refused at the cap; displaced: an unauthenticated one gave way; header_timeout; idle)",
+            &["listener", "reason"],
+        );
         // Every fixed label value exists from the start, so dashboards and
         // rates see zeros rather than absent series.
         for result in ["success", "failure"] {
@@ -252,6 +259,7 @@ impl Metrics {
             last_reload_ok,
             credential_rejections,
             forced_refreshes,
+            connections_rejected,
             configured: ArcSwap::default(),
         };
         metrics.set_configured(config);
@@ -359,6 +367,15 @@ impl Metrics {
     /// Counts a forced refresh (`admin` or `token_hash`).
     fn forced_refresh(&self, trigger: &'static str) {
         self.forced_refreshes.with_label_values(&[trigger]).inc();
+    }
+
+    /// Counts a connection the broker closed or refused: `listener` is `tcp`,
+    /// `unix`, `metrics` or `admin`; `reason` is `cap`, `displaced`,
+    /// `header_timeout` or `idle`.
+    pub fn connection_rejected(&self, listener: &'static str, reason: &'static str) {
+        self.connections_rejected
+            .with_label_values(&[listener, reason])
+            .inc();
     }
 
     /// The Prometheus text exposition (format 0.0.4).

@@ -256,3 +256,130 @@ fn a_key_readable_by_others_is_a_warning() {
         stderr(&out)
     );
 }
+
+const CALLER: &str = "tb_flood-test-caller";
+
+/// One flooding client: holds a keep-alive connection without a secret and
+/// sends `GET /healthz` on it every 3 s (under the header timeout);
+/// reconnects when the broker closes it. Returns how often it was closed.
+async fn flood(
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut closed = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return closed;
+            }
+            let sent = stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await;
+            let mut buf = [0u8; 1024];
+            let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+            if sent.is_err() || !matches!(read, Ok(Ok(n)) if n > 0) {
+                closed += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_without_secrets_does_not_lock_callers_out() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let f = common::Fixture::new(&format!(
+        "[server]\nmax_connections = 40\nmax_socket_connections = 20\n\
+         [[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
+         [[accounts]]\nname = \"caller\"\nsecret_sha256 = \"{}\"\ntenants = [\"contoso\"]\nunix_uids = [{}]\n",
+        common::sha256_hex(CALLER),
+        common::own_uid()
+    ))
+    .await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    let server = common::Server::start(&f, |_, _| {}).await;
+    assert_eq!(server.token("contoso", CALLER).await.status, 200);
+
+    // 70 connections against a cap of 40, none with a secret.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = (0..70)
+        .map(|_| tokio::spawn(flood(server.addr, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (mut tcp_ok, mut unix_ok, mut health_ok) = (0, 0, 0);
+    let rounds = 60;
+    for _ in 0..rounds {
+        if server.token("contoso", CALLER).await.status == 200 {
+            tcp_ok += 1;
+        }
+        if server
+            .get_unix("/v1/token?tenant=contoso", &[])
+            .await
+            .status
+            == 200
+        {
+            unix_ok += 1;
+        }
+        if server.get("/healthz", &[]).await.status == 200 {
+            health_ok += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut displaced = 0;
+    for flooder in flooders {
+        displaced += flooder.await.unwrap();
+    }
+    eprintln!(
+        "TCP callers {tcp_ok}/{rounds}, Unix-socket callers {unix_ok}/{rounds}, /healthz {health_ok}/{rounds}; flood connections closed {displaced} times"
+    );
+    assert!(
+        tcp_ok * 100 >= rounds * 99,
+        "TCP callers served {tcp_ok}/{rounds}"
+    );
+    assert_eq!(unix_ok, rounds, "Unix-socket callers all served");
+    assert_eq!(health_ok, rounds, "/healthz answers throughout");
+    assert!(displaced > 0, "the flood was displaced, not the callers");
+    let metrics = server.metrics().encode();
+    assert!(
+        metrics.contains(
+            "tokenbroker_connections_rejected_total{listener=\"tcp\",reason=\"displaced\"}"
+        ),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = common::Fixture::new("[server]\nidle_timeout = \"1s\"\n").await;
+    let server = common::Server::start(&f, |_, _| {}).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(stream.read(&mut buf).await.unwrap() > 0);
+    // Then nothing: the broker closes the connection after idle_timeout.
+    let started = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(server
+        .metrics()
+        .encode()
+        .contains("tokenbroker_connections_rejected_total{listener=\"tcp\",reason=\"idle\"} 1"));
+    server.stop().await;
+}

@@ -692,30 +692,93 @@ async fn slow_and_oversized_clients_are_cut_off_while_others_are_served() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn connections_over_the_limit_are_refused_and_the_limit_recovers() {
+/// Sends one keep-alive request on `stream` and reads its whole answer.
+async fn keep_alive_request(stream: &mut tokio::net::TcpStream, target: &str, secret: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {secret}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before an answer");
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return common::parse_answer(&raw).status;
+            }
+        }
+    }
+}
+
+/// Whether the broker closes `stream` (within 2 s) without answering.
+async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
     use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn at_the_cap_unauthenticated_connections_give_way_and_callers_do_not() {
     let f = Fixture::new(&format!("[server]\nmax_connections = 2\n{}", extra())).await;
     f.sim.consent("contoso.onmicrosoft.com");
     let server = Server::start(&f, |_, _| {}).await;
-    let idle_a = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let idle_b = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let token = "/v1/token?tenant=contoso";
+    // Two connections that never present a secret fill the cap…
+    let mut idle_a = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _idle_b = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // The third is closed on arrival.
-    let mut third = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut buf = [0u8; 1];
-    let n = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap_or(0);
-    assert_eq!(n, 0, "closed without an answer");
-    drop((idle_a, idle_b));
+    // …and a caller still gets in: the oldest of them gives way.
+    let mut caller = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(
+        keep_alive_request(&mut caller, token, MAIL_SECRET).await,
+        200
+    );
+    assert!(
+        closed(&mut idle_a).await,
+        "the oldest unauthenticated connection was displaced"
+    );
+    // Two authenticated keep-alive callers hold the cap: a new connection
+    // is closed on arrival, and they keep being served.
+    let mut other = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(keep_alive_request(&mut other, token, OPS_SECRET).await, 200);
+    let mut refused = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed(&mut refused).await, "closed without an answer");
+    assert_eq!(
+        keep_alive_request(&mut caller, token, MAIL_SECRET).await,
+        200
+    );
+    let metrics = server.metrics().encode();
+    assert!(
+        metrics.contains(
+            "tokenbroker_connections_rejected_total{listener=\"tcp\",reason=\"displaced\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("tokenbroker_connections_rejected_total{listener=\"tcp\",reason=\"cap\"} 1"),
+        "{metrics}"
+    );
+    // A caller leaving frees its place.
+    drop(other);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let answer = server
-        .get(
-            "/v1/token?tenant=contoso",
-            &[("Authorization", &bearer(MAIL_SECRET))],
-        )
+        .get(token, &[("Authorization", &bearer(MAIL_SECRET))])
         .await;
     assert_eq!(answer.status, 200);
     server.stop().await;

@@ -247,6 +247,12 @@ impl Broker {
         Arc::clone(&self.state.load().config)
     }
 
+    /// Reads the configuration in force without taking a reference to it
+    /// (no shared counter touched: the per-request path uses this).
+    pub fn with_config<R>(&self, read: impl FnOnce(&Config) -> R) -> R {
+        read(&self.state.load().config)
+    }
+
     /// The credentials in force.
     pub fn credentials(&self) -> &Arc<CredentialSet> {
         &self.credentials
@@ -435,6 +441,8 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
         server.admin_socket,
         server.admin_group,
         server.max_connections,
+        server.max_socket_connections,
+        server.idle_timeout,
         server.header_read_timeout,
         server.max_header_bytes,
         server.shutdown_timeout,

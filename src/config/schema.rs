@@ -44,8 +44,13 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<HostName>,
     /// Serve `/metrics` only here instead of on `listen`.
     pub metrics_listen: Option<SocketAddr>,
-    /// Connections served at once.
+    /// TCP connections served at once; at the cap a new one displaces the
+    /// oldest that has not presented a valid credential.
     pub max_connections: usize,
+    /// The same for the Unix socket, which has a budget of its own.
+    pub max_socket_connections: usize,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: ConfigDuration,
     /// A client must send its whole request head within this time.
     pub header_read_timeout: ConfigDuration,
     /// Largest request head accepted, in bytes.
@@ -73,6 +78,8 @@ impl Default for ServerConfig {
             allowed_hosts: HostName::defaults(),
             metrics_listen: None,
             max_connections: 1024,
+            max_socket_connections: 256,
+            idle_timeout: ConfigDuration(Duration::from_secs(60)),
             header_read_timeout: ConfigDuration(Duration::from_secs(5)),
             max_header_bytes: 8192,
             max_query_bytes: 2048,

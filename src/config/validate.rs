@@ -64,7 +64,7 @@ fn server(config: &Config) -> Result<(), Broken> {
 /// daemon would not do its job (a zero timeout answers every request 504).
 pub(crate) fn duration_bounds(
     config: &Config,
-) -> [(&'static str, ConfigDuration, Duration, Duration); 11] {
+) -> [(&'static str, ConfigDuration, Duration, Duration); 12] {
     let (s, app, c) = (&config.server, &config.app, &config.cache);
     let ms = Duration::from_millis;
     let secs = Duration::from_secs;
@@ -81,6 +81,7 @@ pub(crate) fn duration_bounds(
             secs(0),
             secs(600),
         ),
+        ("server.idle_timeout", s.idle_timeout, secs(1), secs(3600)),
         (
             "app.connect_timeout",
             app.connect_timeout,
@@ -125,11 +126,17 @@ pub(crate) fn duration_bounds(
 }
 
 /// The bounds of every number key: `(key, value, low, high)`.
-pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 5] {
+pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 6] {
     let (s, app, c) = (&config.server, &config.app, &config.cache);
     let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
     [
         ("server.max_connections", n(s.max_connections), 1, 65_536),
+        (
+            "server.max_socket_connections",
+            n(s.max_socket_connections),
+            1,
+            65_536,
+        ),
         (
             "server.max_header_bytes",
             n(s.max_header_bytes),

@@ -69,7 +69,12 @@ fn not_found() -> Failure {
 }
 
 /// Answers an admin request from a peer with `uid`.
-pub(super) async fn answer<B>(app: &App, uid: Option<u32>, req: &Request<B>) -> Answer {
+pub(super) async fn answer<B>(
+    app: &App,
+    uid: Option<u32>,
+    conn: &super::budget::Conn,
+    req: &Request<B>,
+) -> Answer {
     let config = app.broker().config();
     if !uid_allowed(uid, app.own_uid, &config.server.admin_uids) {
         tracing::warn!(
@@ -83,6 +88,8 @@ pub(super) async fn answer<B>(app: &App, uid: Option<u32>, req: &Request<B>) -> 
             "this uid may not use the admin API; allowed are root, the daemon's own uid and server.admin_uids",
         ));
     }
+    conn.authenticated
+        .store(true, std::sync::atomic::Ordering::Release);
     let path = req.uri().path();
     let action = match action(req.method(), path) {
         Ok(action) => action,

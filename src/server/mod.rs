@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod respond;
 
 use crate::access::AuthFailure;
@@ -18,6 +19,7 @@ use crate::broker::{Broker, Caller, Issued, TokenError};
 use crate::cache::Lookup;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use budget::{Budget, Conn};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -33,7 +35,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 /// The App Service protocol version the SDKs send.
@@ -255,6 +256,18 @@ enum Peer {
     Admin(Option<u32>),
 }
 
+impl Peer {
+    /// The `listener` label of the connection metrics.
+    fn listener(self) -> &'static str {
+        match self {
+            Peer::Tcp => "tcp",
+            Peer::Unix(_) => "unix",
+            Peer::Metrics => "metrics",
+            Peer::Admin(_) => "admin",
+        }
+    }
+}
+
 /// Binds the Unix socket at `path`, replacing a stale socket file left by a
 /// crash but never a live one (or anything that is not a socket), then
 /// restricts it to owner and group (0660).
@@ -298,7 +311,14 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     // Listener settings are fixed for the life of the process.
     let config = app.broker.config();
     let server = &config.server;
-    let limit = Arc::new(Semaphore::new(server.max_connections));
+    // One budget per listener: a flood on one cannot lock out another.
+    let budgets = Budgets {
+        tcp: Budget::new(server.max_connections),
+        unix: Budget::new(server.max_socket_connections),
+        metrics: Budget::new(OWN_LISTENER_CONNECTIONS),
+        admin: Budget::new(OWN_LISTENER_CONNECTIONS),
+    };
+    let idle_timeout = server.idle_timeout.0;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -345,30 +365,44 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
             },
             () = &mut shutdown => break,
         };
-        // The admin socket is only reachable by its owner and group: its
-        // connections do not compete with callers for the budget.
-        let permit = match peer {
-            Peer::Admin(_) => None,
-            _ => match Arc::clone(&limit).try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    tracing::warn!(
-                        max_connections = server.max_connections,
-                        "connection limit reached; closing a new connection"
-                    );
-                    drop(stream);
-                    continue;
-                }
-            },
+        let listener = peer.listener();
+        let (ticket, outcome) = budgets.of(peer).admit();
+        match outcome {
+            budget::Outcome::Admitted => {}
+            budget::Outcome::Displaced => app.metrics.connection_rejected(listener, "displaced"),
+            budget::Outcome::Full => {
+                app.metrics.connection_rejected(listener, "cap");
+                tracing::warn!(
+                    listener,
+                    "connection budget full of authenticated callers; closing a new connection"
+                );
+            }
+        }
+        let Some(ticket) = ticket else {
+            drop(stream);
+            continue;
         };
-        let app = Arc::clone(&app);
+        let conn = Arc::clone(&ticket.conn);
+        let app_for_requests = Arc::clone(&app);
         let service = hyper::service::service_fn(move |req| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, std::convert::Infallible>(handle(&app, peer, req).await) }
+            let app = Arc::clone(&app_for_requests);
+            let conn = Arc::clone(&conn);
+            async move {
+                conn.request_started();
+                let answer = handle(&app, peer, &conn, req).await;
+                conn.request_ended();
+                Ok::<_, std::convert::Infallible>(answer)
+            }
         });
+        let ending = Ending {
+            app: Arc::clone(&app),
+            listener,
+            ticket,
+            idle_timeout,
+        };
         match stream {
-            Stream::Tcp(s) => spawn_connection(&graceful, &http, TokioIo::new(s), service, permit),
-            Stream::Unix(s) => spawn_connection(&graceful, &http, TokioIo::new(s), service, permit),
+            Stream::Tcp(s) => spawn_connection(&graceful, &http, TokioIo::new(s), service, ending),
+            Stream::Unix(s) => spawn_connection(&graceful, &http, TokioIo::new(s), service, ending),
         }
     }
 
@@ -395,12 +429,42 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
+/// Connections the metrics and admin listeners serve at once each.
+const OWN_LISTENER_CONNECTIONS: usize = 64;
+
+struct Budgets {
+    tcp: Arc<Budget>,
+    unix: Arc<Budget>,
+    metrics: Arc<Budget>,
+    admin: Arc<Budget>,
+}
+
+impl Budgets {
+    fn of(&self, peer: Peer) -> &Arc<Budget> {
+        match peer {
+            Peer::Tcp => &self.tcp,
+            Peer::Unix(_) => &self.unix,
+            Peer::Metrics => &self.metrics,
+            Peer::Admin(_) => &self.admin,
+        }
+    }
+}
+
+/// How a connection may end besides the client closing it: displaced,
+/// idle, or cut off by the header timeout (counted per listener).
+struct Ending {
+    app: Arc<App>,
+    listener: &'static str,
+    ticket: budget::Ticket,
+    idle_timeout: Duration,
+}
+
 fn spawn_connection<I, S>(
     graceful: &hyper_util::server::graceful::GracefulShutdown,
     http: &Arc<hyper::server::conn::http1::Builder>,
     io: I,
     service: S,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ending: Ending,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::Service<
@@ -413,11 +477,30 @@ fn spawn_connection<I, S>(
 {
     let connection = graceful.watch(http.serve_connection(io, service));
     tokio::spawn(async move {
-        // Slow or oversized request heads end here (hyper answers 431 or closes).
-        if let Err(e) = connection.await {
-            tracing::debug!("connection ended: {e}");
+        let Ending {
+            app,
+            listener,
+            ticket,
+            idle_timeout,
+        } = ending;
+        let conn = &ticket.conn;
+        tokio::select! {
+            // Slow or oversized request heads end here (hyper answers 431 or closes).
+            ended = connection => if let Err(e) = ended {
+                if e.is_timeout() {
+                    app.metrics.connection_rejected(listener, "header_timeout");
+                }
+                tracing::debug!("connection ended: {e}");
+            },
+            // Displaced (counted when the new connection was admitted).
+            () = conn.close.notified() => tracing::debug!(listener, "connection displaced"),
+            () = conn.idle_for(idle_timeout) => {
+                app.metrics.connection_rejected(listener, "idle");
+                tracing::debug!(listener, "idle connection closed");
+            }
         }
-        drop(permit);
+        // Dropping the connection closes it; dropping the ticket frees its place.
+        drop(ticket);
     });
 }
 
@@ -452,14 +535,14 @@ struct Access {
     cache: Option<Lookup>,
 }
 
-async fn handle<B>(app: &App, peer: Peer, req: Request<B>) -> Answer {
+async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B>) -> Answer {
     let started = Instant::now();
     let mut access = Access {
         enabled: tracing::enabled!(target: "tokenbroker::access", tracing::Level::INFO),
         ..Access::default()
     };
     let route = Route::of(req.uri().path(), peer, app.separate_metrics);
-    let answer = answer(app, route, peer, &req, &mut access).await;
+    let answer = answer(app, route, peer, conn, &req, &mut access).await;
     let status = answer.status().as_u16();
     let elapsed = started.elapsed();
     app.metrics.http_request(route, status, elapsed);
@@ -481,13 +564,14 @@ async fn handle<B>(app: &App, peer: Peer, req: Request<B>) -> Answer {
 /// Answers one request as the TCP listener would (benchmarks drive the
 /// whole handler in-process with this). The body is never read.
 pub async fn handle_request<B>(app: &App, req: Request<B>) -> Answer {
-    handle(app, Peer::Tcp, req).await
+    handle(app, Peer::Tcp, &Conn::default(), req).await
 }
 
 async fn answer<B>(
     app: &App,
     route: Route,
     peer: Peer,
+    conn: &Conn,
     req: &Request<B>,
     access: &mut Access,
 ) -> Answer {
@@ -504,7 +588,7 @@ async fn answer<B>(
             Peer::Admin(uid) => uid,
             _ => None,
         };
-        return admin::answer(app, uid, req).await;
+        return admin::answer(app, uid, conn, req).await;
     }
     if route == Route::Other {
         return fail(Failure::new(
@@ -520,7 +604,6 @@ async fn answer<B>(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return answer;
     }
-    let config = app.broker.config();
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next().and_then(|h| h.to_str().ok());
     if hosts.next().is_some() {
@@ -533,8 +616,12 @@ async fn answer<B>(
     }
     // An absolute-form target (`GET http://host/…`) names its host too.
     let target_host = req.uri().authority().map(|a| a.as_str());
-    let allowed = |h: Option<&str>| auth::host_allowed(h, &config.server.allowed_hosts);
-    if !allowed(host) || target_host.is_some_and(|t| !allowed(Some(t))) {
+    let (hosts_ok, max_query) = app.broker.with_config(|config| {
+        let allowed = |h: Option<&str>| auth::host_allowed(h, &config.server.allowed_hosts);
+        let ok = allowed(host) && target_host.is_none_or(|t| allowed(Some(t)));
+        (ok, config.server.max_query_bytes)
+    });
+    if !hosts_ok {
         app.metrics.auth_failure("bad_host");
         return fail(Failure::new(421, "host_not_allowed", "the Host header is not in server.allowed_hosts (DNS-rebinding defence); call the broker as localhost or 127.0.0.1"));
     }
@@ -548,9 +635,7 @@ async fn answer<B>(
         )),
         Route::Metrics => metrics(app),
         Route::Token | Route::Msi | Route::Admin | Route::Other => {
-            let max_query = config.server.max_query_bytes;
-            drop(config);
-            match token_request(app, peer, req, is_msi, max_query, access).await {
+            match token_request(app, peer, conn, req, is_msi, max_query, access).await {
                 Ok(answer) => answer,
                 Err(failure) => {
                     let mut answer = fail(failure);
@@ -623,6 +708,7 @@ fn param<'a>(pairs: &'a Params<'_>, name: &str) -> Option<&'a str> {
 async fn token_request<B>(
     app: &App,
     peer: Peer,
+    conn: &Conn,
     req: &Request<B>,
     is_msi: bool,
     max_query_bytes: usize,
@@ -658,6 +744,8 @@ async fn token_request<B>(
         };
         Failure::new(401, "unauthorized", what)
     })?;
+    // A caller with a valid credential keeps its connection at the cap.
+    conn.authenticated.store(true, Ordering::Release);
     if access.enabled {
         access.account = Some(caller.account_name().to_owned());
     }
