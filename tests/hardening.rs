@@ -383,3 +383,70 @@ async fn idle_keep_alive_connections_are_closed() {
         .contains("tokenbroker_connections_rejected_total{listener=\"tcp\",reason=\"idle\"} 1"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unconfigured_tenants_cannot_evict_configured_ones_or_flood_entra() {
+    let f = common::Fixture::new(&format!(
+        "[cache]\nmax_entries = 20\n\
+         [[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n\
+         [[accounts]]\nname = \"wide\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\nmax_new_tenants_per_minute = 1000\n\
+         [[accounts]]\nname = \"slow\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\nmax_new_tenants_per_minute = 5\n",
+        common::sha256_hex("wide-secret"),
+        common::sha256_hex("slow-secret"),
+    ))
+    .await;
+    f.sim.consent("fabrikam.com");
+    for i in 0..200 {
+        f.sim.consent(&format!("t{i}.example.com"));
+    }
+    let server = common::Server::start(&f, |_, _| {}).await;
+    assert_eq!(server.token("fabrikam", "wide-secret").await.status, 200);
+    assert!(
+        common::eventually(Duration::from_secs(5), || f.sim.requests("fabrikam.com")
+            >= 1)
+        .await
+    );
+    let fabrikam = f.sim.requests("fabrikam.com");
+    // 200 unconfigured tenants through a cache bound of 20.
+    for i in 0..200 {
+        let answer = server
+            .token(&format!("t{i}.example.com"), "wide-secret")
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    // The configured tenant idle all along is still cached: no new fetch.
+    let answer = server.token("fabrikam", "wide-secret").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        f.sim.requests("fabrikam.com"),
+        fabrikam,
+        "fabrikam was not evicted"
+    );
+
+    // An account limited to 5 new tenants a minute: the 6th is refused
+    // locally (429 with Retry-After), nothing goes upstream for it.
+    let before = f.sim.total_requests();
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for i in 0..8 {
+        let answer = server
+            .token(&format!("new{i}.example.com"), "slow-secret")
+            .await;
+        if answer.status == 429 {
+            retry_after = answer.header("retry-after").map(str::to_owned);
+            assert_eq!(answer.json()["error"], "too_many_new_tenants");
+        }
+        statuses.push(answer.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(f.sim.total_requests() - before, 5, "only 5 fetches started");
+    let retry_after: u64 = retry_after.unwrap().parse().unwrap();
+    assert!((1..=12).contains(&retry_after), "{retry_after}");
+    // A configured tenant is never limited.
+    assert_eq!(server.token("fabrikam", "slow-secret").await.status, 200);
+    server.stop().await;
+}

@@ -104,6 +104,7 @@ struct Account {
     tenants: Tenants,
     resources: Option<Vec<Resource>>,
     default_tenant: Option<ResolvedTenant>,
+    max_new_tenants_per_minute: u32,
 }
 
 /// An authenticated account (an index into the policy it came from).
@@ -167,6 +168,7 @@ impl Policy {
                 tenants,
                 resources: a.resources.clone(),
                 default_tenant,
+                max_new_tenants_per_minute: a.max_new_tenants_per_minute,
             });
             policy
                 .by_uid
@@ -313,6 +315,13 @@ impl Policy {
             });
         }
         Ok(())
+    }
+
+    /// For an account with `"*"`, how many fetches a minute it may start for
+    /// tenants not yet cached; `None` for accounts with a list.
+    pub fn new_tenant_limit(&self, account: AccountId) -> Option<u32> {
+        let a = self.account(account);
+        matches!(a.tenants, Tenants::Any).then_some(a.max_new_tenants_per_minute)
     }
 
     /// Whether some account may have a token for `tenant` and `resource`

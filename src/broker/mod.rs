@@ -11,6 +11,7 @@
 //! operations (status, refresh, evict) are here too ([`admin`]).
 
 pub mod admin;
+mod limit;
 pub mod status;
 
 use crate::access::{AccountId, AuthFailure, Forbidden, Policy, RequestError, Target};
@@ -43,6 +44,13 @@ pub enum TokenError {
     /// No token could be had (from Entra, or within the load deadline).
     #[error(transparent)]
     Unavailable(#[from] CacheError<AcquireError>),
+    /// An account with `"*"` started its `max_new_tenants_per_minute`
+    /// fetches for tenants not yet cached (429).
+    #[error("account \"{account}\" asked for more new tenants than its max_new_tenants_per_minute allows; retry after {} s", .retry_after.as_secs().max(1))]
+    NewTenantsLimited {
+        account: String,
+        retry_after: std::time::Duration,
+    },
 }
 
 /// A token handed out, with what it was for.
@@ -160,6 +168,7 @@ pub struct Broker {
     authority: Arc<ArcSwap<AuthorityClient>>,
     cache: TokenCache<AcquireError>,
     book: Arc<StatusBook>,
+    new_tenants: limit::NewTenantLimit,
     observer: Arc<dyn Observer>,
     clock: SharedClock,
     started_at: u64,
@@ -207,6 +216,7 @@ impl Broker {
         );
         let now = clock.unix_now();
         let policy = Policy::new(&config);
+        cache.set_configured(config.tenants.iter().map(|t| t.id.clone()));
         Ok(Broker {
             state: ArcSwap::from_pointee(State {
                 config,
@@ -219,6 +229,7 @@ impl Broker {
             authority,
             cache,
             book,
+            new_tenants: limit::NewTenantLimit::default(),
             observer,
             clock,
             started_at: now,
@@ -285,6 +296,22 @@ impl Broker {
         let target = policy.resolve(caller.account, tenant, resource)?;
         policy.authorize(caller.account, &target)?;
         let key = CacheKey::new(&target.tenant.id, &target.resource);
+        // An account with "*" starts a bounded number of fetches for
+        // tenants nobody configured and nothing caches yet.
+        if let Some(per_minute) = policy.new_tenant_limit(caller.account) {
+            if target.tenant.name.is_none() && !self.cache.contains(&key) {
+                self.new_tenants
+                    .take(
+                        caller.account_name(),
+                        per_minute,
+                        tokio::time::Instant::now(),
+                    )
+                    .map_err(|retry_after| TokenError::NewTenantsLimited {
+                        account: caller.account_name().to_owned(),
+                        retry_after,
+                    })?;
+            }
+        }
         let grant = match rejected {
             Some(hash) => self.cache.get_replacing(&key, hash).await?,
             None => self.cache.get(&key).await?,
@@ -389,6 +416,8 @@ impl Broker {
         cache_settings.refresh_retry = self.cache.settings().refresh_retry;
         self.cache.set_settings(cache_settings);
         let policy = Policy::new(&config);
+        self.cache
+            .set_configured(config.tenants.iter().map(|t| t.id.clone()));
         let mut applied = Applied {
             restart_needed,
             ..Applied::default()

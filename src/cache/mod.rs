@@ -25,6 +25,7 @@
 //! hours is tested with a fake source.
 
 pub mod schedule;
+mod slots;
 
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
@@ -310,7 +311,7 @@ impl<E> Slot<E> {
 }
 
 struct Inner<E: LoadError> {
-    slots: moka::sync::Cache<CacheKey, Arc<Slot<E>>>,
+    slots: slots::Slots<Arc<Slot<E>>>,
     source: Arc<dyn TokenSource<Error = E>>,
     /// Swapped by a reload (all but `max_entries`, fixed at start).
     settings: ArcSwap<CacheSettings>,
@@ -360,12 +361,9 @@ impl<E: LoadError> TokenCache<E> {
     ) -> TokenCache<E> {
         TokenCache {
             inner: Arc::new(Inner {
-                slots: moka::sync::Cache::builder()
-                    .max_capacity(settings.max_entries)
-                    // A backstop for slots without a refresher (a tenant
-                    // that never got a token); refreshers drop their own.
-                    .time_to_idle(settings.keep_warm)
-                    .build(),
+                // `keep_warm` is a backstop for slots without a refresher
+                // (a tenant that never got a token); refreshers drop their own.
+                slots: slots::Slots::new(settings.max_entries, settings.keep_warm),
                 source,
                 settings: ArcSwap::from_pointee(settings),
                 clock,
@@ -403,7 +401,7 @@ impl<E: LoadError> TokenCache<E> {
         let settings = inner.settings.load();
         let slot = inner
             .slots
-            .get_with_by_ref(key, || Arc::new(Slot::new(key.clone())));
+            .get_with(key, || Arc::new(Slot::new(key.clone())));
         let now = Instant::now();
         slot.touch(now);
         let hit = |token| {
@@ -505,7 +503,7 @@ impl<E: LoadError> TokenCache<E> {
         let settings = inner.settings.load();
         let slot = inner
             .slots
-            .get_with_by_ref(key, || Arc::new(Slot::new(key.clone())));
+            .get_with(key, || Arc::new(Slot::new(key.clone())));
         let now = Instant::now();
         slot.touch(now);
         let mut receiver = {
@@ -558,21 +556,21 @@ impl<E: LoadError> TokenCache<E> {
             self.inner.observer.dropped(&key);
         }
         self.inner.slots.invalidate_all();
-        self.inner.slots.run_pending_tasks();
     }
 
     /// Drops the entries whose key `keep` refuses (a reload removed their
     /// tenant or resource).
     pub fn retain(&self, keep: impl Fn(&CacheKey) -> bool) -> usize {
-        let gone: Vec<Arc<CacheKey>> = self
+        let gone: Vec<CacheKey> = self
             .inner
             .slots
-            .iter()
+            .entries()
+            .into_iter()
             .filter(|(key, _)| !keep(key))
             .map(|(key, _)| key)
             .collect();
         for key in &gone {
-            self.inner.slots.invalidate(key.as_ref());
+            self.inner.slots.invalidate(key);
             self.inner.observer.dropped(key);
         }
         gone.len()
@@ -581,6 +579,12 @@ impl<E: LoadError> TokenCache<E> {
     /// The tuning in force.
     pub fn settings(&self) -> CacheSettings {
         **self.inner.settings.load()
+    }
+
+    /// The tenants the configuration names: their slots have a bound of
+    /// their own, so unconfigured tenants never push them out.
+    pub fn set_configured(&self, tenants: impl IntoIterator<Item = TenantId>) {
+        self.inner.slots.set_configured(tenants);
     }
 
     /// Puts new tuning in force (`max_entries` needs a restart).
@@ -592,8 +596,9 @@ impl<E: LoadError> TokenCache<E> {
     pub fn keys(&self) -> Vec<CacheKey> {
         self.inner
             .slots
-            .iter()
-            .map(|(key, _)| key.as_ref().clone())
+            .entries()
+            .into_iter()
+            .map(|(key, _)| key)
             .collect()
     }
 
@@ -637,7 +642,8 @@ impl<E: LoadError> TokenCache<E> {
         let now = Instant::now();
         self.inner
             .slots
-            .iter()
+            .entries()
+            .into_iter()
             .filter(|(_, slot)| {
                 slot.current
                     .load()

@@ -274,6 +274,16 @@ pub struct AccountConfig {
     /// Peer uids that authenticate as this account on the Unix socket.
     #[serde(default)]
     pub unix_uids: Vec<u32>,
+    /// With `"*"`: at most this many fetches a minute for tenants not yet
+    /// cached (a bucket refilled evenly over the minute).
+    #[serde(default = "AccountConfig::default_max_new_tenants_per_minute")]
+    pub max_new_tenants_per_minute: u32,
+}
+
+impl AccountConfig {
+    fn default_max_new_tenants_per_minute() -> u32 {
+        60
+    }
 }
 
 /// Client assertion algorithm.

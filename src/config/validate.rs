@@ -300,6 +300,15 @@ fn accounts(config: &Config, tenants: &HashMap<&Name, &TenantId>) -> Result<(), 
                 ));
             }
         }
+        if !(1..=10_000).contains(&account.max_new_tenants_per_minute) {
+            return Err(broken(
+                format!("accounts[{i}].max_new_tenants_per_minute"),
+                format!(
+                    "{} is out of bounds: use 1 to 10000",
+                    account.max_new_tenants_per_minute
+                ),
+            ));
+        }
         if account.tenants.is_empty() {
             return Err(broken(
                 format!("accounts[{i}].tenants"),

@@ -62,6 +62,10 @@ impl From<&TokenError> for Failure {
         match error {
             TokenError::BadRequest(e) => Failure::new(400, "invalid_request", e.to_string()),
             TokenError::Forbidden(e) => Failure::new(403, "forbidden", e.to_string()),
+            TokenError::NewTenantsLimited { retry_after, .. } => Failure {
+                retry_after: Some(retry_after.as_secs().max(1)),
+                ..Failure::new(429, "too_many_new_tenants", error.to_string())
+            },
             TokenError::Unavailable(CacheError::Load(e)) => Failure::from(e),
             TokenError::Unavailable(e @ CacheError::Deadline { .. }) => {
                 Failure::new(504, "entra_timeout", e.to_string())
