@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod auth;
 pub mod budget;
+pub mod query;
 pub mod respond;
 
 use crate::access::AuthFailure;
@@ -673,38 +674,6 @@ fn metrics(app: &App) -> Answer {
     answer
 }
 
-/// Query parameters, borrowed from the query unless percent-decoding changed them.
-type Params<'q> = Vec<(std::borrow::Cow<'q, str>, std::borrow::Cow<'q, str>)>;
-
-fn parse_query(query: &str, max: usize) -> Result<Params<'_>, Failure> {
-    if query.len() > max {
-        return Err(Failure::new(
-            400,
-            "invalid_request",
-            format!("the query string is longer than {max} bytes"),
-        ));
-    }
-    let mut pairs: Params<'_> = Vec::with_capacity(4);
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        if pairs.iter().any(|(n, _)| *n == name) {
-            return Err(Failure::new(
-                400,
-                "invalid_request",
-                format!("parameter '{}' is given twice", name.escape_debug()),
-            ));
-        }
-        pairs.push((name, value));
-    }
-    Ok(pairs)
-}
-
-fn param<'a>(pairs: &'a Params<'_>, name: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_ref())
-}
-
 async fn token_request<B>(
     app: &App,
     peer: Peer,
@@ -751,23 +720,21 @@ async fn token_request<B>(
     }
 
     // 2. What is asked.
-    let pairs = parse_query(req.uri().query().unwrap_or_default(), max_query_bytes)?;
-    let (tenant, resource) = if is_msi {
-        msi_query(&pairs)?
-    } else {
-        let tenant = param(&pairs, "tenant").ok_or_else(|| {
-            Failure::new(400, "invalid_request", "the tenant parameter is required")
-        })?;
-        (Some(tenant), param(&pairs, "resource"))
-    };
-    let rejected = param(&pairs, "token_sha256_to_refresh")
-        .map(parse_token_hash)
-        .transpose()?;
+    let asked = query::token_query(
+        req.uri().query().unwrap_or_default(),
+        is_msi,
+        max_query_bytes,
+    )?;
 
     // 3. The broker's answer.
     let issued = app
         .broker
-        .token(&caller, tenant, resource, rejected.as_ref())
+        .token(
+            &caller,
+            asked.tenant.as_deref(),
+            asked.resource.as_deref(),
+            asked.rejected.as_ref(),
+        )
         .await
         .map_err(|e| {
             if let TokenError::Forbidden(forbidden) = &e {
@@ -784,50 +751,6 @@ async fn token_request<B>(
     } else {
         api_success(&issued)
     })
-}
-
-/// `token_sha256_to_refresh`: the hex SHA-256 (either case) of a token the
-/// caller saw rejected.
-fn parse_token_hash(value: &str) -> Result<[u8; 32], Failure> {
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(value, &mut hash).map_err(|_| {
-        Failure::new(
-            400,
-            "invalid_request",
-            "token_sha256_to_refresh must be the SHA-256 of the rejected access token, as 64 hex characters",
-        )
-    })?;
-    Ok(hash)
-}
-
-/// The tenant (from a selector; `None` means the account's default) and
-/// resource of an App Service request.
-fn msi_query<'p>(pairs: &'p Params<'_>) -> Result<(Option<&'p str>, Option<&'p str>), Failure> {
-    match param(pairs, "api-version") {
-        Some(MSI_API_VERSION) => {}
-        other => {
-            return Err(Failure::new(
-                400,
-                "invalid_request",
-                format!(
-                    "api-version must be {MSI_API_VERSION} (got {})",
-                    other.map_or("none".to_owned(), |v| format!(
-                        "\"{}\"",
-                        v.chars().take(32).collect::<String>().escape_debug()
-                    ))
-                ),
-            ))
-        }
-    }
-    let resource = param(pairs, "resource").ok_or_else(|| {
-        Failure::new(400, "invalid_request", "the resource parameter is required")
-    })?;
-    // The SDKs strip it, but be lenient with callers that do not.
-    let resource = resource.strip_suffix("/.default").unwrap_or(resource);
-    let selector = ["client_id", "mi_res_id", "principal_id", "object_id"]
-        .iter()
-        .find_map(|name| param(pairs, name));
-    Ok((selector, Some(resource)))
 }
 
 fn expires_in(issued: &Issued) -> u64 {
@@ -856,28 +779,4 @@ fn msi_success(caller: &Caller, issued: &Issued) -> Answer {
         .string("token_type", "Bearer")
         .string("client_id", caller.client_id())
         .answer()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_are_bounded_and_unambiguous() {
-        assert_eq!(
-            parse_query("tenant=a.com&resource=https%3A%2F%2Fx", 100)
-                .unwrap()
-                .len(),
-            2
-        );
-        assert_eq!(parse_query("a=1&a=2", 100).unwrap_err().status, 400);
-        assert!(parse_query(&"x".repeat(101), 100)
-            .unwrap_err()
-            .message
-            .contains("longer than 100"));
-        let pairs = parse_query("tenant=contoso&empty=", 100).unwrap();
-        assert_eq!(param(&pairs, "tenant"), Some("contoso"));
-        assert_eq!(param(&pairs, "empty"), Some(""));
-        assert_eq!(param(&pairs, "missing"), None);
-    }
 }
