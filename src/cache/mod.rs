@@ -399,11 +399,7 @@ impl<E: LoadError> TokenCache<E> {
     ) -> Result<Grant, CacheError<E>> {
         let inner = &self.inner;
         let settings = inner.settings.load();
-        let slot = inner
-            .slots
-            .get_with(key, || Arc::new(Slot::new(key.clone())));
-        let now = Instant::now();
-        slot.touch(now);
+        let (slot, now) = self.touch(key);
         let hit = |token| {
             let lookup = if slot.loading.load(Ordering::Acquire) {
                 Lookup::Refreshing
@@ -464,6 +460,17 @@ impl<E: LoadError> TokenCache<E> {
         self.await_load(key, &mut receiver, &settings).await
     }
 
+    /// The slot of `key` (made when missing), marked as used now.
+    fn touch(&self, key: &CacheKey) -> (Arc<Slot<E>>, Instant) {
+        let slot = self
+            .inner
+            .slots
+            .get_with(key, || Arc::new(Slot::new(key.clone())));
+        let now = Instant::now();
+        slot.touch(now);
+        (slot, now)
+    }
+
     /// Waits for a load (at most `load_timeout`; the load itself goes on).
     async fn await_load(
         &self,
@@ -501,11 +508,7 @@ impl<E: LoadError> TokenCache<E> {
     pub async fn refresh(&self, key: &CacheKey) -> Result<Grant, CacheError<E>> {
         let inner = &self.inner;
         let settings = inner.settings.load();
-        let slot = inner
-            .slots
-            .get_with(key, || Arc::new(Slot::new(key.clone())));
-        let now = Instant::now();
-        slot.touch(now);
+        let (slot, now) = self.touch(key);
         let mut receiver = {
             let mut state = slot.lock();
             if let Some(blocked) = &state.blocked {
