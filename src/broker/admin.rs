@@ -5,8 +5,9 @@ use super::status::{missing_permissions, Consent, LastError, Upstream};
 use super::{Broker, TokenError};
 use crate::access::RequestError;
 use crate::cache::CacheKey;
-use crate::config::TenantId;
+use crate::config::{Resource, TenantConfig, TenantId};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use tokio::time::Instant;
 
 /// `GET /admin/status`.
@@ -134,29 +135,42 @@ impl Broker {
         let config = &state.config;
         let graph = config.app.graph();
         let wanted = |tenant: &TenantId| only.is_none_or(|t| t.same_as(tenant));
+        // Configured tenants by lower-case id: one look-up per row, however
+        // many tenants and cached entries there are.
+        let configured: HashMap<TenantId, &TenantConfig> = config
+            .tenants
+            .iter()
+            .map(|t| (t.id.to_lowercase(), t))
+            .collect();
         let mut keys: Vec<CacheKey> = config
             .tenants
             .iter()
             .filter(|t| wanted(&t.id))
             .map(|t| CacheKey::new(&t.id, &graph))
             .collect();
+        let listed: HashSet<CacheKey> = keys.iter().cloned().collect();
         let mut cached: Vec<CacheKey> = self
             .cache
             .keys()
             .into_iter()
-            .filter(|k| wanted(&k.tenant) && !keys.contains(k))
+            .filter(|k| wanted(&k.tenant) && !listed.contains(k))
             .collect();
         cached.sort_by(|a, b| {
             (a.tenant.as_str(), a.resource.as_str()).cmp(&(b.tenant.as_str(), b.resource.as_str()))
         });
         keys.extend(cached);
         keys.iter()
-            .map(|key| self.row(&state.config, key))
+            .map(|key| self.row(configured.get(&key.tenant).copied(), &graph, key))
             .collect()
     }
 
-    fn row(&self, config: &crate::config::Config, key: &CacheKey) -> TenantRow {
-        let configured = config.tenants.iter().find(|t| t.id.same_as(&key.tenant));
+    /// The row of `key`; `configured` is its `[[tenants]]` entry, if any.
+    fn row(
+        &self,
+        configured: Option<&TenantConfig>,
+        graph: &Resource,
+        key: &CacheKey,
+    ) -> TenantRow {
         let record = self.book.record(key);
         let view = self.cache.inspect(key);
         let now_unix = self.clock.unix_now();
@@ -173,7 +187,7 @@ impl Broker {
             })
         });
         let required: Vec<String> = configured
-            .filter(|_| key.resource == config.app.graph())
+            .filter(|_| key.resource == *graph)
             .map(|t| {
                 t.required_permissions
                     .iter()
