@@ -9,7 +9,7 @@ use crate::cache::CacheSettings;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::credentials::{
-    file_sha256, CredentialError, CredentialSet, CredentialSource, Fingerprint,
+    file_sha256, Credential, CredentialError, CredentialSet, CredentialSource, Fingerprint,
 };
 use crate::metrics::Metrics;
 use crate::server::App;
@@ -105,14 +105,26 @@ pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError>
 /// Loads every credential `config` names, as of now. Returns the set and
 /// the warnings an operator should see (expiring, skipped).
 pub fn load_credentials(config: &Config) -> Result<(CredentialSet, Vec<String>), CredentialError> {
-    let sources = CredentialSource::all_from_config(&config.app);
-    let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())?;
+    let ((credentials, sources, fingerprint), warnings) = read_credentials(config)?;
     let set = CredentialSet::new(
         credentials,
         sources,
+        Some(fingerprint),
         config.app.credential_rejection_memory.0,
     );
     Ok((set, warnings))
+}
+
+/// The credentials `config` names, read from their files: the credentials,
+/// their sources, and the fingerprint of the files taken *before* they were
+/// read (a change that lands meanwhile is picked up by the next check).
+type ReadCredentials = (Vec<Credential>, Vec<CredentialSource>, Fingerprint);
+
+fn read_credentials(config: &Config) -> Result<(ReadCredentials, Vec<String>), CredentialError> {
+    let sources = CredentialSource::all_from_config(&config.app);
+    let fingerprint = Fingerprint::of(&sources);
+    let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())?;
+    Ok(((credentials, sources, fingerprint), warnings))
 }
 
 /// Builds the broker and the app for `config`, and starts fetching a token
@@ -177,12 +189,8 @@ pub async fn reload(app: &App) -> Result<Applied, ReloadError> {
     };
     let loaded = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
         let config = Config::load(&path)?;
-        let sources = CredentialSource::all_from_config(&config.app);
-        // Taken before the files are read: a change that lands meanwhile
-        // is picked up by the next check.
-        let fingerprint = Fingerprint::of(&sources);
-        let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())?;
-        Ok((config, (credentials, sources, fingerprint), warnings, path))
+        let (credentials, warnings) = read_credentials(&config)?;
+        Ok((config, credentials, warnings, path))
     })
     .await
     .map_err(|e| ReloadError::Client(format!("the reload task failed: {e}")))

@@ -8,14 +8,9 @@ use super::{Credential, CredentialError, CredentialSource};
 use crate::config::TenantId;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
-
-/// A watched file larger than this is only read this far (its loader
-/// refuses it anyway).
-const MAX_WATCHED_FILE: u64 = 1024 * 1024;
 
 /// What Entra said the last time it refused a credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,14 +46,12 @@ impl Fingerprint {
     }
 }
 
-/// SHA-256 of a file's first MiB (enough to tell a changed credential or
-/// configuration file; neither may be larger). Follows symlinks: a
-/// Kubernetes volume swaps its `..data` link.
+/// SHA-256 of a watched file (a credential or the configuration), read as
+/// the loaders read it: a regular file (after symlinks, so a Kubernetes
+/// volume's `..data` swap shows) of at most 1 MiB. A FIFO or device is an
+/// error, never a blocked or endless read.
 pub fn file_sha256(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    std::fs::File::open(path)?
-        .take(MAX_WATCHED_FILE)
-        .read_to_end(&mut bytes)?;
+    let bytes = super::read_bounded(path)?;
     let mut out = [0u8; 32];
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
     Ok(out)
@@ -101,16 +94,18 @@ pub type LoadedSet = (Vec<Credential>, Vec<String>);
 impl CredentialSet {
     /// One credential that is not reloaded from files (tests, `serve --dev`).
     pub fn single(credential: Credential) -> CredentialSet {
-        CredentialSet::new(vec![credential], Vec::new(), Duration::from_secs(600))
+        CredentialSet::new(vec![credential], Vec::new(), None, Duration::from_secs(600))
     }
 
-    /// Credentials loaded from `sources`, remembering a refusal for `remember_for`.
+    /// Credentials loaded from `sources`, whose files had fingerprint
+    /// `loaded` before they were read; a refusal is remembered for
+    /// `remember_for`.
     pub fn new(
         credentials: Vec<Credential>,
         sources: Vec<CredentialSource>,
+        loaded: Option<Fingerprint>,
         remember_for: Duration,
     ) -> CredentialSet {
-        let loaded = (!sources.is_empty()).then(|| Fingerprint::of(&sources));
         CredentialSet {
             list: ArcSwap::from_pointee(order(credentials)),
             sources: ArcSwap::from_pointee(sources),
@@ -171,11 +166,6 @@ impl CredentialSet {
         self.list.load_full()
     }
 
-    /// The sources the set was loaded from (empty for an in-memory one).
-    pub fn sources(&self) -> Arc<Vec<CredentialSource>> {
-        self.sources.load_full()
-    }
-
     /// The credentials to try for `tenant`, in order: those Entra refused
     /// for it within the memory go last (not dropped: a refusal may be
     /// stale, and with one certificate there is nothing else to try).
@@ -193,17 +183,6 @@ impl CredentialSet {
         let (mut fresh, stale): (Vec<_>, Vec<_>) = list.iter().cloned().partition(|c| !refused(c));
         fresh.extend(stale);
         fresh
-    }
-
-    /// Whether `credential` is remembered as refused for `tenant`.
-    pub fn is_refused(&self, tenant: &TenantId, credential: &Credential) -> bool {
-        lock(&self.memory)
-            .refused
-            .get(&(
-                tenant.to_lowercase(),
-                credential.certificate().thumbprint_sha1.clone(),
-            ))
-            .is_some_and(|until| *until > Instant::now())
     }
 
     /// Entra refused `credential` for `tenant`.
