@@ -383,18 +383,17 @@ impl Broker {
         let identity_changed = old.app.client_id != config.app.client_id
             || old.app.cloud != config.app.cloud
             || old.app.authority_host() != config.app.authority_host();
-        let settings = AuthoritySettings::from_config(&config);
         // Built before anything changes: a client that cannot be built
         // (an unreadable ca_file) fails the reload and leaves all as it was.
         let client = {
             let current = self.authority.load();
-            let mut retry = settings.clone();
+            let mut settings = AuthoritySettings::from_config(&config);
             // Tests and tools may tune retries; a reload keeps the policy.
-            retry.retry = current.settings().retry;
+            settings.retry = current.settings().retry;
             // A ca_file may have been rewritten in place: always re-read it.
-            (*current.settings() != retry || retry.ca_file.is_some()).then(|| {
+            (*current.settings() != settings || settings.ca_file.is_some()).then(|| {
                 AuthorityClient::new(
-                    retry,
+                    settings,
                     Arc::clone(&self.credentials),
                     Arc::clone(&self.clock),
                 )
