@@ -104,8 +104,13 @@ pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError>
 
 /// Loads every credential `config` names, as of now. Returns the set and
 /// the warnings an operator should see (expiring, skipped).
-pub fn load_credentials(config: &Config) -> Result<(CredentialSet, Vec<String>), CredentialError> {
-    let ((credentials, sources, fingerprint), warnings) = read_credentials(config)?;
+/// `config_path` names the file in errors, with the key that named the
+/// credential file at fault.
+pub fn load_credentials(
+    config: &Config,
+    config_path: &Path,
+) -> Result<(CredentialSet, Vec<String>), CredentialError> {
+    let ((credentials, sources, fingerprint), warnings) = read_credentials(config, config_path)?;
     let set = CredentialSet::new(
         credentials,
         sources,
@@ -120,10 +125,14 @@ pub fn load_credentials(config: &Config) -> Result<(CredentialSet, Vec<String>),
 /// read (a change that lands meanwhile is picked up by the next check).
 type ReadCredentials = (Vec<Credential>, Vec<CredentialSource>, Fingerprint);
 
-fn read_credentials(config: &Config) -> Result<(ReadCredentials, Vec<String>), CredentialError> {
+fn read_credentials(
+    config: &Config,
+    config_path: &Path,
+) -> Result<(ReadCredentials, Vec<String>), CredentialError> {
     let sources = CredentialSource::all_from_config(&config.app);
     let fingerprint = Fingerprint::of(&sources);
-    let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())?;
+    let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())
+        .map_err(|e| e.in_config(config_path, &sources))?;
     Ok(((credentials, sources, fingerprint), warnings))
 }
 
@@ -137,6 +146,12 @@ pub async fn start(
     credentials: CredentialSet,
     options: Options,
 ) -> Result<Arc<App>, StartError> {
+    log_startup(
+        &config,
+        config_path,
+        &credentials,
+        &options.authority.authority_host,
+    );
     let metrics = Arc::new(Metrics::new(&config));
     let named = config_path.unwrap_or(Path::new("<configuration>"));
     let mut broker = Broker::with_settings(
@@ -155,6 +170,45 @@ pub async fn start(
     metrics.config_loaded(options.clock.unix_now());
     broker.prefetch_configured_tenants();
     Ok(Arc::new(App::new(broker, metrics)))
+}
+
+/// What the daemon starts with, one structured line per fact (the
+/// listeners follow from `server::run`), so an operator reading the first
+/// lines of a log, or a machine reading them as JSON, knows what runs.
+/// Counts and times are numbers; what is not configured is absent.
+fn log_startup(
+    config: &Config,
+    config_path: Option<&Path>,
+    credentials: &CredentialSet,
+    authority_host: &str,
+) {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "tokenbroker starting");
+    match config_path {
+        Some(path) => tracing::info!(config_file = %path.display(), "configuration"),
+        None => tracing::info!(config_file = "<built in: serve --dev>", "configuration"),
+    }
+    tracing::info!(client_id = config.app.client_id.as_str(), signing = ?config.app.signing, "app registration");
+    tracing::info!(
+        cloud = config.app.cloud.name(),
+        authority = authority_host,
+        "authority"
+    );
+    tracing::info!(
+        tenants = config.tenants.len() as u64,
+        accounts = config.accounts.len() as u64,
+        "tenants and accounts"
+    );
+    for credential in credentials.all().iter() {
+        let certificate = credential.certificate();
+        tracing::info!(
+            credential = credential.source().key.as_str(),
+            thumbprint = certificate.thumbprint_sha1.as_str(),
+            not_after = crate::clock::unix_seconds(certificate.not_after),
+            expires = %crate::credentials::rfc3339(certificate.not_after),
+            certificate_file = %credential.source().certificate.display(),
+            "credential"
+        );
+    }
 }
 
 /// Why a reload changed nothing.
@@ -189,7 +243,7 @@ pub async fn reload(app: &App) -> Result<Applied, ReloadError> {
     };
     let loaded = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
         let config = Config::load(&path)?;
-        let (credentials, warnings) = read_credentials(&config)?;
+        let (credentials, warnings) = read_credentials(&config, &path)?;
         Ok((config, credentials, warnings, path))
     })
     .await

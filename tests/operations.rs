@@ -894,8 +894,11 @@ fn expired_certificates_are_skipped_while_another_is_usable() {
         }
         tokenbroker::config::Config::parse(&text, &dir.path().join("t.toml")).unwrap()
     };
-    let (set, warnings) =
-        tokenbroker::daemon::load_credentials(&config(&["expired", "good", "future"])).unwrap();
+    let (set, warnings) = tokenbroker::daemon::load_credentials(
+        &config(&["expired", "good", "future"]),
+        &dir.path().join("t.toml"),
+    )
+    .unwrap();
     assert_eq!(set.all().len(), 1);
     let warnings: Vec<&String> = warnings.iter().filter(|w| w.contains("skipped")).collect();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
@@ -908,10 +911,13 @@ fn expired_certificates_are_skipped_while_another_is_usable() {
         "{warnings:?}"
     );
     // None usable: a configuration error that names the certificate.
-    let error = tokenbroker::daemon::load_credentials(&config(&["expired", "future"]))
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let error = tokenbroker::daemon::load_credentials(
+        &config(&["expired", "future"]),
+        &dir.path().join("t.toml"),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
     assert!(
         error.contains("expired.crt") && error.contains("expired at"),
         "{error}"

@@ -27,7 +27,19 @@ use zeroize::Zeroizing;
 #[command(
     name = "tokenbroker",
     version,
-    about = "Local broker for Microsoft Graph app-only tokens"
+    about = "Local broker for Microsoft Graph app-only tokens",
+    long_about = "tokenbroker holds a multi-tenant Entra ID app's certificate and key, acquires \
+app-only Microsoft Graph tokens for each consenting customer tenant (OAuth 2.0 client \
+credentials), caches them, and serves them to local services over HTTP: its own /v1/token \
+API and the App Service managed-identity protocol at /msi/token.",
+    after_long_help = "FILES:\n  /etc/tokenbroker/tokenbroker.toml  configuration (default: config/tokenbroker.toml; \
+TOKENBROKER_CONFIG or --config)\n  /etc/tokenbroker/cert.pem, key.pem  the app's certificate and key\n  \
+/run/tokenbroker/tokenbroker.sock  the callers' Unix socket (server.unix_socket)\n\n\
+ENVIRONMENT:\n  TOKENBROKER_CONFIG  the configuration file, when --config is not given\n  \
+RUST_LOG  log filter (default: info)\n\n\
+EXIT STATUS:\n  0 success, 2 usage or configuration error, 1 anything else.\n\n\
+SIGNALS:\n  SIGHUP reloads the configuration and credentials; SIGTERM and SIGINT stop after the \
+requests in flight."
 )]
 pub struct Cli {
     /// Log format: human-readable text or one JSON object per line.
@@ -134,6 +146,23 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// bash: `tokenbroker completions bash > /etc/bash_completion.d/tokenbroker`;
+    /// zsh: into a directory of `$fpath` as `_tokenbroker`;
+    /// fish: `~/.config/fish/completions/tokenbroker.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout: `tokenbroker man | man -l -`.
+    Man {
+        /// Write every page instead (tokenbroker.1 and one per command,
+        /// tokenbroker-serve.1, ...) into this directory, e.g.
+        /// /usr/local/share/man/man1.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Acquire one token now: the token alone on stdout, its expiry on stderr.
     Token {
         /// Tenant name, GUID or verified domain.
@@ -234,14 +263,37 @@ impl CliError {
 
 /// Parses the process arguments, runs the command, and returns the exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
-    match execute(cli) {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match refuse_dev_with_config(&matches).and_then(|()| execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// `serve --dev` runs on an in-memory configuration: a `--config` given
+/// with it would be silently ignored, so it is a usage error. (The
+/// `TOKENBROKER_CONFIG` variable is not: it is meant for the non-dev runs.)
+fn refuse_dev_with_config(matches: &clap::ArgMatches) -> Result<(), CliError> {
+    let Some(("serve", serve)) = matches.subcommand() else {
+        return Ok(());
+    };
+    let explicit = serve.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
+    if serve.get_flag("dev") && explicit {
+        return Err(CliError::Usage(
+            "serve: --dev runs on a built-in configuration (simulated authority, tenants contoso and fabrikam) \
+             and cannot take --config; drop --dev to serve your configuration, or drop --config"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn execute(cli: Cli) -> Result<(), CliError> {
@@ -302,6 +354,32 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             resource,
         } => admin::act(&admin.socket()?, "evict", &tenant, resource.as_deref()),
         Command::Reload { admin } => admin::reload(&admin.socket()?),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // Into memory first: clap_complete panics when its writer fails
+            // (a closed pipe), and a closed pipe is an error here, not a crash.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tokenbroker", &mut script);
+            write_stdout(&script)
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory;
+            if let Some(dir) = out {
+                return std::fs::create_dir_all(&dir)
+                    .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+                    .map_err(|e| {
+                        CliError::Other(format!(
+                            "writing the manual pages to {}: {e}",
+                            dir.display()
+                        ))
+                    });
+            }
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| CliError::Other(format!("rendering the manual page: {e}")))?;
+            write_stdout(&page)
+        }
     }
 }
 
@@ -322,6 +400,14 @@ impl AdminArgs {
 }
 
 mod admin;
+
+fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Other(format!("writing to stdout: {e}")))
+}
 
 fn out(text: std::fmt::Arguments<'_>) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
@@ -570,7 +656,16 @@ fn consent_url(
             (id, cloud, cloud.authority_host().to_owned())
         }
         None => {
-            let config = Config::load(config_path)?;
+            let config = Config::load(config_path).map_err(|e| match e {
+                // Consent comes before the configuration in the set-up: the
+                // client ID is all this command needs.
+                ConfigError::Read { path, source } => CliError::Usage(format!(
+                    "no client ID: pass --client-id <Application (client) ID>, or --config FILE \
+                     (cannot read {}: {source})",
+                    path.display()
+                )),
+                other => CliError::Config(other),
+            })?;
             let cloud = cloud.unwrap_or(config.app.cloud);
             let authority = match &config.app.authority_host {
                 Some(host) => host.as_str().to_owned(),
@@ -599,7 +694,7 @@ fn consent_url(
 fn load(config_path: &Path) -> Result<(Config, CredentialSet, Vec<String>), CliError> {
     let config = Config::load(config_path)?;
     daemon::preflight(&config, config_path)?;
-    let (credentials, warnings) = daemon::load_credentials(&config)?;
+    let (credentials, warnings) = daemon::load_credentials(&config, config_path)?;
     Ok((config, credentials, warnings))
 }
 

@@ -67,7 +67,14 @@ impl Config {
             message: e.to_string().trim_end().to_owned(),
         })?;
         config.validate(path)?;
-        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+        // Anchored at an absolute directory, so errors and logs show the path
+        // the daemon really opens, whatever its working directory.
+        let base = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
+        config.resolve_paths(&base);
         Ok(config)
     }
 

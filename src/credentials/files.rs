@@ -384,3 +384,26 @@ fn read_pfx(
         .map(|bag| RawKey::Pkcs8(Zeroizing::new(bag.key.as_der().to_vec())));
     Ok(CertificateFile { certs, key })
 }
+
+/// The user this process runs as, for permission errors: `user NAME (uid N)`.
+pub(crate) fn process_user() -> String {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self is owned by the process's effective uid (std has no getuid).
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "an unknown user".into();
+    };
+    let name = read_bounded(Path::new("/etc/passwd"))
+        .ok()
+        .and_then(|bytes| {
+            String::from_utf8_lossy(&bytes).lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let id = fields.nth(1)?;
+                (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        });
+    match name {
+        Some(name) => format!("user {name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}

@@ -111,6 +111,18 @@ pub enum CredentialError {
         /// notAfter, RFC 3339.
         not_after: String,
     },
+    /// One of the errors above, placed in the configuration: which file and
+    /// which key named the file at fault.
+    #[error("{config}: {field}: {source}{hint}")]
+    InConfig {
+        config: PathBuf,
+        /// `app.certificate`, `app.credentials[1].private_key`, …
+        field: String,
+        source: Box<CredentialError>,
+        /// What to do beyond the inner error's advice (for permission errors:
+        /// which user the process runs as).
+        hint: String,
+    },
     /// The certificate's notBefore is in the future.
     #[error("certificate {path} (thumbprint {thumbprint}) is not valid before {not_before}; check the system clock or wait")]
     NotYetValid {
@@ -119,6 +131,73 @@ pub enum CredentialError {
         /// notBefore, RFC 3339.
         not_before: String,
     },
+}
+
+impl CredentialError {
+    /// The file this error is about, if it is about one file.
+    fn path(&self) -> Option<&Path> {
+        use CredentialError as E;
+        match self {
+            E::Read { path, .. }
+            | E::Format { path, .. }
+            | E::PasswordNeeded { path }
+            | E::WrongPassword { path, .. }
+            | E::NotRsa { path, .. }
+            | E::KeyTooSmall { path, .. }
+            | E::InvalidKey { path, .. }
+            | E::KeyMissing { path }
+            | E::Expired { path, .. }
+            | E::NotYetValid { path, .. } => Some(path),
+            E::KeyMismatch { key, .. } => Some(key),
+            // The password's origin already names its key.
+            E::PasswordUnavailable { .. } | E::NoCredential | E::InConfig { .. } => None,
+        }
+    }
+
+    /// Places the error in the configuration file `config`: the key among
+    /// `sources` that named the file at fault. A permission error also says
+    /// which user the process runs as, since that is what the operator fixes.
+    pub fn in_config(self, config: &Path, sources: &[CredentialSource]) -> CredentialError {
+        let Some(path) = self.path() else {
+            return self;
+        };
+        let field = sources.iter().find_map(|s| {
+            let name = if path == s.certificate {
+                "certificate"
+            } else if Some(path) == s.private_key.as_deref() {
+                "private_key"
+            } else if Some(path) == s.password_file.as_deref() {
+                if s.key == "app" {
+                    "private_key_password_file"
+                } else {
+                    "password_file"
+                }
+            } else {
+                return None;
+            };
+            Some(format!("{}.{name}", s.key))
+        });
+        let Some(field) = field else {
+            return self;
+        };
+        let hint = match &self {
+            CredentialError::Read { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                format!(
+                    "; tokenbroker runs as {}: let that user read the file (chown it, or chmod; keep a key 0600 or 0640)",
+                    files::process_user()
+                )
+            }
+            _ => String::new(),
+        };
+        CredentialError::InConfig {
+            config: config.to_owned(),
+            field,
+            source: Box::new(self),
+            hint,
+        }
+    }
 }
 
 /// What a certificate says about itself, as the Azure portal shows it.
@@ -146,6 +225,14 @@ pub struct CertificateInfo {
     pub der: Vec<u8>,
 }
 
+/// A distinguished name in the order it is encoded, which is the order the
+/// user wrote it in `cert new --subject` and the order openssl prints
+/// (x509-cert's `Display` follows RFC 4514, which reverses it).
+fn name_in_order(name: &x509_cert::name::Name) -> String {
+    let parts: Vec<String> = name.as_ref().iter().map(ToString::to_string).collect();
+    parts.join(", ")
+}
+
 impl CertificateInfo {
     /// Parses a DER certificate.
     pub fn from_der(der: &[u8]) -> Result<CertificateInfo, String> {
@@ -166,8 +253,8 @@ impl CertificateInfo {
         let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
         let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
         Ok(CertificateInfo {
-            subject: tbs.subject().to_string(),
-            issuer: tbs.issuer().to_string(),
+            subject: name_in_order(tbs.subject()),
+            issuer: name_in_order(tbs.issuer()),
             not_before: tbs.validity().not_before.to_system_time(),
             not_after: tbs.validity().not_after.to_system_time(),
             thumbprint_sha1: hex::encode_upper(sha1.as_ref()),

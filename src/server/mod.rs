@@ -88,6 +88,8 @@ impl Route {
             (_, Peer::Admin(_)) => Route::Admin,
             ("/metrics", Peer::Metrics) => Route::Metrics,
             ("/healthz", _) => Route::Healthz,
+            // Probes (kubelet) reach a pod on this listener, not on loopback.
+            ("/readyz", Peer::Metrics) => Route::Readyz,
             (_, Peer::Metrics) => Route::Other,
             ("/metrics", _) if !separate_metrics => Route::Metrics,
             ("/v1/token", _) => Route::Token,
@@ -245,7 +247,7 @@ fn group_id(name: &str) -> io::Result<u32> {
 }
 
 /// Who is on the other end of a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Peer {
     /// A TCP client of the API.
     Tcp,
@@ -306,6 +308,28 @@ pub async fn bind_unix_socket(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// One start-up line per listener (`listener` = tcp, unix, metrics,
+/// admin), then `serving` once all accept.
+fn log_listeners(
+    tcp: &TcpListener,
+    socket: Option<&Path>,
+    metrics: Option<&TcpListener>,
+    admin: Option<&Path>,
+) {
+    let address = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).ok();
+    tracing::info!(listener = "tcp", address = address(tcp), "listening");
+    if let Some(path) = socket {
+        tracing::info!(listener = "unix", path = %path.display(), "listening");
+    }
+    if let Some(l) = metrics {
+        tracing::info!(listener = "metrics", address = address(l), "listening");
+    }
+    if let Some(path) = admin {
+        tracing::info!(listener = "admin", path = %path.display(), "listening");
+    }
+    tracing::info!("serving");
+}
+
 /// Serves until `shutdown` resolves, then stops accepting, lets requests in
 /// flight finish (at most `server.shutdown_timeout`), and returns.
 pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
@@ -337,8 +361,12 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     let socket_path = unix.as_ref().map(|(_, path)| path.clone());
     let admin_path = admin.as_ref().map(|(_, path)| path.clone());
     app.ready.store(true, Ordering::SeqCst);
-    tracing::info!(listen = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        unix_socket = ?socket_path, "serving");
+    log_listeners(
+        &tcp,
+        socket_path.as_deref(),
+        metrics.as_ref(),
+        admin_path.as_deref(),
+    );
     tokio::pin!(shutdown);
     loop {
         let (stream, peer): (Stream, Peer) = tokio::select! {
@@ -553,9 +581,10 @@ async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B>) -> Answe
             route = route.label(),
             status,
             latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            account = access.account.as_deref().unwrap_or("-"),
-            tenant = access.tenant.as_deref().unwrap_or("-"),
-            cache = access.cache.map(Lookup::as_str).unwrap_or("-"),
+            // Absent (not "-") when the request named none.
+            account = access.account.as_deref(),
+            tenant = access.tenant.as_deref(),
+            cache = access.cache.map(Lookup::as_str),
             "request"
         );
     }
@@ -622,7 +651,10 @@ async fn answer<B>(
         let ok = allowed(host) && target_host.is_none_or(|t| allowed(Some(t)));
         (ok, config.server.max_query_bytes)
     });
-    if !hosts_ok {
+    // The metrics listener serves no token and takes no secret, and is
+    // scraped and probed by address (a pod IP), so the DNS-rebinding
+    // defence does not apply there.
+    if !hosts_ok && peer != Peer::Metrics {
         app.metrics.auth_failure("bad_host");
         return fail(Failure::new(421, "host_not_allowed", "the Host header is not in server.allowed_hosts (DNS-rebinding defence); call the broker as localhost or 127.0.0.1"));
     }

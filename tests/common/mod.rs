@@ -158,7 +158,11 @@ impl Fixture {
 
     /// Every credential the configuration names, as `serve` loads them.
     pub fn credentials(&self, config: &Config) -> Arc<CredentialSet> {
-        Arc::new(tokenbroker::daemon::load_credentials(config).unwrap().0)
+        Arc::new(
+            tokenbroker::daemon::load_credentials(config, &self.config_path)
+                .unwrap()
+                .0,
+        )
     }
 
     /// The configuration's options with quick retries (so tests of backoff
@@ -273,7 +277,8 @@ impl Server {
             .unwrap();
         let addr = listeners.local_addr().unwrap();
         let metrics_addr = listeners.metrics.as_ref().map(|l| l.local_addr().unwrap());
-        let (credentials, _) = tokenbroker::daemon::load_credentials(&config).unwrap();
+        let (credentials, _) =
+            tokenbroker::daemon::load_credentials(&config, &f.config_path).unwrap();
         let app = tokenbroker::daemon::start(config, Some(&f.config_path), credentials, options)
             .await
             .unwrap();
@@ -454,11 +459,15 @@ impl Daemon {
         };
         let found = daemon
             .wait_for(Duration::from_secs(30), |line| {
-                line["message"] == "serving" && line["listen"].as_str().is_some()
+                line["message"] == "listening" && line["listener"] == "tcp"
             })
             .await
+            .unwrap_or_else(|| panic!("no tcp `listening` line:\n{}", daemon.log.join("\n")));
+        daemon.addr = found["address"].as_str().unwrap().parse().unwrap();
+        daemon
+            .wait_for(Duration::from_secs(30), |line| line["message"] == "serving")
+            .await
             .unwrap_or_else(|| panic!("no `serving` line:\n{}", daemon.log.join("\n")));
-        daemon.addr = found["listen"].as_str().unwrap().parse().unwrap();
         daemon
     }
 
