@@ -82,12 +82,18 @@ fn installed_versions(python: &Path) -> Result<String, String> {
     ]))
 }
 
+/// The azure-identity release the README's claims rest on.
+const PINNED: &str = "1.27.0";
+
 /// Makes sure the virtualenv exists with azure-identity installed (blocking).
 fn install_sdk() -> Result<Sdk, String> {
     let venv = manifest_dir().join("target/azure-sdk-venv");
     let python = venv.join("bin/python");
+    // The version the README says was verified; an older virtualenv is upgraded.
     if let Ok(versions) = installed_versions(&python) {
-        return Ok(Sdk { python, versions });
+        if versions.contains(&format!("azure-identity {PINNED}")) {
+            return Ok(Sdk { python, versions });
+        }
     }
     run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
         .map_err(|e| format!("creating the virtualenv {}: {e}", venv.display()))?;
@@ -95,7 +101,7 @@ fn install_sdk() -> Result<Sdk, String> {
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        "azure-identity>=1.19",
+        &format!("azure-identity=={PINNED}"),
     ]))
     .map_err(|e| format!("installing azure-identity from PyPI: {e}"))?;
     let versions = installed_versions(&python)

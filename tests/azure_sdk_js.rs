@@ -1,0 +1,611 @@
+//! The real `@azure/identity` npm package (the Azure SDK for JavaScript),
+//! unmodified, against the broker's App Service managed-identity endpoint
+//! (`/msi/token`).
+//!
+//! `target/azure-sdk-js` gets a `package.json` pinning `@azure/identity`
+//! [`PINNED`] and `npm install` on first use (once per test binary; an
+//! install of that version is reused). `tests/azure_sdk/get_token.mjs` is
+//! copied next to its `node_modules` and runs one credential per process —
+//! `ManagedIdentityCredential` with each selector, or
+//! `DefaultAzureCredential` — with only `IDENTITY_ENDPOINT` and
+//! `IDENTITY_HEADER` pointing at an in-process broker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{claims, sha256_hex, Fixture, Server};
+use serde_json::Value;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The `@azure/identity` version under test: the newest 4.13.x whose
+/// `engines` still admit Node 20 (4.13.2 and later ask for Node 22).
+const PINNED: &str = "4.13.1";
+/// The oldest Node.js major that [`PINNED`] supports.
+const NODE_MAJOR: u32 = 20;
+const SECRET: &str = "tb_azure-sdk-js-test-secret-0123456789";
+/// No SDK run may take longer than this (the SDK retrying a 404 or 410 takes
+/// 25 s or more).
+const SDK_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Variables that would make the SDK pick another managed-identity source,
+/// another credential in `DefaultAzureCredential`'s chain, or a proxy.
+const CLEARED_ENV: &[&str] = &[
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "DEFAULT_IDENTITY_CLIENT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "AZURE_TOKEN_CREDENTIALS",
+    "AZURE_LOG_LEVEL",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
+/// The install directory and what is installed in it.
+#[derive(Debug)]
+struct Sdk {
+    dir: PathBuf,
+    /// `@azure/identity X, @azure/msal-node Y, node Z`.
+    versions: String,
+}
+
+static SDK: OnceLock<Result<Sdk, String>> = OnceLock::new();
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn package_json() -> String {
+    format!(
+        "{{\n  \"name\": \"tokenbroker-azure-sdk-js-test\",\n  \"private\": true,\n  \
+         \"description\": \"written by tests/azure_sdk_js.rs\",\n  \
+         \"dependencies\": {{\n    \"@azure/identity\": \"{PINNED}\"\n  }}\n}}\n"
+    )
+}
+
+/// Runs `command`, returning its stdout, or an error with its output.
+fn run(command: &mut Command) -> Result<String, String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// `X Y` for the installed `@azure/identity` and `@azure/msal-node` (the one
+/// it resolves), from `dir`.
+fn installed_versions(dir: &Path) -> Result<(String, String), String> {
+    let out = run(Command::new("node").current_dir(dir).args([
+        "-e",
+        "const { createRequire } = require('node:module');\n\
+         const identity = require.resolve('@azure/identity');\n\
+         const msal = createRequire(identity).resolve('@azure/msal-node');\n\
+         const version = (file, name) => { const at = file.lastIndexOf(name) + name.length; \
+           return require(file.slice(0, at) + '/package.json').version; };\n\
+         console.log(version(identity, '@azure/identity'), version(msal, '@azure/msal-node'));",
+    ]))?;
+    let mut words = out.split_whitespace().map(str::to_owned);
+    match (words.next(), words.next()) {
+        (Some(identity), Some(msal)) => Ok((identity, msal)),
+        _ => Err(format!("unexpected version output {out:?}")),
+    }
+}
+
+/// Makes sure `target/azure-sdk-js` has [`PINNED`] installed and the script
+/// beside it (blocking).
+fn install_sdk() -> Result<Sdk, String> {
+    let node = run(Command::new("node").arg("--version"))
+        .map_err(|e| format!("node is not available: {e}"))?;
+    let major: u32 = node
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| format!("cannot read node --version {node:?}"))?;
+    if major < NODE_MAJOR {
+        return Err(format!("node {node} is older than {NODE_MAJOR}"));
+    }
+    let dir = manifest_dir().join("target/azure-sdk-js");
+    let manifest = dir.join("package.json");
+    let wanted = package_json();
+    let reusable = std::fs::read_to_string(&manifest).ok().as_deref() == Some(wanted.as_str())
+        && installed_versions(&dir).is_ok_and(|(identity, _)| identity == PINNED);
+    if reusable {
+        eprintln!("reusing {}", dir.display());
+    } else {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::write(&manifest, &wanted)
+            .map_err(|e| format!("writing {}: {e}", manifest.display()))?;
+        let started = Instant::now();
+        run(Command::new("npm").current_dir(&dir).args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--no-update-notifier",
+        ]))
+        .map_err(|e| format!("installing @azure/identity@{PINNED} from the npm registry: {e}"))?;
+        eprintln!(
+            "npm install of @azure/identity@{PINNED} took {:.1?}",
+            started.elapsed()
+        );
+    }
+    let (identity, msal) = installed_versions(&dir)
+        .map_err(|e| format!("@azure/identity is still not resolvable after npm install: {e}"))?;
+    if identity != PINNED {
+        return Err(format!(
+            "npm installed @azure/identity {identity}, not {PINNED}"
+        ));
+    }
+    // Beside node_modules, so that its `import "@azure/identity"` resolves
+    // as in an application. Written whole, then renamed into place.
+    let script = std::fs::read(manifest_dir().join("tests/azure_sdk/get_token.mjs"))
+        .map_err(|e| format!("reading get_token.mjs: {e}"))?;
+    let partial = dir.join(format!("get_token.mjs.{}", std::process::id()));
+    std::fs::write(&partial, script).map_err(|e| format!("writing {}: {e}", partial.display()))?;
+    std::fs::rename(&partial, dir.join("get_token.mjs"))
+        .map_err(|e| format!("installing get_token.mjs: {e}"))?;
+    Ok(Sdk {
+        dir,
+        versions: format!("@azure/identity {identity}, @azure/msal-node {msal}, node {node}"),
+    })
+}
+
+/// The installed SDK; installs it once per test binary. `None` (the test
+/// skips, saying why) when Node.js, npm or the npm registry cannot be had
+/// here; with `TOKENBROKER_TEST_ALL=1` that is a failure instead.
+async fn sdk() -> Option<&'static Sdk> {
+    let sdk = tokio::task::spawn_blocking(|| SDK.get_or_init(install_sdk))
+        .await
+        .expect("the install task panicked");
+    match sdk {
+        Ok(sdk) => {
+            eprintln!("using {}", sdk.versions);
+            Some(sdk)
+        }
+        Err(e) => {
+            common::available(
+                &format!(
+                    "node >= {NODE_MAJOR}, npm and the npm registry, for the real @azure/identity package ({e})"
+                ),
+                false,
+            );
+            None
+        }
+    }
+}
+
+/// What the SDK's message carries of the broker's 401 (its `error` and
+/// `message`, in msal-node's words): "ManagedIdentityCredential:
+/// Authentication failed. Message unauthorized: Error(s): Not Available -
+/// Timestamp: Not Available - Description: the secret matches no configured
+/// account - Correlation ID: Not Available - Trace ID: Not Available".
+const UNAUTHORIZED: &[&str] = &[
+    "Message unauthorized: ",
+    "Description: the secret matches no configured account",
+];
+
+/// What `get_token.mjs` did.
+#[derive(Debug)]
+struct SdkRun {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl SdkRun {
+    fn json(&self) -> Value {
+        let line = self.stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!(
+                "get_token.mjs printed no JSON ({e}); exit {:?}\nstdout: {}\nstderr: {}",
+                self.code, self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// How `get_token.mjs` is to run: which credential, and the environment.
+struct Case<'a> {
+    /// `managed-identity`, `client-id`, `resource-id`, `object-id`, `default`.
+    credential: &'a str,
+    /// The selector's value.
+    value: Option<&'a str>,
+    identity_header: &'a str,
+    /// Set beyond `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`.
+    env: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Case<'a> {
+    fn new(credential: &'a str, value: Option<&'a str>) -> Self {
+        Case {
+            credential,
+            value,
+            identity_header: SECRET,
+            env: &[],
+        }
+    }
+}
+
+/// Runs `node get_token.mjs CASE [VALUE]` with the App Service variables
+/// pointing at `server`; kills it after [`SDK_DEADLINE`].
+async fn get_token(server: &Server, case: &Case<'_>) -> SdkRun {
+    let sdk = SDK
+        .get()
+        .and_then(|sdk| sdk.as_ref().ok())
+        .expect("checked at the start of the test");
+    let mut command = Command::new("node");
+    command
+        .current_dir(&sdk.dir)
+        .arg("get_token.mjs")
+        .arg(case.credential)
+        .args(case.value)
+        .env(
+            "IDENTITY_ENDPOINT",
+            format!("http://127.0.0.1:{}/msi/token", server.addr.port()),
+        )
+        .env("IDENTITY_HEADER", case.identity_header)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for name in CLEARED_ENV {
+        command.env_remove(name);
+    }
+    for (name, value) in case.env {
+        command.env(name, value);
+    }
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut child = command.spawn().expect("start node get_token.mjs");
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for get_token.mjs") {
+                break status;
+            }
+            if started.elapsed() > SDK_DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the SDK did not finish within {SDK_DEADLINE:?} (is it retrying?)\nstdout: {}\nstderr: {}",
+                    stdout.join().unwrap_or_default(),
+                    stderr.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        SdkRun {
+            code: status.code(),
+            elapsed: started.elapsed(),
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        }
+    })
+    .await
+    .expect("the SDK run panicked")
+}
+
+/// Tenants contoso and fabrikam, both consented (their GUIDs returned), and
+/// one account that may use both, contoso by default.
+async fn broker() -> (Fixture, Server, String, String) {
+    let f = Fixture::new(&format!(
+        "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
+         [[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n\
+         [[accounts]]\nname = \"mail-sync\"\nsecret_sha256 = \"{}\"\n\
+         tenants = [\"contoso\", \"fabrikam\"]\ndefault_tenant = \"contoso\"\n",
+        sha256_hex(SECRET)
+    ))
+    .await;
+    let contoso = f.sim.consent("contoso.onmicrosoft.com");
+    let fabrikam = f.sim.consent("fabrikam.com");
+    assert_ne!(contoso, fabrikam);
+    let server = Server::start(&f, |_, _| {}).await;
+    (f, server, contoso, fabrikam)
+}
+
+fn now_unix() -> u64 {
+    tokenbroker::clock::unix_seconds(SystemTime::now())
+}
+
+/// How many `/msi/token` requests the broker answered with `status`
+/// (`tokenbroker_http_requests_total`), to see what the SDK sent.
+fn msi_requests(server: &Server, status: u16) -> u64 {
+    let series =
+        format!("tokenbroker_http_requests_total{{route=\"/msi/token\",status=\"{status}\"}} ");
+    server
+        .metrics()
+        .encode()
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map_or(0, |value| value.trim().parse().expect("a counter value"))
+}
+
+/// Checks a successful run: a Graph token for tenant `tid` that expires
+/// within a plausible time, got with one request.
+fn assert_graph_token(server: &Server, run: &SdkRun, tid: &str) {
+    assert_eq!(
+        run.code,
+        Some(0),
+        "the SDK failed: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+    let body = run.json();
+    eprintln!(
+        "{} got a token in {:?} (expires_on {}, refresh_after {})",
+        body["case"], run.elapsed, body["expires_on"], body["refresh_after"]
+    );
+    let token = body["token"].as_str().expect("a token string");
+    let claims = claims(token);
+    assert_eq!(claims["tid"], tid, "claims: {claims}");
+    assert_eq!(claims["aud"], common::GRAPH, "claims: {claims}");
+    let expires_on = body["expires_on"].as_u64().expect("expires_on in seconds");
+    let now = now_unix();
+    assert!(
+        expires_on > now + 300 && expires_on <= now + 86_400,
+        "expires_on {expires_on} is implausible (now {now})"
+    );
+    // The SDK's expiry is the broker's (the token's `exp`), to the second.
+    let exp = claims["exp"].as_u64().expect("an exp claim");
+    assert!(
+        expires_on.abs_diff(exp) <= 1,
+        "expires_on {expires_on}, exp {exp}"
+    );
+    assert_eq!(msi_requests(server, 200), 1, "one request, no probe");
+    assert!(run.elapsed < SDK_DEADLINE);
+}
+
+/// Checks a failed run: error `name`, its message carrying each of
+/// `broker_says`, after one request answered `status` and no retry.
+fn assert_failure(server: &Server, run: &SdkRun, name: &str, status: u16, broker_says: &[&str]) {
+    assert_eq!(run.code, Some(3), "{run:?}");
+    let body = run.json();
+    eprintln!("the SDK threw after {:?}: {body}", run.elapsed);
+    assert_eq!(body["error"], name, "{body}");
+    let message = body["message"].as_str().unwrap();
+    for part in broker_says {
+        assert!(
+            message.contains(part),
+            "the SDK's message does not carry the broker's {part:?}: {message}"
+        );
+    }
+    assert!(
+        run.elapsed < SDK_DEADLINE,
+        "took {:?}: did the SDK retry?",
+        run.elapsed
+    );
+    assert_eq!(msi_requests(server, status), 1, "one request, no retry");
+    assert_eq!(msi_requests(server, 200), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn managed_identity_credential_gets_the_default_tenants_token() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (_f, server, contoso, _) = broker().await;
+    let run = get_token(&server, &Case::new("managed-identity", None)).await;
+    assert_graph_token(&server, &run, &contoso);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_id_selects_the_tenant() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (_f, server, _, fabrikam) = broker().await;
+    let run = get_token(&server, &Case::new("client-id", Some("fabrikam"))).await;
+    assert_graph_token(&server, &run, &fabrikam);
+    server.stop().await;
+}
+
+/// `resourceId` goes out as `mi_res_id` on App Service (msal-node does not
+/// check that it looks like an ARM resource ID). `clientId` goes out as
+/// `client_id`, `objectId` as `object_id`, and the scope as
+/// `resource=https://graph.microsoft.com`.
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_id_selects_the_tenant() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (_f, server, _, fabrikam) = broker().await;
+    let run = get_token(&server, &Case::new("resource-id", Some("fabrikam"))).await;
+    assert_graph_token(&server, &run, &fabrikam);
+    server.stop().await;
+}
+
+/// `objectId` goes out as `object_id` (msal-node does not check that it
+/// looks like a GUID).
+#[tokio::test(flavor = "multi_thread")]
+async fn object_id_selects_the_tenant() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (_f, server, _, fabrikam) = broker().await;
+    let run = get_token(&server, &Case::new("object-id", Some("fabrikam"))).await;
+    assert_graph_token(&server, &run, &fabrikam);
+    server.stop().await;
+}
+
+/// With only `IDENTITY_*` set, `DefaultAzureCredential`'s chain reaches
+/// `ManagedIdentityCredential` (environment and workload identity are not
+/// configured) and that sends one request: it probes only IMDS.
+#[tokio::test(flavor = "multi_thread")]
+async fn default_azure_credential_needs_nothing_more() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (_f, server, contoso, _) = broker().await;
+    let run = get_token(&server, &Case::new("default", None)).await;
+    assert_graph_token(&server, &run, &contoso);
+    server.stop().await;
+}
+
+/// `DefaultAzureCredential` passes `AZURE_CLIENT_ID` (alone, it does not
+/// configure `EnvironmentCredential`) to `ManagedIdentityCredential` as its
+/// `clientId`.
+#[tokio::test(flavor = "multi_thread")]
+async fn default_azure_credential_selects_the_tenant_with_azure_client_id() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (_f, server, _, fabrikam) = broker().await;
+    let run = get_token(
+        &server,
+        &Case {
+            env: &[("AZURE_CLIENT_ID", "fabrikam")],
+            ..Case::new("default", None)
+        },
+    )
+    .await;
+    assert_graph_token(&server, &run, &fabrikam);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_identity_header_surfaces_the_brokers_explanation() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (_f, server, _, _) = broker().await;
+    let run = get_token(
+        &server,
+        &Case {
+            identity_header: "tb_not-the-secret",
+            ..Case::new("managed-identity", None)
+        },
+    )
+    .await;
+    // @azure/identity wraps msal-node's error as CredentialUnavailableError
+    // (so DefaultAzureCredential moves on to its next credential).
+    assert_failure(
+        &server,
+        &run,
+        "CredentialUnavailableError",
+        401,
+        UNAUTHORIZED,
+    );
+    server.stop().await;
+}
+
+/// The production chain (`AZURE_TOKEN_CREDENTIALS=prod`: environment,
+/// workload identity, managed identity) ends in the managed identity's
+/// failure, with the broker's explanation in the aggregate message. Without
+/// it the chain goes on to the developer credentials (VS Code, Azure CLI,
+/// PowerShell, azd), whose outcome depends on the machine: a logged-in `az`
+/// would silently answer instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn default_azure_credential_with_a_wrong_identity_header_fails_with_the_explanation() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (_f, server, _, _) = broker().await;
+    let run = get_token(
+        &server,
+        &Case {
+            identity_header: "tb_not-the-secret",
+            env: &[("AZURE_TOKEN_CREDENTIALS", "prod")],
+            ..Case::new("default", None)
+        },
+    )
+    .await;
+    assert_failure(
+        &server,
+        &run,
+        "AggregateAuthenticationError",
+        401,
+        UNAUTHORIZED,
+    );
+    server.stop().await;
+}
+
+/// `AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential` makes the chain that
+/// credential alone: its error is thrown as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn default_azure_credential_limited_to_managed_identity_fails_with_the_explanation() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (_f, server, _, _) = broker().await;
+    let run = get_token(
+        &server,
+        &Case {
+            identity_header: "tb_not-the-secret",
+            env: &[("AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential")],
+            ..Case::new("default", None)
+        },
+    )
+    .await;
+    assert_failure(
+        &server,
+        &run,
+        "AggregateAuthenticationError",
+        401,
+        UNAUTHORIZED,
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_the_account_may_not_use_fails_fast_with_a_clear_error() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (f, server, _, _) = broker().await;
+    f.sim.consent("other.example.com");
+    let run = get_token(&server, &Case::new("client-id", Some("other.example.com"))).await;
+    assert_failure(
+        &server,
+        &run,
+        "CredentialUnavailableError",
+        400,
+        &[
+            "Message forbidden: ",
+            "Description: account \"mail-sync\" may not use tenant other.example.com",
+        ],
+    );
+    assert_eq!(
+        f.sim.requests("other.example.com"),
+        0,
+        "nothing goes upstream"
+    );
+    server.stop().await;
+}
