@@ -20,8 +20,8 @@ use crate::authority::{
     AcquireError, AuthorityClient, AuthoritySettings, BuildError, UpstreamObserver,
 };
 use crate::cache::{
-    BoxFuture, CacheError, CacheKey, CacheObserver, CacheSettings, Fetched, Grant, NoObserver,
-    TokenCache, TokenSource,
+    BoxFuture, CacheError, CacheKey, CacheObserver, CacheSettings, Fetched, Grant, LoadContext,
+    NoObserver, TokenCache, TokenSource,
 };
 use crate::clock::SharedClock;
 use crate::config::{Config, TenantId};
@@ -31,6 +31,7 @@ use arc_swap::ArcSwap;
 use status::{Consent, StatusBook};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Why the broker would not hand out a token.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -113,7 +114,11 @@ struct AuthoritySource {
 
 impl TokenSource for AuthoritySource {
     type Error = AcquireError;
-    fn fetch(&self, key: &CacheKey) -> BoxFuture<Result<Fetched, AcquireError>> {
+    fn fetch(
+        &self,
+        key: &CacheKey,
+        _load: &LoadContext,
+    ) -> BoxFuture<Result<Fetched, AcquireError>> {
         let client = self.client.load_full();
         let book = Arc::clone(&self.book);
         let clock = Arc::clone(&self.clock);
@@ -141,6 +146,7 @@ impl TokenSource for AuthoritySource {
                 access_token,
                 expires_in,
                 refresh_in,
+                age: Duration::ZERO,
             })
         })
     }

@@ -11,7 +11,8 @@
 //! - Loads run in their own task, so a caller that gives up does not cancel
 //!   the load for the others.
 //! - After its first token, a slot gets a refresher task that sleeps until
-//!   [`schedule::refresh_delay`], refreshes while callers keep getting the
+//!   its place in [`schedule::refresh_window`] (chosen by the
+//!   [`pacing::Pacer`]), refreshes while callers keep getting the
 //!   current token, retries failures with [`schedule::REFRESH_RETRY`] (keeping
 //!   the old token), and drops the slot once nobody asked for `keep_warm`.
 //!
@@ -24,6 +25,7 @@
 //! the [`FailureKind`] a source's error reports. Its behaviour over simulated
 //! hours is tested with a fake source.
 
+pub mod pacing;
 pub mod schedule;
 mod slots;
 
@@ -48,8 +50,24 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub trait TokenSource: Send + Sync + 'static {
     /// What a failed fetch says; shared by every caller waiting on it.
     type Error: LoadError;
-    /// Fetches a new token for `key`.
-    fn fetch(&self, key: &CacheKey) -> BoxFuture<Result<Fetched, Self::Error>>;
+    /// Fetches a new token for `key`; `load` says why, and what this
+    /// host holds now.
+    fn fetch(&self, key: &CacheKey, load: &LoadContext) -> BoxFuture<Result<Fetched, Self::Error>>;
+}
+
+/// Why a load runs, and what the host holds: a source that reads a shared
+/// cache takes a shared token only if it is newer than `current` and is not
+/// `rejected`, and reads none when `forced`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadContext {
+    /// SHA-256 and expiry (unix seconds) of the token this host holds.
+    pub current: Option<([u8; 32], u64)>,
+    /// A token a caller saw rejected (`token_sha256_to_refresh`).
+    pub rejected: Option<[u8; 32]>,
+    /// An operator asked for a new token (`tokenbroker refresh`).
+    pub forced: bool,
+    /// The background refresher runs it (else a caller waits on it).
+    pub background: bool,
 }
 
 /// A token as the source hands it over.
@@ -58,8 +76,11 @@ pub struct Fetched {
     pub access_token: AccessToken,
     /// Lifetime from now.
     pub expires_in: Duration,
-    /// When the issuer suggests refreshing, if it said.
+    /// When the issuer suggests refreshing, from when it issued the token.
     pub refresh_in: Option<Duration>,
+    /// How long ago the token was issued (zero when fetched just now; a
+    /// token from a shared cache may be older).
+    pub age: Duration,
 }
 
 /// What kind of failure a load ended in: the cache decides from it what
@@ -251,6 +272,8 @@ struct SlotState<E> {
     failures: u32,
     /// When the refresher should next refresh.
     next_refresh: Option<Instant>,
+    /// Its place in the pacer, released when it is replaced.
+    planned: Option<pacing::Planned>,
     refresher_started: bool,
     /// When a rejected token's hash last forced a refresh.
     last_forced: Option<Instant>,
@@ -317,6 +340,7 @@ struct Inner<E: LoadError> {
     settings: ArcSwap<CacheSettings>,
     clock: SharedClock,
     jitter: Jitter,
+    pacer: pacing::Pacer,
     observer: Arc<dyn CacheObserver>,
 }
 
@@ -368,6 +392,7 @@ impl<E: LoadError> TokenCache<E> {
                 settings: ArcSwap::from_pointee(settings),
                 clock,
                 jitter,
+                pacer: pacing::Pacer::new(),
                 observer,
             }),
         }
@@ -448,11 +473,13 @@ impl<E: LoadError> TokenCache<E> {
             match &state.in_flight {
                 Some(receiver) => receiver.clone(),
                 None => {
+                    let mut load = LoadContext::default();
                     if usable.is_some() {
                         state.last_forced = Some(now);
                         inner.observer.forced_by_hash();
+                        load.rejected = rejected.copied();
                     }
-                    Inner::start_load(inner, &slot, &mut state, Trigger::Demand)
+                    Inner::start_load(inner, &slot, &mut state, Trigger::Demand, load)
                 }
             }
         };
@@ -521,7 +548,13 @@ impl<E: LoadError> TokenCache<E> {
             }
             match &state.in_flight {
                 Some(receiver) => receiver.clone(),
-                None => Inner::start_load(inner, &slot, &mut state, Trigger::Demand),
+                None => {
+                    let load = LoadContext {
+                        forced: true,
+                        ..LoadContext::default()
+                    };
+                    Inner::start_load(inner, &slot, &mut state, Trigger::Demand, load)
+                }
             }
         };
         self.await_load(key, &mut receiver, &settings).await
@@ -537,6 +570,9 @@ impl<E: LoadError> TokenCache<E> {
         let throttle = {
             let mut state = slot.lock();
             state.next_refresh = None;
+            if let Some(planned) = state.planned.take() {
+                self.inner.pacer.release(planned);
+            }
             state.blocked.take().filter(|b| b.is_throttle())
         };
         match throttle {
@@ -698,6 +734,7 @@ impl<E> Slot<E> {
                 blocked: None,
                 failures: 0,
                 next_refresh: None,
+                planned: None,
                 refresher_started: false,
                 last_forced: None,
             }),
@@ -713,7 +750,14 @@ impl<E: LoadError> Inner<E> {
         slot: &Arc<Slot<E>>,
         state: &mut SlotState<E>,
         trigger: Trigger,
+        mut load: LoadContext,
     ) -> watch::Receiver<Option<Outcome<E>>> {
+        load.current = slot
+            .current
+            .load()
+            .as_ref()
+            .map(|t| (t.sha256, t.expires_on));
+        load.background = trigger == Trigger::Background;
         let (sender, receiver) = watch::channel(None);
         state.in_flight = Some(receiver.clone());
         slot.loading.store(true, Ordering::Release);
@@ -721,7 +765,7 @@ impl<E: LoadError> Inner<E> {
         let inner = Arc::clone(this);
         let slot = Arc::clone(slot);
         tokio::spawn(async move {
-            let result = inner.source.fetch(&slot.key).await;
+            let result = inner.source.fetch(&slot.key, &load).await;
             let outcome = inner.finish_load(&slot, result);
             // Nobody listening is fine: the result is in the slot.
             let _ = sender.send(Some(outcome));
@@ -756,18 +800,32 @@ impl<E: LoadError> Inner<E> {
                     sha256,
                     expires_at: now + response.expires_in,
                     expires_on: wall + response.expires_in.as_secs(),
-                    obtained_on: wall,
+                    obtained_on: wall.saturating_sub(response.age.as_secs()),
                 });
-                let delay = schedule::refresh_delay(
-                    response.expires_in,
+                // The window counts from when the token was issued, which
+                // for a token from a shared cache was a while ago.
+                let window = schedule::refresh_window(
+                    response.age + response.expires_in,
                     response.refresh_in,
                     settings.min_remaining,
-                    self.jitter.symmetric(),
                 );
+                let issued = now.checked_sub(response.age).unwrap_or(now);
+                let latest = (issued + window.end).max(now);
+                let earliest = (issued + window.start)
+                    .max(now + schedule::MIN_REFRESH_DELAY)
+                    .min(latest);
+                let position = schedule::position(
+                    format!("{}|{}", slot.key.tenant, slot.key.resource).as_bytes(),
+                );
+                if let Some(old) = state.planned.take() {
+                    self.pacer.release(old);
+                }
+                let planned = self.pacer.plan(earliest, latest, position);
                 slot.current.store(Some(Arc::clone(&token)));
                 state.blocked = None;
                 state.failures = 0;
-                state.next_refresh = Some(now + delay);
+                state.planned = Some(planned);
+                state.next_refresh = Some(planned.at);
                 self.observer.token_stored(&slot.key, &token);
                 if !state.refresher_started {
                     state.refresher_started = true;
@@ -832,9 +890,18 @@ async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
                 Some(n) if n > now => continue,
                 Some(_) => {}
             }
+            if let Some(planned) = state.planned.take() {
+                inner.pacer.release(planned);
+            }
             match &state.in_flight {
                 Some(receiver) => receiver.clone(),
-                None => Inner::start_load(&inner, &slot, &mut state, Trigger::Background),
+                None => Inner::start_load(
+                    &inner,
+                    &slot,
+                    &mut state,
+                    Trigger::Background,
+                    LoadContext::default(),
+                ),
             }
         };
         // The outcome is recorded in the slot by the load itself.

@@ -1,6 +1,7 @@
 //! When to refresh a cached token, and when to retry a failed refresh.
-//! Pure functions of durations and a jitter value, so they are tested
-//! exhaustively without time passing.
+//! Pure functions of durations, so they are tested exhaustively without
+//! time passing. Where in its window each token's refresh lands is the
+//! [`pacing`](super::pacing) module's choice.
 
 use super::FailureKind;
 use crate::backoff::Backoff;
@@ -10,37 +11,51 @@ use std::time::Duration;
 /// Entra says so (a guard against refresh loops on odd responses).
 pub const MIN_REFRESH_DELAY: Duration = Duration::from_secs(30);
 
-/// Jitter spreads refreshes over ±this fraction of the lifetime, so that
-/// thousands of tenants prefetched together do not refresh together.
-pub const JITTER_FRACTION: f64 = 0.05;
+/// The span of a token's life in which its background refresh may happen,
+/// as offsets from when it was obtained (docs/contract.md, "Fleet cache"):
+/// from `refresh_in` (half the lifetime when the issuer sent none) to
+/// `lifetime − max(min(15 min, lifetime / 4), 3 × min_remaining)`. A token
+/// too short-lived for that gets the one point where it is still handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: Duration,
+    pub end: Duration,
+}
 
-/// Delay from obtaining a token until its background refresh.
-///
-/// - At `refresh_in` when Entra sent one, else at two thirds of `lifetime`;
-/// - moved by `jitter` (in `[-1, 1]`) × [`JITTER_FRACTION`] × `lifetime`,
-///   symmetric so the mean interval stays on target;
-/// - never later than the point where the token would stop being handed out
-///   (`lifetime - min_remaining`), less a margin of the same jitter span for
-///   the refresh itself; never sooner than [`MIN_REFRESH_DELAY`].
-pub fn refresh_delay(
+/// Most of the margin before expiry; see [`Window`].
+const MAX_END_MARGIN: Duration = Duration::from_secs(15 * 60);
+
+/// The refresh window of a token of `lifetime`.
+pub fn refresh_window(
     lifetime: Duration,
     refresh_in: Option<Duration>,
     min_remaining: Duration,
-    jitter: f64,
-) -> Duration {
-    let jitter = jitter.clamp(-1.0, 1.0);
-    let span = lifetime.mul_f64(JITTER_FRACTION);
-    let target = match refresh_in {
+) -> Window {
+    let start = match refresh_in {
         Some(r) if r > Duration::ZERO && r < lifetime => r,
-        _ => lifetime.mul_f64(2.0 / 3.0),
+        _ => lifetime / 2,
     };
-    let jittered = if jitter >= 0.0 {
-        target.saturating_add(span.mul_f64(jitter))
-    } else {
-        target.saturating_sub(span.mul_f64(-jitter))
-    };
-    let latest = lifetime.saturating_sub(min_remaining).saturating_sub(span);
-    jittered.min(latest).max(MIN_REFRESH_DELAY.min(latest))
+    let margin = MAX_END_MARGIN
+        .min(lifetime / 4)
+        .max(min_remaining.saturating_mul(3));
+    // Never past the point where the token stops being handed out.
+    let end = lifetime
+        .saturating_sub(margin)
+        .min(lifetime.saturating_sub(min_remaining));
+    // Not sooner than the floor when there is room (odd refresh_in values).
+    let start = start.max(MIN_REFRESH_DELAY).min(end);
+    Window { start, end }
+}
+
+/// A stable position in `[0, 1)` for `key`: the same on every host, so that
+/// hosts sharing a cache prefer the same moment for the same token, and
+/// different keys spread evenly.
+pub fn position(key: &[u8]) -> f64 {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    // 53 bits: exactly representable in an f64.
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Retries of a failed background refresh: from 5 s, doubling, to 5 min.
@@ -69,102 +84,78 @@ pub fn hold_for(kind: FailureKind, negative_ttl: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    const HOUR: Duration = Duration::from_secs(3600);
-    const FIVE_MIN: Duration = Duration::from_secs(300);
-
-    #[test]
-    fn refresh_at_two_thirds_without_refresh_in() {
-        assert_eq!(
-            refresh_delay(HOUR, None, FIVE_MIN, 0.0),
-            Duration::from_secs(2400)
+    fn window(lifetime_s: u64, refresh_in_s: Option<u64>, min_remaining_s: u64) -> (u64, u64) {
+        let w = refresh_window(
+            Duration::from_secs(lifetime_s),
+            refresh_in_s.map(Duration::from_secs),
+            Duration::from_secs(min_remaining_s),
         );
-        let ninety = Duration::from_secs(5400);
-        assert_eq!(
-            refresh_delay(ninety, None, FIVE_MIN, 0.0),
-            Duration::from_secs(3600)
-        );
+        (w.start.as_secs(), w.end.as_secs())
     }
 
     #[test]
-    fn refresh_at_refresh_in_when_sent() {
-        assert_eq!(
-            refresh_delay(HOUR, Some(Duration::from_secs(1800)), FIVE_MIN, 0.0),
-            Duration::from_secs(1800)
-        );
-        // Nonsense refresh_in (zero, or past the lifetime) falls back to 2/3.
-        assert_eq!(
-            refresh_delay(HOUR, Some(Duration::ZERO), FIVE_MIN, 0.0),
-            Duration::from_secs(2400)
-        );
-        assert_eq!(
-            refresh_delay(HOUR, Some(2 * HOUR), FIVE_MIN, 0.0),
-            Duration::from_secs(2400)
-        );
+    fn the_window_runs_from_half_life_to_the_margin_before_expiry() {
+        // An hour's token, min_remaining 5 min: from 30 min to 60 − 15 min.
+        assert_eq!(window(3600, None, 300), (1800, 2700));
+        // 90 minutes: the margin is still 15 min.
+        assert_eq!(window(5400, None, 300), (2700, 4500));
+        // 20 minutes: the margin is a quarter of the lifetime.
+        assert_eq!(window(1200, None, 60), (600, 900));
+        // A large min_remaining widens the margin to 3 × min_remaining.
+        assert_eq!(window(3600, None, 600), (1800, 1800));
+        assert_eq!(window(120, None, 5), (60, 90));
     }
 
     #[test]
-    fn jitter_is_symmetric_and_bounded() {
+    fn the_window_starts_at_refresh_in_when_sent() {
+        assert_eq!(window(86_400, Some(43_200), 300), (43_200, 85_500));
+        assert_eq!(window(3600, Some(600), 300), (600, 2700));
+        // Nonsense refresh_in (zero, or past the lifetime) falls back to half.
+        assert_eq!(window(3600, Some(0), 300), (1800, 2700));
+        assert_eq!(window(3600, Some(7200), 300), (1800, 2700));
+        // Not sooner than the floor.
         assert_eq!(
-            refresh_delay(HOUR, None, FIVE_MIN, 1.0),
-            Duration::from_secs(2580)
-        );
-        assert_eq!(
-            refresh_delay(HOUR, None, FIVE_MIN, -1.0),
-            Duration::from_secs(2220)
-        );
-        assert_eq!(
-            refresh_delay(HOUR, None, FIVE_MIN, 7.0),
-            Duration::from_secs(2580)
-        );
-        // The mean over a symmetric spread is the target.
-        let n = 1000;
-        let total: Duration = (0..=n)
-            .map(|i| {
-                refresh_delay(
-                    HOUR,
-                    None,
-                    FIVE_MIN,
-                    -1.0 + 2.0 * f64::from(i) / f64::from(n),
-                )
-            })
-            .sum();
-        let mean = total / (n + 1);
-        assert!(
-            mean.abs_diff(Duration::from_secs(2400)) < Duration::from_secs(1),
-            "{mean:?}"
+            window(3600, Some(1), 300),
+            (MIN_REFRESH_DELAY.as_secs(), 2700)
         );
     }
 
     #[test]
     fn refresh_always_happens_while_the_token_is_still_handed_out() {
-        for lifetime_s in [60u64, 300, 600, 3599, 3600, 5400, 86_400] {
+        for lifetime_s in [10u64, 60, 300, 600, 3599, 3600, 5400, 86_400] {
             for min_remaining_s in [0u64, 60, 300, 1800] {
-                for jitter in [-1.0, -0.3, 0.0, 0.5, 1.0] {
-                    for refresh_in in [None, Some(Duration::from_secs(lifetime_s - 1))] {
-                        let lifetime = Duration::from_secs(lifetime_s);
-                        let min_remaining = Duration::from_secs(min_remaining_s);
-                        let d = refresh_delay(lifetime, refresh_in, min_remaining, jitter);
-                        assert!(
-                            d <= lifetime.saturating_sub(min_remaining),
-                            "lifetime {lifetime_s} min_remaining {min_remaining_s} jitter {jitter}: {d:?}"
-                        );
-                    }
+                for refresh_in in [
+                    None,
+                    Some(lifetime_s / 3),
+                    Some(lifetime_s.saturating_sub(1)),
+                ] {
+                    let (start, end) = window(lifetime_s, refresh_in, min_remaining_s);
+                    assert!(
+                        start <= end,
+                        "{lifetime_s} {min_remaining_s} {refresh_in:?}"
+                    );
+                    assert!(
+                        end <= lifetime_s.saturating_sub(min_remaining_s),
+                        "lifetime {lifetime_s} min_remaining {min_remaining_s}: ends at {end}"
+                    );
                 }
             }
         }
     }
 
     #[test]
-    fn refresh_is_not_sooner_than_the_floor_when_there_is_room() {
-        assert_eq!(
-            refresh_delay(HOUR, Some(Duration::from_secs(1)), FIVE_MIN, 0.0),
-            MIN_REFRESH_DELAY
-        );
-        // A token too short-lived for the floor refreshes at the last useful moment.
-        let short = Duration::from_secs(40);
-        assert_eq!(
-            refresh_delay(short, None, Duration::from_secs(30), 0.0),
-            Duration::from_secs(8)
+    fn positions_are_stable_and_spread() {
+        assert_eq!(position(b"contoso"), position(b"contoso"));
+        assert_ne!(position(b"contoso"), position(b"fabrikam"));
+        let mut deciles = [0u32; 10];
+        for i in 0..10_000 {
+            let p = position(format!("tenant-{i}").as_bytes());
+            assert!((0.0..1.0).contains(&p));
+            deciles[(p * 10.0) as usize] += 1;
+        }
+        assert!(
+            deciles.iter().all(|&n| (900..1100).contains(&n)),
+            "{deciles:?}"
         );
     }
 

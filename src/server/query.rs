@@ -52,10 +52,29 @@ pub fn token_query(query: &str, is_msi: bool, max: usize) -> Result<TokenQuery<'
             Cow::Borrowed(r) => Cow::Borrowed(r.strip_suffix("/.default").unwrap_or(r)),
             Cow::Owned(r) => Cow::Owned(r.strip_suffix("/.default").unwrap_or(&r).to_owned()),
         };
-        let selector = ["client_id", "mi_res_id", "principal_id", "object_id"]
-            .iter()
-            .find_map(|name| take(&mut pairs, name));
-        (selector, Some(resource))
+        // `resource_id` is how azure-identity's async credential sends
+        // `identity_config={"resource_id": …}`: ignoring it would hand out
+        // the default tenant's token to a caller that named another.
+        let mut selectors = [
+            "client_id",
+            "mi_res_id",
+            "resource_id",
+            "principal_id",
+            "object_id",
+        ]
+        .iter()
+        .filter_map(|name| take(&mut pairs, name).map(|value| (*name, value)));
+        let selector = selectors.next();
+        if let (Some((first, a)), Some((second, b))) = (&selector, selectors.next()) {
+            if a != &b {
+                return Err(Failure::new(
+                    400,
+                    "invalid_request",
+                    format!("{first} and {second} name different identities; give one"),
+                ));
+            }
+        }
+        (selector.map(|(_, value)| value), Some(resource))
     } else {
         let tenant = take(&mut pairs, "tenant").ok_or_else(|| {
             Failure::new(400, "invalid_request", "the tenant parameter is required")
@@ -162,6 +181,21 @@ mod tests {
         .unwrap();
         assert_eq!(q.tenant.as_deref(), Some("fabrikam"));
         assert_eq!(q.resource.as_deref(), Some("https://x"));
+        let q = token_query(
+            "api-version=2019-08-01&resource=r&resource_id=fabrikam",
+            true,
+            200,
+        )
+        .unwrap();
+        assert_eq!(q.tenant.as_deref(), Some("fabrikam"));
+        let twice = "api-version=2019-08-01&resource=r&client_id=fabrikam&object_id=fabrikam";
+        assert_eq!(
+            token_query(twice, true, 200).unwrap().tenant.as_deref(),
+            Some("fabrikam")
+        );
+        let clash = "api-version=2019-08-01&resource=r&client_id=fabrikam&object_id=contoso";
+        let e = token_query(clash, true, 200).unwrap_err();
+        assert_eq!(e.status, 400);
         let q = token_query("api-version=2019-08-01&resource=r", true, 100).unwrap();
         assert_eq!(q.tenant, None, "the account's default tenant");
         assert_eq!(
