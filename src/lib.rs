@@ -74,6 +74,7 @@ pub mod credentials;
 pub mod daemon;
 #[cfg(feature = "dev-mode")]
 pub mod dev;
+pub mod fleet;
 pub mod jitter;
 pub mod metrics;
 pub mod server;

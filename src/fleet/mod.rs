@@ -1,0 +1,583 @@
+//! The fleet cache: hosts share one encrypted token cache on Redis, so N
+//! hosts cost Entra what one host does.
+//!
+//! A host's own cache (L1, [`crate::cache`]) asks its token source on a
+//! miss or a refresh; with `[shared_cache]` configured that source goes
+//! through [`SharedCache::fetch`] first (L2), and only then to Entra:
+//!
+//! 1. A refusal or throttle another host saw for this (tenant, resource) is
+//!    answered at once (one host's 429 keeps the fleet from hammering).
+//! 2. A shared token newer than this host's, with `min_remaining` left, not
+//!    the one a caller saw rejected, is taken (unless an operator forced a
+//!    refresh).
+//! 3. Else the host takes a short lease (`SET NX PX`): one host fetches
+//!    and writes the token through; hosts that find the lease held wait for
+//!    the value (at most `lease`) and fetch themselves only if none comes.
+//!
+//! Correctness never rests on Redis: every operation has `timeout`, and a
+//! Redis that is down, slow or refusing makes the host fetch directly (at
+//! worst two hosts fetch). Values are sealed ([`seal`]) and bound to the
+//! app, tenant and resource; one that fails to open is counted, never
+//! served, and replaced.
+
+pub mod record;
+pub mod seal;
+pub mod store;
+
+use crate::authority::AcquireError;
+use crate::cache::{CacheKey, Fetched, LoadContext};
+use crate::clock::SharedClock;
+use crate::token::AccessToken;
+use record::{BlockRecord, TokenRecord};
+use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{Store, StoreError};
+
+/// How often a host waiting on another's lease looks for the value.
+const LEASE_POLL: Duration = Duration::from_millis(50);
+
+/// The shared-cache operations and their outcomes (the metric's labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Get,
+    Set,
+    Delete,
+    Lease,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Set => "set",
+            Op::Delete => "delete",
+            Op::Lease => "lease",
+        }
+    }
+}
+
+/// `result` of `tokenbroker_shared_cache_operations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpResult {
+    Hit,
+    Miss,
+    Ok,
+    Busy,
+    Error,
+    Timeout,
+    Rejected,
+}
+
+impl OpResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpResult::Hit => "hit",
+            OpResult::Miss => "miss",
+            OpResult::Ok => "ok",
+            OpResult::Busy => "busy",
+            OpResult::Error => "error",
+            OpResult::Timeout => "timeout",
+            OpResult::Rejected => "rejected",
+        }
+    }
+}
+
+/// Hooks for metrics.
+pub trait FleetObserver: Send + Sync + std::fmt::Debug + 'static {
+    fn shared_op(&self, _op: Op, _result: OpResult) {}
+    fn shared_up(&self, _up: bool) {}
+}
+
+/// Settings of `[shared_cache]` that the logic needs.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    pub client_id: String,
+    pub prefix: String,
+    pub timeout: Duration,
+    pub lease: Duration,
+    /// Remember a refusal this long fleet-wide (`cache.negative_ttl`).
+    pub negative_ttl: Duration,
+    /// Take a shared token only with this much life left (`cache.min_remaining`).
+    pub min_remaining: Duration,
+}
+
+// 0: no answer yet (connecting).
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// Whether Redis answers, for status and the once-per-outage log line.
+#[derive(Debug, Default)]
+struct Health {
+    state: AtomicU8,
+    /// Since when (unix s), and the last failure.
+    detail: Mutex<(u64, Option<String>)>,
+}
+
+/// The shared cache's state, for admin status and `tokenbroker status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetStatus {
+    /// `up`, `down`, or `connecting` (no answer yet).
+    pub state: &'static str,
+    pub target: String,
+    pub since: Option<u64>,
+    pub last_error: Option<String>,
+    /// The id of the key values are sealed with.
+    pub key_id: String,
+}
+
+/// The shared cache of one app on one store.
+#[derive(Debug)]
+pub struct SharedCache {
+    store: Arc<dyn Store>,
+    target: String,
+    keys: seal::Keys,
+    settings: FleetSettings,
+    clock: SharedClock,
+    observer: Arc<dyn FleetObserver>,
+    health: Health,
+}
+
+/// The Redis keys and associated data of one (tenant, resource).
+struct Names {
+    token: String,
+    lease: String,
+    block: String,
+    token_aad: Vec<u8>,
+    block_aad: Vec<u8>,
+}
+
+/// What a read of the shared token found.
+enum Read {
+    /// A token this load may take.
+    Hit(TokenRecord),
+    /// None, or none this load may take.
+    Miss,
+    /// A value that failed to open (counted; the fetch replaces it).
+    Rejected,
+    /// Redis did not answer.
+    Unavailable,
+}
+
+/// How taking the lease went.
+enum Lease {
+    Taken(Vec<u8>),
+    Busy,
+    Unavailable,
+}
+
+impl SharedCache {
+    pub fn new(
+        store: Arc<dyn Store>,
+        target: String,
+        keys: seal::Keys,
+        settings: FleetSettings,
+        clock: SharedClock,
+        observer: Arc<dyn FleetObserver>,
+    ) -> SharedCache {
+        SharedCache {
+            store,
+            target,
+            keys,
+            settings,
+            clock,
+            observer,
+            health: Health::default(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &FleetSettings {
+        &self.settings
+    }
+
+    fn names(&self, key: &CacheKey) -> Names {
+        let settings = &self.settings;
+        let bound = format!(
+            "{}\0{}\0{}",
+            settings.client_id,
+            key.tenant.as_str(),
+            key.resource.as_str()
+        );
+        // Hashed: Redis never sees tenant names, and any tenant or resource
+        // makes a key of one shape.
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bound.as_bytes());
+        let id = hex::encode(&digest.as_ref()[..16]);
+        let prefix = &settings.prefix;
+        Names {
+            token: format!("{prefix}:token:{id}"),
+            lease: format!("{prefix}:lease:{id}"),
+            block: format!("{prefix}:block:{id}"),
+            token_aad: format!("tokenbroker/v1\0token\0{bound}").into_bytes(),
+            block_aad: format!("tokenbroker/v1\0block\0{bound}").into_bytes(),
+        }
+    }
+
+    /// The Redis key holding `key`'s token (tests tamper with it).
+    pub fn token_key(&self, key: &CacheKey) -> String {
+        self.names(key).token
+    }
+
+    /// Runs one store operation within `timeout`, counting its outcome and
+    /// following Redis's health. `Err` is an outage (already counted).
+    async fn op<T>(
+        &self,
+        op: Op,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, ()> {
+        match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(Ok(value)) => {
+                self.healthy();
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                self.observer.shared_op(op, OpResult::Error);
+                self.unhealthy(format!("{} failed: {e}", op.as_str()));
+                Err(())
+            }
+            Err(_) => {
+                self.observer.shared_op(op, OpResult::Timeout);
+                self.unhealthy(format!(
+                    "{} took longer than shared_cache.timeout ({} ms)",
+                    op.as_str(),
+                    self.settings.timeout.as_millis()
+                ));
+                Err(())
+            }
+        }
+    }
+
+    fn healthy(&self) {
+        let was = self.health.state.swap(UP, Ordering::AcqRel);
+        if was != UP {
+            self.set_detail(None);
+            self.observer.shared_up(true);
+            if was == DOWN {
+                tracing::info!(target = %self.target, "shared cache reachable again: sharing tokens with the fleet");
+            } else {
+                tracing::info!(target = %self.target, "shared cache connected");
+            }
+        }
+    }
+
+    fn unhealthy(&self, why: String) {
+        let was = self.health.state.swap(DOWN, Ordering::AcqRel);
+        if was != DOWN {
+            self.observer.shared_up(false);
+            // Once per outage, not once per request.
+            tracing::warn!(target = %self.target, "shared cache unreachable ({why}); serving from the local cache and fetching from Entra directly until it is back");
+            self.set_detail(Some(why));
+        } else if let Ok(mut detail) = self.health.detail.lock() {
+            detail.1 = Some(why);
+        }
+    }
+
+    fn set_detail(&self, error: Option<String>) {
+        if let Ok(mut detail) = self.health.detail.lock() {
+            *detail = (self.clock.unix_now(), error);
+        }
+    }
+
+    /// The state for the admin status.
+    pub fn status(&self) -> FleetStatus {
+        let (since, last_error) = self
+            .health
+            .detail
+            .lock()
+            .map(|d| (d.0, d.1.clone()))
+            .unwrap_or((0, None));
+        FleetStatus {
+            state: match self.health.state.load(Ordering::Acquire) {
+                UP => "up",
+                DOWN => "down",
+                _ => "connecting",
+            },
+            target: self.target.clone(),
+            since: (since > 0).then_some(since),
+            last_error,
+            key_id: self.keys.current_id(),
+        }
+    }
+
+    /// A round trip to the store (`check --online`): seals a probe value,
+    /// writes it, reads it back and opens it.
+    pub async fn probe(&self) -> Result<(), String> {
+        let key = format!("{}:probe:{}", self.settings.prefix, uuid::Uuid::new_v4());
+        let aad = b"tokenbroker/v1\0probe";
+        let sealed = self.keys.seal(aad, b"probe").map_err(|e| e.to_string())?;
+        let timeout = self.settings.timeout;
+        let within = |what: &'static str| {
+            move |_| {
+                format!(
+                    "{what}: no answer within shared_cache.timeout ({} ms)",
+                    timeout.as_millis()
+                )
+            }
+        };
+        tokio::time::timeout(
+            timeout,
+            self.store.set(key.clone(), sealed, Duration::from_secs(10)),
+        )
+        .await
+        .map_err(within("SET"))?
+        .map_err(|e| format!("SET: {e}"))?;
+        let back = tokio::time::timeout(timeout, self.store.get(key.clone()))
+            .await
+            .map_err(within("GET"))?
+            .map_err(|e| format!("GET: {e}"))?
+            .ok_or("GET: the value just written is missing")?;
+        self.keys.open(aad, &back).map_err(|e| e.to_string())?;
+        let _ = tokio::time::timeout(timeout, self.store.delete(key)).await;
+        Ok(())
+    }
+
+    /// A token from the shared cache that this load may take.
+    async fn read_token(&self, names: &Names, load: &LoadContext) -> Read {
+        let Ok(value) = self.op(Op::Get, self.store.get(names.token.clone())).await else {
+            return Read::Unavailable;
+        };
+        let Some(value) = value else {
+            self.observer.shared_op(Op::Get, OpResult::Miss);
+            return Read::Miss;
+        };
+        let record = match self
+            .keys
+            .open(&names.token_aad, &value)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| TokenRecord::decode(&plain))
+        {
+            Ok(record) => record,
+            Err(why) => {
+                // Never served; the fetch that follows replaces it.
+                self.observer.shared_op(Op::Get, OpResult::Rejected);
+                tracing::warn!(key = %names.token, "shared cache value rejected: {why}");
+                return Read::Rejected;
+            }
+        };
+        let now = self.clock.unix_now();
+        let sha = record.sha256();
+        let usable = record.expires_on.saturating_sub(now) > self.settings.min_remaining.as_secs()
+            && load.rejected != Some(sha)
+            // Newer than what this host holds: a refresh must not take back
+            // the very token it is replacing.
+            && load
+                .current
+                .is_none_or(|(held, expires_on)| held != sha && record.expires_on > expires_on);
+        if usable {
+            self.observer.shared_op(Op::Get, OpResult::Hit);
+            Read::Hit(record)
+        } else {
+            self.observer.shared_op(Op::Get, OpResult::Miss);
+            Read::Miss
+        }
+    }
+
+    async fn write_token(&self, names: &Names, record: &TokenRecord) {
+        let ttl = Duration::from_secs(record.expires_on.saturating_sub(self.clock.unix_now()));
+        if ttl.is_zero() {
+            return;
+        }
+        let Ok(sealed) = self.keys.seal(&names.token_aad, &record.encode()) else {
+            return;
+        };
+        if self
+            .op(Op::Set, self.store.set(names.token.clone(), sealed, ttl))
+            .await
+            .is_ok()
+        {
+            self.observer.shared_op(Op::Set, OpResult::Ok);
+        }
+    }
+
+    async fn read_block(&self, names: &Names) -> Option<BlockRecord> {
+        let value = self
+            .op(Op::Get, self.store.get(names.block.clone()))
+            .await
+            .ok()??;
+        match self
+            .keys
+            .open(&names.block_aad, &value)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| BlockRecord::decode(&plain))
+        {
+            Ok(block) if block.until > self.clock.unix_now() => {
+                self.observer.shared_op(Op::Get, OpResult::Hit);
+                Some(block)
+            }
+            Ok(_) => None,
+            Err(why) => {
+                self.observer.shared_op(Op::Get, OpResult::Rejected);
+                tracing::warn!(key = %names.block, "shared cache value rejected: {why}");
+                None
+            }
+        }
+    }
+
+    async fn write_block(&self, names: &Names, block: &BlockRecord) {
+        let ttl = Duration::from_secs(block.until.saturating_sub(self.clock.unix_now()));
+        if ttl.is_zero() {
+            return;
+        }
+        let Ok(sealed) = self.keys.seal(&names.block_aad, &block.encode()) else {
+            return;
+        };
+        if self
+            .op(Op::Set, self.store.set(names.block.clone(), sealed, ttl))
+            .await
+            .is_ok()
+        {
+            self.observer.shared_op(Op::Set, OpResult::Ok);
+        }
+    }
+
+    async fn take_lease(&self, names: &Names) -> Lease {
+        let mut id = vec![0u8; 16];
+        if aws_lc_rs::rand::fill(&mut id).is_err() {
+            return Lease::Unavailable;
+        }
+        let taken = self
+            .op(
+                Op::Lease,
+                self.store
+                    .set_if_absent(names.lease.clone(), id.clone(), self.settings.lease),
+            )
+            .await;
+        match taken {
+            Ok(true) => {
+                self.observer.shared_op(Op::Lease, OpResult::Ok);
+                Lease::Taken(id)
+            }
+            Ok(false) => {
+                self.observer.shared_op(Op::Lease, OpResult::Busy);
+                Lease::Busy
+            }
+            Err(()) => Lease::Unavailable,
+        }
+    }
+
+    async fn release(&self, names: &Names, id: Vec<u8>) {
+        if self
+            .op(Op::Delete, self.store.delete_if(names.lease.clone(), id))
+            .await
+            .is_ok()
+        {
+            self.observer.shared_op(Op::Delete, OpResult::Ok);
+        }
+    }
+
+    /// Drops `key`'s shared token and remembered refusal (`tokenbroker evict`).
+    pub async fn evict(&self, key: &CacheKey) {
+        let names = self.names(key);
+        for name in [names.token, names.block] {
+            if self.op(Op::Delete, self.store.delete(name)).await.is_ok() {
+                self.observer.shared_op(Op::Delete, OpResult::Ok);
+            }
+        }
+    }
+
+    /// A token for `key`: a remembered fleet-wide refusal, a shared token
+    /// this load may take, or `upstream`'s (under the lease when it can be
+    /// had), written through.
+    pub async fn fetch<F, Fut>(
+        &self,
+        key: &CacheKey,
+        load: &LoadContext,
+        upstream: F,
+    ) -> Result<Fetched, AcquireError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Fetched, AcquireError>>,
+    {
+        let names = self.names(key);
+        // An operator's refresh still honours a throttle, as the local cache does.
+        if let Some(block) = self.read_block(&names).await {
+            if !load.forced || block.is_throttle() {
+                return Err(block.to_error(key, self.clock.unix_now()));
+            }
+        }
+        let first = if load.forced {
+            Read::Miss
+        } else {
+            self.read_token(&names, load).await
+        };
+        match first {
+            Read::Hit(record) => return Ok(record.into_fetched(self.clock.unix_now())),
+            // Redis is not answering: no lease either.
+            Read::Unavailable => return self.upstream(&names, &upstream).await,
+            Read::Miss | Read::Rejected => {}
+        }
+        match self.take_lease(&names).await {
+            Lease::Taken(id) => {
+                // Another host may have written and released just before:
+                // look once more before going upstream (not when the value
+                // there was just rejected: this host replaces it).
+                if matches!(first, Read::Miss) && !load.forced {
+                    if let Read::Hit(record) = self.read_token(&names, load).await {
+                        self.release(&names, id).await;
+                        return Ok(record.into_fetched(self.clock.unix_now()));
+                    }
+                }
+                let result = self.upstream(&names, &upstream).await;
+                self.release(&names, id).await;
+                result
+            }
+            Lease::Busy => {
+                let deadline = tokio::time::Instant::now() + self.settings.lease;
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(LEASE_POLL).await;
+                    match self.read_token(&names, load).await {
+                        Read::Hit(record) => return Ok(record.into_fetched(self.clock.unix_now())),
+                        Read::Unavailable => break,
+                        Read::Miss | Read::Rejected => {}
+                    }
+                    if let Some(block) = self.read_block(&names).await {
+                        return Err(block.to_error(key, self.clock.unix_now()));
+                    }
+                }
+                // The holder died or is slow: at worst two hosts fetch.
+                self.upstream(&names, &upstream).await
+            }
+            Lease::Unavailable => self.upstream(&names, &upstream).await,
+        }
+    }
+
+    /// Fetches from Entra and writes the outcome through: the token, or a
+    /// refusal or throttle the fleet should answer without asking again.
+    async fn upstream<F, Fut>(&self, names: &Names, upstream: &F) -> Result<Fetched, AcquireError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Fetched, AcquireError>>,
+    {
+        let result = upstream().await;
+        let now = self.clock.unix_now();
+        match &result {
+            Ok(fetched) => {
+                self.write_token(names, &TokenRecord::of(fetched, now))
+                    .await
+            }
+            Err(error) => {
+                if let Some(block) = BlockRecord::of(error, now, self.settings.negative_ttl) {
+                    self.write_block(names, &block).await;
+                }
+            }
+        }
+        result
+    }
+}
+
+impl TokenRecord {
+    fn into_fetched(mut self, now: u64) -> Fetched {
+        Fetched {
+            expires_in: Duration::from_secs(self.expires_on.saturating_sub(now)),
+            refresh_in: self
+                .refresh_on
+                .map(|r| Duration::from_secs(r.saturating_sub(self.issued_on))),
+            age: Duration::from_secs(now.saturating_sub(self.issued_on)),
+            access_token: AccessToken::new(std::mem::take(&mut self.access_token)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

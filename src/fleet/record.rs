@@ -1,0 +1,274 @@
+//! What the shared cache holds, before sealing: a token, or a refusal or
+//! throttle the whole fleet answers without asking Entra again. Plain data
+//! with its JSON form; pure, so tested without a store.
+
+use crate::authority::response::EntraError;
+use crate::authority::AcquireError;
+use crate::cache::{CacheKey, Fetched, LoadError};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// A token as the fleet shares it (times in unix seconds).
+#[derive(Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub access_token: String,
+    pub issued_on: u64,
+    pub expires_on: u64,
+    #[serde(default)]
+    pub refresh_on: Option<u64>,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("access_token", &"<redacted>")
+            .field("issued_on", &self.issued_on)
+            .field("expires_on", &self.expires_on)
+            .finish()
+    }
+}
+
+impl Drop for TokenRecord {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.access_token.zeroize();
+    }
+}
+
+impl TokenRecord {
+    /// The record of a token fetched at `now`.
+    pub fn of(fetched: &Fetched, now: u64) -> TokenRecord {
+        let issued_on = now.saturating_sub(fetched.age.as_secs());
+        TokenRecord {
+            access_token: fetched.access_token.expose().to_owned(),
+            issued_on,
+            expires_on: now + fetched.expires_in.as_secs(),
+            refresh_on: fetched.refresh_in.map(|r| issued_on + r.as_secs()),
+        }
+    }
+
+    /// SHA-256 of the token (what `token_sha256_to_refresh` names).
+    pub fn sha256(&self) -> [u8; 32] {
+        let mut sha = [0u8; 32];
+        sha.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.access_token.as_bytes())
+                .as_ref(),
+        );
+        sha
+    }
+
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        // Serializing plain data into memory cannot fail.
+        Zeroizing::new(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<TokenRecord, String> {
+        let record: TokenRecord =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a token record: {e}"))?;
+        if record.access_token.is_empty() || record.expires_on < record.issued_on {
+            return Err("not a token record: empty token or expiry before issue".into());
+        }
+        Ok(record)
+    }
+}
+
+/// What was refused, for how long, and Entra's words for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    /// `throttled` or `refused`.
+    pub kind: String,
+    /// Until when (unix seconds) the fleet answers it locally.
+    pub until: u64,
+    #[serde(default)]
+    pub entra: Option<SharedEntraError>,
+}
+
+/// [`EntraError`] as the fleet shares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedEntraError {
+    pub status: u16,
+    pub error: String,
+    pub description: String,
+    pub codes: Vec<u32>,
+    pub correlation_id: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+impl From<&EntraError> for SharedEntraError {
+    fn from(e: &EntraError) -> Self {
+        SharedEntraError {
+            status: e.status,
+            error: e.error.clone(),
+            description: e.description.clone(),
+            codes: e.codes.clone(),
+            correlation_id: e.correlation_id.clone(),
+            trace_id: e.trace_id.clone(),
+        }
+    }
+}
+
+impl From<&SharedEntraError> for EntraError {
+    fn from(e: &SharedEntraError) -> Self {
+        EntraError {
+            status: e.status,
+            error: e.error.clone(),
+            description: e.description.clone(),
+            codes: e.codes.clone(),
+            correlation_id: e.correlation_id.clone(),
+            trace_id: e.trace_id.clone(),
+        }
+    }
+}
+
+/// AADSTS codes that are about the tenant, not this host's credential or
+/// clock: another host with the same app would be refused alike.
+const TENANT_REFUSALS: [u32; 6] = [700_016, 65_001, 90_002, 90_038, 7_000_112, 53_003];
+
+impl BlockRecord {
+    /// What the fleet should remember of `error`, seen at `now`: a throttle
+    /// for its Retry-After, a refusal about the tenant for `negative_ttl`.
+    /// Transient failures and this host's own (credential, clock) are not
+    /// shared.
+    pub fn of(error: &AcquireError, now: u64, negative_ttl: Duration) -> Option<BlockRecord> {
+        match error {
+            AcquireError::Throttled { entra, .. } => {
+                let wait = match error.kind() {
+                    crate::cache::FailureKind::Throttled(wait) => wait,
+                    _ => return None,
+                };
+                Some(BlockRecord {
+                    kind: "throttled".into(),
+                    until: now + wait.as_secs().max(1),
+                    entra: entra.as_deref().map(SharedEntraError::from),
+                })
+            }
+            AcquireError::Refused { entra, .. }
+                if entra.codes.iter().any(|c| TENANT_REFUSALS.contains(c)) =>
+            {
+                Some(BlockRecord {
+                    kind: "refused".into(),
+                    until: now + negative_ttl.as_secs().max(1),
+                    entra: Some(SharedEntraError::from(&**entra)),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    pub fn is_throttle(&self) -> bool {
+        self.kind == "throttled"
+    }
+
+    /// The error callers get for it at `now`, as if this host had seen it.
+    pub fn to_error(&self, key: &CacheKey, now: u64) -> AcquireError {
+        let tenant = key.tenant.as_str().to_owned();
+        let entra = self.entra.as_ref().map(|e| Arc::new(EntraError::from(e)));
+        match (self.is_throttle(), entra) {
+            (false, Some(entra)) => AcquireError::Refused { tenant, entra },
+            (_, entra) => AcquireError::Throttled {
+                tenant,
+                retry_after: Duration::from_secs(self.until.saturating_sub(now).max(1)),
+                entra,
+            },
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<BlockRecord, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("not a refusal record: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::AccessToken;
+
+    #[test]
+    fn token_records_round_trip_and_hide_the_token() {
+        let fetched = Fetched {
+            access_token: AccessToken::new("eyJ.secret.token".into()),
+            expires_in: Duration::from_secs(3000),
+            refresh_in: Some(Duration::from_secs(1800)),
+            age: Duration::from_secs(600),
+        };
+        let record = TokenRecord::of(&fetched, 10_000);
+        assert_eq!(
+            (record.issued_on, record.expires_on, record.refresh_on),
+            (9_400, 13_000, Some(11_200))
+        );
+        let back = TokenRecord::decode(&record.encode()).unwrap();
+        assert_eq!(back.access_token, "eyJ.secret.token");
+        assert!(!format!("{back:?}").contains("secret"));
+        assert!(TokenRecord::decode(b"{}").is_err());
+        assert!(
+            TokenRecord::decode(br#"{"access_token":"","issued_on":1,"expires_on":2}"#).is_err()
+        );
+    }
+
+    fn entra(codes: &[u32]) -> Arc<EntraError> {
+        Arc::new(EntraError {
+            status: 400,
+            error: "invalid_client".into(),
+            description: "AADSTS…".into(),
+            codes: codes.to_vec(),
+            correlation_id: Some("c".into()),
+            trace_id: None,
+        })
+    }
+
+    #[test]
+    fn throttles_and_tenant_refusals_are_shared_the_rest_is_not() {
+        let ttl = Duration::from_secs(30);
+        let throttled = AcquireError::Throttled {
+            tenant: "t".into(),
+            retry_after: Duration::from_secs(60),
+            entra: None,
+        };
+        let block = BlockRecord::of(&throttled, 1000, ttl).unwrap();
+        assert_eq!((block.kind.as_str(), block.until), ("throttled", 1060));
+        let consent = AcquireError::Refused {
+            tenant: "t".into(),
+            entra: entra(&[700_016]),
+        };
+        assert_eq!(BlockRecord::of(&consent, 1000, ttl).unwrap().until, 1030);
+        // This host's certificate or clock: another host may do better.
+        for local in [700_027, 700_024] {
+            let e = AcquireError::Refused {
+                tenant: "t".into(),
+                entra: entra(&[local]),
+            };
+            assert!(BlockRecord::of(&e, 1000, ttl).is_none());
+        }
+        let transient = AcquireError::Unavailable {
+            tenant: "t".into(),
+            reason: "503".into(),
+            entra: None,
+        };
+        assert!(BlockRecord::of(&transient, 1000, ttl).is_none());
+        let key = CacheKey::new(
+            &"contoso.com".to_owned().try_into().unwrap(),
+            &crate::config::Resource::parse("https://graph.microsoft.com").unwrap(),
+        );
+        match BlockRecord::decode(&block.encode())
+            .unwrap()
+            .to_error(&key, 1010)
+        {
+            AcquireError::Throttled { retry_after, .. } => {
+                assert_eq!(retry_after, Duration::from_secs(50))
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused = BlockRecord::of(&consent, 1000, ttl)
+            .unwrap()
+            .to_error(&key, 1001);
+        assert!(
+            matches!(refused, AcquireError::Refused { ref entra, .. } if entra.codes == [700_016])
+        );
+    }
+}
