@@ -76,6 +76,8 @@ pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError>
     if let Some(path) = &config.app.ca_file {
         crate::authority::load_ca_file(path).map_err(|e| invalid("app.ca_file", e.to_string()))?;
     }
+    // The shared cache's keys, secrets and CA file (connecting is `check --online`'s).
+    crate::fleet::prepare(config).map_err(|(key, message)| invalid(&key, message))?;
     for (key, socket) in [
         ("server.unix_socket", &config.server.unix_socket),
         ("server.admin_socket", &config.server.admin_socket),
@@ -164,6 +166,23 @@ pub async fn start(
     )
     .map_err(|e| StartError::from_build(named, e))?
     .with_listen_override(options.listen_override);
+    let fleet_observer: Arc<dyn crate::fleet::FleetObserver> = metrics.clone();
+    let fleet = crate::fleet::connect(&broker.config(), options.clock.clone(), fleet_observer)
+        .map_err(|(key, message)| {
+            StartError::Config(ConfigError::Invalid {
+                path: named.to_owned(),
+                key,
+                message,
+            })
+        })?;
+    if let Some(shared) = &fleet {
+        tracing::info!(
+            shared_cache = %shared.status().target,
+            key_id = %shared.status().key_id,
+            "shared cache: connecting in the background; until it answers this host fetches alone"
+        );
+    }
+    broker = broker.with_fleet(fleet);
     if let Some(path) = config_path {
         broker = broker.with_config_path(path);
     }

@@ -61,6 +61,9 @@ pub struct Metrics {
     credential_rejections: IntCounterVec,
     forced_refreshes: IntCounterVec,
     connections_rejected: IntCounterVec,
+    shared_ops: IntCounterVec,
+    /// Registered only with `[shared_cache]`.
+    shared_up: Option<IntGauge>,
     configured: ArcSwap<Configured>,
 }
 
@@ -232,6 +235,22 @@ impl Metrics {
             "Connections closed by the broker, by listener and reason (cap: refused at the cap; displaced: an unauthenticated one gave way; header_timeout; idle)",
             &["listener", "reason"],
         );
+        let shared_ops = counter_vec(
+            &registry,
+            "shared_cache_operations_total",
+            "Operations on the fleet's shared cache, by op (get, set, delete, lease) and result (hit, miss, ok, busy: a lease another host holds, error, timeout, rejected: a value that failed decryption or verification)",
+            &["op", "result"],
+        );
+        let shared_up = config.shared_cache.as_ref().map(|_| {
+            register(
+                &registry,
+                IntGauge::new(
+                    "shared_cache_up",
+                    "1 while the shared cache (Redis) answers, 0 while this host goes on alone",
+                )
+                .unwrap_or_else(|e| unreachable_metric("shared_cache_up", e)),
+            )
+        });
         // Every fixed label value exists from the start, so dashboards and
         // rates see zeros rather than absent series.
         for result in ["success", "failure"] {
@@ -260,6 +279,8 @@ impl Metrics {
             credential_rejections,
             forced_refreshes,
             connections_rejected,
+            shared_ops,
+            shared_up,
             configured: ArcSwap::default(),
         };
         metrics.set_configured(config);
@@ -469,6 +490,20 @@ impl crate::broker::Observer for Metrics {
             self.set_configured(config);
         }
         self.config_reload(config.is_some(), at_unix);
+    }
+}
+
+impl crate::fleet::FleetObserver for Metrics {
+    fn shared_op(&self, op: crate::fleet::Op, result: crate::fleet::OpResult) {
+        self.shared_ops
+            .with_label_values(&[op.as_str(), result.as_str()])
+            .inc();
+    }
+
+    fn shared_up(&self, up: bool) {
+        if let Some(gauge) = &self.shared_up {
+            gauge.set(i64::from(up));
+        }
     }
 }
 

@@ -18,17 +18,10 @@ pub struct Status {
     pub config_file: Option<String>,
     pub config_loaded_at: u64,
     pub credentials: Vec<CredentialView>,
-    /// Null until a shared cache is configured.
-    pub shared_cache: Option<SharedCacheView>,
+    /// Null without `[shared_cache]`.
+    pub shared_cache: Option<crate::fleet::FleetStatus>,
     /// Configured tenants.
     pub tenants: usize,
-}
-
-/// The shared cache's state.
-#[derive(Debug, Clone, Serialize)]
-pub struct SharedCacheView {
-    pub state: &'static str,
-    pub since: u64,
 }
 
 /// One credential in the status.
@@ -113,7 +106,7 @@ impl Broker {
             config_file: self.config_path.as_ref().map(|p| p.display().to_string()),
             config_loaded_at: state.loaded_at,
             credentials,
-            shared_cache: None,
+            shared_cache: self.fleet().map(|f| f.status()),
             tenants: state.config.tenants.len(),
         }
     }
@@ -229,7 +222,13 @@ impl Broker {
 
     /// Drops the cached token(s) and remembered refusals of `tenant` (every
     /// resource when none is named); throttling stays; nothing is prefetched.
-    pub fn evict(&self, tenant: &str, resource: Option<&str>) -> Result<Tenants, RequestError> {
+    /// With a shared cache, its values go too (write-through): no host
+    /// takes back a token an operator just evicted.
+    pub async fn evict(
+        &self,
+        tenant: &str,
+        resource: Option<&str>,
+    ) -> Result<Tenants, RequestError> {
         let state = self.state.load();
         let target = state.policy.target(tenant, resource)?;
         let id = target.tenant.id;
@@ -252,6 +251,11 @@ impl Broker {
         for key in &keys {
             self.cache.evict(key);
             self.book.forget_error(key);
+        }
+        if let Some(fleet) = self.fleet() {
+            for key in &keys {
+                fleet.evict(key).await;
+            }
         }
         Ok(Tenants {
             tenants: self.rows(Some(&id)),

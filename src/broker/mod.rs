@@ -26,8 +26,9 @@ use crate::cache::{
 use crate::clock::SharedClock;
 use crate::config::{Config, TenantId};
 use crate::credentials::{Credential, CredentialSet, CredentialSource, Fingerprint};
+use crate::fleet::SharedCache;
 use crate::jitter::Jitter;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use status::{Consent, StatusBook};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,6 +111,8 @@ struct AuthoritySource {
     book: Arc<StatusBook>,
     clock: SharedClock,
     observer: Arc<dyn Observer>,
+    /// The fleet's shared cache, read before Entra when configured.
+    fleet: Arc<ArcSwapOption<SharedCache>>,
 }
 
 impl TokenSource for AuthoritySource {
@@ -117,15 +120,27 @@ impl TokenSource for AuthoritySource {
     fn fetch(
         &self,
         key: &CacheKey,
-        _load: &LoadContext,
+        load: &LoadContext,
     ) -> BoxFuture<Result<Fetched, AcquireError>> {
         let client = self.client.load_full();
         let book = Arc::clone(&self.book);
         let clock = Arc::clone(&self.clock);
         let observer = Arc::clone(&self.observer);
+        let fleet = self.fleet.load_full();
         let key = key.clone();
+        let load = load.clone();
         Box::pin(async move {
-            let result = client.acquire(&key.tenant, &key.resource).await;
+            let upstream = || {
+                let client = Arc::clone(&client);
+                let key = key.clone();
+                async move { AuthoritySource::acquire(&client, &key).await }
+            };
+            let result = match &fleet {
+                Some(fleet) => fleet.fetch(&key, &load, upstream).await,
+                None => upstream().await,
+            };
+            // A token or refusal from the fleet tells this host's status
+            // what Entra said, as one fetched here would.
             let changed = match &result {
                 Ok(token) => book.success(
                     &key,
@@ -137,17 +152,23 @@ impl TokenSource for AuthoritySource {
             if let Some(consent) = changed {
                 observer.consent(&key.tenant, consent);
             }
-            let TokenResponse {
-                access_token,
-                expires_in,
-                refresh_in,
-            } = result?;
-            Ok(Fetched {
-                access_token,
-                expires_in,
-                refresh_in,
-                age: Duration::ZERO,
-            })
+            result
+        })
+    }
+}
+
+impl AuthoritySource {
+    async fn acquire(client: &AuthorityClient, key: &CacheKey) -> Result<Fetched, AcquireError> {
+        let TokenResponse {
+            access_token,
+            expires_in,
+            refresh_in,
+        } = client.acquire(&key.tenant, &key.resource).await?;
+        Ok(Fetched {
+            access_token,
+            expires_in,
+            refresh_in,
+            age: Duration::ZERO,
         })
     }
 }
@@ -174,6 +195,8 @@ pub struct Broker {
     authority: Arc<ArcSwap<AuthorityClient>>,
     cache: TokenCache<AcquireError>,
     book: Arc<StatusBook>,
+    /// The fleet's shared cache (`[shared_cache]`), when configured.
+    fleet: Arc<ArcSwapOption<SharedCache>>,
     new_tenants: limit::NewTenantLimit,
     observer: Arc<dyn Observer>,
     clock: SharedClock,
@@ -207,6 +230,7 @@ impl Broker {
             .with_observer(upstream);
         let authority = Arc::new(ArcSwap::from_pointee(client));
         let book = Arc::new(StatusBook::new(cache.max_entries, cache.keep_warm));
+        let fleet = Arc::new(ArcSwapOption::empty());
         let cache_observer: Arc<dyn CacheObserver> = observer.clone();
         let cache = TokenCache::new(
             Arc::new(AuthoritySource {
@@ -214,6 +238,7 @@ impl Broker {
                 book: Arc::clone(&book),
                 clock: Arc::clone(&clock),
                 observer: Arc::clone(&observer),
+                fleet: Arc::clone(&fleet),
             }),
             cache,
             Arc::clone(&clock),
@@ -235,11 +260,23 @@ impl Broker {
             authority,
             cache,
             book,
+            fleet,
             new_tenants: limit::NewTenantLimit::default(),
             observer,
             clock,
             started_at: now,
         })
+    }
+
+    /// Shares tokens with the fleet through `shared` (`[shared_cache]`).
+    pub fn with_fleet(self, shared: Option<SharedCache>) -> Broker {
+        self.fleet.store(shared.map(Arc::new));
+        self
+    }
+
+    /// The fleet's shared cache, when configured.
+    pub fn fleet(&self) -> Option<Arc<SharedCache>> {
+        self.fleet.load_full()
     }
 
     /// Names the file the configuration came from (status, reload).
@@ -482,6 +519,11 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
         server.shutdown_timeout,
         cache.max_entries,
     );
+    // The shared cache's connection and keys are set up once, at start.
+    if old.shared_cache != new.shared_cache {
+        changed.push("shared_cache");
+        new.shared_cache = old.shared_cache.clone();
+    }
     changed
 }
 

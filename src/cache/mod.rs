@@ -473,11 +473,15 @@ impl<E: LoadError> TokenCache<E> {
             match &state.in_flight {
                 Some(receiver) => receiver.clone(),
                 None => {
-                    let mut load = LoadContext::default();
+                    // A shared cache must not hand back the token the caller
+                    // saw rejected, even when this host never held it.
+                    let load = LoadContext {
+                        rejected: rejected.copied(),
+                        ..LoadContext::default()
+                    };
                     if usable.is_some() {
                         state.last_forced = Some(now);
                         inner.observer.forced_by_hash();
-                        load.rejected = rejected.copied();
                     }
                     Inner::start_load(inner, &slot, &mut state, Trigger::Demand, load)
                 }

@@ -133,6 +133,21 @@ fn table(status: &Value, rows: &[Value], now: u64) -> String {
             rejection,
         ));
     }
+    if let Value::Object(shared) = &status["shared_cache"] {
+        let field = |k: &str| shared.get(k).and_then(Value::as_str).unwrap_or("?");
+        let error = match shared.get("last_error").and_then(Value::as_str) {
+            Some(e) => format!(": {e}"),
+            None => String::new(),
+        };
+        text.push_str(&format!(
+            "shared cache {} {} (since {}), key {}{}\n",
+            field("target"),
+            field("state"),
+            ago(shared.get("since").and_then(Value::as_u64), now),
+            field("key_id"),
+            error,
+        ));
+    }
     let mut lines = vec![[
         "TENANT".to_owned(),
         "RESOURCE".to_owned(),

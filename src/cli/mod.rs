@@ -146,6 +146,9 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The fleet's shared-cache key.
+    #[command(subcommand, name = "cache-key")]
+    CacheKey(CacheKeyCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     ///
     /// bash: `tokenbroker completions bash > /etc/bash_completion.d/tokenbroker`;
@@ -221,6 +224,20 @@ enum CertCommand {
         /// Environment variable holding the key or PFX password.
         #[arg(long)]
         password_env: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheKeyCommand {
+    /// Write a fresh AES-256 key for `shared_cache.key_file` (mode 0600).
+    /// Every host of the fleet needs the same file.
+    New {
+        /// The key file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -354,6 +371,7 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             resource,
         } => admin::act(&admin.socket()?, "evict", &tenant, resource.as_deref()),
         Command::Reload { admin } => admin::reload(&admin.socket()?),
+        Command::CacheKey(CacheKeyCommand::New { out, force }) => cache_key_new(&out, force),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             // Into memory first: clap_complete panics when its writer fails
@@ -480,6 +498,26 @@ fn cert_new(subject: &str, days: u32, bits: u32, dir: &Path, force: bool) -> Res
          The portal will show thumbprint {}.",
         cert_path.display(),
         info.thumbprint_sha1
+    ))
+}
+
+fn cache_key_new(path: &Path, force: bool) -> Result<(), CliError> {
+    if path.exists() && !force {
+        return Err(CliError::Usage(format!(
+            "{} exists; every host shares this key, so replacing it is a rotation: \
+             keep the old one in shared_cache.old_key_files, then pass --force",
+            path.display()
+        )));
+    }
+    let text = crate::fleet::seal::new_key_file_text().map_err(CliError::Other)?;
+    write_file(path, text.as_bytes(), 0o600)?;
+    let keys =
+        crate::fleet::seal::Keys::load(path, &[]).map_err(|e| CliError::Other(e.to_string()))?;
+    out(format_args!(
+        "shared-cache key: {} (mode 0600; key id {})\n\
+         Copy it to every host of the fleet and set shared_cache.key_file to it.",
+        path.display(),
+        keys.current_id()
     ))
 }
 
@@ -760,6 +798,9 @@ fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
         eprintln!("warning: {warning}");
     }
     if online {
+        if config.shared_cache.is_some() {
+            runtime()?.block_on(check_shared_cache(config_path, &config))?;
+        }
         let client = authority_client(config_path, &config, credentials)?;
         let failures = runtime()?.block_on(check_tenants(&config, &client))?;
         if failures > 0 {
@@ -771,6 +812,43 @@ fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
     }
     out(format_args!("ok"))
 }
+
+/// Connects to the shared cache and round-trips a sealed probe value: the
+/// connection, the credentials and the key all work.
+async fn check_shared_cache(config_path: &Path, config: &Config) -> Result<(), CliError> {
+    let observer: Arc<dyn crate::fleet::FleetObserver> = Arc::new(NoFleetObserver);
+    let shared = crate::fleet::connect(config, Arc::new(SystemClock), observer)
+        .map_err(|(key, message)| {
+            CliError::Config(ConfigError::Invalid {
+                path: config_path.to_owned(),
+                key,
+                message,
+            })
+        })?
+        .ok_or_else(|| CliError::Other("no [shared_cache] configured".into()))?;
+    let target = shared.status().target;
+    // A cluster connects in the background: give it a few tries.
+    let mut last = String::new();
+    for _ in 0..10 {
+        match shared.probe().await {
+            Ok(()) => {
+                return out(format_args!(
+                    "shared cache {target}: ok (wrote, read and opened a sealed value; key id {})",
+                    shared.status().key_id
+                ))
+            }
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    Err(CliError::Other(format!(
+        "shared cache {target}: FAILED: {last}; check shared_cache.url(s), the Redis user and password, and that every host has the same key_file"
+    )))
+}
+
+#[derive(Debug)]
+struct NoFleetObserver;
+impl crate::fleet::FleetObserver for NoFleetObserver {}
 
 /// Acquires one Graph token per configured tenant, concurrently (bounded by
 /// the client), and reports each outcome. Returns the number of failures.

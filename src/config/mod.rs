@@ -15,7 +15,7 @@ mod validate;
 
 pub use schema::{
     AccountConfig, AppConfig, CacheConfig, Config, CredentialConfig, ServerConfig,
-    SigningAlgorithm, TenantConfig,
+    SharedCacheConfig, SigningAlgorithm, TenantConfig,
 };
 pub use types::{
     check_tenant_id, is_guid, AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name,
@@ -100,6 +100,16 @@ impl Config {
             ]
         });
         let server = &mut self.server;
+        let shared = self.shared_cache.iter_mut().flat_map(|c| {
+            [
+                Some(&mut c.key_file),
+                c.ca_file.as_mut(),
+                c.username_file.as_mut(),
+                c.password_file.as_mut(),
+            ]
+            .into_iter()
+            .chain(c.old_key_files.iter_mut().map(Some))
+        });
         for path in [
             app.certificate.as_mut(),
             app.private_key.as_mut(),
@@ -110,6 +120,7 @@ impl Config {
         ]
         .into_iter()
         .chain(credentials)
+        .chain(shared)
         .flatten()
         {
             if path.is_relative() {

@@ -29,6 +29,75 @@ pub struct Config {
     /// Local service accounts allowed to fetch tokens.
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
+    /// The fleet's shared token cache on Redis; without it each host caches alone.
+    #[serde(default)]
+    pub shared_cache: Option<SharedCacheConfig>,
+}
+
+/// `[shared_cache]`: hosts share one encrypted token cache on Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedCacheConfig {
+    /// `redis://` or `rediss://` URL of a standalone server (or a proxy).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Seed URLs of a Redis Cluster (instead of `url`).
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// The AES-256 key values are sealed with (`tokenbroker cache-key new`).
+    pub key_file: PathBuf,
+    /// Keys still read (never written) during a key rotation.
+    #[serde(default)]
+    pub old_key_files: Vec<PathBuf>,
+    /// Redis ACL user name, from this environment variable or file.
+    #[serde(default)]
+    pub username_env: Option<EnvVarName>,
+    #[serde(default)]
+    pub username_file: Option<PathBuf>,
+    /// Redis password, from this environment variable or file.
+    #[serde(default)]
+    pub password_env: Option<EnvVarName>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Extra trusted roots for `rediss://`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Prefix of every key this app writes.
+    #[serde(default = "SharedCacheConfig::default_prefix")]
+    pub prefix: String,
+    /// Per Redis operation: past it the host goes on alone.
+    #[serde(default = "SharedCacheConfig::default_timeout")]
+    pub timeout: ConfigDuration,
+    /// Cross-host single flight: how long one host may hold a fetch.
+    #[serde(default = "SharedCacheConfig::default_lease")]
+    pub lease: ConfigDuration,
+}
+
+impl SharedCacheConfig {
+    fn default_prefix() -> String {
+        "tokenbroker".into()
+    }
+
+    fn default_timeout() -> ConfigDuration {
+        ConfigDuration(Duration::from_millis(250))
+    }
+
+    fn default_lease() -> ConfigDuration {
+        ConfigDuration(Duration::from_secs(15))
+    }
+
+    /// The URLs to connect to: the one `url`, or the cluster's seeds.
+    pub fn seeds(&self) -> Vec<&str> {
+        match &self.url {
+            Some(url) => vec![url.as_str()],
+            None => self.urls.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Whether `urls` names a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.url.is_none()
+    }
 }
 
 /// `[server]`: listeners, limits and the Host allow-list.

@@ -14,6 +14,7 @@ pub(super) fn validate(config: &Config) -> Result<(), Broken> {
     server(config)?;
     limits(config)?;
     credentials(config)?;
+    shared_cache(config)?;
     let tenants = tenants(config)?;
     accounts(config, &tenants)
 }
@@ -212,6 +213,106 @@ fn credentials(config: &Config) -> Result<(), Broken> {
                 "is given together with password_env; keep one",
             ));
         }
+    }
+    Ok(())
+}
+
+/// `[shared_cache]`: one way to reach Redis, URLs it can use, a key prefix
+/// fit for a Redis key, bounded durations, one source per secret.
+fn shared_cache(config: &Config) -> Result<(), Broken> {
+    let Some(shared) = &config.shared_cache else {
+        return Ok(());
+    };
+    let urls: Vec<(String, &String)> = match (&shared.url, shared.urls.is_empty()) {
+        (Some(_), false) => {
+            return Err(broken(
+                "shared_cache.urls",
+                "is given together with shared_cache.url; use url for one server, urls for a Redis Cluster's seeds",
+            ))
+        }
+        (None, true) => {
+            return Err(broken(
+                "shared_cache.url",
+                "is missing: give url = \"redis://host:6379/0\" (or urls = [...] for a Redis Cluster)",
+            ))
+        }
+        (Some(url), true) => vec![("shared_cache.url".to_owned(), url)],
+        (None, false) => shared
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (format!("shared_cache.urls[{i}]"), u))
+            .collect(),
+    };
+    for (key, url) in urls {
+        let parsed = url::Url::parse(url).map_err(|e| {
+            broken(
+                &key,
+                format!("is not a URL ({e}); write redis://host:6379/0 or rediss://…"),
+            )
+        })?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none() {
+            return Err(broken(
+                &key,
+                "must be redis://host[:port][/db] or rediss://host[:port][/db]",
+            ));
+        }
+        if parsed.password().is_some() {
+            return Err(broken(
+                &key,
+                "holds a password: put it in password_env or password_file instead, so the configuration holds no secret",
+            ));
+        }
+    }
+    let prefix_ok = !shared.prefix.is_empty()
+        && shared.prefix.len() <= 64
+        && shared
+            .prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !prefix_ok {
+        return Err(broken(
+            "shared_cache.prefix",
+            "must be 1 to 64 of A-Z a-z 0-9 - _ . :",
+        ));
+    }
+    for (key, value, low, high) in [
+        (
+            "shared_cache.timeout",
+            shared.timeout.0,
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+        ),
+        (
+            "shared_cache.lease",
+            shared.lease.0,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        ),
+    ] {
+        if !(low..=high).contains(&value) {
+            return Err(broken(
+                key,
+                format!(
+                    "{} is out of bounds: use {} to {}",
+                    humantime::format_duration(value),
+                    humantime::format_duration(low),
+                    humantime::format_duration(high)
+                ),
+            ));
+        }
+    }
+    if shared.username_env.is_some() && shared.username_file.is_some() {
+        return Err(broken(
+            "shared_cache.username_file",
+            "is given together with username_env; keep one",
+        ));
+    }
+    if shared.password_env.is_some() && shared.password_file.is_some() {
+        return Err(broken(
+            "shared_cache.password_file",
+            "is given together with password_env; keep one",
+        ));
     }
     Ok(())
 }

@@ -35,6 +35,143 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{Store, StoreError};
 
+/// Everything `[shared_cache]` needs read before connecting: the keys, the
+/// Redis user and password, the CA file. Errors name the key at fault.
+pub fn prepare(
+    config: &crate::config::Config,
+) -> Result<Option<(seal::Keys, store::RedisTarget)>, (String, String)> {
+    let Some(shared) = &config.shared_cache else {
+        return Ok(None);
+    };
+    let keys = seal::Keys::load(&shared.key_file, &shared.old_key_files).map_err(|e| {
+        let key = if e.path == shared.key_file {
+            "shared_cache.key_file"
+        } else {
+            "shared_cache.old_key_files"
+        };
+        (key.to_owned(), e.to_string())
+    })?;
+    let secret = |env_key: &str,
+                  env: &Option<crate::config::EnvVarName>,
+                  file_key: &str,
+                  file: &Option<std::path::PathBuf>|
+     -> Result<Option<zeroize::Zeroizing<String>>, (String, String)> {
+        if let Some(name) = env {
+            return std::env::var(name.as_str())
+                .map(|v| Some(zeroize::Zeroizing::new(v)))
+                .map_err(|_| {
+                    (
+                        env_key.to_owned(),
+                        format!("the environment variable {} is not set (or not UTF-8); set it, or name a file in {file_key}", name.as_str()),
+                    )
+                });
+        }
+        if let Some(path) = file {
+            let bytes = crate::credentials::read_bounded(path).map_err(|e| {
+                (
+                    file_key.to_owned(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let text = std::str::from_utf8(&bytes).map_err(|_| {
+                (
+                    file_key.to_owned(),
+                    format!("{} is not UTF-8 text", path.display()),
+                )
+            })?;
+            return Ok(Some(zeroize::Zeroizing::new(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            )));
+        }
+        Ok(None)
+    };
+    let username = secret(
+        "shared_cache.username_env",
+        &shared.username_env,
+        "shared_cache.username_file",
+        &shared.username_file,
+    )?
+    .map(|u| u.to_string());
+    let password = secret(
+        "shared_cache.password_env",
+        &shared.password_env,
+        "shared_cache.password_file",
+        &shared.password_file,
+    )?;
+    let ca_pem = match &shared.ca_file {
+        Some(path) => Some(
+            crate::credentials::read_bounded(path)
+                .map(|b| b.to_vec())
+                .map_err(|e| {
+                    (
+                        "shared_cache.ca_file".to_owned(),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let target = store::RedisTarget {
+        seeds: shared.seeds().into_iter().map(str::to_owned).collect(),
+        cluster: shared.is_cluster(),
+        username,
+        password,
+        ca_pem,
+        timeout: shared.timeout.0,
+    };
+    Ok(Some((keys, target)))
+}
+
+/// Connects the shared cache `config` names (in the background: this
+/// returns at once), or `None` without `[shared_cache]`.
+pub fn connect(
+    config: &crate::config::Config,
+    clock: SharedClock,
+    observer: Arc<dyn FleetObserver>,
+) -> Result<Option<SharedCache>, (String, String)> {
+    let Some((keys, target)) = prepare(config)? else {
+        return Ok(None);
+    };
+    let Some(shared) = &config.shared_cache else {
+        return Ok(None);
+    };
+    let store = store::RedisStore::connect(target)
+        .map_err(|message| ("shared_cache.url".to_owned(), message))?;
+    let shown = store.target().to_owned();
+    Ok(Some(SharedCache::new(
+        Arc::new(store),
+        shown,
+        keys,
+        FleetSettings {
+            client_id: config.app.client_id.as_str().to_owned(),
+            prefix: shared.prefix.clone(),
+            timeout: shared.timeout.0,
+            lease: shared.lease.0,
+            negative_ttl: config.cache.negative_ttl.0,
+            min_remaining: config.cache.min_remaining.0,
+        },
+        clock,
+        observer,
+    )))
+}
+
+/// What a value is bound to: the app, the tenant, the resource.
+fn bound(client_id: &str, key: &CacheKey) -> String {
+    format!(
+        "{client_id}\0{}\0{}",
+        key.tenant.as_str(),
+        key.resource.as_str()
+    )
+}
+
+/// The Redis key of `kind` (`token`, `lease`, `block`) for `key`: hashed,
+/// so Redis never sees tenant names and every key has one shape.
+pub fn redis_key(prefix: &str, client_id: &str, key: &CacheKey, kind: &str) -> String {
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bound(client_id, key).as_bytes());
+    format!("{prefix}:{kind}:{}", hex::encode(&digest.as_ref()[..16]))
+}
+
 /// How often a host waiting on another's lease looks for the value.
 const LEASE_POLL: Duration = Duration::from_millis(50);
 
@@ -194,21 +331,12 @@ impl SharedCache {
 
     fn names(&self, key: &CacheKey) -> Names {
         let settings = &self.settings;
-        let bound = format!(
-            "{}\0{}\0{}",
-            settings.client_id,
-            key.tenant.as_str(),
-            key.resource.as_str()
-        );
-        // Hashed: Redis never sees tenant names, and any tenant or resource
-        // makes a key of one shape.
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bound.as_bytes());
-        let id = hex::encode(&digest.as_ref()[..16]);
-        let prefix = &settings.prefix;
+        let bound = bound(&settings.client_id, key);
+        let key_of = |kind| redis_key(&settings.prefix, &settings.client_id, key, kind);
         Names {
-            token: format!("{prefix}:token:{id}"),
-            lease: format!("{prefix}:lease:{id}"),
-            block: format!("{prefix}:block:{id}"),
+            token: key_of("token"),
+            lease: key_of("lease"),
+            block: key_of("block"),
             token_aad: format!("tokenbroker/v1\0token\0{bound}").into_bytes(),
             block_aad: format!("tokenbroker/v1\0block\0{bound}").into_bytes(),
         }

@@ -117,7 +117,7 @@ pub(super) async fn answer<B>(
         }
         Action::Evict(tenant) => {
             tracing::info!(uid, tenant, resource, "admin: evict");
-            match broker.evict(tenant, resource) {
+            match broker.evict(tenant, resource).await {
                 Ok(rows) => json(200, &rows),
                 Err(e) => api_error(&Failure::from(&TokenError::from(e))),
             }
