@@ -205,6 +205,29 @@ private_key = "key.pem"
         let config = parse(text).unwrap();
         assert!(!config.tenants.is_empty());
         assert!(!config.accounts.is_empty());
+        // Its [shared_cache] block, uncommented (one of each either-or pair).
+        let (_, shared) = text.split_once("# [shared_cache]").unwrap();
+        let mut block = String::from("[shared_cache]\n");
+        for line in shared.lines() {
+            let Some(setting) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let key = setting.split(' ').next().unwrap_or("");
+            if !["urls", "username_file", "password_file"].contains(&key) && setting.contains(" = ")
+            {
+                block.push_str(setting);
+                block.push('\n');
+            }
+        }
+        let shared = parse(&format!("{text}\n{block}"))
+            .unwrap()
+            .shared_cache
+            .unwrap();
+        assert_eq!(
+            shared.key_file,
+            Path::new("/etc/tokenbroker/shared-cache.key")
+        );
+        assert_eq!(shared.timeout.0, Duration::from_millis(250));
     }
 
     #[test]
@@ -632,6 +655,53 @@ private_key = "key.pem"
             message.contains("server.admin_socket: is the same path"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn shared_cache_is_checked_and_its_paths_resolved() {
+        let ok = parse(&format!(
+            "{MINIMAL}[shared_cache]\nurl = \"rediss://redis.internal:6380/2\"\nkey_file = \"shared.key\"\n\
+             old_key_files = [\"old.key\"]\npassword_file = \"redis.pw\"\n"
+        ))
+        .unwrap();
+        let shared = ok.shared_cache.unwrap();
+        assert_eq!(shared.key_file, Path::new("/etc/tokenbroker/shared.key"));
+        assert_eq!(
+            shared.old_key_files,
+            [Path::new("/etc/tokenbroker/old.key")]
+        );
+        assert_eq!(
+            shared.password_file.as_deref(),
+            Some(Path::new("/etc/tokenbroker/redis.pw"))
+        );
+        assert_eq!(
+            (shared.prefix.as_str(), shared.timeout.0, shared.lease.0),
+            (
+                "tokenbroker",
+                Duration::from_millis(250),
+                Duration::from_secs(15)
+            )
+        );
+        assert!(!shared.is_cluster());
+        let cluster = parse(&format!(
+            "{MINIMAL}[shared_cache]\nurls = [\"redis://a:7000\", \"redis://b:7000\"]\nkey_file = \"k\"\n"
+        ))
+        .unwrap();
+        assert!(cluster.shared_cache.unwrap().is_cluster());
+        for (body, key, says) in [
+            ("key_file = \"k\"\n", "shared_cache.url", "is missing"),
+            ("url = \"redis://a\"\nurls = [\"redis://b\"]\nkey_file = \"k\"\n", "shared_cache.urls", "together"),
+            ("url = \"http://a\"\nkey_file = \"k\"\n", "shared_cache.url", "redis://"),
+            ("url = \"redis://:hunter2@a\"\nkey_file = \"k\"\n", "shared_cache.url", "password_env"),
+            ("url = \"redis://a\"\nkey_file = \"k\"\nprefix = \"a b\"\n", "shared_cache.prefix", "1 to 64"),
+            ("url = \"redis://a\"\nkey_file = \"k\"\ntimeout = \"1ms\"\n", "shared_cache.timeout", "out of bounds"),
+            ("url = \"redis://a\"\nkey_file = \"k\"\nlease = \"1h\"\n", "shared_cache.lease", "out of bounds"),
+            ("url = \"redis://a\"\nkey_file = \"k\"\npassword_env = \"P\"\npassword_file = \"p\"\n", "shared_cache.password_file", "keep one"),
+        ] {
+            let e = error(&format!("{MINIMAL}[shared_cache]\n{body}"));
+            assert!(e.contains(key) && e.contains(says), "{body}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 
     #[test]
