@@ -559,7 +559,9 @@ impl SharedCache {
         }
     }
 
-    async fn take_lease(&self, names: &Names) -> Lease {
+    /// Takes the lease; `count_busy`: count finding it held (once per
+    /// wait, not once per poll).
+    async fn take_lease(&self, names: &Names, count_busy: bool) -> Lease {
         let mut id = vec![0u8; 16];
         if aws_lc_rs::rand::fill(&mut id).is_err() {
             return Lease::Unavailable;
@@ -577,7 +579,9 @@ impl SharedCache {
                 Lease::Taken(id)
             }
             Ok(false) => {
-                self.observer.shared_op(Op::Lease, OpResult::Busy);
+                if count_busy {
+                    self.observer.shared_op(Op::Lease, OpResult::Busy);
+                }
                 Lease::Busy
             }
             Err(()) => Lease::Unavailable,
@@ -635,7 +639,7 @@ impl SharedCache {
             Read::Unavailable => return self.upstream(&names, &upstream).await,
             Read::Miss | Read::Rejected => {}
         }
-        match self.take_lease(&names).await {
+        match self.take_lease(&names, true).await {
             Lease::Taken(id) => {
                 // Another host may have written and released just before:
                 // look once more before going upstream (not when the value
@@ -661,6 +665,17 @@ impl SharedCache {
                     }
                     if let Some(block) = self.read_block(&names).await {
                         return Err(block.to_error(key, self.clock.unix_now()));
+                    }
+                    // The holder gave up without a token to share (a
+                    // transient failure): the lease is free, take it over.
+                    match self.take_lease(&names, false).await {
+                        Lease::Taken(id) => {
+                            let result = self.upstream(&names, &upstream).await;
+                            self.release(&names, id).await;
+                            return result;
+                        }
+                        Lease::Busy => {}
+                        Lease::Unavailable => break,
                     }
                 }
                 // The holder died or is slow: at worst two hosts fetch.

@@ -380,3 +380,43 @@ async fn rotated_keys_read_old_values_and_write_new_ones() {
         "new values under the new key"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn when_the_lease_holder_fails_a_waiting_host_takes_over_at_once() {
+    let store = MemoryStore::new();
+    let (a, _) = host(&store, seal::Keys::from_bytes(&KEY_A, &[]).unwrap());
+    let (b, counts) = host(&store, seal::Keys::from_bytes(&KEY_A, &[]).unwrap());
+    let failing = Upstream::new(Duration::from_millis(500));
+    *failing.answer.lock().unwrap() = Some(AcquireError::Unavailable {
+        tenant: "contoso.com".into(),
+        reason: "503".into(),
+        entra: None,
+    });
+    let working = Upstream::new(Duration::from_millis(100));
+    let k = key("contoso.com");
+    let holder = {
+        let (a, k, failing) = (Arc::clone(&a), k.clone(), failing.clone());
+        tokio::spawn(async move {
+            a.fetch(&k, &LoadContext::default(), || failing.call())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let started = tokio::time::Instant::now();
+    let got = b
+        .fetch(&k, &LoadContext::default(), || working.call())
+        .await
+        .unwrap();
+    assert!(holder.await.unwrap().is_err());
+    assert_eq!(got.access_token.expose(), "token-0");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(1),
+        "took over after {waited:?}, not the 15 s lease"
+    );
+    assert_eq!(
+        counts.count(Op::Lease, OpResult::Busy),
+        1,
+        "counted once per wait"
+    );
+}
