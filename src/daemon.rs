@@ -218,13 +218,19 @@ fn log_startup(
         "tenants and accounts"
     );
     for credential in credentials.all().iter() {
-        let certificate = credential.certificate();
+        let not_after = credential.not_after();
         tracing::info!(
             credential = credential.source().key.as_str(),
-            thumbprint = certificate.thumbprint_sha1.as_str(),
-            not_after = crate::clock::unix_seconds(certificate.not_after),
-            expires = %crate::credentials::rfc3339(certificate.not_after),
-            certificate_file = %credential.source().certificate.display(),
+            kind = credential.kind(),
+            // The certificate's thumbprint, or `federated:<issuer>`.
+            thumbprint = credential.id(),
+            not_after = not_after.map(crate::clock::unix_seconds),
+            expires = not_after.map(crate::credentials::rfc3339),
+            certificate_file = credential
+                .source()
+                .certificate
+                .as_deref()
+                .map(|p| p.display().to_string()),
             "credential"
         );
     }

@@ -89,7 +89,7 @@ fn ps256_assertion_has_x5t_s256_and_verifies_with_the_certificate_key() {
     let dir = tempfile::tempdir().unwrap();
     let (credential, cert_der) = make_credential(dir.path(), "app");
     let jwt = assertion::sign(
-        &credential.signer(),
+        &credential.signer().unwrap(),
         SigningAlgorithm::PS256,
         CLIENT_ID,
         AUD,
@@ -137,7 +137,7 @@ fn rs256_assertion_has_x5t_and_verifies_with_the_certificate_key() {
     let dir = tempfile::tempdir().unwrap();
     let (credential, cert_der) = make_credential(dir.path(), "app");
     let jwt = assertion::sign(
-        &credential.signer(),
+        &credential.signer().unwrap(),
         SigningAlgorithm::RS256,
         CLIENT_ID,
         AUD,
@@ -179,7 +179,7 @@ fn a_different_key_fails_verification() {
             &signature::RSA_PKCS1_2048_8192_SHA256,
         ),
     ] {
-        let jwt = assertion::sign(&credential.signer(), alg, CLIENT_ID, AUD, NOW).unwrap();
+        let jwt = assertion::sign(&credential.signer().unwrap(), alg, CLIENT_ID, AUD, NOW).unwrap();
         let d = decode(jwt.expose());
         let key = UnparsedPublicKey::new(params, public_key_of(&other_cert));
         assert!(
@@ -195,7 +195,7 @@ fn every_assertion_is_fresh() {
     let dir = tempfile::tempdir().unwrap();
     let (credential, _) = make_credential(dir.path(), "app");
     let a = assertion::sign(
-        &credential.signer(),
+        &credential.signer().unwrap(),
         SigningAlgorithm::PS256,
         CLIENT_ID,
         AUD,
@@ -203,7 +203,7 @@ fn every_assertion_is_fresh() {
     )
     .unwrap();
     let b = assertion::sign(
-        &credential.signer(),
+        &credential.signer().unwrap(),
         SigningAlgorithm::PS256,
         CLIENT_ID,
         AUD,

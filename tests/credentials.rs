@@ -286,7 +286,7 @@ fn pkcs8_key_loads() {
 
     let loaded = Credential::load(&source(&cert, Some(&key)), SystemTime::now()).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-    let info = loaded.credential.certificate();
+    let info = loaded.credential.certificate().unwrap();
     assert_eq!(info.key_algorithm, "RSA");
     assert_eq!(info.key_bits, 2048);
     assert_eq!(info.subject, "CN=test");
@@ -319,7 +319,7 @@ fn pkcs1_key_loads() {
     assert_check_ok(&check(&config, &[], &[]));
 
     let loaded = Credential::load(&source(&cert, Some(&key1)), SystemTime::now()).unwrap();
-    assert_eq!(loaded.credential.certificate().key_bits, 2048);
+    assert_eq!(loaded.credential.certificate().unwrap().key_bits, 2048);
 }
 
 #[test]
@@ -465,7 +465,7 @@ fn pfx_with_empty_password_loads_without_password_variable() {
 
     let loaded = Credential::load(&source(&bundle, None), SystemTime::now()).unwrap();
     assert_eq!(
-        loaded.credential.certificate().thumbprint_sha1,
+        loaded.credential.certificate().unwrap().thumbprint_sha1,
         openssl_thumbprint(dir, &cert, "PEM")
     );
 }
@@ -527,8 +527,8 @@ fn pem_chain_with_leaf_first_loads() {
     let key = dir.join("key.pem");
     let loaded = Credential::load(&source(&chain, Some(&key)), SystemTime::now()).unwrap();
     let credential = &loaded.credential;
-    assert_eq!(credential.certificate().subject, "CN=leaf");
-    assert_eq!(credential.certificate().issuer, "CN=test CA");
+    assert_eq!(credential.certificate().unwrap().subject, "CN=leaf");
+    assert_eq!(credential.certificate().unwrap().issuer, "CN=test CA");
     assert_eq!(credential.chain().len(), 2);
     assert_eq!(credential.chain()[1], pem_der(&dir.join("ca.pem")));
 

@@ -57,6 +57,11 @@ impl fmt::Debug for Signer<'_> {
 pub struct ClientAssertion(String);
 
 impl ClientAssertion {
+    /// A token from another issuer, presented as it is (federation).
+    pub fn federated(token: String) -> ClientAssertion {
+        ClientAssertion(token)
+    }
+
     /// The compact JWT, for the `client_assertion` form field only.
     pub fn expose(&self) -> &str {
         &self.0
@@ -71,8 +76,14 @@ impl fmt::Debug for ClientAssertion {
 
 /// Signing failed (the key was checked at load, so this is unexpected).
 #[derive(Debug, thiserror::Error)]
-#[error("signing the client assertion failed: {0}")]
+#[error("making the client assertion failed: {0}")]
 pub struct AssertionError(String);
+
+impl AssertionError {
+    pub fn new(why: impl Into<String>) -> AssertionError {
+        AssertionError(why.into())
+    }
+}
 
 /// Signs a client assertion for `client_id` towards `token_endpoint`, at
 /// `now_unix` (seconds). PS256 carries `x5t#S256`, RS256 carries `x5t`.
@@ -83,15 +94,37 @@ pub fn sign(
     token_endpoint: &str,
     now_unix: u64,
 ) -> Result<ClientAssertion, AssertionError> {
+    let jwt = signing_input(
+        algorithm,
+        signer.x5t,
+        signer.x5t_s256,
+        client_id,
+        token_endpoint,
+        now_unix,
+    )?;
+    let signature = rsa_sign(signer.key, encoding(algorithm), jwt.as_bytes())?;
+    Ok(finish(jwt, &signature))
+}
+
+/// The header and claims of an assertion, `header.claims`: what the key
+/// signs (here, or in an HSM).
+pub fn signing_input(
+    algorithm: SigningAlgorithm,
+    x5t: &str,
+    x5t_s256: &str,
+    client_id: &str,
+    token_endpoint: &str,
+    now_unix: u64,
+) -> Result<String, AssertionError> {
     let mut header = match algorithm {
         SigningAlgorithm::PS256 => {
             let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::PS256);
-            h.x5t_s256 = Some(signer.x5t_s256.to_owned());
+            h.x5t_s256 = Some(x5t_s256.to_owned());
             h
         }
         SigningAlgorithm::RS256 => {
             let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-            h.x5t = Some(signer.x5t.to_owned());
+            h.x5t = Some(x5t.to_owned());
             h
         }
     };
@@ -108,10 +141,14 @@ pub fn sign(
     let mut jwt = part(&header)?;
     jwt.push('.');
     jwt.push_str(&part(&claims)?);
-    let signature = rsa_sign(signer.key, encoding(algorithm), jwt.as_bytes())?;
-    jwt.push('.');
-    jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
-    Ok(ClientAssertion(jwt))
+    Ok(jwt)
+}
+
+/// The assertion: the signing input and its signature.
+pub fn finish(mut signing_input: String, signature: &[u8]) -> ClientAssertion {
+    signing_input.push('.');
+    signing_input.push_str(&URL_SAFE_NO_PAD.encode(signature));
+    ClientAssertion(signing_input)
 }
 
 fn encoding(algorithm: SigningAlgorithm) -> &'static dyn RsaEncoding {

@@ -13,7 +13,6 @@
 
 pub mod response;
 
-use crate::assertion;
 use crate::backoff::Backoff;
 use crate::cache::{FailureKind, LoadError};
 use crate::clock::SharedClock;
@@ -115,6 +114,9 @@ pub fn remedy(code: u32) -> Option<&'static str> {
         700_027 => "the certificate is not registered on the app registration: upload it under Certificates & secrets (check the thumbprint with `tokenbroker cert inspect`)",
         700_024 => "the assertion's time range was refused: check this host's clock (NTP)",
         1_000_502 | 7_000_274 | 7_000_214 | 7_000_277 => "the certificate is expired, not yet valid or revoked: rotate it (`tokenbroker cert new`, upload, configure)",
+        70_021 => "no federated identity credential on the app matches the token's issuer and subject: add one (App registrations > your app > Certificates & secrets > Federated credentials) for the issuer and subject Entra names",
+        700_211 | 700_213 => "the federated token's issuer or signature is not one the app trusts: check the federated identity credential's issuer",
+        700_212 => "the federated token's audience is not api://AzureADTokenExchange: fix the token's audience (the projected token's audience, or the managed identity's resource)",
         53_003 => "Conditional Access in the tenant blocks the app: ask the tenant's admin to exclude it",
         50_196 => "Entra detected a request loop: something is not caching tokens",
         _ => return None,
@@ -403,7 +405,7 @@ impl AuthorityClient {
                     continue;
                 }
                 Class::CredentialRefused => {
-                    let thumbprint = credential.certificate().thumbprint_sha1.clone();
+                    let thumbprint = credential.id().to_owned();
                     match &error {
                         AttemptError::Entra(entra, _) => {
                             self.credentials.reject(
@@ -418,12 +420,11 @@ impl AuthorityClient {
                             "the credential failed locally: {other:?}"),
                     }
                     tried.push(thumbprint);
-                    let untried =
-                        |c: &Arc<Credential>| !tried.contains(&c.certificate().thumbprint_sha1);
+                    let untried = |c: &Arc<Credential>| !tried.iter().any(|t| t == c.id());
                     if let Some(i) = candidates.iter().skip(next + 1).position(untried) {
                         next += 1 + i;
                         tracing::warn!(tenant = tenant_str, refused = %tried.last().map_or("", String::as_str),
-                            next = %candidates[next].certificate().thumbprint_sha1,
+                            next = %candidates[next].id(),
                             "credential refused for this tenant; trying the next one");
                         continue;
                     }
@@ -551,14 +552,15 @@ impl AuthorityClient {
         credential: &Credential,
     ) -> Result<TokenResponse, AttemptError> {
         let endpoint = cloud::token_endpoint(&self.settings.authority_host, tenant);
-        let client_assertion = assertion::sign(
-            &credential.signer(),
-            self.settings.signing,
-            &self.settings.client_id,
-            &endpoint,
-            self.clock.unix_now(),
-        )
-        .map_err(|e| AttemptError::Signing(e.to_string()))?;
+        let client_assertion = credential
+            .client_assertion(
+                self.settings.signing,
+                &self.settings.client_id,
+                &endpoint,
+                self.clock.unix_now(),
+            )
+            .await
+            .map_err(|e| AttemptError::Signing(e.to_string()))?;
         let scope = format!("{resource}/.default");
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("client_id", &self.settings.client_id)

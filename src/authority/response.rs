@@ -83,7 +83,13 @@ pub fn classify(status: u16, error: &str, codes: &[u32], retry_after: Option<Dur
     if codes.contains(&700_024) {
         return Class::Resign;
     }
-    if codes.contains(&700_027) {
+    // The certificate is not registered (700027), or a federated credential
+    // matches no federated identity record (70021, 700211, 700212, 700213):
+    // another credential may be accepted.
+    if codes
+        .iter()
+        .any(|c| matches!(c, 700_027 | 70_021 | 700_211 | 700_212 | 700_213))
+    {
         return Class::CredentialRefused;
     }
     if status == 429 {

@@ -27,9 +27,12 @@ pub struct Status {
 /// One credential in the status.
 #[derive(Debug, Clone, Serialize)]
 pub struct CredentialView {
+    /// `certificate`, `federated_token_file`, `federated_managed_identity`.
     pub kind: &'static str,
+    /// The certificate's thumbprint, or `federated:<issuer>`.
     pub thumbprint: String,
-    pub not_after: u64,
+    /// Null for a credential without an expiry of its own (federated).
+    pub not_after: Option<u64>,
     pub in_use: bool,
     pub last_rejection: Option<RejectionView>,
 }
@@ -79,27 +82,24 @@ impl Broker {
     pub fn status(&self) -> Status {
         let state = self.state.load();
         let in_use = self.credentials.in_use();
-        let credentials = self
-            .credentials
-            .all()
-            .iter()
-            .map(|c| {
-                let info = c.certificate();
-                CredentialView {
-                    kind: "certificate",
-                    thumbprint: info.thumbprint_sha1.clone(),
-                    not_after: crate::clock::unix_seconds(info.not_after),
-                    in_use: info.thumbprint_sha1 == in_use,
-                    last_rejection: self.credentials.last_rejection(&info.thumbprint_sha1).map(
-                        |r| RejectionView {
+        let credentials =
+            self.credentials
+                .all()
+                .iter()
+                .map(|c| CredentialView {
+                    kind: c.kind(),
+                    thumbprint: c.id().to_owned(),
+                    not_after: c.not_after().map(crate::clock::unix_seconds),
+                    in_use: c.id() == in_use,
+                    last_rejection: self.credentials.last_rejection(c.id()).map(|r| {
+                        RejectionView {
                             at: r.at,
                             tenant: r.tenant,
                             aadsts: r.aadsts,
-                        },
-                    ),
-                }
-            })
-            .collect();
+                        }
+                    }),
+                })
+                .collect();
         Status {
             version: env!("CARGO_PKG_VERSION"),
             started_at: self.started_at,

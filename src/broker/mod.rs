@@ -270,7 +270,11 @@ impl Broker {
 
     /// Shares tokens with the fleet through `shared` (`[shared_cache]`).
     pub fn with_fleet(self, shared: Option<SharedCache>) -> Broker {
-        self.fleet.store(shared.map(Arc::new));
+        let shared = shared.map(Arc::new);
+        if let Some(shared) = &shared {
+            shared.warm_up();
+        }
+        self.fleet.store(shared);
         self
     }
 
@@ -386,25 +390,30 @@ impl Broker {
     }
 
     /// Each loaded certificate: thumbprint, notAfter (unix seconds), in use.
+    /// (Federated credentials have no certificate, and no expiry series.)
     pub fn certificates(&self) -> Vec<(String, u64, bool)> {
         let in_use = self.credentials.in_use();
         self.credentials
             .all()
             .iter()
-            .map(|c| {
-                let info = c.certificate();
-                (
+            .filter_map(|c| {
+                let info = c.certificate()?;
+                Some((
                     info.thumbprint_sha1.clone(),
                     crate::clock::unix_seconds(info.not_after),
-                    info.thumbprint_sha1 == in_use,
-                )
+                    c.id() == in_use,
+                ))
             })
             .collect()
     }
 
     /// The certificate tried first, DER (tests check rotation by it).
     pub fn certificate_der(&self) -> Vec<u8> {
-        self.credentials.current().certificate().der.clone()
+        self.credentials
+            .current()
+            .certificate()
+            .map(|c| c.der.clone())
+            .unwrap_or_default()
     }
 
     /// Puts a new configuration (already validated) and, when given, new

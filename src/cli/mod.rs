@@ -213,6 +213,8 @@ enum CertCommand {
         /// Replace existing files.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        pkcs11: Pkcs11Args,
     },
     /// Show a certificate's subject, validity and thumbprints.
     Inspect {
@@ -225,6 +227,25 @@ enum CertCommand {
         #[arg(long)]
         password_env: Option<String>,
     },
+}
+
+/// `cert new` with the key made inside a PKCS#11 token.
+#[derive(Debug, clap::Args)]
+struct Pkcs11Args {
+    /// Make the key inside this PKCS#11 module's token (HSM) instead of a
+    /// key file: it is generated there (sensitive, never extractable) and
+    /// never leaves it. Only cert.pem is written.
+    #[arg(long, requires_all = ["token", "key_label", "pin_env"])]
+    pkcs11_module: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long)]
+    token: Option<String>,
+    /// The label of the key to make (it must not exist yet).
+    #[arg(long)]
+    key_label: Option<String>,
+    /// The environment variable holding the token's user PIN.
+    #[arg(long)]
+    pin_env: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -326,7 +347,11 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             bits,
             out,
             force,
-        }) => cert_new(&subject, days, bits, &out, force),
+            pkcs11,
+        }) => match pkcs11.config()? {
+            Some(config) => cert_new_pkcs11(&subject, days, bits, &out, force, &config),
+            None => cert_new(&subject, days, bits, &out, force),
+        },
         Command::Cert(CertCommand::Inspect {
             cert,
             key,
@@ -496,6 +521,134 @@ fn cert_new(subject: &str, days: u32, bits: u32, dir: &Path, force: bool) -> Res
         "\nUpload {} in the Entra admin center: App registrations > your app > \
          Certificates & secrets > Certificates > Upload certificate.\n\
          The portal will show thumbprint {}.",
+        cert_path.display(),
+        info.thumbprint_sha1
+    ))
+}
+
+impl Pkcs11Args {
+    fn config(&self) -> Result<Option<crate::config::Pkcs11Config>, CliError> {
+        let Some(module) = &self.pkcs11_module else {
+            return Ok(None);
+        };
+        let (Some(token), Some(key_label), Some(pin_env)) =
+            (&self.token, &self.key_label, &self.pin_env)
+        else {
+            return Err(CliError::Usage(
+                "--pkcs11-module needs --token, --key-label and --pin-env".into(),
+            ));
+        };
+        let pin_env = crate::config::EnvVarName::try_from(pin_env.clone())
+            .map_err(|e| CliError::Usage(format!("--pin-env: {e}")))?;
+        Ok(Some(crate::config::Pkcs11Config {
+            module: module.clone(),
+            token: token.clone(),
+            key_label: key_label.clone(),
+            pin_env,
+        }))
+    }
+}
+
+/// The certificate's signer when the key is in a token: rcgen asks it for
+/// the public key and to sign the certificate.
+struct TokenKey {
+    key: crate::credentials::pkcs11::HsmKey,
+    /// PKCS#1 RSAPublicKey DER.
+    public: Vec<u8>,
+}
+
+impl rcgen::PublicKeyData for TokenKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_RSA_SHA256
+    }
+}
+
+impl rcgen::SigningKey for TokenKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.key
+            .sign(crate::config::SigningAlgorithm::RS256, msg)
+            .map_err(|e| {
+                tracing::error!("{e}");
+                rcgen::Error::RemoteKeyError
+            })
+    }
+}
+
+/// `cert new` with the key made inside a PKCS#11 token.
+fn cert_new_pkcs11(
+    subject: &str,
+    days: u32,
+    bits: u32,
+    dir: &Path,
+    force: bool,
+    config: &crate::config::Pkcs11Config,
+) -> Result<(), CliError> {
+    use rsa::pkcs1::der::Encode as _;
+    if !matches!(bits, 2048 | 3072 | 4096) {
+        return Err(CliError::Usage(format!(
+            "--bits {bits}: use 2048, 3072 or 4096"
+        )));
+    }
+    if days == 0 || days > 3650 {
+        return Err(CliError::Usage(format!("--days {days}: use 1 to 3650")));
+    }
+    let dn = parse_subject(subject)?;
+    let cert_path = dir.join("cert.pem");
+    if cert_path.exists() && !force {
+        return Err(CliError::Usage(format!(
+            "{} exists; choose another --out directory or pass --force to replace it",
+            cert_path.display()
+        )));
+    }
+    let (modulus, exponent) =
+        crate::credentials::pkcs11::generate(config, bits).map_err(CliError::Other)?;
+    let public = rsa::pkcs1::RsaPublicKeyRef {
+        modulus: rsa::pkcs1::UintRef::new(&modulus)
+            .map_err(|e| CliError::Other(format!("the token's modulus: {e}")))?,
+        public_exponent: rsa::pkcs1::UintRef::new(&exponent)
+            .map_err(|e| CliError::Other(format!("the token's exponent: {e}")))?,
+    }
+    .to_der()
+    .map_err(|e| CliError::Other(format!("encoding the token's public key: {e}")))?;
+    let key = crate::credentials::pkcs11::HsmKey::open(config).map_err(CliError::Other)?;
+    let signer = TokenKey { key, public };
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = dn;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let mut serial = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut serial)
+        .map_err(|_| CliError::Other("the system random generator failed".into()))?;
+    serial[0] &= 0x7f;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    let cert = params
+        .self_signed(&signer)
+        .map_err(|e| CliError::Other(format!("signing the certificate in the token: {e}")))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::Other(format!("creating {}: {e}", dir.display())))?;
+    write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    let info = CertificateInfo::from_der(cert.der()).map_err(CliError::Other)?;
+    out(format_args!("certificate: {}", cert_path.display()))?;
+    out(format_args!(
+        "private key: in token \"{}\" as \"{}\" (sensitive, never extractable; no key file written)",
+        config.token, config.key_label
+    ))?;
+    print_info(&info)?;
+    out(format_args!(
+        "\nConfigure it as\n  [[app.credentials]]\n  certificate = \"{}\"\n  pkcs11 = {{ module = \"{}\", token = \"{}\", key_label = \"{}\", pin_env = \"{}\" }}\n\
+         and upload {} to the app registration (thumbprint {}).",
+        cert_path.display(),
+        config.module.display(),
+        config.token,
+        config.key_label,
+        config.pin_env.as_str(),
         cert_path.display(),
         info.thumbprint_sha1
     ))
@@ -785,14 +938,20 @@ fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
         config.server.listen
     ))?;
     for credential in credentials.all().iter() {
-        let info = credential.certificate();
-        out(format_args!(
-            "credential: {} (thumbprint {}, RSA {} bits, valid until {})",
-            info.subject,
-            info.thumbprint_sha1,
-            info.key_bits,
-            rfc3339(info.not_after)
-        ))?;
+        match credential.certificate() {
+            Some(info) => out(format_args!(
+                "credential: {} (thumbprint {}, RSA {} bits, valid until {})",
+                info.subject,
+                info.thumbprint_sha1,
+                info.key_bits,
+                rfc3339(info.not_after)
+            ))?,
+            None => out(format_args!(
+                "credential: {} ({})",
+                credential.id(),
+                credential.kind()
+            ))?,
+        }
     }
     for warning in &warnings {
         eprintln!("warning: {warning}");

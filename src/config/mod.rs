@@ -14,8 +14,9 @@ pub mod types;
 mod validate;
 
 pub use schema::{
-    AccountConfig, AppConfig, CacheConfig, Config, CredentialConfig, ServerConfig,
-    SharedCacheConfig, SigningAlgorithm, TenantConfig,
+    AccountConfig, AppConfig, CacheConfig, Config, CredentialConfig, ManagedIdentityConfig,
+    ManagedIdentityProtocol, Pkcs11Config, ServerConfig, SharedCacheConfig, SigningAlgorithm,
+    TenantConfig,
 };
 pub use types::{
     check_tenant_id, is_guid, AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name,
@@ -94,9 +95,11 @@ impl Config {
         let app = &mut self.app;
         let credentials = app.credentials.iter_mut().flat_map(|c| {
             [
-                Some(&mut c.certificate),
+                c.certificate.as_mut(),
                 c.private_key.as_mut(),
                 c.password_file.as_mut(),
+                c.federated_token_file.as_mut(),
+                c.pkcs11.as_mut().map(|p| &mut p.module),
             ]
         });
         let server = &mut self.server;

@@ -240,10 +240,13 @@ impl AppConfig {
     pub fn credential_configs(&self) -> Vec<CredentialConfig> {
         match &self.certificate {
             Some(certificate) if self.credentials.is_empty() => vec![CredentialConfig {
-                certificate: certificate.clone(),
+                certificate: Some(certificate.clone()),
                 private_key: self.private_key.clone(),
                 password_env: self.private_key_password_env.clone(),
                 password_file: self.private_key_password_file.clone(),
+                pkcs11: None,
+                federated_token_file: None,
+                federated_managed_identity: None,
             }],
             _ => self.credentials.clone(),
         }
@@ -263,12 +266,15 @@ impl AppConfig {
     }
 }
 
-/// `[[app.credentials]]`: one certificate and key.
+/// `[[app.credentials]]`: one credential: a certificate and key (files, or
+/// the key in a PKCS#11 token), or a federated one (a token file, or the
+/// host's managed identity).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialConfig {
     /// PEM certificate (leaf first), DER certificate, or a PFX holding cert and key.
-    pub certificate: PathBuf,
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
     #[serde(default)]
     pub private_key: Option<PathBuf>,
     /// The environment variable holding the key or PFX password.
@@ -277,6 +283,59 @@ pub struct CredentialConfig {
     /// A file holding the key or PFX password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// The key is in a PKCS#11 token (HSM); `certificate` is its certificate.
+    #[serde(default)]
+    pub pkcs11: Option<Pkcs11Config>,
+    /// Workload identity federation: a token file (Kubernetes' projected
+    /// service-account token), re-read for every assertion.
+    #[serde(default)]
+    pub federated_token_file: Option<PathBuf>,
+    /// The host's managed identity as a federated credential.
+    #[serde(default)]
+    pub federated_managed_identity: Option<ManagedIdentityConfig>,
+}
+
+/// `pkcs11 = { module, token, key_label, pin_env }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// The PKCS#11 library (`/usr/lib/softhsm/libsofthsm2.so`, an HSM vendor's).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// The private key's label (`CKA_LABEL`).
+    pub key_label: String,
+    /// The environment variable holding the user PIN.
+    pub pin_env: EnvVarName,
+}
+
+/// `federated_managed_identity = { client_id, endpoint, protocol, header_env }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedIdentityConfig {
+    /// A user-assigned identity's client ID; none for the system-assigned one.
+    #[serde(default)]
+    pub client_id: Option<Guid>,
+    /// IMDS's base URL (default `http://169.254.169.254`), or with
+    /// `protocol = "app-service"` the full token URL.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub protocol: ManagedIdentityProtocol,
+    /// With `app-service`: the variable holding the `X-IDENTITY-HEADER` secret.
+    #[serde(default)]
+    pub header_env: Option<EnvVarName>,
+}
+
+/// How the managed-identity endpoint is spoken to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManagedIdentityProtocol {
+    /// Azure VM Instance Metadata Service (`Metadata: true`).
+    #[default]
+    Imds,
+    /// App Service / Functions (`X-IDENTITY-HEADER`).
+    AppService,
 }
 
 /// `[cache]`: token cache tuning.

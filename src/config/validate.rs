@@ -207,11 +207,88 @@ fn credentials(config: &Config) -> Result<(), Broken> {
         ));
     }
     for (i, credential) in app.credentials.iter().enumerate() {
+        let key = |k: &str| format!("app.credentials[{i}].{k}");
         if credential.password_env.is_some() && credential.password_file.is_some() {
             return Err(broken(
-                format!("app.credentials[{i}].password_file"),
+                key("password_file"),
                 "is given together with password_env; keep one",
             ));
+        }
+        let federated = credential.federated_token_file.is_some()
+            || credential.federated_managed_identity.is_some();
+        if credential.federated_token_file.is_some()
+            && credential.federated_managed_identity.is_some()
+        {
+            return Err(broken(
+                key("federated_managed_identity"),
+                "is given together with federated_token_file; one credential is one of them (list each as its own [[app.credentials]])",
+            ));
+        }
+        let key_material = credential.certificate.is_some()
+            || credential.private_key.is_some()
+            || credential.password_env.is_some()
+            || credential.password_file.is_some()
+            || credential.pkcs11.is_some();
+        if federated && key_material {
+            return Err(broken(
+                key(if credential.federated_token_file.is_some() { "federated_token_file" } else { "federated_managed_identity" }),
+                "a federated credential has no certificate or key: list the certificate as its own [[app.credentials]]",
+            ));
+        }
+        if !federated && credential.certificate.is_none() {
+            return Err(broken(
+                key("certificate"),
+                "is missing: give certificate (with private_key, or pkcs11 for a key in an HSM), \
+                 or federated_token_file, or federated_managed_identity",
+            ));
+        }
+        if let Some(pkcs11) = &credential.pkcs11 {
+            if credential.private_key.is_some()
+                || credential.password_env.is_some()
+                || credential.password_file.is_some()
+            {
+                return Err(broken(
+                    key("pkcs11"),
+                    "the key is in the token: drop private_key and the password keys (the PIN comes from pin_env)",
+                ));
+            }
+            if pkcs11.token.is_empty() || pkcs11.key_label.is_empty() {
+                return Err(broken(
+                    key("pkcs11"),
+                    "token and key_label must not be empty",
+                ));
+            }
+        }
+        if let Some(mi) = &credential.federated_managed_identity {
+            use super::schema::ManagedIdentityProtocol;
+            if let Some(endpoint) = &mi.endpoint {
+                let ok = url::Url::parse(endpoint).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.host_str().is_some()
+                });
+                if !ok {
+                    return Err(broken(
+                        key("federated_managed_identity.endpoint"),
+                        format!("\"{endpoint}\" is not an http(s) URL"),
+                    ));
+                }
+            }
+            match mi.protocol {
+                ManagedIdentityProtocol::AppService
+                    if mi.endpoint.is_none() || mi.header_env.is_none() =>
+                {
+                    return Err(broken(
+                        key("federated_managed_identity"),
+                        "protocol = \"app-service\" needs endpoint (the full token URL) and header_env (the variable holding the X-IDENTITY-HEADER secret)",
+                    ));
+                }
+                ManagedIdentityProtocol::Imds if mi.header_env.is_some() => {
+                    return Err(broken(
+                        key("federated_managed_identity.header_env"),
+                        "is for protocol = \"app-service\"; IMDS takes no secret",
+                    ));
+                }
+                _ => {}
+            }
         }
     }
     Ok(())

@@ -12,7 +12,9 @@
 //! The daemon holds its credential in a [`CredentialStore`], which lets a new
 //! credential replace the old one while requests are in flight.
 
+mod federated;
 mod files;
+pub mod pkcs11;
 
 pub use files::{read_bounded, PasswordSource, MAX_FILE_BYTES};
 
@@ -25,6 +27,7 @@ use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Entra rejects smaller RSA keys.
@@ -162,10 +165,12 @@ impl CredentialError {
             return self;
         };
         let field = sources.iter().find_map(|s| {
-            let name = if path == s.certificate {
+            let name = if Some(path) == s.certificate.as_deref() {
                 "certificate"
             } else if Some(path) == s.private_key.as_deref() {
                 "private_key"
+            } else if matches!(&s.federated, Some(FederatedSource::TokenFile(p)) if p == path) {
+                "federated_token_file"
             } else if Some(path) == s.password_file.as_deref() {
                 if s.key == "app" {
                     "private_key_password_file"
@@ -328,17 +333,31 @@ fn algorithm_name(oid: &str) -> String {
     }
 }
 
+/// A credential that is a token from another issuer (workload identity
+/// federation) rather than a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FederatedSource {
+    /// A token file, re-read for every assertion (Kubernetes rotates it).
+    TokenFile(PathBuf),
+    /// The host's managed identity, asked for `api://AzureADTokenExchange`.
+    ManagedIdentity(crate::config::ManagedIdentityConfig),
+}
+
 /// Where a credential comes from: its files and its password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialSource {
-    /// Certificate file (PEM, DER or PFX).
-    pub certificate: PathBuf,
+    /// Certificate file (PEM, DER or PFX); none for a federated credential.
+    pub certificate: Option<PathBuf>,
     /// Key file, when separate from the certificate.
     pub private_key: Option<PathBuf>,
     /// Name of the password variable, when the key or PFX is encrypted.
     pub password_env: Option<String>,
     /// Or the file holding the password.
     pub password_file: Option<PathBuf>,
+    /// The key is in a PKCS#11 token.
+    pub pkcs11: Option<crate::config::Pkcs11Config>,
+    /// A federated credential instead of a certificate.
+    pub federated: Option<FederatedSource>,
     /// The configuration key that names it (`app`, `app.credentials[1]`).
     pub key: String,
 }
@@ -347,10 +366,12 @@ impl CredentialSource {
     /// A certificate and key with no password (tests, tools).
     pub fn files(certificate: &Path, private_key: Option<&Path>) -> CredentialSource {
         CredentialSource {
-            certificate: certificate.to_owned(),
+            certificate: Some(certificate.to_owned()),
             private_key: private_key.map(Path::to_owned),
             password_env: None,
             password_file: None,
+            pkcs11: None,
+            federated: None,
             key: "app".into(),
         }
     }
@@ -366,6 +387,12 @@ impl CredentialSource {
                 private_key: c.private_key,
                 password_env: c.password_env.map(|v| v.as_str().to_owned()),
                 password_file: c.password_file,
+                pkcs11: c.pkcs11,
+                federated: match (c.federated_token_file, c.federated_managed_identity) {
+                    (Some(path), _) => Some(FederatedSource::TokenFile(path)),
+                    (None, Some(mi)) => Some(FederatedSource::ManagedIdentity(mi)),
+                    (None, None) => None,
+                },
                 key: if single {
                     "app".into()
                 } else {
@@ -400,10 +427,11 @@ impl CredentialSource {
         }
     }
 
-    /// The files this credential is read from (for the change watch).
+    /// The files this credential is read from (for the change watch). A
+    /// federated token file is not among them: it is read at every use.
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         [
-            Some(self.certificate.as_path()),
+            self.certificate.as_deref(),
             self.private_key.as_deref(),
             self.password_file.as_deref(),
         ]
@@ -412,22 +440,42 @@ impl CredentialSource {
     }
 }
 
-/// A loaded, checked certificate and private key, ready to sign assertions.
+/// A loaded, checked credential, ready to make client assertions: a
+/// certificate and its key, or a federated credential.
 pub struct Credential {
-    info: CertificateInfo,
+    /// The certificate, for the kinds that have one.
+    info: Option<CertificateInfo>,
     chain: Vec<Vec<u8>>,
-    /// Parsed (and checked) once by aws-lc-rs, which wipes it on drop.
-    key: aws_lc_rs::signature::RsaKeyPair,
+    proof: Proof,
+    /// What status, metrics and logs call it: the certificate's thumbprint,
+    /// `federated:<issuer>`, `pkcs11:<label>`.
+    id: String,
     source: CredentialSource,
+}
+
+/// How a credential proves the app's identity.
+#[allow(clippy::large_enum_variant)]
+enum Proof {
+    /// A private key in memory, parsed (and checked) once by aws-lc-rs,
+    /// which wipes it on drop.
+    Key(aws_lc_rs::signature::RsaKeyPair),
+    /// A token from another issuer.
+    Federated(federated::Federated),
+    /// A key inside a PKCS#11 token.
+    Hsm(Arc<pkcs11::HsmKey>),
 }
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")
-            .field("subject", &self.info.subject)
-            .field("thumbprint_sha1", &self.info.thumbprint_sha1)
-            .field("not_after", &rfc3339(self.info.not_after))
-            .field("key", &"[redacted]")
+            .field("id", &self.id)
+            .field("kind", &self.kind())
+            .field("subject", &self.info.as_ref().map(|i| &i.subject))
+            .field(
+                "not_after",
+                &self.info.as_ref().map(|i| rfc3339(i.not_after)),
+            )
+            .field("secret", &"[redacted]")
             .finish()
     }
 }
@@ -444,8 +492,27 @@ pub struct Loaded {
 impl Credential {
     /// Loads and checks the credential `source` names, as of `now`.
     pub fn load(source: &CredentialSource, now: SystemTime) -> Result<Loaded, CredentialError> {
+        if let Some(federated) = &source.federated {
+            let (proof, id, warnings) = federated::Federated::load(source, federated, now)?;
+            return Ok(Loaded {
+                credential: Credential {
+                    info: None,
+                    chain: Vec::new(),
+                    proof: Proof::Federated(proof),
+                    id,
+                    source: source.clone(),
+                },
+                warnings,
+            });
+        }
+        if let Some(config) = &source.pkcs11 {
+            return Credential::load_hsm(source, config, now);
+        }
         let password = source.password();
-        let cert_path = &source.certificate;
+        // Validation gives every non-federated credential a certificate.
+        let Some(cert_path) = source.certificate.as_deref() else {
+            return Err(CredentialError::NoCredential);
+        };
         let cert_file = files::read_certificate_file(cert_path, password.as_ref())?;
         let key = match &source.private_key {
             Some(key_path) => Some((
@@ -454,12 +521,70 @@ impl Credential {
             )),
             None => None,
         };
-        let mut loaded = Credential::assemble(source.clone(), cert_file, key, now)?;
+        let mut loaded = Credential::assemble(source.clone(), cert_path, cert_file, key, now)?;
         let key_file = source.private_key.as_deref().unwrap_or(cert_path);
         if let Some(warning) = key_file_exposure(key_file) {
             loaded.warnings.push(warning);
         }
         Ok(loaded)
+    }
+
+    /// A certificate file and its key in a PKCS#11 token: the token's public
+    /// key must be the certificate's, and the token must sign.
+    fn load_hsm(
+        source: &CredentialSource,
+        config: &crate::config::Pkcs11Config,
+        now: SystemTime,
+    ) -> Result<Loaded, CredentialError> {
+        let Some(cert_path) = source.certificate.as_deref() else {
+            return Err(CredentialError::NoCredential);
+        };
+        let hsm_error = |message: String| CredentialError::Format {
+            path: config.module.clone(),
+            message: format!(
+                "(pkcs11, token \"{}\", key \"{}\"): {message}",
+                config.token, config.key_label
+            ),
+        };
+        let cert_file = files::read_certificate_file(cert_path, None)?;
+        let der = cert_file
+            .certs
+            .first()
+            .ok_or_else(|| CredentialError::Format {
+                path: cert_path.to_owned(),
+                message: "holds no certificate".into(),
+            })?;
+        let leaf = CertificateInfo::from_der(der).map_err(|message| CredentialError::Format {
+            path: cert_path.to_owned(),
+            message,
+        })?;
+        let key = pkcs11::HsmKey::open(config).map_err(hsm_error)?;
+        if !same_rsa_key(&leaf, key.public()) {
+            return Err(CredentialError::KeyMismatch {
+                certificate: cert_path.to_owned(),
+                key: PathBuf::from(format!("pkcs11:{}/{}", config.token, config.key_label)),
+                thumbprint: leaf.thumbprint_sha1,
+            });
+        }
+        let warnings = check_validity(cert_path, &leaf, now)?;
+        // Prove it signs now rather than at the first token request.
+        for algorithm in [
+            crate::config::SigningAlgorithm::PS256,
+            crate::config::SigningAlgorithm::RS256,
+        ] {
+            key.sign(algorithm, b"tokenbroker key check")
+                .map_err(hsm_error)?;
+        }
+        Ok(Loaded {
+            credential: Credential {
+                id: format!("pkcs11:{}", config.key_label),
+                chain: cert_file.certs,
+                info: Some(leaf),
+                proof: Proof::Hsm(Arc::new(key)),
+                source: source.clone(),
+            },
+            warnings,
+        })
     }
 
     /// Builds a credential from PEM text held in memory (a throw-away dev
@@ -473,20 +598,22 @@ impl Credential {
             Path::new("<in-memory certificate>"),
             Some(Path::new("<in-memory key>")),
         );
-        let cert_file = files::parse_certificate_file(&source.certificate, cert_pem, None)?;
+        let cert_path = Path::new("<in-memory certificate>");
+        let cert_file = files::parse_certificate_file(cert_path, cert_pem, None)?;
         let key = files::parse_key_file(Path::new("<in-memory key>"), key_pem, None)?;
         let key_path = PathBuf::from("<in-memory key>");
-        Credential::assemble(source, cert_file, Some((key, key_path)), now)
+        Credential::assemble(source, cert_path, cert_file, Some((key, key_path)), now)
     }
 
     /// Checks a certificate file and key against each other and the clock.
     fn assemble(
         source: CredentialSource,
+        cert_path: &Path,
         cert_file: files::CertificateFile,
         key: Option<(files::RawKey, PathBuf)>,
         now: SystemTime,
     ) -> Result<Loaded, CredentialError> {
-        let cert_path = &source.certificate;
+        let cert_path = &cert_path.to_owned();
         let separate_key = key.is_some();
         let (key, key_path) = match key {
             Some(pair) => pair,
@@ -536,32 +663,7 @@ impl Credential {
             });
         }
 
-        let mut warnings = Vec::new();
-        match leaf.validity_at(now) {
-            Validity::Valid => {}
-            Validity::ExpiresSoon(left) => warnings.push(format!(
-                "certificate {} (thumbprint {}) expires at {} (in {} days); create a new one with \
-                 `tokenbroker cert new`, upload it beside the old one, then switch the configuration",
-                cert_path.display(),
-                leaf.thumbprint_sha1,
-                rfc3339(leaf.not_after),
-                left.as_secs() / 86_400
-            )),
-            Validity::Expired => {
-                return Err(CredentialError::Expired {
-                    path: cert_path.clone(),
-                    thumbprint: leaf.thumbprint_sha1,
-                    not_after: rfc3339(leaf.not_after),
-                })
-            }
-            Validity::NotYetValid => {
-                return Err(CredentialError::NotYetValid {
-                    path: cert_path.clone(),
-                    thumbprint: leaf.thumbprint_sha1,
-                    not_before: rfc3339(leaf.not_before),
-                })
-            }
-        }
+        let warnings = check_validity(cert_path, &leaf, now)?;
 
         let invalid = |e: String| CredentialError::InvalidKey {
             path: key_path.clone(),
@@ -583,18 +685,105 @@ impl Credential {
         );
         Ok(Loaded {
             credential: Credential {
-                info: leaf,
+                id: leaf.thumbprint_sha1.clone(),
+                info: Some(leaf),
                 chain,
-                key,
+                proof: Proof::Key(key),
                 source,
             },
             warnings,
         })
     }
 
-    /// The leaf certificate.
-    pub fn certificate(&self) -> &CertificateInfo {
-        &self.info
+    /// The leaf certificate, for the kinds that have one.
+    pub fn certificate(&self) -> Option<&CertificateInfo> {
+        self.info.as_ref()
+    }
+
+    /// What status, metrics and logs call it: the certificate's SHA-1
+    /// thumbprint, or `federated:<issuer>`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// `certificate`, `federated_token_file` or `federated_managed_identity`.
+    pub fn kind(&self) -> &'static str {
+        match &self.proof {
+            Proof::Key(_) => "certificate",
+            Proof::Hsm(_) => "pkcs11",
+            Proof::Federated(f) => f.kind(),
+        }
+    }
+
+    /// When it stops being usable (a certificate's notAfter).
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.info.as_ref().map(|i| i.not_after)
+    }
+
+    /// Orders credentials: the newest certificate first; federated ones
+    /// after every certificate, in file order.
+    pub(crate) fn not_before(&self) -> SystemTime {
+        self.info
+            .as_ref()
+            .map_or(SystemTime::UNIX_EPOCH, |i| i.not_before)
+    }
+
+    /// A client assertion for `client_id` towards `token_endpoint`: signed
+    /// afresh with the key, or the federated token as it is now.
+    pub async fn client_assertion(
+        &self,
+        algorithm: crate::config::SigningAlgorithm,
+        client_id: &str,
+        token_endpoint: &str,
+        now_unix: u64,
+    ) -> Result<crate::assertion::ClientAssertion, crate::assertion::AssertionError> {
+        match &self.proof {
+            Proof::Key(key) => {
+                let info = self.info.as_ref().ok_or_else(|| {
+                    crate::assertion::AssertionError::new(
+                        "a key credential without its certificate",
+                    )
+                })?;
+                let signer = Signer {
+                    key,
+                    x5t: &info.x5t,
+                    x5t_s256: &info.x5t_s256,
+                };
+                crate::assertion::sign(&signer, algorithm, client_id, token_endpoint, now_unix)
+            }
+            Proof::Hsm(key) => {
+                let info = self.info.as_ref().ok_or_else(|| {
+                    crate::assertion::AssertionError::new(
+                        "a PKCS#11 credential without its certificate",
+                    )
+                })?;
+                let input = crate::assertion::signing_input(
+                    algorithm,
+                    &info.x5t,
+                    &info.x5t_s256,
+                    client_id,
+                    token_endpoint,
+                    now_unix,
+                )?;
+                let key = Arc::clone(key);
+                let message = input.clone().into_bytes();
+                // The token signs synchronously, and may be slow or remote.
+                let signature = tokio::task::spawn_blocking(move || key.sign(algorithm, &message))
+                    .await
+                    .map_err(|e| {
+                        crate::assertion::AssertionError::new(format!(
+                            "the signing task failed: {e}"
+                        ))
+                    })?
+                    .map_err(crate::assertion::AssertionError::new)?;
+                Ok(crate::assertion::finish(input, &signature))
+            }
+            Proof::Federated(federated) => federated
+                .assertion(now_unix)
+                .await
+                .map(crate::assertion::ClientAssertion::federated)
+                .map_err(crate::assertion::AssertionError::new),
+        }
     }
 
     /// DER certificates, leaf first.
@@ -608,14 +797,70 @@ impl Credential {
     }
 
     /// What the assertion module signs with: the key and the certificate's
-    /// thumbprints for the JWT header.
-    pub fn signer(&self) -> Signer<'_> {
-        Signer {
-            key: &self.key,
-            x5t: &self.info.x5t,
-            x5t_s256: &self.info.x5t_s256,
+    /// thumbprints for the JWT header (`None` for a federated credential).
+    pub fn signer(&self) -> Option<Signer<'_>> {
+        match (&self.proof, &self.info) {
+            (Proof::Key(key), Some(info)) => Some(Signer {
+                key,
+                x5t: &info.x5t,
+                x5t_s256: &info.x5t_s256,
+            }),
+            _ => None,
         }
     }
+}
+
+/// Whether the certificate's RSA key is the one with `(modulus, exponent)`
+/// (big-endian; leading zeros do not count).
+pub fn same_rsa_key(leaf: &CertificateInfo, (modulus, exponent): (&[u8], &[u8])) -> bool {
+    use rsa::pkcs1::der::Decode as _;
+    let Ok(cert) = x509_cert::Certificate::from_der(&leaf.der) else {
+        return false;
+    };
+    let spki = cert.tbs_certificate().subject_public_key_info();
+    let Ok(public) = rsa::pkcs1::RsaPublicKeyRef::from_der(spki.subject_public_key.raw_bytes())
+    else {
+        return false;
+    };
+    let trim = |b: &[u8]| -> Vec<u8> { b.iter().copied().skip_while(|&x| x == 0).collect() };
+    trim(public.modulus.as_bytes()) == trim(modulus)
+        && trim(public.public_exponent.as_bytes()) == trim(exponent)
+}
+
+/// A certificate's validity at `now`: an error when expired or not yet
+/// valid, a warning when it expires within [`EXPIRY_WARNING`].
+fn check_validity(
+    cert_path: &Path,
+    leaf: &CertificateInfo,
+    now: SystemTime,
+) -> Result<Vec<String>, CredentialError> {
+    let mut warnings = Vec::new();
+    match leaf.validity_at(now) {
+        Validity::Valid => {}
+        Validity::ExpiresSoon(left) => warnings.push(format!(
+            "certificate {} (thumbprint {}) expires at {} (in {} days); create a new one with \
+             `tokenbroker cert new`, upload it beside the old one, then switch the configuration",
+            cert_path.display(),
+            leaf.thumbprint_sha1,
+            rfc3339(leaf.not_after),
+            left.as_secs() / 86_400
+        )),
+        Validity::Expired => {
+            return Err(CredentialError::Expired {
+                path: cert_path.to_owned(),
+                thumbprint: leaf.thumbprint_sha1.clone(),
+                not_after: rfc3339(leaf.not_after),
+            })
+        }
+        Validity::NotYetValid => {
+            return Err(CredentialError::NotYetValid {
+                path: cert_path.to_owned(),
+                thumbprint: leaf.thumbprint_sha1.clone(),
+                not_before: rfc3339(leaf.not_before),
+            })
+        }
+    }
+    Ok(warnings)
 }
 
 /// A warning when the file holding a private key can be read by its group

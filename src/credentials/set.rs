@@ -141,7 +141,10 @@ impl CredentialSet {
                     warnings.push(format!(
                         "{} ({}): skipped: {e}",
                         source.key,
-                        source.certificate.display()
+                        source
+                            .certificate
+                            .as_deref()
+                            .map_or_else(|| "federated".into(), |p| p.display().to_string())
                     ));
                     skipped.get_or_insert(e);
                 }
@@ -177,7 +180,7 @@ impl CredentialSet {
         let refused = |c: &Arc<Credential>| {
             memory
                 .refused
-                .get(&(tenant.clone(), c.certificate().thumbprint_sha1.clone()))
+                .get(&(tenant.clone(), c.id().to_owned()))
                 .is_some_and(|until| *until > now)
         };
         let (mut fresh, stale): (Vec<_>, Vec<_>) = list.iter().cloned().partition(|c| !refused(c));
@@ -194,7 +197,7 @@ impl CredentialSet {
         at_unix: u64,
     ) {
         let remember_for = *lock(&self.remember_for);
-        let thumbprint = credential.certificate().thumbprint_sha1.clone();
+        let thumbprint = credential.id().to_owned();
         let mut memory = lock(&self.memory);
         let now = Instant::now();
         memory.refused.retain(|_, until| *until > now);
@@ -214,10 +217,10 @@ impl CredentialSet {
 
     /// `credential` just got a token: it is the one in use.
     pub fn signed(&self, credential: &Credential) {
-        let thumbprint = &credential.certificate().thumbprint_sha1;
+        let id = credential.id();
         let mut memory = lock(&self.memory);
-        if memory.in_use.as_ref() != Some(thumbprint) {
-            memory.in_use = Some(thumbprint.clone());
+        if memory.in_use.as_deref() != Some(id) {
+            memory.in_use = Some(id.to_owned());
         }
     }
 
@@ -229,9 +232,9 @@ impl CredentialSet {
         memory
             .in_use
             .as_ref()
-            .filter(|t| list.iter().any(|c| &c.certificate().thumbprint_sha1 == *t))
+            .filter(|t| list.iter().any(|c| c.id() == t.as_str()))
             .cloned()
-            .unwrap_or_else(|| list[0].certificate().thumbprint_sha1.clone())
+            .unwrap_or_else(|| list[0].id().to_owned())
     }
 
     /// The latest refusal of the credential with `thumbprint`.
@@ -255,7 +258,7 @@ impl CredentialSet {
         let list = order(credentials);
         {
             let mut memory = lock(&self.memory);
-            let kept = |t: &String| list.iter().any(|c| &c.certificate().thumbprint_sha1 == t);
+            let kept = |t: &String| list.iter().any(|c| c.id() == t.as_str());
             memory.refused.retain(|(_, t), _| kept(t));
             memory.last.retain(|t, _| kept(t));
         }
@@ -314,6 +317,6 @@ impl CredentialSet {
 /// Newest `notBefore` first; file order among equals.
 fn order(credentials: Vec<Credential>) -> Vec<Arc<Credential>> {
     let mut list: Vec<Arc<Credential>> = credentials.into_iter().map(Arc::new).collect();
-    list.sort_by_key(|c| std::cmp::Reverse(c.certificate().not_before));
+    list.sort_by_key(|c| std::cmp::Reverse(c.not_before()));
     list
 }

@@ -138,7 +138,7 @@ pub fn connect(
     let store = store::RedisStore::connect(target)
         .map_err(|message| ("shared_cache.url".to_owned(), message))?;
     let shown = store.target().to_owned();
-    Ok(Some(SharedCache::new(
+    let shared = SharedCache::new(
         Arc::new(store),
         shown,
         keys,
@@ -152,7 +152,24 @@ pub fn connect(
         },
         clock,
         observer,
-    )))
+    );
+    Ok(Some(shared))
+}
+
+impl SharedCache {
+    /// Connects now, in the background, so the first callers do not pay
+    /// for it (and the health shows as soon as Redis answers).
+    pub fn warm_up(self: &Arc<Self>) {
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                if shared.op(Op::Get, shared.store.ping()).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
 }
 
 /// What a value is bound to: the app, the tenant, the resource.

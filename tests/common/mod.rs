@@ -428,8 +428,14 @@ impl Daemon {
     /// Starts `tokenbroker serve --config config` (which should listen on
     /// `127.0.0.1:0`) and waits for its `serving` line.
     pub async fn spawn(config: &Path) -> Daemon {
+        Daemon::spawn_with_env(config, &[]).await
+    }
+
+    /// As [`spawn`](Self::spawn), with `env` added to the environment.
+    pub async fn spawn_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--config")
             .arg(config)

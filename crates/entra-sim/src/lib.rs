@@ -11,7 +11,10 @@
 //! hour after `nbf`/`iat`. Unconsented tenants get AADSTS700016 and unknown
 //! certificates AADSTS700027, worded as Entra words them.
 
+mod identity;
 mod verify;
+
+pub use identity::{IdentityProtocol, ManagedIdentityEndpoint};
 
 /// The v2.0 token endpoint of `tenant` under `base` (`http://127.0.0.1:PORT`).
 pub fn token_endpoint(base: &str, tenant: &str) -> String {
@@ -42,7 +45,67 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-pub use verify::Refusal;
+pub use verify::{Refusal, FEDERATED_AUDIENCE};
+
+/// An issuer of tokens that an app may trust as federated credentials (a
+/// Kubernetes cluster's service-account issuer, a managed identity's
+/// tenant): it signs RS256 JWTs with a key of its own.
+#[derive(Debug)]
+pub struct FederatedIssuer {
+    pub issuer: String,
+    key: RsaKeyPair,
+}
+
+impl FederatedIssuer {
+    /// A new issuer named `issuer` (a URL, as Entra matches it).
+    pub fn new(issuer: &str) -> Result<FederatedIssuer, SimError> {
+        Ok(FederatedIssuer {
+            issuer: issuer.to_owned(),
+            key: RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .map_err(|_| SimError("generating an issuer key failed".into()))?,
+        })
+    }
+
+    /// Its public key (PKCS#1 DER).
+    pub fn public_key(&self) -> Vec<u8> {
+        self.key.public_key().as_ref().to_vec()
+    }
+
+    /// A token about `subject` for `audience`, valid from `issued_at` (unix
+    /// seconds) for `lifetime`.
+    pub fn issue(
+        &self,
+        subject: &str,
+        audience: &str,
+        issued_at: u64,
+        lifetime: Duration,
+    ) -> String {
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "sim-issuer"});
+        let claims = serde_json::json!({
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience,
+            "iat": issued_at,
+            "nbf": issued_at,
+            "exp": issued_at + lifetime.as_secs(),
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        let mut jwt = URL_SAFE_NO_PAD.encode(header.to_string());
+        jwt.push('.');
+        jwt.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let mut signature = vec![0; self.key.public_modulus_len()];
+        // Signing into a buffer of the modulus size cannot fail.
+        let _ = self.key.sign(
+            &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            jwt.as_bytes(),
+            &mut signature,
+        );
+        jwt.push('.');
+        jwt.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        jwt
+    }
+}
 
 /// A fault to inject into the next answer(s).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +141,8 @@ struct State {
     keys: HashMap<String, Vec<u8>>,
     /// Tenants by lower-case GUID or domain: (tenant GUID, consented).
     tenants: HashMap<String, (String, bool)>,
+    /// Federated identity credentials: issuer → (key, trusted subjects).
+    federated: HashMap<String, (Vec<u8>, Vec<String>)>,
     lifetime: Duration,
     refresh_in: Option<Duration>,
     roles: Vec<String>,
@@ -141,6 +206,7 @@ impl SimulatedAuthority {
                 base_url: format!("http://{addr}"),
                 keys: HashMap::new(),
                 tenants: HashMap::new(),
+                federated: HashMap::new(),
                 lifetime: Duration::from_secs(3599),
                 refresh_in: None,
                 roles: vec![
@@ -188,6 +254,18 @@ impl SimulatedAuthority {
             .keys
             .insert(URL_SAFE_NO_PAD.encode(sha256.as_ref()), public);
         Ok(())
+    }
+
+    /// Makes the app trust tokens from `issuer` about `subject` (audience
+    /// `api://AzureADTokenExchange`), as a federated identity credential on
+    /// the app registration does.
+    pub fn trust_federated(&self, issuer: &FederatedIssuer, subject: &str) {
+        let mut state = self.shared.lock();
+        let entry = state
+            .federated
+            .entry(issuer.issuer.clone())
+            .or_insert_with(|| (issuer.public_key(), Vec::new()));
+        entry.1.push(subject.to_owned());
     }
 
     /// Removes every registered certificate.
@@ -448,6 +526,7 @@ fn state_view(state: &State) -> verify::Registry<'_> {
         base_url: &state.base_url,
         keys: &state.keys,
         tenants: &state.tenants,
+        federated: &state.federated,
     }
 }
 

@@ -15,7 +15,13 @@ pub(super) struct Registry<'a> {
     pub(super) keys: &'a HashMap<String, Vec<u8>>,
     /// Tenant (lower-case GUID or domain) → (tenant GUID, consented).
     pub(super) tenants: &'a HashMap<String, (String, bool)>,
+    /// Federated identity credentials: issuer → (its signing key, PKCS#1
+    /// DER; the subjects the app trusts from it).
+    pub(super) federated: &'a HashMap<String, (Vec<u8>, Vec<String>)>,
 }
+
+/// The audience Entra requires of a federated assertion.
+pub const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
 
 /// A request that passed every check.
 #[derive(Debug)]
@@ -167,11 +173,21 @@ fn check_assertion(
         "RS256" => &signature::RSA_PKCS1_2048_8192_SHA256,
         other => return Err(malformed(&format!("unsupported alg '{other}'"))),
     };
-    let thumbprint = header
-        .get("x5t#S256")
-        .or_else(|| header.get("x5t"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| malformed("no x5t or x5t#S256 header"))?;
+    let thumbprint = match header.get("x5t#S256").or_else(|| header.get("x5t")) {
+        Some(t) => t.as_str().ok_or_else(|| malformed("x5t is not a string"))?,
+        // No certificate thumbprint: a federated credential's token.
+        None => {
+            return check_federated(
+                registry,
+                &claims,
+                params,
+                header_b64,
+                claims_b64,
+                &signature_bytes,
+                now,
+            )
+        }
+    };
     // Entra accepts the thumbprint with or without base64 padding.
     let thumbprint = thumbprint.trim_end_matches('=');
     let Some(public_key) = registry.keys.get(thumbprint) else {
@@ -218,6 +234,58 @@ fn check_assertion(
     let out_of_range =
         exp <= now || start > now + SKEW || exp.saturating_sub(start.min(iat)) > 3600;
     if out_of_range {
+        return Err(refuse(400, "invalid_client", 700_024, format!(
+            "Client assertion is not within its valid time range. Current time: {now}, assertion valid from {start}, expiry time of assertion {exp}."
+        )));
+    }
+    Ok(())
+}
+
+/// An assertion from a federated identity credential: a token another
+/// issuer (Kubernetes, a managed identity) signed, checked against the
+/// (issuer, subject) pairs the app trusts, as Entra checks it.
+fn check_federated(
+    registry: &Registry<'_>,
+    claims: &Value,
+    params: &'static signature::RsaParameters,
+    header_b64: &str,
+    claims_b64: &str,
+    signature: &[u8],
+    now: u64,
+) -> Result<(), Refusal> {
+    let text = |name: &str| claims.get(name).and_then(Value::as_str).unwrap_or_default();
+    let (iss, sub, aud) = (text("iss"), text("sub"), text("aud"));
+    let no_record = || {
+        refuse(400, "invalid_client", 70_021, format!(
+            "No matching federated identity record found for presented assertion. Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{aud}'."
+        ))
+    };
+    let Some((key, subjects)) = registry.federated.get(iss) else {
+        return Err(no_record());
+    };
+    let signing_input = format!("{header_b64}.{claims_b64}");
+    UnparsedPublicKey::new(params, key)
+        .verify(signing_input.as_bytes(), signature)
+        .map_err(|_| refuse(401, "invalid_client", 700_211, format!(
+            "No matching federated identity record found for presented assertion issuer '{iss}'. [Reason - the signature does not verify with the issuer's keys.]"
+        )))?;
+    if aud != FEDERATED_AUDIENCE {
+        return Err(refuse(
+            400,
+            "invalid_client",
+            700_212,
+            format!(
+            "No matching federated identity record found for presented assertion audience '{aud}'."
+        ),
+        ));
+    }
+    if !subjects.iter().any(|s| s == sub) {
+        return Err(no_record());
+    }
+    let number = |name: &str| claims.get(name).and_then(Value::as_u64);
+    let exp = number("exp").ok_or_else(|| malformed("no exp claim"))?;
+    let start = number("nbf").or_else(|| number("iat")).unwrap_or(0);
+    if exp <= now || start > now + SKEW {
         return Err(refuse(400, "invalid_client", 700_024, format!(
             "Client assertion is not within its valid time range. Current time: {now}, assertion valid from {start}, expiry time of assertion {exp}."
         )));
