@@ -687,6 +687,12 @@ impl SharedCache {
                     // transient failure): the lease is free, take it over.
                     match self.take_lease(&names, false).await {
                         Lease::Taken(id) => {
+                            // The holder may have written and released
+                            // since the read above: look once more.
+                            if let Read::Hit(record) = self.read_token(&names, load).await {
+                                self.release(&names, id).await;
+                                return Ok(record.into_fetched(self.clock.unix_now()));
+                            }
                             let result = self.upstream(&names, &upstream).await;
                             self.release(&names, id).await;
                             return result;
