@@ -223,6 +223,37 @@ async fn a_key_made_in_the_token_signs_ps256_and_rs256_and_never_leaves_it() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
+    // So does `cert inspect`.
+    let inspect = |cert: &Path| {
+        token
+            .command(env!("CARGO_BIN_EXE_tokenbroker"))
+            .args(["cert", "inspect"])
+            .arg(cert)
+            .args([
+                "--pkcs11-module",
+                MODULE,
+                "--token",
+                "tokenbroker",
+                "--key-label",
+                "tb-2027",
+            ])
+            .args(["--pin-env", "TB_TEST_PIN"])
+            .output()
+            .unwrap()
+    };
+    let inspected = inspect(&out_dir.join("cert.pem"));
+    let text = String::from_utf8_lossy(&inspected.stdout);
+    assert!(
+        inspected.status.success() && text.contains("key matches:    yes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("subject:        CN=tokenbroker-hsm, O=Test"),
+        "{text}"
+    );
+    let inspected = inspect(&f.dir.path().join("app.crt"));
+    assert_eq!(inspected.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&inspected.stdout).contains("key matches:    NO"));
     // ... and refuses a certificate that is not the token key's.
     let mismatched = hsm_credential(&f.dir.path().join("app.crt"), "tb-2027");
     let check = token

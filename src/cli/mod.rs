@@ -226,6 +226,9 @@ enum CertCommand {
         /// Environment variable holding the key or PFX password.
         #[arg(long)]
         password_env: Option<String>,
+        /// Check the key in a PKCS#11 token instead of a key file.
+        #[command(flatten)]
+        pkcs11: Pkcs11Args,
     },
 }
 
@@ -356,7 +359,13 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             cert,
             key,
             password_env,
-        }) => cert_inspect(&cert, key.as_deref(), password_env.as_deref()),
+            pkcs11,
+        }) => cert_inspect(
+            &cert,
+            key.as_deref(),
+            password_env.as_deref(),
+            pkcs11.config()?,
+        ),
         Command::Secret(SecretCommand::New { account }) => secret_new(&account),
         Command::ConsentUrl {
             tenant,
@@ -756,6 +765,7 @@ fn cert_inspect(
     path: &Path,
     key: Option<&Path>,
     password_env: Option<&str>,
+    token: Option<crate::config::Pkcs11Config>,
 ) -> Result<(), CliError> {
     let password = password_env.map(|name| PasswordSource::from_env(name, "--password-env"));
     let (infos, embedded_match) = credentials::inspect_file(path, password.as_ref())?;
@@ -782,9 +792,13 @@ fn cert_inspect(
             infos.len() - 1
         ))?;
     }
-    let matches = match key {
-        Some(key_path) => Some(credentials::key_matches(leaf, key_path, password.as_ref())?),
-        None => embedded_match,
+    let matches = match (key, &token) {
+        (Some(key_path), _) => Some(credentials::key_matches(leaf, key_path, password.as_ref())?),
+        (None, Some(config)) => {
+            let key = credentials::pkcs11::HsmKey::open(config).map_err(CliError::Other)?;
+            Some(credentials::same_rsa_key(leaf, key.public()))
+        }
+        (None, None) => embedded_match,
     };
     match matches {
         Some(true) => out(format_args!("key matches:    yes")),
@@ -792,7 +806,11 @@ fn cert_inspect(
             out(format_args!("key matches:    NO"))?;
             Err(CliError::Credential(CredentialError::KeyMismatch {
                 certificate: path.to_owned(),
-                key: key.unwrap_or(path).to_owned(),
+                key: match (key, &token) {
+                    (Some(key), _) => key.to_owned(),
+                    (None, Some(t)) => PathBuf::from(format!("pkcs11:{}/{}", t.token, t.key_label)),
+                    (None, None) => path.to_owned(),
+                },
                 thumbprint: leaf.thumbprint_sha1.clone(),
             }))
         }

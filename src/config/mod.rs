@@ -661,6 +661,40 @@ private_key = "key.pem"
     }
 
     #[test]
+    fn credential_kinds_are_checked() {
+        const APP: &str = "[app]\nclient_id = \"11111111-2222-3333-4444-555555555555\"\n";
+        let ok = parse(&format!(
+            "{APP}[[app.credentials]]\nfederated_token_file = \"token\"\n\
+             [[app.credentials]]\nfederated_managed_identity = {{ client_id = \"6a7b8c9d-0000-4000-8000-000000000001\" }}\n\
+             [[app.credentials]]\ncertificate = \"hsm.pem\"\npkcs11 = {{ module = \"lib/softhsm2.so\", token = \"t\", key_label = \"k\", pin_env = \"PIN\" }}\n\
+             [[app.credentials]]\nfederated_managed_identity = {{ protocol = \"app-service\", endpoint = \"http://127.0.0.1:41000/msi/token\", header_env = \"H\" }}\n"
+        ))
+        .unwrap();
+        let c = &ok.app.credentials;
+        assert_eq!(
+            c[0].federated_token_file.as_deref(),
+            Some(Path::new("/etc/tokenbroker/token"))
+        );
+        assert_eq!(
+            c[2].pkcs11.as_ref().map(|p| p.module.as_path()),
+            Some(Path::new("/etc/tokenbroker/lib/softhsm2.so"))
+        );
+        for (body, key, says) in [
+            ("private_key = \"k.pem\"\n", "app.credentials[0].certificate", "is missing"),
+            ("federated_token_file = \"t\"\ncertificate = \"c.pem\"\n", "federated_token_file", "no certificate or key"),
+            ("federated_token_file = \"t\"\nfederated_managed_identity = {}\n", "federated_managed_identity", "one of them"),
+            ("certificate = \"c.pem\"\nprivate_key = \"k.pem\"\npkcs11 = { module = \"m\", token = \"t\", key_label = \"k\", pin_env = \"P\" }\n", "pkcs11", "the key is in the token"),
+            ("federated_managed_identity = { protocol = \"app-service\" }\n", "federated_managed_identity", "needs endpoint"),
+            ("federated_managed_identity = { header_env = \"H\" }\n", "header_env", "IMDS takes no secret"),
+            ("federated_managed_identity = { endpoint = \"ftp://x\" }\n", "endpoint", "not an http(s) URL"),
+            ("federated_managed_identity = { client_id = \"mine\" }\n", "client_id", ""),
+        ] {
+            let e = error(&format!("{APP}[[app.credentials]]\n{body}"));
+            assert!(e.contains(key) && e.contains(says), "{body}: {e}");
+        }
+    }
+
+    #[test]
     fn shared_cache_is_checked_and_its_paths_resolved() {
         let ok = parse(&format!(
             "{MINIMAL}[shared_cache]\nurl = \"rediss://redis.internal:6380/2\"\nkey_file = \"shared.key\"\n\
