@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Fixture, Server, TESTER_SECRET};
+use common::{Daemon, Fixture, Server, TESTER_SECRET};
 use entra_sim::{FederatedIssuer, IdentityProtocol, ManagedIdentityEndpoint, FEDERATED_AUDIENCE};
 use std::path::Path;
 use std::sync::Arc;
@@ -134,6 +134,7 @@ async fn check_names_an_expired_token_file() {
 
 /// The managed identity's token serves every tenant: one fetch for two
 /// tenants; an endpoint outage while it is valid costs callers nothing.
+/// Run as a real process: the App Service secret comes from its environment.
 async fn managed_identity_as_a_federated_credential(protocol: IdentityProtocol) {
     let issuer = Arc::new(
         FederatedIssuer::new("https://login.microsoftonline.com/vendor-tenant/v2.0").unwrap(),
@@ -145,32 +146,48 @@ async fn managed_identity_as_a_federated_credential(protocol: IdentityProtocol) 
     let mi_object_id = "0f0f0f0f-1111-4222-8333-444455556666";
     endpoint.assign(mi_client_id, mi_object_id);
     let (extra_keys, env) = match &protocol {
-        IdentityProtocol::Imds => (String::new(), None),
+        IdentityProtocol::Imds => (String::new(), Vec::new()),
         IdentityProtocol::AppService { secret } => (
             ", protocol = \"app-service\", header_env = \"TB_TEST_MI_HEADER\"".to_owned(),
-            Some(secret.clone()),
+            vec![("TB_TEST_MI_HEADER", secret.clone())],
         ),
     };
-    if let Some(secret) = env {
-        // The process's own environment: only this test reads the variable.
-        std::env::set_var("TB_TEST_MI_HEADER", secret);
-    }
-    let f = Fixture::with_credentials(
-        &format!(
-            "[[app.credentials]]\nfederated_managed_identity = {{ client_id = \"{mi_client_id}\", endpoint = \"{}\"{extra_keys} }}\n",
-            endpoint.url()
-        ),
-        "",
-    )
-    .await;
+    let f = Fixture::new("").await;
     f.sim.clear_certificates();
     f.sim.trust_federated(&issuer, mi_object_id);
     let a = f.sim.consent("contoso.onmicrosoft.com");
     let b = f.sim.consent("fabrikam.com");
     f.sim.consent("tailspin.com");
-    let server = Server::start(&f, |_, _| {}).await;
+    let config = f.dir.path().join("mi.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_socket = \"admin.sock\"\n\
+             [app]\nclient_id = \"{}\"\nauthority_host = \"{}\"\n\
+             [[app.credentials]]\nfederated_managed_identity = {{ client_id = \"{mi_client_id}\", endpoint = \"{}\"{extra_keys} }}\n\
+             [[accounts]]\nname = \"tester\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n",
+            common::CLIENT_ID,
+            f.sim.url(),
+            endpoint.url(),
+            common::sha256_hex(TESTER_SECRET),
+        ),
+    )
+    .unwrap();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::spawn_with_env(&config, &env).await;
+    let get = |tenant: &'static str| {
+        let daemon = &daemon;
+        async move {
+            daemon
+                .get(
+                    &format!("/v1/token?tenant={tenant}"),
+                    &[("Authorization", &format!("Bearer {TESTER_SECRET}"))],
+                )
+                .await
+        }
+    };
     for (tenant, expected) in [("contoso.onmicrosoft.com", &a), ("fabrikam.com", &b)] {
-        let answer = server.token(tenant, TESTER_SECRET).await;
+        let answer = get(tenant).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert_eq!(&tid(&answer), expected);
     }
@@ -181,7 +198,7 @@ async fn managed_identity_as_a_federated_credential(protocol: IdentityProtocol) 
     );
 
     endpoint.set_down(true);
-    let answer = server.token("tailspin.com", TESTER_SECRET).await;
+    let answer = get("tailspin.com").await;
     assert_eq!(
         answer.status, 200,
         "outage, but the MI token is valid: {}",
@@ -190,17 +207,14 @@ async fn managed_identity_as_a_federated_credential(protocol: IdentityProtocol) 
     assert_eq!(endpoint.requests(), 1, "the cached token was used");
 
     // The status names the credential by kind.
-    let status = server.app.broker().status();
-    let credential = &status.credentials[0];
-    assert_eq!(credential.kind, "federated_managed_identity");
-    assert!(
-        credential
-            .thumbprint
-            .starts_with("federated:managed-identity:"),
-        "{credential:?}"
+    let status = common::admin(&f.dir.path().join("admin.sock"), "GET", "/admin/status").await;
+    let credential = &status.json()["credentials"][0];
+    assert_eq!(credential["kind"], "federated_managed_identity");
+    assert_eq!(
+        credential["thumbprint"],
+        format!("federated:managed-identity:{mi_client_id}")
     );
-    assert_eq!(credential.not_after, None);
-    server.stop().await;
+    assert!(credential["not_after"].is_null(), "{credential}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
