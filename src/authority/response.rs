@@ -18,8 +18,9 @@ pub struct TokenResponse {
     pub refresh_in: Option<Duration>,
 }
 
-/// Entra's error body, as far as it parsed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Entra's error body, as far as it parsed. (Serialized as the fleet cache
+/// shares a refusal.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntraError {
     /// HTTP status.
     pub status: u16,

@@ -480,25 +480,9 @@ fn cert_new(subject: &str, days: u32, bits: u32, dir: &Path, force: bool) -> Res
             )))
         }
     };
-    if days == 0 || days > 3650 {
-        return Err(CliError::Usage(format!("--days {days}: use 1 to 3650")));
-    }
-    let dn = parse_subject(subject)?;
+    let params = certificate_params(subject, days)?;
     let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, key_size)
         .map_err(|e| CliError::Other(format!("generating the RSA key: {e}")))?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = dn;
-    // Backdated a little so a host with a slow clock does not see "not yet valid".
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::days(i64::from(days));
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let mut serial = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut serial)
-        .map_err(|_| CliError::Other("the system random generator failed".into()))?;
-    serial[0] &= 0x7f; // positive
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
     let cert = params
         .self_signed(&key)
         .map_err(|e| CliError::Other(format!("signing the certificate: {e}")))?;
@@ -602,10 +586,7 @@ fn cert_new_pkcs11(
             "--bits {bits}: use 2048, 3072 or 4096"
         )));
     }
-    if days == 0 || days > 3650 {
-        return Err(CliError::Usage(format!("--days {days}: use 1 to 3650")));
-    }
-    let dn = parse_subject(subject)?;
+    let params = certificate_params(subject, days)?;
     let cert_path = dir.join("cert.pem");
     if cert_path.exists() && !force {
         return Err(CliError::Usage(format!(
@@ -625,18 +606,6 @@ fn cert_new_pkcs11(
     .map_err(|e| CliError::Other(format!("encoding the token's public key: {e}")))?;
     let key = crate::credentials::pkcs11::HsmKey::open(config).map_err(CliError::Other)?;
     let signer = TokenKey { key, public };
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = dn;
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::days(i64::from(days));
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let mut serial = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut serial)
-        .map_err(|_| CliError::Other("the system random generator failed".into()))?;
-    serial[0] &= 0x7f;
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
     let cert = params
         .self_signed(&signer)
         .map_err(|e| CliError::Other(format!("signing the certificate in the token: {e}")))?;
@@ -706,6 +675,28 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CliError> {
             f.write_all(contents)
         })
         .map_err(|e| CliError::Other(format!("writing {}: {e}", path.display())))
+}
+
+/// What `cert new` certifies: the subject, `days` of validity (backdated 5
+/// minutes, so a host with a slow clock does not see "not yet valid"), a
+/// client-authentication key usage and a random positive serial.
+fn certificate_params(subject: &str, days: u32) -> Result<rcgen::CertificateParams, CliError> {
+    if days == 0 || days > 3650 {
+        return Err(CliError::Usage(format!("--days {days}: use 1 to 3650")));
+    }
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = parse_subject(subject)?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let mut serial = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut serial)
+        .map_err(|_| CliError::Other("the system random generator failed".into()))?;
+    serial[0] &= 0x7f; // positive
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    Ok(params)
 }
 
 /// Parses `CN=name,O=org,…` into a distinguished name.

@@ -519,15 +519,27 @@ impl SharedCache {
     }
 
     async fn write_token(&self, names: &Names, record: &TokenRecord) {
-        let ttl = Duration::from_secs(record.expires_on.saturating_sub(self.clock.unix_now()));
+        self.write_sealed(
+            &names.token,
+            &names.token_aad,
+            &record.encode(),
+            record.expires_on,
+        )
+        .await;
+    }
+
+    /// Seals `plain` bound to `aad` and stores it under `key` until `until`
+    /// (unix seconds), Redis expiring it then.
+    async fn write_sealed(&self, key: &str, aad: &[u8], plain: &[u8], until: u64) {
+        let ttl = Duration::from_secs(until.saturating_sub(self.clock.unix_now()));
         if ttl.is_zero() {
             return;
         }
-        let Ok(sealed) = self.keys.seal(&names.token_aad, &record.encode()) else {
+        let Ok(sealed) = self.keys.seal(aad, plain) else {
             return;
         };
         if self
-            .op(Op::Set, self.store.set(names.token.clone(), sealed, ttl))
+            .op(Op::Set, self.store.set(key.to_owned(), sealed, ttl))
             .await
             .is_ok()
         {
@@ -560,20 +572,8 @@ impl SharedCache {
     }
 
     async fn write_block(&self, names: &Names, block: &BlockRecord) {
-        let ttl = Duration::from_secs(block.until.saturating_sub(self.clock.unix_now()));
-        if ttl.is_zero() {
-            return;
-        }
-        let Ok(sealed) = self.keys.seal(&names.block_aad, &block.encode()) else {
-            return;
-        };
-        if self
-            .op(Op::Set, self.store.set(names.block.clone(), sealed, ttl))
-            .await
-            .is_ok()
-        {
-            self.observer.shared_op(Op::Set, OpResult::Ok);
-        }
+        self.write_sealed(&names.block, &names.block_aad, &block.encode(), block.until)
+            .await;
     }
 
     /// Takes the lease; `count_busy`: count finding it held (once per

@@ -82,44 +82,7 @@ pub struct BlockRecord {
     /// Until when (unix seconds) the fleet answers it locally.
     pub until: u64,
     #[serde(default)]
-    pub entra: Option<SharedEntraError>,
-}
-
-/// [`EntraError`] as the fleet shares it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SharedEntraError {
-    pub status: u16,
-    pub error: String,
-    pub description: String,
-    pub codes: Vec<u32>,
-    pub correlation_id: Option<String>,
-    pub trace_id: Option<String>,
-}
-
-impl From<&EntraError> for SharedEntraError {
-    fn from(e: &EntraError) -> Self {
-        SharedEntraError {
-            status: e.status,
-            error: e.error.clone(),
-            description: e.description.clone(),
-            codes: e.codes.clone(),
-            correlation_id: e.correlation_id.clone(),
-            trace_id: e.trace_id.clone(),
-        }
-    }
-}
-
-impl From<&SharedEntraError> for EntraError {
-    fn from(e: &SharedEntraError) -> Self {
-        EntraError {
-            status: e.status,
-            error: e.error.clone(),
-            description: e.description.clone(),
-            codes: e.codes.clone(),
-            correlation_id: e.correlation_id.clone(),
-            trace_id: e.trace_id.clone(),
-        }
-    }
+    pub entra: Option<EntraError>,
 }
 
 /// AADSTS codes that are about the tenant, not this host's credential or
@@ -141,7 +104,7 @@ impl BlockRecord {
                 Some(BlockRecord {
                     kind: "throttled".into(),
                     until: now + wait.as_secs().max(1),
-                    entra: entra.as_deref().map(SharedEntraError::from),
+                    entra: entra.as_deref().cloned(),
                 })
             }
             AcquireError::Refused { entra, .. }
@@ -150,7 +113,7 @@ impl BlockRecord {
                 Some(BlockRecord {
                     kind: "refused".into(),
                     until: now + negative_ttl.as_secs().max(1),
-                    entra: Some(SharedEntraError::from(&**entra)),
+                    entra: Some((**entra).clone()),
                 })
             }
             _ => None,
@@ -164,7 +127,7 @@ impl BlockRecord {
     /// The error callers get for it at `now`, as if this host had seen it.
     pub fn to_error(&self, key: &CacheKey, now: u64) -> AcquireError {
         let tenant = key.tenant.as_str().to_owned();
-        let entra = self.entra.as_ref().map(|e| Arc::new(EntraError::from(e)));
+        let entra = self.entra.clone().map(Arc::new);
         match (self.is_throttle(), entra) {
             (false, Some(entra)) => AcquireError::Refused { tenant, entra },
             (_, entra) => AcquireError::Throttled {
