@@ -145,6 +145,9 @@ async fn managed_identity_as_a_federated_credential(protocol: IdentityProtocol) 
     let mi_client_id = "6a7b8c9d-0000-4000-8000-000000000001";
     let mi_object_id = "0f0f0f0f-1111-4222-8333-444455556666";
     endpoint.assign(mi_client_id, mi_object_id);
+    // The broker renews a managed-identity token 5 minutes before it
+    // expires: with 332 s of life, it is due for renewal 32 s after issue.
+    endpoint.set_token_lifetime(Duration::from_secs(332));
     let (extra_keys, env) = match &protocol {
         IdentityProtocol::Imds => (String::new(), Vec::new()),
         IdentityProtocol::AppService { secret } => (
@@ -197,6 +200,9 @@ async fn managed_identity_as_a_federated_credential(protocol: IdentityProtocol) 
         "one managed-identity token for both tenants"
     );
 
+    // Past the renewal point, the endpoint down: the renewal fails, and the
+    // still-valid token serves the caller.
+    tokio::time::sleep(Duration::from_secs(34)).await;
     endpoint.set_down(true);
     let answer = get("tailspin.com").await;
     assert_eq!(
@@ -204,7 +210,11 @@ async fn managed_identity_as_a_federated_credential(protocol: IdentityProtocol) 
         "outage, but the MI token is valid: {}",
         answer.body
     );
-    assert_eq!(endpoint.requests(), 1, "the cached token was used");
+    assert_eq!(
+        endpoint.requests(),
+        2,
+        "the renewal was tried, and the cached token used"
+    );
 
     // The status names the credential by kind.
     let status = common::admin(&f.dir.path().join("admin.sock"), "GET", "/admin/status").await;

@@ -279,7 +279,9 @@ async fn a_key_deleted_from_the_token_falls_back_to_the_file_certificate() {
     let token = Token::init(f.dir.path(), "tokenbroker");
     let out_dir = f.dir.path().join("hsm");
     assert!(token.cert_new(&out_dir, "tb-2027").status.success());
-    // Both certificates are registered; the token's is newer, so it signs first.
+    // Only the token's certificate is registered at first: the first token
+    // can only have been signed in the token.
+    f.sim.clear_certificates();
     f.sim
         .register_certificate(&der_of(&out_dir.join("cert.pem")))
         .unwrap();
@@ -303,6 +305,7 @@ async fn a_key_deleted_from_the_token_falls_back_to_the_file_certificate() {
         200
     );
     assert_eq!(f.sim.refusals().len(), 0);
+    f.sim.register_certificate(&f.cert_der).unwrap();
     // Another process deletes the key from the token.
     let deleted = token.tool(&["--delete-object", "--type", "privkey", "--label", "tb-2027"]);
     assert!(

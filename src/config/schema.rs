@@ -59,7 +59,7 @@ pub struct SharedCacheConfig {
     pub password_env: Option<EnvVarName>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
-    /// Extra trusted roots for `rediss://`.
+    /// The roots `rediss://` trusts, in place of the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Prefix of every key this app writes.

@@ -159,7 +159,13 @@ struct ManagedIdentity {
     label: String,
     /// The current token and its expiry; the lock makes one fetch at a time.
     cached: tokio::sync::Mutex<Option<(Zeroizing<String>, u64)>>,
+    /// After a failed fetch, no other before this (unix s): callers get the
+    /// cached token meanwhile instead of queueing on a dead endpoint.
+    retry_at: std::sync::atomic::AtomicU64,
 }
+
+/// A failed managed-identity fetch is not retried sooner than this.
+const MI_RETRY: u64 = 10;
 
 impl ManagedIdentity {
     fn new(config: &ManagedIdentityConfig, key: &str) -> Result<ManagedIdentity, CredentialError> {
@@ -221,15 +227,18 @@ impl ManagedIdentity {
                 None => "managed-identity:system-assigned".into(),
             },
             cached: tokio::sync::Mutex::new(None),
+            retry_at: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// The cached token while it has 5 minutes left, else a new one; when the
     /// endpoint fails, the cached one while it is still valid.
     async fn token(&self, now: u64) -> Result<String, String> {
+        use std::sync::atomic::Ordering;
         let mut cached = self.cached.lock().await;
         if let Some((token, exp)) = cached.as_ref() {
-            if *exp > now + MI_REFRESH_MARGIN {
+            let backing_off = now < self.retry_at.load(Ordering::Relaxed);
+            if *exp > now + MI_REFRESH_MARGIN || (backing_off && *exp > now + MIN_LEFT) {
                 return Ok(token.to_string());
             }
         }
@@ -241,6 +250,7 @@ impl ManagedIdentity {
             }
             Err(why) => match cached.as_ref() {
                 Some((token, exp)) if *exp > now + MIN_LEFT => {
+                    self.retry_at.store(now + MI_RETRY, Ordering::Relaxed);
                     tracing::warn!(identity = %self.label, "the managed-identity endpoint failed ({why}); presenting the cached token, valid until {}", expired_at(*exp));
                     Ok(token.to_string())
                 }
@@ -259,12 +269,18 @@ impl ManagedIdentity {
             .await
             .map_err(|e| format!("{}: {e}", what()))?;
         let status = response.status().as_u16();
-        let body = response
-            .bytes()
+        let mut response = response;
+        let mut body = Vec::new();
+        // Read in bounded pieces: an endpoint cannot make us hold more.
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| format!("{}: reading the answer: {e}", what()))?;
-        if body.len() > 64 * 1024 {
-            return Err(format!("{}: the answer is larger than 64 KiB", what()));
+            .map_err(|e| format!("{}: reading the answer: {e}", what()))?
+        {
+            if body.len() + chunk.len() > 64 * 1024 {
+                return Err(format!("{}: the answer is larger than 64 KiB", what()));
+            }
+            body.extend_from_slice(&chunk);
         }
         let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
             format!(

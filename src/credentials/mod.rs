@@ -559,6 +559,12 @@ impl Credential {
             message,
         })?;
         let key = pkcs11::HsmKey::open(config).map_err(hsm_error)?;
+        let bits = key.public().0.iter().skip_while(|b| **b == 0).count() * 8;
+        if bits < MIN_RSA_BITS {
+            return Err(hsm_error(format!(
+                "the key is RSA-{bits}; Entra requires at least {MIN_RSA_BITS} bits: make a new one with `tokenbroker cert new --pkcs11-…`"
+            )));
+        }
         if !same_rsa_key(&leaf, key.public()) {
             return Err(CredentialError::KeyMismatch {
                 certificate: cert_path.to_owned(),

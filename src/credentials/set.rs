@@ -135,9 +135,17 @@ impl CredentialSet {
                     warnings.extend(loaded.warnings);
                     credentials.push(loaded.credential);
                 }
-                Err(
-                    e @ (CredentialError::Expired { .. } | CredentialError::NotYetValid { .. }),
-                ) if sources.len() > 1 => {
+                // A certificate out of its validity, or a token or HSM that
+                // is not there right now, is passed over while another
+                // credential loads: the others keep the daemon serving.
+                Err(e)
+                    if sources.len() > 1
+                        && (matches!(
+                            e,
+                            CredentialError::Expired { .. } | CredentialError::NotYetValid { .. }
+                        ) || source.pkcs11.is_some()
+                            || source.federated.is_some()) =>
+                {
                     warnings.push(format!(
                         "{} ({}): skipped: {e}",
                         source.key,

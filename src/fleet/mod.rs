@@ -267,7 +267,14 @@ struct Health {
     state: AtomicU8,
     /// Since when (unix s), and the last failure.
     detail: Mutex<(u64, Option<String>)>,
+    /// While Redis is down, operations fail at once until then; the first
+    /// one after it is the probe. So a Redis that drops packets costs one
+    /// `timeout` per [`PROBE_INTERVAL`], not one per request.
+    skip_until: Mutex<Option<tokio::time::Instant>>,
 }
+
+/// While Redis is down, it is tried again this often.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The shared cache's state, for admin status and `tokenbroker status`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -354,8 +361,8 @@ impl SharedCache {
             token: key_of("token"),
             lease: key_of("lease"),
             block: key_of("block"),
-            token_aad: format!("tokenbroker/v1\0token\0{bound}").into_bytes(),
-            block_aad: format!("tokenbroker/v1\0block\0{bound}").into_bytes(),
+            token_aad: format!("tokenbroker/v1\0token\0{}\0{bound}", settings.prefix).into_bytes(),
+            block_aad: format!("tokenbroker/v1\0block\0{}\0{bound}", settings.prefix).into_bytes(),
         }
     }
 
@@ -371,6 +378,19 @@ impl SharedCache {
         op: Op,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, ()> {
+        if self.health.state.load(Ordering::Acquire) == DOWN {
+            let mut skip = self
+                .health
+                .skip_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            match *skip {
+                Some(until) if now < until => return Err(()),
+                // This call is the probe; the others skip until it is done.
+                _ => *skip = Some(now + PROBE_INTERVAL.max(self.settings.timeout)),
+            }
+        }
         match tokio::time::timeout(self.settings.timeout, call).await {
             Ok(Ok(value)) => {
                 self.healthy();
@@ -407,6 +427,12 @@ impl SharedCache {
     }
 
     fn unhealthy(&self, why: String) {
+        *self
+            .health
+            .skip_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some(tokio::time::Instant::now() + PROBE_INTERVAL);
         let was = self.health.state.swap(DOWN, Ordering::AcqRel);
         if was != DOWN {
             self.observer.shared_up(false);
@@ -681,7 +707,9 @@ impl SharedCache {
                         Read::Miss | Read::Rejected => {}
                     }
                     if let Some(block) = self.read_block(&names).await {
-                        return Err(block.to_error(key, self.clock.unix_now()));
+                        if !load.forced || block.is_throttle() {
+                            return Err(block.to_error(key, self.clock.unix_now()));
+                        }
                     }
                     // The holder gave up without a token to share (a
                     // transient failure): the lease is free, take it over.

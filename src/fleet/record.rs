@@ -10,6 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+/// The longest token lifetime taken from the fleet (Entra issues 1 to 24 hours).
+const MAX_LIFETIME: u64 = 2 * 86_400;
+/// No later than the year 2286.
+const MAX_UNIX: u64 = 9_999_999_999;
+
 /// A token as the fleet shares it (times in unix seconds).
 #[derive(Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -67,8 +72,17 @@ impl TokenRecord {
     pub fn decode(bytes: &[u8]) -> Result<TokenRecord, String> {
         let record: TokenRecord =
             serde_json::from_slice(bytes).map_err(|e| format!("not a token record: {e}"))?;
-        if record.access_token.is_empty() || record.expires_on < record.issued_on {
-            return Err("not a token record: empty token or expiry before issue".into());
+        // Only a key holder can write one, but numbers past these would
+        // overflow the clocks they are added to.
+        let lifetime = record.expires_on.checked_sub(record.issued_on);
+        let sane = !record.access_token.is_empty()
+            && lifetime.is_some_and(|l| l <= MAX_LIFETIME)
+            && record.expires_on <= MAX_UNIX
+            && record
+                .refresh_on
+                .is_none_or(|r| (record.issued_on..=record.expires_on).contains(&r));
+        if !sane {
+            return Err("not a token record: empty token, or times out of order or range".into());
         }
         Ok(record)
     }
@@ -87,7 +101,9 @@ pub struct BlockRecord {
 
 /// AADSTS codes that are about the tenant, not this host's credential or
 /// clock: another host with the same app would be refused alike.
-const TENANT_REFUSALS: [u32; 6] = [700_016, 65_001, 90_002, 90_038, 7_000_112, 53_003];
+/// (Not Conditional Access, AADSTS53003: it may depend on the host's
+/// address.)
+const TENANT_REFUSALS: [u32; 5] = [700_016, 65_001, 90_002, 90_038, 7_000_112];
 
 impl BlockRecord {
     /// What the fleet should remember of `error`, seen at `now`: a throttle
@@ -143,7 +159,12 @@ impl BlockRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<BlockRecord, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("not a refusal record: {e}"))
+        let block: BlockRecord =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a refusal record: {e}"))?;
+        if block.until > MAX_UNIX {
+            return Err("not a refusal record: its end is out of range".into());
+        }
+        Ok(block)
     }
 }
 

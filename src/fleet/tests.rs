@@ -316,6 +316,8 @@ async fn an_outage_makes_each_host_fetch_alone_and_sharing_resumes_after() {
     assert_eq!(a.status().state, "down");
     assert!(counts.count(Op::Get, OpResult::Error) >= 1);
     store.set_down(false);
+    // Each host tries Redis again at most once a second while it is down.
+    tokio::time::advance(Duration::from_secs(2)).await;
     a.fetch(&key("two.com"), &LoadContext::default(), || upstream.call())
         .await
         .unwrap();

@@ -65,8 +65,8 @@ pub fn token_query(query: &str, is_msi: bool, max: usize) -> Result<TokenQuery<'
         .iter()
         .filter_map(|name| take(&mut pairs, name).map(|value| (*name, value)));
         let selector = selectors.next();
-        if let (Some((first, a)), Some((second, b))) = (&selector, selectors.next()) {
-            if a != &b {
+        if let Some((first, a)) = &selector {
+            if let Some((second, _)) = selectors.find(|(_, b)| b != a) {
                 return Err(Failure::new(
                     400,
                     "invalid_request",
@@ -193,7 +193,7 @@ mod tests {
             token_query(twice, true, 200).unwrap().tenant.as_deref(),
             Some("fabrikam")
         );
-        let clash = "api-version=2019-08-01&resource=r&client_id=fabrikam&object_id=contoso";
+        let clash = "api-version=2019-08-01&resource=r&client_id=fabrikam&mi_res_id=fabrikam&object_id=contoso";
         let e = token_query(clash, true, 200).unwrap_err();
         assert_eq!(e.status, 400);
         let q = token_query("api-version=2019-08-01&resource=r", true, 100).unwrap();

@@ -254,7 +254,19 @@ fn check_federated(
     now: u64,
 ) -> Result<(), Refusal> {
     let text = |name: &str| claims.get(name).and_then(Value::as_str).unwrap_or_default();
-    let (iss, sub, aud) = (text("iss"), text("sub"), text("aud"));
+    // `aud` may be a string or an array (Kubernetes' projected tokens).
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(one)) => vec![one.as_str()],
+        _ => Vec::new(),
+    };
+    let aud = audiences
+        .iter()
+        .find(|a| **a == FEDERATED_AUDIENCE)
+        .or(audiences.first())
+        .copied()
+        .unwrap_or_default();
+    let (iss, sub) = (text("iss"), text("sub"));
     let no_record = || {
         refuse(400, "invalid_client", 70_021, format!(
             "No matching federated identity record found for presented assertion. Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{aud}'."
