@@ -24,15 +24,21 @@
 //! 4. The [`cache`] answers from memory when it can (no lock on a hit); on a
 //!    miss it runs one load per (tenant, resource) in its own task, shares the
 //!    result with every waiter, remembers refusals and throttling, refreshes
-//!    ahead of expiry in the background, and cuts a caller off at
+//!    ahead of expiry in the background (where in each token's window is the
+//!    [`cache::pacing`] module's choice), and cuts a caller off at
 //!    `cache.load_timeout`. It knows only a [`cache::TokenSource`] and a clock.
-//! 5. The token source is the [`authority`] client: one logical
+//! 5. With `[shared_cache]`, the source first asks the [`fleet`] cache on
+//!    Redis: a refusal another host saw, a newer sealed token, or a lease so
+//!    that one host of the fleet fetches and the others read its token.
+//! 6. The token source is the [`authority`] client: one logical
 //!    client-credentials request to the tenant's v2.0 endpoint, with retries
 //!    ([`backoff`]), and [`authority::response`] to parse and classify
 //!    Entra's answer.
-//! 6. Each attempt carries a fresh [`assertion`], signed with the key the
-//!    [`credentials`] module loaded, checked and holds (PEM, DER, PFX;
-//!    thumbprints as the portal shows them).
+//! 7. Each attempt carries a client assertion from one of the [`credentials`]:
+//!    a fresh [`assertion`] signed with a key it loaded and checked (PEM, DER,
+//!    PFX; thumbprints as the portal shows them) or that a PKCS#11 token
+//!    holds, or a federated token (a token file, or the host's managed
+//!    identity). A credential Entra refuses passes the request to the next.
 //!
 //! # Around the request
 //!

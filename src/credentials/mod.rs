@@ -1,16 +1,23 @@
-//! The app's certificate and private key: loading, checking, thumbprints.
+//! The app's credentials: loading, checking, thumbprints, and the client
+//! assertion each one makes.
 //!
-//! [`Credential::load`] reads the files named in `[app]` (see `files.rs` for the
-//! formats), then checks what Entra will check: an RSA key of at least 2048
-//! bits, matching the certificate, within the certificate's validity. The key
-//! is parsed and checked with the `rsa` crate, then parsed once more by
-//! aws-lc-rs, which holds it for signing (and wipes it when the credential is
-//! dropped); the bytes in between live only in zeroizing buffers, and no key
-//! material reaches `Debug`, logs or errors. The credential hands the
-//! [`assertion`](crate::assertion) module a [`Signer`] over that key.
+//! [`Credential::load`] reads what `[app]` names. A certificate and key
+//! (see `files.rs` for the formats) are checked as Entra will check them:
+//! an RSA key of at least 2048 bits, matching the certificate, within the
+//! certificate's validity. The key is parsed and checked with the `rsa`
+//! crate, then parsed once more by aws-lc-rs, which holds it for signing
+//! (and wipes it when the credential is dropped); the bytes in between live
+//! only in zeroizing buffers, and no key material reaches `Debug`, logs or
+//! errors. The credential hands the [`assertion`](crate::assertion) module
+//! a [`Signer`] over that key.
 //!
-//! The daemon holds its credential in a [`CredentialStore`], which lets a new
-//! credential replace the old one while requests are in flight.
+//! Two other kinds make assertions without a key in the process: a key in
+//! a PKCS#11 token ([`pkcs11`], the token signs) and federated credentials
+//! (`federated.rs`: a token file, or the host's managed identity).
+//!
+//! The daemon holds its credentials in a [`CredentialSet`], which orders
+//! them, remembers refusals per tenant, and lets new credentials replace
+//! the old ones while requests are in flight.
 
 mod federated;
 mod files;
