@@ -285,3 +285,46 @@ async fn a_refused_federated_credential_falls_back_to_the_next() {
     assert_eq!(refusals[0].code, 70_021);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_token_files_from_one_issuer_keep_apart() {
+    let issuer = FederatedIssuer::new(K8S).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    write_token(&one, &issuer, "system:serviceaccount:other:sa", now());
+    write_token(&two, &issuer, SUBJECT, now());
+    let f = Fixture::with_credentials(
+        &format!(
+            "[[app.credentials]]\nfederated_token_file = \"{}\"\n\
+             [[app.credentials]]\nfederated_token_file = \"{}\"\n",
+            one.display(),
+            two.display()
+        ),
+        "",
+    )
+    .await;
+    f.sim.clear_certificates();
+    f.sim.trust_federated(&issuer, SUBJECT);
+    f.sim.consent("contoso.onmicrosoft.com");
+    let server = Server::start(&f, |_, _| {}).await;
+    // The first is refused (70021) and remembered; the second, with the
+    // same issuer, is still tried and works.
+    let answer = server.token("contoso.onmicrosoft.com", TESTER_SECRET).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let status = server.app.broker().status();
+    let ids: Vec<&str> = status
+        .credentials
+        .iter()
+        .map(|c| c.thumbprint.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            format!("federated:{K8S}"),
+            format!("federated:{K8S} (app.credentials[1])")
+        ]
+    );
+    assert!(status.credentials[0].last_rejection.is_some());
+    assert!(status.credentials[1].in_use);
+    server.stop().await;
+}

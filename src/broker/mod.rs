@@ -466,6 +466,9 @@ impl Broker {
         let mut cache_settings = CacheSettings::from_config(&config.cache);
         cache_settings.refresh_retry = self.cache.settings().refresh_retry;
         self.cache.set_settings(cache_settings);
+        if let Some(fleet) = self.fleet() {
+            fleet.set_cache_tuning(config.cache.min_remaining.0, config.cache.negative_ttl.0);
+        }
         let policy = Policy::new(&config);
         self.cache
             .set_configured(config.tenants.iter().map(|t| t.id.clone()));

@@ -719,6 +719,10 @@ impl Credential {
         &self.id
     }
 
+    pub(crate) fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+
     /// `certificate`, `federated_token_file` or `federated_managed_identity`.
     pub fn kind(&self) -> &'static str {
         match &self.proof {

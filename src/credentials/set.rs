@@ -322,8 +322,19 @@ impl CredentialSet {
     }
 }
 
-/// Newest `notBefore` first; file order among equals.
-fn order(credentials: Vec<Credential>) -> Vec<Arc<Credential>> {
+/// Newest `notBefore` first; file order among equals. Ids are made unique
+/// (a second credential with the same id, such as two token files from one
+/// issuer, gets its configuration key appended), since refusals, "in use"
+/// and metrics are kept per id.
+fn order(mut credentials: Vec<Credential>) -> Vec<Arc<Credential>> {
+    let mut seen = std::collections::HashSet::new();
+    for credential in &mut credentials {
+        if !seen.insert(credential.id().to_owned()) {
+            let unique = format!("{} ({})", credential.id(), credential.source().key);
+            credential.set_id(unique.clone());
+            seen.insert(unique);
+        }
+    }
     let mut list: Vec<Arc<Credential>> = credentials.into_iter().map(Arc::new).collect();
     list.sort_by_key(|c| std::cmp::Reverse(c.not_before()));
     list

@@ -298,6 +298,14 @@ pub struct SharedCache {
     clock: SharedClock,
     observer: Arc<dyn FleetObserver>,
     health: Health,
+    /// `cache.min_remaining` and `cache.negative_ttl` in force, in
+    /// milliseconds: a reload of `[cache]` changes them.
+    min_remaining_ms: std::sync::atomic::AtomicU64,
+    negative_ttl_ms: std::sync::atomic::AtomicU64,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The Redis keys and associated data of one (tenant, resource).
@@ -338,6 +346,8 @@ impl SharedCache {
         observer: Arc<dyn FleetObserver>,
     ) -> SharedCache {
         SharedCache {
+            min_remaining_ms: millis(settings.min_remaining).into(),
+            negative_ttl_ms: millis(settings.negative_ttl).into(),
             store,
             target,
             keys,
@@ -348,9 +358,25 @@ impl SharedCache {
         }
     }
 
-    /// The settings in force.
+    /// The settings it started with (`[shared_cache]` needs a restart).
     pub fn settings(&self) -> &FleetSettings {
         &self.settings
+    }
+
+    /// Follows a reload of `[cache]`.
+    pub fn set_cache_tuning(&self, min_remaining: Duration, negative_ttl: Duration) {
+        self.min_remaining_ms
+            .store(millis(min_remaining), Ordering::Relaxed);
+        self.negative_ttl_ms
+            .store(millis(negative_ttl), Ordering::Relaxed);
+    }
+
+    fn min_remaining(&self) -> Duration {
+        Duration::from_millis(self.min_remaining_ms.load(Ordering::Relaxed))
+    }
+
+    fn negative_ttl(&self) -> Duration {
+        Duration::from_millis(self.negative_ttl_ms.load(Ordering::Relaxed))
     }
 
     fn names(&self, key: &CacheKey) -> Names {
@@ -528,7 +554,7 @@ impl SharedCache {
         };
         let now = self.clock.unix_now();
         let sha = record.sha256();
-        let usable = record.expires_on.saturating_sub(now) > self.settings.min_remaining.as_secs()
+        let usable = record.expires_on.saturating_sub(now) > self.min_remaining().as_secs()
             && load.rejected != Some(sha)
             // Newer than what this host holds: a refresh must not take back
             // the very token it is replacing.
@@ -751,7 +777,7 @@ impl SharedCache {
                     .await
             }
             Err(error) => {
-                if let Some(block) = BlockRecord::of(error, now, self.settings.negative_ttl) {
+                if let Some(block) = BlockRecord::of(error, now, self.negative_ttl()) {
                     self.write_block(names, &block).await;
                 }
             }

@@ -422,3 +422,25 @@ async fn when_the_lease_holder_fails_a_waiting_host_takes_over_at_once() {
         "counted once per wait"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_of_the_cache_tuning_reaches_the_shared_cache() {
+    let store = MemoryStore::new();
+    let (a, _) = host(&store, seal::Keys::from_bytes(&KEY_A, &[]).unwrap());
+    let (b, _) = host(&store, seal::Keys::from_bytes(&KEY_A, &[]).unwrap());
+    let upstream = Upstream::new(Duration::ZERO);
+    let k = key("contoso.com");
+    a.fetch(&k, &LoadContext::default(), || upstream.call())
+        .await
+        .unwrap();
+    // The shared token has an hour left; b now wants more than that.
+    b.set_cache_tuning(Duration::from_secs(3700), Duration::from_secs(30));
+    b.fetch(&k, &LoadContext::default(), || upstream.call())
+        .await
+        .unwrap();
+    assert_eq!(
+        upstream.calls(),
+        2,
+        "too short-lived for b's new min_remaining"
+    );
+}
