@@ -32,6 +32,12 @@ impl AccessToken {
         self.0.token.as_str()
     }
 
+    /// Its SHA-256: what a caller that saw it rejected sends back as
+    /// `token_sha256_to_refresh`.
+    pub fn sha256(&self) -> [u8; 32] {
+        sha256(self.expose())
+    }
+
     /// Whether [`AccessToken::expose`] needs no JSON escaping.
     pub fn is_json_safe(&self) -> bool {
         self.0.json_safe
@@ -52,6 +58,15 @@ impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "AccessToken([redacted], {} bytes)", self.len())
     }
+}
+
+/// SHA-256 of a token's text.
+pub fn sha256(token: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+    );
+    out
 }
 
 #[cfg(test)]

@@ -21,14 +21,6 @@ fn redis_available() -> bool {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `redis-server` of its own, stopped on drop.
 struct Redis {
     child: Option<Child>,
@@ -41,7 +33,7 @@ impl Redis {
     fn start(dir: &Path, cluster: bool) -> Redis {
         let mut redis = Redis {
             child: None,
-            port: free_port(),
+            port: common::free_port(),
             dir: dir.to_owned(),
             cluster,
         };
@@ -717,7 +709,7 @@ async fn check_online_round_trips_a_sealed_value_and_names_what_fails() {
     // A Redis that is not there: the check fails and says what to look at.
     let gone = format!(
         "url = \"redis://127.0.0.1:{}/0\"\nkey_file = \"{}\"\ntimeout = \"200ms\"\n",
-        free_port(),
+        common::free_port(),
         key.display()
     );
     let config = broker_config(&f, "b", &gone, "");

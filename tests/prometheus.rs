@@ -374,14 +374,6 @@ async fn prometheus_api(port: u16, path_and_query: &str) -> serde_json::Value {
     serde_json::from_str(&body[start..end]).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_prometheus_scrapes_the_broker_and_evaluates_every_rule_and_panel() {
     if !common::available(
@@ -391,7 +383,7 @@ async fn a_real_prometheus_scrapes_the_broker_and_evaluates_every_rule_and_panel
         return;
     }
     let (f, server) = busy_broker().await;
-    let port = free_port();
+    let port = common::free_port();
     let config = f.dir.path().join("prometheus.yml");
     std::fs::write(
         &config,

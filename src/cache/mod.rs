@@ -791,14 +791,7 @@ impl<E: LoadError> Inner<E> {
         match result {
             Ok(response) => {
                 let wall = self.clock.unix_now();
-                let mut sha256 = [0u8; 32];
-                sha256.copy_from_slice(
-                    aws_lc_rs::digest::digest(
-                        &aws_lc_rs::digest::SHA256,
-                        response.access_token.expose().as_bytes(),
-                    )
-                    .as_ref(),
-                );
+                let sha256 = response.access_token.sha256();
                 let token = Arc::new(CachedToken {
                     access_token: response.access_token,
                     sha256,

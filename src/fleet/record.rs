@@ -56,12 +56,7 @@ impl TokenRecord {
 
     /// SHA-256 of the token (what `token_sha256_to_refresh` names).
     pub fn sha256(&self) -> [u8; 32] {
-        let mut sha = [0u8; 32];
-        sha.copy_from_slice(
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.access_token.as_bytes())
-                .as_ref(),
-        );
-        sha
+        crate::token::sha256(&self.access_token)
     }
 
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {

@@ -144,17 +144,7 @@ async fn a_refresh_takes_a_newer_shared_token_but_never_the_one_it_replaces() {
         .fetch(&k, &LoadContext::default(), || upstream.call())
         .await
         .unwrap();
-    let sha = |f: &Fetched| {
-        let mut s = [0u8; 32];
-        s.copy_from_slice(
-            aws_lc_rs::digest::digest(
-                &aws_lc_rs::digest::SHA256,
-                f.access_token.expose().as_bytes(),
-            )
-            .as_ref(),
-        );
-        s
-    };
+    let sha = |f: &Fetched| f.access_token.sha256();
     let held = Some((sha(&first), clock().unix_now() + 3600));
     // B refreshing the token it holds: the shared one is that same token,
     // so B fetches, and writes the newer one through.

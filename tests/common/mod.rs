@@ -56,6 +56,15 @@ pub fn has_program(program: &str) -> bool {
     })
 }
 
+/// A TCP port free on loopback now (for a server the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Whether this process runs as root (it may then act as another uid).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
