@@ -1,21 +1,19 @@
 //! Start-up and live operations: from a configuration and its credentials
 //! to a running app ([`start`]), one path for `tokenbroker serve`,
-//! `serve --dev`, the tests and the benches; then [`reload`] (SIGHUP, the
-//! admin API, a changed file) and the file watch ([`spawn_watch`]).
+//! `serve --dev`, the tests and the benches; then the triggers of a reload (SIGHUP, [`spawn_sighup`]; a changed
+//! file, [`spawn_watch`]), which the broker carries out.
 
 use crate::authority::{AuthoritySettings, BuildError};
-use crate::broker::{Applied, Broker};
+use crate::broker::Broker;
 use crate::cache::CacheSettings;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError};
-use crate::credentials::{
-    file_sha256, Credential, CredentialError, CredentialSet, CredentialSource, Fingerprint,
-};
+use crate::credentials::{CredentialError, CredentialSet};
 use crate::metrics::Metrics;
 use crate::server::App;
+use crate::sys::file_sha256;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// How the broker runs, beyond the configuration (tests tune these).
 #[derive(Debug, Clone)]
@@ -53,13 +51,9 @@ impl StartError {
     /// A client build failure, as a configuration error where the operator
     /// can fix it (`app.ca_file` of the file at `config_path`).
     pub fn from_build(config_path: &Path, e: BuildError) -> StartError {
-        match e {
-            BuildError::CaFile(message) => StartError::Config(ConfigError::Invalid {
-                path: config_path.to_owned(),
-                key: "app.ca_file".into(),
-                message,
-            }),
-            other => StartError::Client(other),
+        match e.into_config(config_path) {
+            Ok(config) => StartError::Config(config),
+            Err(other) => StartError::Client(other),
         }
     }
 }
@@ -112,7 +106,7 @@ pub fn load_credentials(
     config: &Config,
     config_path: &Path,
 ) -> Result<(CredentialSet, Vec<String>), CredentialError> {
-    let ((credentials, sources, fingerprint), warnings) = read_credentials(config, config_path)?;
+    let ((credentials, sources, fingerprint), warnings) = CredentialSet::read(config, config_path)?;
     let set = CredentialSet::new(
         credentials,
         sources,
@@ -120,22 +114,6 @@ pub fn load_credentials(
         config.app.credential_rejection_memory.0,
     );
     Ok((set, warnings))
-}
-
-/// The credentials `config` names, read from their files: the credentials,
-/// their sources, and the fingerprint of the files taken *before* they were
-/// read (a change that lands meanwhile is picked up by the next check).
-type ReadCredentials = (Vec<Credential>, Vec<CredentialSource>, Fingerprint);
-
-fn read_credentials(
-    config: &Config,
-    config_path: &Path,
-) -> Result<(ReadCredentials, Vec<String>), CredentialError> {
-    let sources = CredentialSource::all_from_config(&config.app);
-    let fingerprint = Fingerprint::of(&sources);
-    let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())
-        .map_err(|e| e.in_config(config_path, &sources))?;
-    Ok(((credentials, sources, fingerprint), warnings))
 }
 
 /// Builds the broker and the app for `config`, and starts fetching a token
@@ -225,7 +203,7 @@ fn log_startup(
             // The certificate's thumbprint, or `federated:<issuer>`.
             thumbprint = credential.id(),
             not_after = not_after.map(crate::clock::unix_seconds),
-            expires = not_after.map(crate::credentials::rfc3339),
+            expires = not_after.map(crate::sys::rfc3339),
             certificate_file = credential
                 .source()
                 .certificate
@@ -234,68 +212,6 @@ fn log_startup(
             "credential"
         );
     }
-}
-
-/// Why a reload changed nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("nothing to reload: this daemon runs on an in-memory configuration (dev mode)")]
-    NoFile,
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Credential(#[from] CredentialError),
-    #[error("{0}")]
-    Client(String),
-}
-
-impl ReloadError {
-    /// Whether the new configuration (or a credential it names) is at fault.
-    pub fn is_configuration(&self) -> bool {
-        !matches!(self, ReloadError::NoFile)
-    }
-}
-
-/// Re-reads the configuration file and every credential file, checks it
-/// all, then puts it in force at once. A reload that fails changes nothing
-/// (the daemon keeps serving on the old state), is logged and counted, and
-/// says why.
-pub async fn reload(app: &App) -> Result<Applied, ReloadError> {
-    let _one_at_a_time = app.reload_lock().await;
-    let broker = app.broker();
-    let Some(path) = broker.config_path().map(Path::to_owned) else {
-        return Err(ReloadError::NoFile);
-    };
-    let loaded = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
-        let config = Config::load(&path)?;
-        let (credentials, warnings) = read_credentials(&config, &path)?;
-        Ok((config, credentials, warnings, path))
-    })
-    .await
-    .map_err(|e| ReloadError::Client(format!("the reload task failed: {e}")))
-    .and_then(|r| r);
-    let outcome = loaded.and_then(|(config, credentials, warnings, path)| {
-        warnings.iter().for_each(|w| tracing::warn!("{w}"));
-        broker.apply(config, Some(credentials)).map_err(|e| {
-            match StartError::from_build(&path, e) {
-                StartError::Config(e) => ReloadError::Config(e),
-                StartError::Client(e) => ReloadError::Client(e.to_string()),
-            }
-        })
-    });
-    match &outcome {
-        Ok(applied) => tracing::info!(
-            restart_needed = ?applied.restart_needed,
-            dropped = applied.dropped,
-            cleared = applied.cleared,
-            "configuration reloaded"
-        ),
-        Err(e) => {
-            broker.reload_failed();
-            tracing::error!("reload failed, nothing changed: {e}");
-        }
-    }
-    outcome
 }
 
 /// Every `app.credential_check_interval`: reloads credentials whose files
@@ -316,33 +232,13 @@ pub fn spawn_watch(app: Arc<App>) -> tokio::task::JoinHandle<()> {
                 if now.is_some() && now != seen {
                     seen = now;
                     tracing::info!(file = %path.display(), "configuration file changed; reloading");
-                    // The outcome is logged and counted by `reload`.
-                    let _ = reload(&app).await;
+                    // The outcome is logged and counted by the broker.
+                    let _ = app.broker().reload().await;
                     continue;
                 }
             }
-            // Under the reload lock, so it cannot interleave with a reload;
-            // off the runtime, since it reads files and parses keys.
-            let _one_at_a_time = app.reload_lock().await;
-            let credentials = Arc::clone(app.broker().credentials());
-            let reloaded = tokio::task::spawn_blocking(move || {
-                credentials.reload_if_changed(SystemTime::now())
-            })
-            .await;
-            match reloaded {
-                Ok(Ok(Some(warnings))) => {
-                    warnings.iter().for_each(|w| tracing::warn!("{w}"));
-                    tracing::info!(
-                        in_use = %app.broker().credentials().in_use(),
-                        "credential files changed; reloaded them"
-                    );
-                }
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => tracing::warn!(
-                    "credential files changed but do not load; the old credentials keep signing until they do: {e}"
-                ),
-                Err(e) => tracing::error!("the credential check failed: {e}"),
-            }
+            // Logged by the broker's control door, under its reload lock.
+            app.broker().reload_changed_credentials().await;
         }
     })
 }
@@ -361,7 +257,7 @@ pub fn spawn_sighup(
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             tracing::info!("SIGHUP received; reloading");
-            let _ = reload(&app).await;
+            let _ = app.broker().reload().await;
         }
     })
 }

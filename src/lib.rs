@@ -83,5 +83,7 @@ pub mod dev;
 pub mod fleet;
 pub mod jitter;
 pub mod metrics;
+pub mod route;
 pub mod server;
+pub mod sys;
 pub mod token;

@@ -11,7 +11,7 @@
 use crate::authority::{UpstreamObserver, UpstreamOutcome};
 use crate::cache::{CacheKey, CacheObserver, CachedToken, Lookup, Trigger};
 use crate::config::{Config, Resource, TenantId};
-use crate::server::Route;
+use crate::route::Route;
 use arc_swap::ArcSwap;
 use prometheus::{
     exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,

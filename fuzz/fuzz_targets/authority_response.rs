@@ -1,18 +1,9 @@
 //! Entra's answers: a success body, an error body at any status, and the
-//! classification of the failure.
+//! The body is in `fuzz/targets/authority_response.rs`, which `tests/fuzz_corpus.rs`
+//! also replays over the committed corpus on every test run.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use tokenbroker::authority::response::{classify, parse_error, parse_retry_after, parse_success};
+#[path = "../targets/authority_response.rs"]
+mod target;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&status, body)) = data.split_first() else {
-        return;
-    };
-    let _ = parse_success(body);
-    let status = 400 + u16::from(status);
-    let entra = parse_error(status, body);
-    let retry_after = std::str::from_utf8(body).ok().and_then(parse_retry_after);
-    let _ = classify(status, &entra.error, &entra.codes, retry_after);
-    let _ = entra.to_string();
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| target::run(data));

@@ -1,10 +1,9 @@
 //! The configuration loader: TOML parsing, every value's check, the rules
-//! that span keys. It must refuse, never panic.
+//! The body is in `fuzz/targets/config.rs`, which `tests/fuzz_corpus.rs`
+//! also replays over the committed corpus on every test run.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
+#[path = "../targets/config.rs"]
+mod target;
 
-fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    let _ = tokenbroker::config::Config::parse(&text, std::path::Path::new("/etc/tokenbroker/fuzz.toml"));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| target::run(data));

@@ -11,6 +11,7 @@
 //! it reloads changed credential files once. Caching, single-flight and
 //! remembering failures are the cache's job, not this one's.
 
+pub mod aadsts;
 pub mod response;
 
 use crate::backoff::Backoff;
@@ -29,7 +30,7 @@ use tokio::time::Instant;
 
 /// Reads `app.ca_file`: a PEM bundle of at least one certificate.
 pub fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, BuildError> {
-    let pem = crate::credentials::read_bounded(path).map_err(|e| {
+    let pem = crate::sys::read_bounded(path).map_err(|e| {
         BuildError::CaFile(format!("cannot read app.ca_file {}: {e}", path.display()))
     })?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
@@ -98,29 +99,9 @@ fn remedy_suffix(entra: &EntraError) -> String {
     entra
         .codes
         .iter()
-        .find_map(|c| remedy(*c))
+        .find_map(|c| aadsts::remedy(*c))
         .map(|r| format!(". What to do: {r}"))
         .unwrap_or_default()
-}
-
-/// What an operator does about an AADSTS code (docs/entra.md, "AADSTS codes").
-pub fn remedy(code: u32) -> Option<&'static str> {
-    Some(match code {
-        700_016 => "the tenant has not granted admin consent to this app (or the tenant id is wrong): send its global admin the URL from `tokenbroker consent-url --tenant <tenant>`",
-        65_001 => "consent is missing: have the tenant's global admin grant admin consent (`tokenbroker consent-url`)",
-        90_002 => "the tenant does not exist: fix the tenant id or domain",
-        90_038 => "the tenant is in another national cloud: set app.cloud accordingly",
-        7_000_112 => "the app is disabled in this tenant: ask the tenant's admin to enable it",
-        700_027 => "the certificate is not registered on the app registration: upload it under Certificates & secrets (check the thumbprint with `tokenbroker cert inspect`)",
-        700_024 => "the assertion's time range was refused: check this host's clock (NTP)",
-        1_000_502 | 7_000_274 | 7_000_214 | 7_000_277 => "the certificate is expired, not yet valid or revoked: rotate it (`tokenbroker cert new`, upload, configure)",
-        70_021 => "no federated identity credential on the app matches the token's issuer and subject: add one (App registrations > your app > Certificates & secrets > Federated credentials) for the issuer and subject Entra names",
-        700_211 | 700_213 => "the federated token's issuer or signature is not one the app trusts: check the federated identity credential's issuer",
-        700_212 => "the federated token's audience is not api://AzureADTokenExchange: fix the token's audience (the projected token's audience, or the managed identity's resource)",
-        53_003 => "Conditional Access in the tenant blocks the app: ask the tenant's admin to exclude it",
-        50_196 => "Entra detected a request loop: something is not caching tokens",
-        _ => return None,
-    })
 }
 
 impl AcquireError {
@@ -133,6 +114,13 @@ impl AcquireError {
             AcquireError::Timeout { .. } => "entra_timeout",
             AcquireError::Credential(_) => "credential_error",
         }
+    }
+
+    /// Whether Entra refused for a reason about the tenant, which every
+    /// host of the fleet would meet alike (consent, an unknown tenant, a
+    /// disabled app): not this host's credential, clock or address.
+    pub fn is_tenant_wide(&self) -> bool {
+        matches!(self, AcquireError::Refused { entra, .. } if aadsts::tenant_wide(&entra.codes))
     }
 
     /// Entra's answer behind the error, if any.
@@ -299,6 +287,18 @@ pub struct AuthorityClient {
     jitter: Jitter,
     in_flight: Semaphore,
     observer: Arc<dyn UpstreamObserver>,
+    /// Where to ask for changed credential files to be re-read.
+    reload: Option<Arc<dyn CredentialReload>>,
+}
+
+/// Re-reads credential files that changed; whether new credentials came
+/// in. The client asks when Entra refused every credential it has (the
+/// files may have been rotated since the last check); the broker's control
+/// door answers, so the reload runs under the one reload lock.
+pub trait CredentialReload: Send + Sync + std::fmt::Debug + 'static {
+    fn reload_changed(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
 }
 
 /// The HTTP client could not be built.
@@ -310,6 +310,24 @@ pub enum BuildError {
     /// The TLS or HTTP stack refused to start (not the operator's doing).
     #[error("building the HTTP client: {0}")]
     Client(String),
+}
+
+impl BuildError {
+    /// An `app.ca_file` failure as the configuration error it is (naming
+    /// the file at `config_path` and the key); any other failure as itself.
+    pub fn into_config(
+        self,
+        config_path: &std::path::Path,
+    ) -> Result<crate::config::ConfigError, BuildError> {
+        match self {
+            BuildError::CaFile(message) => Ok(crate::config::ConfigError::Invalid {
+                path: config_path.to_owned(),
+                key: "app.ca_file".into(),
+                message,
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 impl AuthorityClient {
@@ -341,7 +359,22 @@ impl AuthorityClient {
             jitter: Jitter::from_entropy(),
             in_flight: Semaphore::new(permits),
             observer: Arc::new(NoUpstreamObserver),
+            reload: None,
         })
+    }
+
+    /// Asks `reload` to re-read changed credential files when Entra refused
+    /// every credential (the broker's control door, under its reload lock).
+    pub fn with_credential_reload(mut self, reload: Arc<dyn CredentialReload>) -> AuthorityClient {
+        self.reload = Some(reload);
+        self
+    }
+
+    async fn reload_changed_credentials(&self) -> bool {
+        match &self.reload {
+            Some(reload) => reload.reload_changed().await,
+            None => false,
+        }
     }
 
     /// Reports every upstream attempt to `observer` (metrics).
@@ -430,7 +463,7 @@ impl AuthorityClient {
                     }
                     if !reloaded {
                         reloaded = true;
-                        if self.reload_credentials().await {
+                        if self.reload_changed_credentials().await {
                             candidates = self.credentials.candidates(tenant);
                             if let Some(i) = candidates.iter().position(untried) {
                                 tracing::warn!(tenant = tenant_str, "every credential refused; the credential files changed, trying the new ones");
@@ -457,28 +490,6 @@ impl AuthorityClient {
                 _ => {}
             }
             return Err(self.final_error(tenant_str, error, class));
-        }
-    }
-
-    /// Re-reads the credential files if they changed (off the runtime:
-    /// it reads files and parses keys). Whether new credentials came in.
-    async fn reload_credentials(&self) -> bool {
-        let credentials = Arc::clone(&self.credentials);
-        let now = self.clock.now();
-        match tokio::task::spawn_blocking(move || credentials.reload_if_changed(now)).await {
-            Ok(Ok(Some(warnings))) => {
-                warnings.iter().for_each(|w| tracing::warn!("{w}"));
-                true
-            }
-            Ok(Ok(None)) => false,
-            Ok(Err(e)) => {
-                tracing::error!("reloading the credentials failed: {e}");
-                false
-            }
-            Err(e) => {
-                tracing::error!("the credential reload task failed: {e}");
-                false
-            }
         }
     }
 

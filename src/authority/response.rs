@@ -1,6 +1,7 @@
 //! Reading Entra's token endpoint answers, and deciding what a failure means.
 //! Pure: bytes and status in, typed values out; no I/O.
 
+use super::aadsts;
 use crate::token::AccessToken;
 use serde::Deserialize;
 use serde_json::Value;
@@ -81,16 +82,12 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// `Retry-After`, already parsed). Microsoft says to decide on status and
 /// `error`; the two AADSTS codes that have a mechanical remedy come first.
 pub fn classify(status: u16, error: &str, codes: &[u32], retry_after: Option<Duration>) -> Class {
-    if codes.contains(&700_024) {
+    if aadsts::assertion_time(codes) {
         return Class::Resign;
     }
-    // The certificate is not registered (700027), or a federated credential
-    // matches no federated identity record (70021, 700211, 700212, 700213):
-    // another credential may be accepted.
-    if codes
-        .iter()
-        .any(|c| matches!(c, 700_027 | 70_021 | 700_211 | 700_212 | 700_213))
-    {
+    // The certificate is not registered, or a federated credential matches
+    // no federated identity record: another credential may be accepted.
+    if aadsts::credential_refused(codes) {
         return Class::CredentialRefused;
     }
     if status == 429 {

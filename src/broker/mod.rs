@@ -11,6 +11,7 @@
 //! operations (status, refresh, evict) are here too ([`admin`]).
 
 pub mod admin;
+mod control;
 mod limit;
 pub mod status;
 
@@ -25,10 +26,11 @@ use crate::cache::{
 };
 use crate::clock::SharedClock;
 use crate::config::{Config, TenantId};
-use crate::credentials::{Credential, CredentialSet, CredentialSource, Fingerprint};
+use crate::credentials::{CredentialSet, ReadSet};
 use crate::fleet::SharedCache;
 use crate::jitter::Jitter;
 use arc_swap::{ArcSwap, ArcSwapOption};
+pub use control::{Control, ReloadError};
 use status::{Consent, StatusBook};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -192,6 +194,8 @@ pub struct Broker {
     /// `serve --listen`, which outlives reloads of the file.
     listen_override: Option<std::net::SocketAddr>,
     credentials: Arc<CredentialSet>,
+    /// Reloads, and their lock.
+    control: Arc<Control>,
     authority: Arc<ArcSwap<AuthorityClient>>,
     cache: TokenCache<AcquireError>,
     book: Arc<StatusBook>,
@@ -226,8 +230,10 @@ impl Broker {
         observer: Arc<dyn Observer>,
     ) -> Result<Broker, BuildError> {
         let upstream: Arc<dyn UpstreamObserver> = observer.clone();
+        let control = Arc::new(Control::new(Arc::clone(&credentials), Arc::clone(&clock)));
         let client = AuthorityClient::new(authority, Arc::clone(&credentials), Arc::clone(&clock))?
-            .with_observer(upstream);
+            .with_observer(upstream)
+            .with_credential_reload(control.clone());
         let authority = Arc::new(ArcSwap::from_pointee(client));
         let book = Arc::new(StatusBook::new(cache.max_entries, cache.keep_warm));
         let fleet = Arc::new(ArcSwapOption::empty());
@@ -257,6 +263,7 @@ impl Broker {
             config_path: None,
             listen_override: None,
             credentials,
+            control,
             authority,
             cache,
             book,
@@ -424,7 +431,7 @@ impl Broker {
     pub fn apply(
         &self,
         mut config: Config,
-        credentials: Option<(Vec<Credential>, Vec<CredentialSource>, Fingerprint)>,
+        credentials: Option<ReadSet>,
     ) -> Result<Applied, BuildError> {
         let old = self.config();
         if let Some(listen) = self.listen_override {
@@ -449,7 +456,10 @@ impl Broker {
                     Arc::clone(&self.credentials),
                     Arc::clone(&self.clock),
                 )
-                .map(|c| c.with_observer(self.observer.clone() as Arc<dyn UpstreamObserver>))
+                .map(|c| {
+                    c.with_observer(self.observer.clone() as Arc<dyn UpstreamObserver>)
+                        .with_credential_reload(self.control.clone())
+                })
             })
         };
         let client = client.transpose()?;

@@ -3,6 +3,7 @@
 //! roles the token carries. Read by the admin API and `tokenbroker status`.
 //! The classification and the JSON shapes are pure; the book is a bounded map.
 
+use crate::authority::aadsts::{self, ConsentSignal};
 use crate::authority::AcquireError;
 use crate::cache::CacheKey;
 use crate::config::TenantId;
@@ -39,14 +40,10 @@ impl Consent {
     /// What a failed request says about consent; `None` when it says nothing
     /// (throttling, an outage, a certificate problem).
     pub fn after_error(error: &AcquireError) -> Option<Consent> {
-        let codes = &error.entra()?.codes;
-        if codes.iter().any(|c| matches!(c, 700_016 | 65_001)) {
-            Some(Consent::Missing)
-        } else if codes.contains(&7_000_112) {
-            Some(Consent::Disabled)
-        } else {
-            None
-        }
+        Some(match aadsts::consent(&error.entra()?.codes)? {
+            ConsentSignal::Missing => Consent::Missing,
+            ConsentSignal::Disabled => Consent::Disabled,
+        })
     }
 }
 

@@ -69,7 +69,7 @@ fn failure(answer: &Answer) -> CliError {
 }
 
 fn current_uid() -> String {
-    crate::server::admin::own_uid().map_or_else(|| "?".into(), |uid| uid.to_string())
+    crate::sys::own_uid().to_string()
 }
 
 fn encode(value: &str) -> String {

@@ -12,8 +12,9 @@
 //!   minutes before it expires. `IDENTITY_ENDPOINT` is never read: operators
 //!   point that variable at the broker itself.
 
-use super::{read_bounded, CredentialError, CredentialSource, FederatedSource};
+use super::{CredentialError, CredentialSource, FederatedSource};
 use crate::config::{ManagedIdentityConfig, ManagedIdentityProtocol};
+use crate::sys::read_bounded;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::path::{Path, PathBuf};
@@ -66,7 +67,7 @@ fn claims(token: &str) -> Result<Claims, String> {
 }
 
 fn expired_at(exp: u64) -> String {
-    super::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(exp))
+    crate::sys::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(exp))
 }
 
 /// Reads the token file now: the token, and what it says.

@@ -27,44 +27,10 @@ pub(crate) struct CertificateFile {
 
 /// Reads `path` whole, naming it in the error.
 pub(crate) fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
-    read_bounded(path).map_err(|source| CredentialError::Read {
+    crate::sys::read_bounded(path).map_err(|source| CredentialError::Read {
         path: path.to_owned(),
         source,
     })
-}
-
-/// No certificate, key, bundle or password file is larger.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
-
-/// Reads a small file that must be a regular file (after symlinks) of at
-/// most [`MAX_FILE_BYTES`]: a FIFO with no writer would hang the reader, a
-/// device such as `/dev/zero` would fill memory.
-pub fn read_bounded(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    use std::io::{Error, ErrorKind, Read};
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "not a regular file (a device, FIFO or directory); name the file itself",
-        ));
-    }
-    let too_large = || {
-        Error::new(
-            ErrorKind::InvalidData,
-            format!("larger than {MAX_FILE_BYTES} bytes; not a certificate, key or password file"),
-        )
-    };
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(too_large());
-    }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large());
-    }
-    Ok(bytes)
 }
 
 /// A password source: `None` when no password is configured.
@@ -383,27 +349,4 @@ fn read_pfx(
         .first()
         .map(|bag| RawKey::Pkcs8(Zeroizing::new(bag.key.as_der().to_vec())));
     Ok(CertificateFile { certs, key })
-}
-
-/// The user this process runs as, for permission errors: `user NAME (uid N)`.
-pub(crate) fn process_user() -> String {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self is owned by the process's effective uid (std has no getuid).
-    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
-        return "an unknown user".into();
-    };
-    let name = read_bounded(Path::new("/etc/passwd"))
-        .ok()
-        .and_then(|bytes| {
-            String::from_utf8_lossy(&bytes).lines().find_map(|line| {
-                let mut fields = line.split(':');
-                let name = fields.next()?;
-                let id = fields.nth(1)?;
-                (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
-            })
-        });
-    match name {
-        Some(name) => format!("user {name} (uid {uid})"),
-        None => format!("uid {uid}"),
-    }
 }

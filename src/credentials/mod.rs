@@ -23,7 +23,7 @@ mod federated;
 mod files;
 pub mod pkcs11;
 
-pub use files::{read_bounded, PasswordSource, MAX_FILE_BYTES};
+pub use files::PasswordSource;
 
 use crate::assertion::Signer;
 use crate::config::AppConfig;
@@ -198,7 +198,7 @@ impl CredentialError {
             {
                 format!(
                     "; tokenbroker runs as {}: let that user read the file (chown it, or chmod; keep a key 0600 or 0640)",
-                    files::process_user()
+                    crate::sys::process_user()
                 )
             }
             _ => String::new(),
@@ -316,11 +316,6 @@ pub enum Validity {
     Expired,
     /// notBefore is in the future.
     NotYetValid,
-}
-
-/// Formats a time as RFC 3339 (UTC, seconds).
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn modulus_bits(key: &impl PublicKeyParts) -> usize {
@@ -480,7 +475,7 @@ impl fmt::Debug for Credential {
             .field("subject", &self.info.as_ref().map(|i| &i.subject))
             .field(
                 "not_after",
-                &self.info.as_ref().map(|i| rfc3339(i.not_after)),
+                &self.info.as_ref().map(|i| crate::sys::rfc3339(i.not_after)),
             )
             .field("secret", &"[redacted]")
             .finish()
@@ -859,21 +854,21 @@ fn check_validity(
              `tokenbroker cert new`, upload it beside the old one, then switch the configuration",
             cert_path.display(),
             leaf.thumbprint_sha1,
-            rfc3339(leaf.not_after),
+            crate::sys::rfc3339(leaf.not_after),
             left.as_secs() / 86_400
         )),
         Validity::Expired => {
             return Err(CredentialError::Expired {
                 path: cert_path.to_owned(),
                 thumbprint: leaf.thumbprint_sha1.clone(),
-                not_after: rfc3339(leaf.not_after),
+                not_after: crate::sys::rfc3339(leaf.not_after),
             })
         }
         Validity::NotYetValid => {
             return Err(CredentialError::NotYetValid {
                 path: cert_path.to_owned(),
                 thumbprint: leaf.thumbprint_sha1.clone(),
-                not_before: rfc3339(leaf.not_before),
+                not_before: crate::sys::rfc3339(leaf.not_before),
             })
         }
     }
@@ -988,4 +983,4 @@ pub fn inspect_file(
 
 mod set;
 
-pub use set::{file_sha256, CredentialSet, Fingerprint, Rejection};
+pub use set::{CredentialSet, Fingerprint, ReadSet, Rejection};

@@ -5,12 +5,18 @@
 //! finishes with it.
 
 use super::{Credential, CredentialError, CredentialSource};
+use crate::config::Config;
 use crate::config::TenantId;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
+
+/// Credentials read from their files, with their sources and the files'
+/// fingerprint: what a reload puts in force.
+pub type ReadSet = (Vec<Credential>, Vec<CredentialSource>, Fingerprint);
 
 /// What Entra said the last time it refused a credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +38,7 @@ impl Fingerprint {
         let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         for path in sources.iter().flat_map(CredentialSource::paths) {
             context.update(path.as_os_str().as_encoded_bytes());
-            match file_sha256(path) {
+            match crate::sys::file_sha256(path) {
                 Ok(digest) => {
                     context.update(b"\x00ok");
                     context.update(&digest);
@@ -44,17 +50,6 @@ impl Fingerprint {
         out.copy_from_slice(context.finish().as_ref());
         Fingerprint(out)
     }
-}
-
-/// SHA-256 of a watched file (a credential or the configuration), read as
-/// the loaders read it: a regular file (after symlinks, so a Kubernetes
-/// volume's `..data` swap shows) of at most 1 MiB. A FIFO or device is an
-/// error, never a blocked or endless read.
-pub fn file_sha256(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
-    let bytes = super::read_bounded(path)?;
-    let mut out = [0u8; 32];
-    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
-    Ok(out)
 }
 
 #[derive(Debug, Default)]
@@ -288,6 +283,22 @@ impl CredentialSet {
     /// How long a refusal is remembered (`app.credential_rejection_memory`).
     pub fn set_rejection_memory(&self, remember_for: Duration) {
         *lock(&self.remember_for) = remember_for;
+    }
+
+    /// The credentials `config` names, read from their files now: the
+    /// credentials, their sources, and the fingerprint of the files taken
+    /// *before* they were read (a change that lands meanwhile is picked up
+    /// by the next check); and the warnings an operator should see.
+    /// `config_path` names the file in errors, with the key at fault.
+    pub fn read(
+        config: &Config,
+        config_path: &Path,
+    ) -> Result<(ReadSet, Vec<String>), CredentialError> {
+        let sources = CredentialSource::all_from_config(&config.app);
+        let fingerprint = Fingerprint::of(&sources);
+        let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())
+            .map_err(|e| e.in_config(config_path, &sources))?;
+        Ok(((credentials, sources, fingerprint), warnings))
     }
 
     /// Reloads the credentials if any of their files changed since they

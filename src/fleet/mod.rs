@@ -67,7 +67,7 @@ pub fn prepare(
                 });
         }
         if let Some(path) = file {
-            let bytes = crate::credentials::read_bounded(path).map_err(|e| {
+            let bytes = crate::sys::read_bounded(path).map_err(|e| {
                 (
                     file_key.to_owned(),
                     format!("cannot read {}: {e}", path.display()),
@@ -98,19 +98,18 @@ pub fn prepare(
         "shared_cache.password_file",
         &shared.password_file,
     )?;
-    let ca_pem = match &shared.ca_file {
-        Some(path) => Some(
-            crate::credentials::read_bounded(path)
-                .map(|b| b.to_vec())
-                .map_err(|e| {
+    let ca_pem =
+        match &shared.ca_file {
+            Some(path) => Some(crate::sys::read_bounded(path).map(|b| b.to_vec()).map_err(
+                |e| {
                     (
                         "shared_cache.ca_file".to_owned(),
                         format!("cannot read {}: {e}", path.display()),
                     )
-                })?,
-        ),
-        None => None,
-    };
+                },
+            )?),
+            None => None,
+        };
     let target = store::RedisTarget {
         seeds: shared.seeds().into_iter().map(str::to_owned).collect(),
         cluster: shared.is_cluster(),

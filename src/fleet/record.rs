@@ -94,12 +94,6 @@ pub struct BlockRecord {
     pub entra: Option<EntraError>,
 }
 
-/// AADSTS codes that are about the tenant, not this host's credential or
-/// clock: another host with the same app would be refused alike.
-/// (Not Conditional Access, AADSTS53003: it may depend on the host's
-/// address.)
-const TENANT_REFUSALS: [u32; 5] = [700_016, 65_001, 90_002, 90_038, 7_000_112];
-
 impl BlockRecord {
     /// What the fleet should remember of `error`, seen at `now`: a throttle
     /// for its Retry-After, a refusal about the tenant for `negative_ttl`.
@@ -118,15 +112,13 @@ impl BlockRecord {
                     entra: entra.as_deref().cloned(),
                 })
             }
-            AcquireError::Refused { entra, .. }
-                if entra.codes.iter().any(|c| TENANT_REFUSALS.contains(c)) =>
-            {
-                Some(BlockRecord {
-                    kind: "refused".into(),
-                    until: now + negative_ttl.as_secs().max(1),
-                    entra: Some((**entra).clone()),
-                })
-            }
+            // Only refusals about the tenant: another host with the same
+            // app would be refused alike (the authority decides which).
+            AcquireError::Refused { entra, .. } if error.is_tenant_wide() => Some(BlockRecord {
+                kind: "refused".into(),
+                until: now + negative_ttl.as_secs().max(1),
+                entra: Some((**entra).clone()),
+            }),
             _ => None,
         }
     }

@@ -170,8 +170,8 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyFileError> 
         path: path.to_owned(),
         message,
     };
-    let bytes = crate::credentials::read_bounded(path)
-        .map_err(|e| error(format!("cannot read it: {e}")))?;
+    let bytes =
+        crate::sys::read_bounded(path).map_err(|e| error(format!("cannot read it: {e}")))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         error("is not text; make one with `tokenbroker cache-key new --out FILE`".into())
     })?;

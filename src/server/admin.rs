@@ -9,15 +9,6 @@ use crate::broker::TokenError;
 use hyper::{Method, Request};
 use serde_json::json;
 
-/// This process's effective uid (the daemon may always administer
-/// itself), from `/proc/self/status`: the owner of `/proc/self` is root for
-/// a process that is not dumpable.
-pub fn own_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    uids.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Whether `uid` may use the admin API.
 pub fn uid_allowed(uid: Option<u32>, own: Option<u32>, admin_uids: &[u32]) -> bool {
     match uid {
@@ -124,7 +115,7 @@ pub(super) async fn answer<B>(
         }
         Action::Reload => {
             tracing::info!(uid, "admin: reload");
-            match crate::daemon::reload(app).await {
+            match broker.reload().await {
                 Ok(applied) => json(
                     200,
                     &json!({"result": "success", "restart_needed": applied.restart_needed}),

@@ -20,6 +20,7 @@ use crate::broker::{Broker, Caller, Issued, TokenError};
 use crate::cache::Lookup;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+pub use crate::route::Route;
 use budget::{Budget, Conn};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -41,62 +42,22 @@ use tokio::time::Instant;
 /// The App Service protocol version the SDKs send.
 pub const MSI_API_VERSION: &str = "2019-08-01";
 
-/// The routes; `Other` for every unknown path, so arbitrary paths never
-/// become metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Token,
-    Msi,
-    Healthz,
-    Readyz,
-    Metrics,
-    /// Every path on the admin socket.
-    Admin,
-    Other,
-}
-
-impl Route {
-    /// Every route, in the order of their discriminants.
-    pub const ALL: [Route; 7] = [
-        Route::Token,
-        Route::Msi,
-        Route::Healthz,
-        Route::Readyz,
-        Route::Metrics,
-        Route::Admin,
-        Route::Other,
-    ];
-
-    /// The `route` metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::Token => "/v1/token",
-            Route::Msi => "/msi/token",
-            Route::Healthz => "/healthz",
-            Route::Readyz => "/readyz",
-            Route::Metrics => "/metrics",
-            Route::Admin => "/admin",
-            Route::Other => "other",
-        }
-    }
-
-    /// The route `path` names for a client of `peer`. A separate metrics
-    /// listener serves `/metrics` and `/healthz` only; with one, the API
-    /// listeners do not serve `/metrics`.
-    fn of(path: &str, peer: Peer, separate_metrics: bool) -> Route {
-        match (path, peer) {
-            (_, Peer::Admin(_)) => Route::Admin,
-            ("/metrics", Peer::Metrics) => Route::Metrics,
-            ("/healthz", _) => Route::Healthz,
-            // Probes (kubelet) reach a pod on this listener, not on loopback.
-            ("/readyz", Peer::Metrics) => Route::Readyz,
-            (_, Peer::Metrics) => Route::Other,
-            ("/metrics", _) if !separate_metrics => Route::Metrics,
-            ("/v1/token", _) => Route::Token,
-            ("/msi/token", _) => Route::Msi,
-            ("/readyz", _) => Route::Readyz,
-            _ => Route::Other,
-        }
+/// The route `path` names for a client of `peer`. A separate metrics
+/// listener serves `/metrics` and `/healthz` only; with one, the API
+/// listeners do not serve `/metrics`.
+fn route_of(path: &str, peer: Peer, separate_metrics: bool) -> Route {
+    match (path, peer) {
+        (_, Peer::Admin(_)) => Route::Admin,
+        ("/metrics", Peer::Metrics) => Route::Metrics,
+        ("/healthz", _) => Route::Healthz,
+        // Probes (kubelet) reach a pod on this listener, not on loopback.
+        ("/readyz", Peer::Metrics) => Route::Readyz,
+        (_, Peer::Metrics) => Route::Other,
+        ("/metrics", _) if !separate_metrics => Route::Metrics,
+        ("/v1/token", _) => Route::Token,
+        ("/msi/token", _) => Route::Msi,
+        ("/readyz", _) => Route::Readyz,
+        _ => Route::Other,
     }
 }
 
@@ -109,8 +70,6 @@ pub struct App {
     /// Fixed at start (listeners need a restart to change).
     separate_metrics: bool,
     own_uid: Option<u32>,
-    /// One reload at a time.
-    reloading: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -121,8 +80,7 @@ impl App {
             broker,
             metrics,
             ready: AtomicBool::new(false),
-            own_uid: admin::own_uid(),
-            reloading: tokio::sync::Mutex::new(()),
+            own_uid: Some(crate::sys::own_uid()),
         }
     }
 
@@ -137,11 +95,6 @@ impl App {
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
-    }
-
-    /// Held while a reload runs, so two never interleave.
-    pub async fn reload_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.reloading.lock().await
     }
 }
 
@@ -226,24 +179,16 @@ impl Listeners {
     }
 }
 
-/// The gid of group `name`, from `/etc/group`.
+/// The gid of group `name` (`server.admin_group`), through the name service.
 fn group_id(name: &str) -> io::Result<u32> {
-    let groups = std::fs::read_to_string("/etc/group")?;
-    groups
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split(':');
-            let group = fields.next()?;
-            let gid = fields.nth(1)?.parse().ok()?;
-            (group == name).then_some(gid)
-        })
-        .next()
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("group \"{name}\" (server.admin_group) does not exist; create it or fix the name"),
-            )
-        })
+    crate::sys::group_id(name).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "group \"{name}\" (server.admin_group) does not exist; create it or fix the name"
+            ),
+        )
+    })
 }
 
 /// Who is on the other end of a connection.
@@ -570,7 +515,7 @@ async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B>) -> Answe
         enabled: tracing::enabled!(target: "tokenbroker::access", tracing::Level::INFO),
         ..Access::default()
     };
-    let route = Route::of(req.uri().path(), peer, app.separate_metrics);
+    let route = route_of(req.uri().path(), peer, app.separate_metrics);
     let answer = answer(app, route, peer, conn, &req, &mut access).await;
     let status = answer.status().as_u16();
     let elapsed = started.elapsed();
