@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{sha256_hex, Fixture, Server, TESTER_SECRET};
 use std::path::Path;

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{claims, sha256_hex, Fixture, Server, GRAPH};
 use entra_sim::Fault;

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Fixture, Server, TESTER_SECRET};
 use serde_json::Value;
@@ -420,10 +420,11 @@ async fn a_real_prometheus_scrapes_the_broker_and_evaluates_every_rule_and_panel
     let mut up = None;
     for _ in 0..150 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
+        // Prometheus answers 503 until it has started: wait for ready.
+        let Ok(stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            continue;
+        };
+        if common::request(stream, "GET", "/-/ready", &[]).await.status != 200 {
             continue;
         }
         let answer =

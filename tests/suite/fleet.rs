@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Daemon, Fixture, CLIENT_ID, GRAPH, TESTER_SECRET};
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{claims, sha256_hex, Fixture, Server};
 use serde_json::Value;

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Daemon, Fixture, Server, TESTER_SECRET};
 use entra_sim::{FederatedIssuer, IdentityProtocol, ManagedIdentityEndpoint, FEDERATED_AUDIENCE};

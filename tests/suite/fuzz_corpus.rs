@@ -6,15 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../fuzz/targets/authority_response.rs"]
+#[path = "../../fuzz/targets/authority_response.rs"]
 mod authority_response;
-#[path = "../fuzz/targets/config.rs"]
+#[path = "../../fuzz/targets/config.rs"]
 mod config;
-#[path = "../fuzz/targets/credentials.rs"]
+#[path = "../../fuzz/targets/credentials.rs"]
 mod credentials;
-#[path = "../fuzz/targets/host.rs"]
+#[path = "../../fuzz/targets/host.rs"]
 mod host;
-#[path = "../fuzz/targets/query.rs"]
+#[path = "../../fuzz/targets/query.rs"]
 mod query;
 
 use std::path::Path;

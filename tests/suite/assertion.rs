@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,0 +1,296 @@
+//! Handling one request: the route, method and Host checks, the caller,
+//! the broker's one question, and the answer mapped to HTTP, with one
+//! access-log line and one metric observation per request.
+
+use super::budget::Conn;
+use super::respond::{api_error, json, msi_error, Answer, Failure, TokenBody};
+use super::{admin, auth, query, App, Peer};
+use crate::access::AuthFailure;
+use crate::broker::{Caller, Issued, TokenError};
+use crate::cache::Lookup;
+pub use crate::route::Route;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+
+/// The route `path` names for a client of `peer`. A separate metrics
+/// listener serves `/metrics` and `/healthz` only; with one, the API
+/// listeners do not serve `/metrics`.
+pub(super) fn route_of(path: &str, peer: Peer, separate_metrics: bool) -> Route {
+    match (path, peer) {
+        (_, Peer::Admin(_)) => Route::Admin,
+        ("/metrics", Peer::Metrics) => Route::Metrics,
+        ("/healthz", _) => Route::Healthz,
+        // Probes (kubelet) reach a pod on this listener, not on loopback.
+        ("/readyz", Peer::Metrics) => Route::Readyz,
+        (_, Peer::Metrics) => Route::Other,
+        ("/metrics", _) if !separate_metrics => Route::Metrics,
+        ("/v1/token", _) => Route::Token,
+        ("/msi/token", _) => Route::Msi,
+        ("/readyz", _) => Route::Readyz,
+        _ => Route::Other,
+    }
+}
+
+/// What the access log line says about a request. The tenant is recorded
+/// only when the line will be written (it costs an allocation).
+#[derive(Debug, Default)]
+pub(super) struct Access {
+    enabled: bool,
+    account: Option<String>,
+    tenant: Option<String>,
+    cache: Option<Lookup>,
+}
+
+pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B>) -> Answer {
+    let started = Instant::now();
+    let mut access = Access {
+        enabled: tracing::enabled!(target: "tokenbroker::access", tracing::Level::INFO),
+        ..Access::default()
+    };
+    let route = route_of(req.uri().path(), peer, app.separate_metrics);
+    let answer = answer(app, route, peer, conn, &req, &mut access).await;
+    let status = answer.status().as_u16();
+    let elapsed = started.elapsed();
+    app.metrics.http_request(route, status, elapsed);
+    if access.enabled {
+        tracing::info!(
+            target: "tokenbroker::access",
+            route = route.label(),
+            status,
+            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            // Absent (not "-") when the request named none.
+            account = access.account.as_deref(),
+            tenant = access.tenant.as_deref(),
+            cache = access.cache.map(Lookup::as_str),
+            "request"
+        );
+    }
+    answer
+}
+
+/// Answers one request as the TCP listener would (benchmarks drive the
+/// whole handler in-process with this). The body is never read.
+pub async fn handle_request<B>(app: &App, req: Request<B>) -> Answer {
+    handle(app, Peer::Tcp, &Conn::default(), req).await
+}
+
+pub(super) async fn answer<B>(
+    app: &App,
+    route: Route,
+    peer: Peer,
+    conn: &Conn,
+    req: &Request<B>,
+    access: &mut Access,
+) -> Answer {
+    let is_msi = route == Route::Msi;
+    let fail = |failure: Failure| {
+        if is_msi {
+            msi_error(&failure)
+        } else {
+            api_error(&failure)
+        }
+    };
+    if route == Route::Admin {
+        let uid = match peer {
+            Peer::Admin(uid) => uid,
+            _ => None,
+        };
+        return admin::answer(app, uid, conn, req).await;
+    }
+    if route == Route::Other {
+        return fail(Failure::new(
+            404,
+            "not_found",
+            "no such route; see /v1/token, /msi/token, /healthz, /readyz, /metrics",
+        ));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut answer = fail(Failure::new(405, "method_not_allowed", "use GET"));
+        answer
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return answer;
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next().and_then(|h| h.to_str().ok());
+    if hosts.next().is_some() {
+        // RFC 9112: a request with more than one Host is answered 400.
+        return fail(Failure::new(
+            400,
+            "invalid_request",
+            "more than one Host header",
+        ));
+    }
+    // An absolute-form target (`GET http://host/…`) names its host too.
+    let target_host = req.uri().authority().map(|a| a.as_str());
+    let (hosts_ok, max_query) = app.broker.with_config(|config| {
+        let allowed = |h: Option<&str>| auth::host_allowed(h, &config.server.allowed_hosts);
+        let ok = allowed(host) && target_host.is_none_or(|t| allowed(Some(t)));
+        (ok, config.server.max_query_bytes)
+    });
+    // The metrics listener serves no token and takes no secret, and is
+    // scraped and probed by address (a pod IP), so the DNS-rebinding
+    // defence does not apply there.
+    if !hosts_ok && peer != Peer::Metrics {
+        app.metrics.auth_failure("bad_host");
+        return fail(Failure::new(421, "host_not_allowed", "the Host header is not in server.allowed_hosts (DNS-rebinding defence); call the broker as localhost or 127.0.0.1"));
+    }
+    match route {
+        Route::Healthz => json(200, &json!({"status": "ok"})),
+        Route::Readyz if app.is_ready() => json(200, &json!({"status": "ready"})),
+        Route::Readyz => fail(Failure::new(
+            503,
+            "not_ready",
+            "credentials or listeners are not up yet",
+        )),
+        Route::Metrics => metrics(app),
+        Route::Token | Route::Msi | Route::Admin | Route::Other => {
+            match token_request(app, peer, conn, req, is_msi, max_query, access).await {
+                Ok(answer) => answer,
+                Err(failure) => {
+                    let mut answer = fail(failure);
+                    if answer.status() == 401 {
+                        let challenge = if is_msi {
+                            "Identity"
+                        } else {
+                            "Bearer realm=\"tokenbroker\""
+                        };
+                        answer
+                            .headers_mut()
+                            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                    }
+                    answer
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn metrics(app: &App) -> Answer {
+    // Gauges read at scrape time, so they follow a reloaded certificate.
+    app.metrics
+        .set_cached_tokens(app.broker.cached_token_count());
+    app.metrics.set_certificates(&app.broker.certificates());
+    let mut answer = Response::new(Full::new(Bytes::from(app.metrics.encode())));
+    answer.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    answer.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    answer
+}
+
+pub(super) async fn token_request<B>(
+    app: &App,
+    peer: Peer,
+    conn: &Conn,
+    req: &Request<B>,
+    is_msi: bool,
+    max_query_bytes: usize,
+    access: &mut Access,
+) -> Result<Answer, Failure> {
+    // 1. Who is calling.
+    let secret = if is_msi {
+        req.headers()
+            .get("x-identity-header")
+            .and_then(|h| h.to_str().ok())
+    } else {
+        auth::bearer(
+            req.headers()
+                .get(AUTHORIZATION)
+                .and_then(|h| h.to_str().ok()),
+        )
+    };
+    let uid = match peer {
+        Peer::Unix(uid) => uid,
+        Peer::Tcp | Peer::Metrics | Peer::Admin(_) => None,
+    };
+    let caller = app.broker.authenticate(secret, uid).map_err(|failure| {
+        app.metrics.auth_failure(failure.as_str());
+        let what = match failure {
+            AuthFailure::Missing if is_msi => {
+                "missing X-IDENTITY-HEADER (set IDENTITY_HEADER to the account secret)"
+            }
+            AuthFailure::Missing => "missing Authorization: Bearer <account secret>",
+            AuthFailure::UnknownSecret => "the secret matches no configured account",
+            AuthFailure::UnknownUid => {
+                "this peer uid is in no account's unix_uids, and no secret was given"
+            }
+        };
+        Failure::new(401, "unauthorized", what)
+    })?;
+    // A caller with a valid credential keeps its connection at the cap.
+    conn.authenticated.store(true, Ordering::Release);
+    if access.enabled {
+        access.account = Some(caller.account_name().to_owned());
+    }
+
+    // 2. What is asked.
+    let asked = query::token_query(
+        req.uri().query().unwrap_or_default(),
+        is_msi,
+        max_query_bytes,
+    )?;
+
+    // 3. The broker's answer.
+    let issued = app
+        .broker
+        .token(
+            &caller,
+            asked.tenant.as_deref(),
+            asked.resource.as_deref(),
+            asked.rejected.as_ref(),
+        )
+        .await
+        .map_err(|e| {
+            if let TokenError::Forbidden(forbidden) = &e {
+                app.metrics.auth_failure(forbidden.reason());
+            }
+            Failure::from(&e)
+        })?;
+    if access.enabled {
+        access.tenant = Some(issued.target.tenant_label().to_owned());
+    }
+    access.cache = Some(issued.grant.lookup);
+    Ok(if is_msi {
+        msi_success(&caller, &issued)
+    } else {
+        api_success(&issued)
+    })
+}
+
+pub(super) fn expires_in(issued: &Issued) -> u64 {
+    issued.grant.token.remaining(Instant::now()).as_secs()
+}
+
+pub(super) fn api_success(issued: &Issued) -> Answer {
+    let token = &issued.grant.token;
+    TokenBody::new(&token.access_token)
+        .string("token_type", "Bearer")
+        .number("expires_on", token.expires_on)
+        .number("expires_in", expires_in(issued))
+        .string("tenant_id", issued.target.tenant.id.as_str())
+        .string("resource", issued.target.resource.as_str())
+        .answer()
+}
+
+/// The App Service body: every value a string (the Rust SDK requires it).
+pub(super) fn msi_success(caller: &Caller, issued: &Issued) -> Answer {
+    let token = &issued.grant.token;
+    TokenBody::new(&token.access_token)
+        .string("expires_on", &token.expires_on.to_string())
+        .string("expires_in", &expires_in(issued).to_string())
+        .string("not_before", &token.obtained_on.to_string())
+        .string("resource", issued.target.resource.as_str())
+        .string("token_type", "Bearer")
+        .string("client_id", caller.client_id())
+        .answer()
+}
