@@ -16,7 +16,7 @@ mod limit;
 pub mod status;
 
 use crate::access::{AccountId, AuthFailure, Forbidden, Policy, RequestError, Target};
-use crate::authority::response::TokenResponse;
+use crate::authority::response::{EntraError, TokenResponse};
 use crate::authority::{
     AcquireError, AuthorityClient, AuthoritySettings, BuildError, UpstreamObserver,
 };
@@ -55,6 +55,82 @@ pub enum TokenError {
         account: String,
         retry_after: std::time::Duration,
     },
+}
+
+/// What kind of refusal a [`TokenError`] is, for whoever answers the
+/// caller (the HTTP layer maps each to a status): the broker's own words,
+/// so nothing above it looks into the cache's or the authority's errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request itself is bad.
+    BadRequest,
+    /// This caller may not have it.
+    Forbidden,
+    /// The account's budget of new tenants is spent for now.
+    TooManyNewTenants { retry_after: Duration },
+    /// Entra refused (consent, tenant, credential): retrying will not help
+    /// until someone acts.
+    EntraRefused,
+    /// Entra throttles this tenant; no request upstream until then.
+    Throttled { retry_after: Duration },
+    /// Entra, or the path to it, failed for now.
+    Unavailable { retry_after: Duration },
+    /// No answer within the deadline.
+    Timeout,
+    /// This host's own credential could not sign.
+    Credential,
+}
+
+impl TokenError {
+    /// What kind of refusal this is.
+    pub fn refusal(&self) -> Refusal {
+        use crate::cache::schedule::TRANSIENT_HOLD;
+        match self {
+            TokenError::BadRequest(_) => Refusal::BadRequest,
+            TokenError::Forbidden(_) => Refusal::Forbidden,
+            TokenError::NewTenantsLimited { retry_after, .. } => Refusal::TooManyNewTenants {
+                retry_after: *retry_after,
+            },
+            TokenError::Unavailable(CacheError::Load(e)) => match e {
+                AcquireError::Refused { .. } => Refusal::EntraRefused,
+                AcquireError::Throttled { retry_after, .. } => Refusal::Throttled {
+                    retry_after: *retry_after,
+                },
+                AcquireError::Unavailable { .. } => Refusal::Unavailable {
+                    retry_after: TRANSIENT_HOLD,
+                },
+                AcquireError::Timeout { .. } => Refusal::Timeout,
+                AcquireError::Credential(_) => Refusal::Credential,
+            },
+            TokenError::Unavailable(CacheError::Deadline { .. }) => Refusal::Timeout,
+            TokenError::Unavailable(
+                CacheError::TooShortLived { .. } | CacheError::Abandoned { .. },
+            ) => Refusal::Unavailable {
+                retry_after: TRANSIENT_HOLD,
+            },
+        }
+    }
+
+    /// The machine code callers get (`invalid_request`, `entra_refused`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            TokenError::BadRequest(_) => "invalid_request",
+            TokenError::Forbidden(_) => "forbidden",
+            TokenError::NewTenantsLimited { .. } => "too_many_new_tenants",
+            TokenError::Unavailable(CacheError::Load(e)) => e.code(),
+            TokenError::Unavailable(CacheError::Deadline { .. }) => "entra_timeout",
+            TokenError::Unavailable(_) => "entra_unavailable",
+        }
+    }
+
+    /// Entra's answer behind the refusal, if any (its ids help Microsoft's
+    /// support find the request).
+    pub fn entra(&self) -> Option<&EntraError> {
+        match self {
+            TokenError::Unavailable(CacheError::Load(e)) => e.entra(),
+            _ => None,
+        }
+    }
 }
 
 /// A token handed out, with what it was for.

@@ -1,9 +1,7 @@
 //! HTTP answers: JSON bodies, `Cache-Control: no-store`, and the mapping
 //! from failures to status codes (docs/contract.md, "HTTP API"). Pure: no I/O.
 
-use crate::authority::AcquireError;
-use crate::broker::TokenError;
-use crate::cache::CacheError;
+use crate::broker::{Refusal, TokenError};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
@@ -59,44 +57,22 @@ impl Failure {
 
 impl From<&TokenError> for Failure {
     fn from(error: &TokenError) -> Failure {
-        match error {
-            TokenError::BadRequest(e) => Failure::new(400, "invalid_request", e.to_string()),
-            TokenError::Forbidden(e) => Failure::new(403, "forbidden", e.to_string()),
-            TokenError::NewTenantsLimited { retry_after, .. } => Failure {
-                retry_after: Some(retry_after.as_secs().max(1)),
-                ..Failure::new(429, "too_many_new_tenants", error.to_string())
-            },
-            TokenError::Unavailable(CacheError::Load(e)) => Failure::from(e),
-            TokenError::Unavailable(e @ CacheError::Deadline { .. }) => {
-                Failure::new(504, "entra_timeout", e.to_string())
+        // Round up: "retry after 0 s" would invite an immediate retry.
+        let seconds = |d: Duration| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
+        let (status, retry_after) = match error.refusal() {
+            Refusal::BadRequest => (400, None),
+            Refusal::Forbidden => (403, None),
+            Refusal::TooManyNewTenants { retry_after } => (429, Some(retry_after.as_secs().max(1))),
+            Refusal::EntraRefused => (502, None),
+            Refusal::Throttled { retry_after } | Refusal::Unavailable { retry_after } => {
+                (503, Some(seconds(retry_after)))
             }
-            TokenError::Unavailable(
-                e @ (CacheError::TooShortLived { .. } | CacheError::Abandoned { .. }),
-            ) => Failure {
-                retry_after: Some(UNAVAILABLE_RETRY_AFTER.as_secs()),
-                ..Failure::new(503, "entra_unavailable", e.to_string())
-            },
-        }
-    }
-}
-
-impl From<&AcquireError> for Failure {
-    fn from(error: &AcquireError) -> Failure {
-        let (status, retry_after) = match error {
-            AcquireError::Refused { .. } => (502, None),
-            AcquireError::Throttled { retry_after, .. } => {
-                // Round up: "retry after 0 s" would invite an immediate retry.
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                (503, Some(secs.max(1)))
-            }
-            AcquireError::Unavailable { .. } => (503, Some(UNAVAILABLE_RETRY_AFTER.as_secs())),
-            AcquireError::Timeout { .. } => (504, None),
-            AcquireError::Credential(_) => (500, None),
+            Refusal::Timeout => (504, None),
+            Refusal::Credential => (500, None),
         };
-        let code = error.code();
         Failure {
             status,
-            code,
+            code: error.code(),
             message: error.to_string(),
             retry_after,
             entra: error.entra().map(|e| {
@@ -233,6 +209,13 @@ pub fn msi_error(failure: &Failure) -> Answer {
 mod tests {
     use super::*;
     use crate::authority::response::EntraError;
+    use crate::authority::AcquireError;
+    use crate::cache::CacheError;
+
+    /// The failure for an upstream error, as the broker reports it.
+    fn upstream(error: AcquireError) -> Failure {
+        Failure::from(&TokenError::Unavailable(CacheError::Load(error)))
+    }
     use serde_json::Value;
     use std::sync::Arc;
 
@@ -249,7 +232,7 @@ mod tests {
 
     #[test]
     fn upstream_failures_map_to_the_spec_statuses() {
-        let refused = Failure::from(&AcquireError::Refused {
+        let refused = upstream(AcquireError::Refused {
             tenant: "t".into(),
             entra: entra(700_016),
         });
@@ -258,25 +241,25 @@ mod tests {
         assert_eq!(ids.aadsts.as_deref(), Some("AADSTS700016"));
         assert_eq!(ids.correlation_id.as_deref(), Some("corr"));
         assert_eq!(ids.trace_id.as_deref(), Some("trace"));
-        let throttled = Failure::from(&AcquireError::Throttled {
+        let throttled = upstream(AcquireError::Throttled {
             tenant: "t".into(),
             retry_after: Duration::from_millis(29_100),
             entra: None,
         });
         assert_eq!((throttled.status, throttled.retry_after), (503, Some(30)));
-        let zero = Failure::from(&AcquireError::Throttled {
+        let zero = upstream(AcquireError::Throttled {
             tenant: "t".into(),
             retry_after: Duration::ZERO,
             entra: None,
         });
         assert_eq!(zero.retry_after, Some(1));
-        let down = Failure::from(&AcquireError::Unavailable {
+        let down = upstream(AcquireError::Unavailable {
             tenant: "t".into(),
             reason: "x".into(),
             entra: None,
         });
         assert_eq!((down.status, down.retry_after), (503, Some(5)));
-        let slow = Failure::from(&AcquireError::Timeout {
+        let slow = upstream(AcquireError::Timeout {
             tenant: "t".into(),
             after: Duration::from_secs(1),
         });
@@ -322,7 +305,7 @@ mod tests {
 
     #[test]
     fn bodies_and_headers() {
-        let failure = Failure::from(&AcquireError::Throttled {
+        let failure = upstream(AcquireError::Throttled {
             tenant: "t".into(),
             retry_after: Duration::from_secs(7),
             entra: Some(entra(50_196)),

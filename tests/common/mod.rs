@@ -5,6 +5,8 @@
 #![allow(dead_code)] // each test crate uses a different subset
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod sdk;
+
 use entra_sim::SimulatedAuthority;
 use std::io::Write;
 use std::path::{Path, PathBuf};

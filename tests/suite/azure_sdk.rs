@@ -13,45 +13,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
+use crate::common::sdk::{
+    manifest_dir, msi_requests, now_unix, run, run_sdk, two_tenant_broker, SdkRun, SDK_DEADLINE,
+};
 
-use common::{claims, sha256_hex, Fixture, Server};
-use std::io::Read;
+use common::{claims, Server};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
 
 const SECRET: &str = "tb_azure-sdk-test-secret-0123456789";
-/// No SDK call may take longer than this (an SDK retrying a 404 takes ~25 s more).
-const SDK_DEADLINE: Duration = Duration::from_secs(30);
-
-/// Variables that would make the SDK pick another managed-identity source,
-/// another credential in `DefaultAzureCredential`'s chain, or a proxy.
-const CLEARED_ENV: &[&str] = &[
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
-    "AZURE_USERNAME",
-    "AZURE_PASSWORD",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "AZURE_TOKEN_CREDENTIALS",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-];
 
 /// The virtualenv's Python and what is installed in it.
 #[derive(Debug)]
@@ -62,28 +33,6 @@ struct Sdk {
 }
 
 static SDK: OnceLock<Result<Sdk, String>> = OnceLock::new();
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `command`, returning its stdout, or an error with its output.
-fn run(command: &mut Command) -> Result<String, String> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
 
 /// What is installed; an error unless azure-identity, azure.identity.aio
 /// and aiohttp all import.
@@ -152,27 +101,6 @@ async fn sdk() -> Option<&'static Sdk> {
     }
 }
 
-/// What `get_token.py` did.
-#[derive(Debug)]
-struct SdkRun {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl SdkRun {
-    fn json(&self) -> serde_json::Value {
-        let line = self.stdout.lines().last().unwrap_or_default();
-        serde_json::from_str(line).unwrap_or_else(|e| {
-            panic!(
-                "get_token.py printed no JSON ({e}); exit {:?}\nstdout: {}\nstderr: {}",
-                self.code, self.stdout, self.stderr
-            )
-        })
-    }
-}
-
 /// How `get_token.py` is to run: which credential, and the environment.
 struct Case<'a> {
     /// `get_token.py`'s argument: `mi`, `client_id=X`, `object_id=X`,
@@ -201,96 +129,18 @@ async fn get_token(server: &Server, case: &Case<'_>) -> SdkRun {
         .get()
         .and_then(|sdk| sdk.as_ref().ok())
         .expect("checked at the start of the test");
-    let script = manifest_dir().join("tests/azure_sdk/get_token.py");
     let mut command = Command::new(&sdk.python);
     command
-        .arg(script)
-        .arg(case.case)
-        .env(
-            "IDENTITY_ENDPOINT",
-            format!("http://127.0.0.1:{}/msi/token", server.addr.port()),
-        )
-        .env("IDENTITY_HEADER", case.identity_header)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for name in CLEARED_ENV {
-        command.env_remove(name);
-    }
-    for (name, value) in case.env {
-        command.env(name, value);
-    }
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let mut child = command.spawn().expect("start get_token.py");
-        let drain = |mut pipe: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = pipe.read_to_string(&mut text);
-                text
-            })
-        };
-        let stdout = drain(Box::new(child.stdout.take().unwrap()));
-        let stderr = drain(Box::new(child.stderr.take().unwrap()));
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for get_token.py") {
-                break status;
-            }
-            if started.elapsed() > SDK_DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the SDK did not finish within {SDK_DEADLINE:?} (is it retrying?)\nstdout: {}\nstderr: {}",
-                    stdout.join().unwrap_or_default(),
-                    stderr.join().unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        SdkRun {
-            code: status.code(),
-            elapsed: started.elapsed(),
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
-        }
-    })
+        .arg(manifest_dir().join("tests/azure_sdk/get_token.py"))
+        .arg(case.case);
+    run_sdk(
+        "get_token.py",
+        command,
+        server,
+        case.identity_header,
+        case.env,
+    )
     .await
-    .expect("the SDK run panicked")
-}
-
-/// Tenants contoso and fabrikam, both consented (their GUIDs returned), and
-/// one account that may use both, contoso by default.
-async fn broker() -> (Fixture, Server, String, String) {
-    let f = Fixture::new(&format!(
-        "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
-         [[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n\
-         [[accounts]]\nname = \"mail-sync\"\nsecret_sha256 = \"{}\"\n\
-         tenants = [\"contoso\", \"fabrikam\"]\ndefault_tenant = \"contoso\"\n",
-        sha256_hex(SECRET)
-    ))
-    .await;
-    let contoso = f.sim.consent("contoso.onmicrosoft.com");
-    let fabrikam = f.sim.consent("fabrikam.com");
-    assert_ne!(contoso, fabrikam);
-    let server = Server::start(&f, |_, _| {}).await;
-    (f, server, contoso, fabrikam)
-}
-
-fn now_unix() -> u64 {
-    tokenbroker::clock::unix_seconds(SystemTime::now())
-}
-
-/// How many `/msi/token` requests the broker answered with `status`
-/// (`tokenbroker_http_requests_total`), to see what the SDK sent.
-fn msi_requests(server: &Server, status: u16) -> u64 {
-    let series =
-        format!("tokenbroker_http_requests_total{{route=\"/msi/token\",status=\"{status}\"}} ");
-    server
-        .metrics()
-        .encode()
-        .lines()
-        .find_map(|line| line.strip_prefix(series.as_str()))
-        .map_or(0, |value| value.trim().parse().expect("a counter value"))
 }
 
 /// Checks a successful run: a Graph token for tenant `tid` that expires
@@ -325,7 +175,7 @@ fn assert_graph_token(server: &Server, run: &SdkRun, tid: &str) {
         expires_on.abs_diff(exp) <= 1,
         "expires_on {expires_on}, exp {exp}"
     );
-    assert_eq!(msi_requests(server, 200), 1, "one request, no probe");
+    assert_eq!(msi_requests(server, Some(200)), 1, "one request, no probe");
     assert!(run.elapsed < SDK_DEADLINE);
 }
 
@@ -346,8 +196,12 @@ fn assert_failure(server: &Server, run: &SdkRun, name: &str, status: u16, broker
         "took {:?}: did the SDK retry?",
         run.elapsed
     );
-    assert_eq!(msi_requests(server, status), 1, "one request, no retry");
-    assert_eq!(msi_requests(server, 200), 0);
+    assert_eq!(
+        msi_requests(server, Some(status)),
+        1,
+        "one request, no retry"
+    );
+    assert_eq!(msi_requests(server, Some(200)), 0);
 }
 
 /// Runs `case` against a fresh broker and checks it gets a Graph token for
@@ -356,7 +210,7 @@ async fn check(case: Case<'_>, fabrikam: bool) {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, contoso, fabrikam_tid) = broker().await;
+    let (_f, server, contoso, fabrikam_tid) = two_tenant_broker(SECRET).await;
     let run = get_token(&server, &case).await;
     assert_graph_token(
         &server,
@@ -494,7 +348,7 @@ async fn a_wrong_identity_header_surfaces_the_brokers_explanation() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, _) = broker().await;
+    let (_f, server, _, _) = two_tenant_broker(SECRET).await;
     let run = get_token(
         &server,
         &Case {
@@ -519,7 +373,7 @@ async fn async_a_wrong_identity_header_surfaces_the_brokers_explanation() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, _) = broker().await;
+    let (_f, server, _, _) = two_tenant_broker(SECRET).await;
     let run = get_token(
         &server,
         &Case {
@@ -549,7 +403,7 @@ async fn default_azure_credential_with_a_wrong_identity_header_fails_with_the_ex
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, _) = broker().await;
+    let (_f, server, _, _) = two_tenant_broker(SECRET).await;
     let run = get_token(
         &server,
         &Case {
@@ -574,7 +428,7 @@ async fn a_tenant_the_account_may_not_use_fails_fast_with_a_clear_error() {
     if sdk().await.is_none() {
         return;
     }
-    let (f, server, _, _) = broker().await;
+    let (f, server, _, _) = two_tenant_broker(SECRET).await;
     f.sim.consent("other.example.com");
     let run = get_token(&server, &Case::new("client_id=other.example.com")).await;
     assert_failure(

@@ -13,14 +13,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
+use crate::common::sdk::{
+    manifest_dir, msi_requests, now_unix, run, run_sdk, two_tenant_broker, SdkRun, SDK_DEADLINE,
+};
 
-use common::{claims, sha256_hex, Fixture, Server};
-use serde_json::Value;
-use std::io::Read;
+use common::{claims, Server};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 /// The `@azure/identity` version under test: the newest 4.13.x whose
 /// `engines` still admit Node 20 (4.13.2 and later ask for Node 22).
@@ -28,39 +29,6 @@ const PINNED: &str = "4.13.1";
 /// The oldest Node.js major that [`PINNED`] supports.
 const NODE_MAJOR: u32 = 20;
 const SECRET: &str = "tb_azure-sdk-js-test-secret-0123456789";
-/// No SDK run may take longer than this (the SDK retrying a 404 or 410 takes
-/// 25 s or more).
-const SDK_DEADLINE: Duration = Duration::from_secs(30);
-
-/// Variables that would make the SDK pick another managed-identity source,
-/// another credential in `DefaultAzureCredential`'s chain, or a proxy.
-const CLEARED_ENV: &[&str] = &[
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "DEFAULT_IDENTITY_CLIENT_ID",
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
-    "AZURE_USERNAME",
-    "AZURE_PASSWORD",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "AZURE_TOKEN_CREDENTIALS",
-    "AZURE_LOG_LEVEL",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-];
 
 /// The install directory and what is installed in it.
 #[derive(Debug)]
@@ -72,34 +40,12 @@ struct Sdk {
 
 static SDK: OnceLock<Result<Sdk, String>> = OnceLock::new();
 
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn package_json() -> String {
     format!(
         "{{\n  \"name\": \"tokenbroker-azure-sdk-js-test\",\n  \"private\": true,\n  \
          \"description\": \"written by tests/azure_sdk_js.rs\",\n  \
          \"dependencies\": {{\n    \"@azure/identity\": \"{PINNED}\"\n  }}\n}}\n"
     )
-}
-
-/// Runs `command`, returning its stdout, or an error with its output.
-fn run(command: &mut Command) -> Result<String, String> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
 }
 
 /// `X Y` for the installed `@azure/identity` and `@azure/msal-node` (the one
@@ -214,27 +160,6 @@ const UNAUTHORIZED: &[&str] = &[
     "Description: the secret matches no configured account",
 ];
 
-/// What `get_token.mjs` did.
-#[derive(Debug)]
-struct SdkRun {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl SdkRun {
-    fn json(&self) -> Value {
-        let line = self.stdout.lines().last().unwrap_or_default();
-        serde_json::from_str(line).unwrap_or_else(|e| {
-            panic!(
-                "get_token.mjs printed no JSON ({e}); exit {:?}\nstdout: {}\nstderr: {}",
-                self.code, self.stdout, self.stderr
-            )
-        })
-    }
-}
-
 /// How `get_token.mjs` is to run: which credential, and the environment.
 struct Case<'a> {
     /// `managed-identity`, `client-id`, `resource-id`, `object-id`, `default`.
@@ -269,92 +194,15 @@ async fn get_token(server: &Server, case: &Case<'_>) -> SdkRun {
         .current_dir(&sdk.dir)
         .arg("get_token.mjs")
         .arg(case.credential)
-        .args(case.value)
-        .env(
-            "IDENTITY_ENDPOINT",
-            format!("http://127.0.0.1:{}/msi/token", server.addr.port()),
-        )
-        .env("IDENTITY_HEADER", case.identity_header)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for name in CLEARED_ENV {
-        command.env_remove(name);
-    }
-    for (name, value) in case.env {
-        command.env(name, value);
-    }
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let mut child = command.spawn().expect("start node get_token.mjs");
-        let drain = |mut pipe: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = pipe.read_to_string(&mut text);
-                text
-            })
-        };
-        let stdout = drain(Box::new(child.stdout.take().unwrap()));
-        let stderr = drain(Box::new(child.stderr.take().unwrap()));
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for get_token.mjs") {
-                break status;
-            }
-            if started.elapsed() > SDK_DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the SDK did not finish within {SDK_DEADLINE:?} (is it retrying?)\nstdout: {}\nstderr: {}",
-                    stdout.join().unwrap_or_default(),
-                    stderr.join().unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        SdkRun {
-            code: status.code(),
-            elapsed: started.elapsed(),
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
-        }
-    })
+        .args(case.value);
+    run_sdk(
+        "get_token.mjs",
+        command,
+        server,
+        case.identity_header,
+        case.env,
+    )
     .await
-    .expect("the SDK run panicked")
-}
-
-/// Tenants contoso and fabrikam, both consented (their GUIDs returned), and
-/// one account that may use both, contoso by default.
-async fn broker() -> (Fixture, Server, String, String) {
-    let f = Fixture::new(&format!(
-        "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
-         [[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n\
-         [[accounts]]\nname = \"mail-sync\"\nsecret_sha256 = \"{}\"\n\
-         tenants = [\"contoso\", \"fabrikam\"]\ndefault_tenant = \"contoso\"\n",
-        sha256_hex(SECRET)
-    ))
-    .await;
-    let contoso = f.sim.consent("contoso.onmicrosoft.com");
-    let fabrikam = f.sim.consent("fabrikam.com");
-    assert_ne!(contoso, fabrikam);
-    let server = Server::start(&f, |_, _| {}).await;
-    (f, server, contoso, fabrikam)
-}
-
-fn now_unix() -> u64 {
-    tokenbroker::clock::unix_seconds(SystemTime::now())
-}
-
-/// How many `/msi/token` requests the broker answered with `status`
-/// (`tokenbroker_http_requests_total`), to see what the SDK sent.
-fn msi_requests(server: &Server, status: u16) -> u64 {
-    let series =
-        format!("tokenbroker_http_requests_total{{route=\"/msi/token\",status=\"{status}\"}} ");
-    server
-        .metrics()
-        .encode()
-        .lines()
-        .find_map(|line| line.strip_prefix(series.as_str()))
-        .map_or(0, |value| value.trim().parse().expect("a counter value"))
 }
 
 /// Checks a successful run: a Graph token for tenant `tid` that expires
@@ -388,7 +236,7 @@ fn assert_graph_token(server: &Server, run: &SdkRun, tid: &str) {
         expires_on.abs_diff(exp) <= 1,
         "expires_on {expires_on}, exp {exp}"
     );
-    assert_eq!(msi_requests(server, 200), 1, "one request, no probe");
+    assert_eq!(msi_requests(server, Some(200)), 1, "one request, no probe");
     assert!(run.elapsed < SDK_DEADLINE);
 }
 
@@ -411,8 +259,12 @@ fn assert_failure(server: &Server, run: &SdkRun, name: &str, status: u16, broker
         "took {:?}: did the SDK retry?",
         run.elapsed
     );
-    assert_eq!(msi_requests(server, status), 1, "one request, no retry");
-    assert_eq!(msi_requests(server, 200), 0);
+    assert_eq!(
+        msi_requests(server, Some(status)),
+        1,
+        "one request, no retry"
+    );
+    assert_eq!(msi_requests(server, Some(200)), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -420,7 +272,7 @@ async fn managed_identity_credential_gets_the_default_tenants_token() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, contoso, _) = broker().await;
+    let (_f, server, contoso, _) = two_tenant_broker(SECRET).await;
     let run = get_token(&server, &Case::new("managed-identity", None)).await;
     assert_graph_token(&server, &run, &contoso);
     server.stop().await;
@@ -431,7 +283,7 @@ async fn client_id_selects_the_tenant() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, fabrikam) = broker().await;
+    let (_f, server, _, fabrikam) = two_tenant_broker(SECRET).await;
     let run = get_token(&server, &Case::new("client-id", Some("fabrikam"))).await;
     assert_graph_token(&server, &run, &fabrikam);
     server.stop().await;
@@ -446,7 +298,7 @@ async fn resource_id_selects_the_tenant() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, fabrikam) = broker().await;
+    let (_f, server, _, fabrikam) = two_tenant_broker(SECRET).await;
     let run = get_token(&server, &Case::new("resource-id", Some("fabrikam"))).await;
     assert_graph_token(&server, &run, &fabrikam);
     server.stop().await;
@@ -459,7 +311,7 @@ async fn object_id_selects_the_tenant() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, fabrikam) = broker().await;
+    let (_f, server, _, fabrikam) = two_tenant_broker(SECRET).await;
     let run = get_token(&server, &Case::new("object-id", Some("fabrikam"))).await;
     assert_graph_token(&server, &run, &fabrikam);
     server.stop().await;
@@ -473,7 +325,7 @@ async fn default_azure_credential_needs_nothing_more() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, contoso, _) = broker().await;
+    let (_f, server, contoso, _) = two_tenant_broker(SECRET).await;
     let run = get_token(&server, &Case::new("default", None)).await;
     assert_graph_token(&server, &run, &contoso);
     server.stop().await;
@@ -487,7 +339,7 @@ async fn default_azure_credential_selects_the_tenant_with_azure_client_id() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, fabrikam) = broker().await;
+    let (_f, server, _, fabrikam) = two_tenant_broker(SECRET).await;
     let run = get_token(
         &server,
         &Case {
@@ -505,7 +357,7 @@ async fn a_wrong_identity_header_surfaces_the_brokers_explanation() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, _) = broker().await;
+    let (_f, server, _, _) = two_tenant_broker(SECRET).await;
     let run = get_token(
         &server,
         &Case {
@@ -537,7 +389,7 @@ async fn default_azure_credential_with_a_wrong_identity_header_fails_with_the_ex
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, _) = broker().await;
+    let (_f, server, _, _) = two_tenant_broker(SECRET).await;
     let run = get_token(
         &server,
         &Case {
@@ -564,7 +416,7 @@ async fn default_azure_credential_limited_to_managed_identity_fails_with_the_exp
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, _) = broker().await;
+    let (_f, server, _, _) = two_tenant_broker(SECRET).await;
     let run = get_token(
         &server,
         &Case {
@@ -589,7 +441,7 @@ async fn a_tenant_the_account_may_not_use_fails_fast_with_a_clear_error() {
     if sdk().await.is_none() {
         return;
     }
-    let (f, server, _, _) = broker().await;
+    let (f, server, _, _) = two_tenant_broker(SECRET).await;
     f.sim.consent("other.example.com");
     let run = get_token(&server, &Case::new("client-id", Some("other.example.com"))).await;
     assert_failure(

@@ -11,44 +11,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
+use crate::common::sdk::{
+    manifest_dir, msi_requests, now_unix, run, run_sdk, two_tenant_broker, SDK_DEADLINE,
+};
 
-use common::{claims, sha256_hex, Fixture, Server};
+use common::{claims, Server};
 use serde_json::Value;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 const SECRET: &str = "tb_azure-sdk-rust-test-secret-0123456789";
-/// No SDK run may take longer than this (an SDK retrying takes longer).
-const SDK_DEADLINE: Duration = Duration::from_secs(30);
 /// What `ManagedIdentityCredential::new` says to `UserAssignedId::ResourceId`
 /// with the App Service source (azure_identity 1.0, before any request:
 /// https://github.com/Azure/azure-sdk-for-rust/issues/2407).
 const RESOURCE_ID_REFUSAL: &str =
     "User-assigned resource IDs aren't supported for App Service. Use a client or object ID instead.";
-
-/// Variables that would make the SDK pick another managed-identity source,
-/// or send through a proxy.
-const CLEARED_ENV: &[&str] = &[
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-];
 
 /// The built interop binary and the SDK version it was built with.
 #[derive(Debug)]
@@ -59,10 +38,6 @@ struct Sdk {
 }
 
 static SDK: OnceLock<Result<Sdk, String>> = OnceLock::new();
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn interop_manifest() -> PathBuf {
     manifest_dir().join("interop/azure-identity-rust/Cargo.toml")
@@ -82,23 +57,6 @@ fn cargo(subcommand: &str) -> Command {
         .env("CARGO_TERM_COLOR", "never")
         .stdin(Stdio::null());
     command
-}
-
-/// Runs `command`, returning its stdout, or an error with its output.
-fn run(command: &mut Command) -> Result<String, String> {
-    let out = command
-        .output()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
 }
 
 /// The locked version of `package` in the interop crate's Cargo.lock.
@@ -170,12 +128,12 @@ async fn sdk() -> Option<&'static Sdk> {
 
 /// What the interop binary printed: one JSON object per case.
 #[derive(Debug)]
-struct SdkRun {
+struct Cases {
     cases: Vec<Value>,
     stderr: String,
 }
 
-impl SdkRun {
+impl Cases {
     fn case(&self, case: &str) -> &Value {
         self.cases
             .iter()
@@ -186,107 +144,39 @@ impl SdkRun {
 
 /// Runs the interop binary for `cases` with the App Service variables
 /// pointing at `server`; kills it after [`SDK_DEADLINE`].
-async fn get_tokens(server: &Server, identity_header: &str, cases: &[&str]) -> SdkRun {
+async fn get_tokens(server: &Server, identity_header: &str, cases: &[&str]) -> Cases {
     let sdk = SDK
         .get()
         .and_then(|sdk| sdk.as_ref().ok())
         .expect("checked at the start of the test");
     let mut command = Command::new(&sdk.binary);
-    command
-        .args(cases)
-        .env(
-            "IDENTITY_ENDPOINT",
-            format!("http://127.0.0.1:{}/msi/token", server.addr.port()),
-        )
-        .env("IDENTITY_HEADER", identity_header)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for name in CLEARED_ENV {
-        command.env_remove(name);
-    }
-    let expected = cases.len();
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let mut child = command.spawn().expect("start the interop binary");
-        let drain = |mut pipe: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = pipe.read_to_string(&mut text);
-                text
-            })
-        };
-        let stdout = drain(Box::new(child.stdout.take().unwrap()));
-        let stderr = drain(Box::new(child.stderr.take().unwrap()));
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for the interop binary") {
-                break status;
-            }
-            if started.elapsed() > SDK_DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the SDK did not finish within {SDK_DEADLINE:?} (is it retrying?)\nstdout: {}\nstderr: {}",
-                    stdout.join().unwrap_or_default(),
-                    stderr.join().unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stdout = stdout.join().unwrap_or_default();
-        let stderr = stderr.join().unwrap_or_default();
-        assert!(
-            status.success(),
-            "the interop binary failed ({status})\nstdout: {stdout}\nstderr: {stderr}"
-        );
-        let cases: Vec<Value> = stdout
-            .lines()
-            .map(|line| {
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\nstderr: {stderr}"))
-            })
-            .collect();
-        assert_eq!(cases.len(), expected, "one line per case: {stdout}");
-        SdkRun { cases, stderr }
-    })
-    .await
-    .expect("the SDK run panicked")
-}
-
-/// Tenants contoso and fabrikam, both consented (their GUIDs returned), and
-/// one account that may use both, contoso by default.
-async fn broker() -> (Fixture, Server, String, String) {
-    let f = Fixture::new(&format!(
-        "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
-         [[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n\
-         [[accounts]]\nname = \"mail-sync\"\nsecret_sha256 = \"{}\"\n\
-         tenants = [\"contoso\", \"fabrikam\"]\ndefault_tenant = \"contoso\"\n",
-        sha256_hex(SECRET)
-    ))
-    .await;
-    let contoso = f.sim.consent("contoso.onmicrosoft.com");
-    let fabrikam = f.sim.consent("fabrikam.com");
-    let server = Server::start(&f, |_, _| {}).await;
-    (f, server, contoso, fabrikam)
-}
-
-fn now_unix() -> u64 {
-    tokenbroker::clock::unix_seconds(SystemTime::now())
-}
-
-/// How many `/msi/token` requests the broker answered, by status (`None`:
-/// any status), from `tokenbroker_http_requests_total`.
-fn msi_requests(server: &Server, status: Option<u16>) -> u64 {
-    let prefix = "tokenbroker_http_requests_total{route=\"/msi/token\",status=\"";
-    server
-        .metrics()
-        .encode()
+    command.args(cases);
+    let run = run_sdk("the interop binary", command, server, identity_header, &[]).await;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "the interop binary failed\nstdout: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+    let lines: Vec<Value> = run
+        .stdout
         .lines()
-        .filter_map(|line| line.strip_prefix(prefix))
-        .filter_map(|rest| rest.split_once("\"} "))
-        .filter(|(code, _)| status.is_none_or(|s| code.parse() == Ok(s)))
-        .map(|(_, value)| value.trim().parse::<u64>().expect("a counter value"))
-        .sum()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\nstderr: {}", run.stderr))
+        })
+        .collect();
+    assert_eq!(
+        lines.len(),
+        cases.len(),
+        "one line per case: {}",
+        run.stdout
+    );
+    Cases {
+        cases: lines,
+        stderr: run.stderr,
+    }
 }
 
 /// Checks a successful case: a Graph token for tenant `tid`, expiring later.
@@ -320,7 +210,7 @@ async fn selectors_choose_the_tenant() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, contoso, fabrikam) = broker().await;
+    let (_f, server, contoso, fabrikam) = two_tenant_broker(SECRET).await;
     assert_ne!(contoso, fabrikam);
     let run = get_tokens(
         &server,
@@ -351,7 +241,7 @@ async fn resource_id_is_refused_by_the_sdk_before_any_request() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, _) = broker().await;
+    let (_f, server, _, _) = two_tenant_broker(SECRET).await;
     let run = get_tokens(&server, SECRET, &["resource_id=fabrikam"]).await;
     // The crate refuses `UserAssignedId::ResourceId` for App Service when the
     // credential is built (it would send the wrong parameter); the broker
@@ -367,7 +257,7 @@ async fn a_wrong_identity_header_surfaces_the_brokers_explanation() {
     if sdk().await.is_none() {
         return;
     }
-    let (_f, server, _, _) = broker().await;
+    let (_f, server, _, _) = two_tenant_broker(SECRET).await;
     let run = get_tokens(&server, "tb_not-the-secret", &["system"]).await;
     let case = run.case("system");
     let error = assert_failed(case, "get_token", Some(401));
@@ -391,7 +281,7 @@ async fn a_tenant_the_account_may_not_use_fails_fast_with_the_sdks_own_message()
     if sdk().await.is_none() {
         return;
     }
-    let (f, server, _, _) = broker().await;
+    let (f, server, _, _) = two_tenant_broker(SECRET).await;
     f.sim.consent("other.example.com");
     let started = Instant::now();
     let run = get_tokens(&server, SECRET, &["client_id=other.example.com"]).await;

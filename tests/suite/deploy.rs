@@ -395,9 +395,17 @@ fn sysusers_and_tmpfiles_make_what_the_walkthrough_needs() {
     set_mode(&root.path().join("etc"), 0o755);
     set_mode(&root.path().join("run"), 0o755);
 
+    // The binary, where the daemon's uid can reach it wherever the checkout
+    // lives (a checkout under a 0700 directory is out of its reach).
+    let binary = root.path().join("usr/bin/tokenbroker");
+    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_tokenbroker"), &binary).unwrap();
+    set_mode(&binary, 0o755);
+    set_mode(&root.path().join("usr"), 0o755);
+    set_mode(&root.path().join("usr/bin"), 0o755);
     let check_as_daemon = || {
         use std::os::unix::process::CommandExt;
-        Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+        Command::new(&binary)
             .args(["check", "--config"])
             .arg(&config)
             .env_remove("TOKENBROKER_CONFIG")

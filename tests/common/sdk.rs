@@ -1,0 +1,196 @@
+//! What the Azure SDK interop tests (Python, JavaScript, Rust) share: the
+//! broker they run against, one runner that starts an SDK program with the
+//! App Service variables pointing at it (under a deadline, its output
+//! drained), and what the broker saw of the SDK's requests.
+
+use super::{sha256_hex, Fixture, Server};
+use serde_json::Value;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// No SDK call may take longer than this (an SDK retrying a 404 takes ~25 s more).
+pub const SDK_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Variables that would make an SDK pick another managed-identity source,
+/// another credential in `DefaultAzureCredential`'s chain, or a proxy.
+pub const CLEARED_ENV: &[&str] = &[
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "DEFAULT_IDENTITY_CLIENT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "AZURE_TOKEN_CREDENTIALS",
+    "AZURE_LOG_LEVEL",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
+pub fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a set-up step (an install, a build), returning its stdout trimmed,
+/// or an error with its output.
+pub fn run(command: &mut Command) -> Result<String, String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// What an SDK program did.
+#[derive(Debug)]
+pub struct SdkRun {
+    /// The program, for messages.
+    pub program: String,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl SdkRun {
+    /// The program's last line, which is JSON.
+    pub fn json(&self) -> Value {
+        let line = self.stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!(
+                "{} printed no JSON ({e}); exit {:?}\nstdout: {}\nstderr: {}",
+                self.program, self.code, self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs `command` (an SDK program, named `program` in messages) with the
+/// App Service variables pointing at `server`'s `/msi/token` and
+/// `identity_header`, every variable of [`CLEARED_ENV`] removed and `env`
+/// set; kills it after [`SDK_DEADLINE`].
+pub async fn run_sdk(
+    program: &str,
+    mut command: Command,
+    server: &Server,
+    identity_header: &str,
+    env: &[(&str, &str)],
+) -> SdkRun {
+    command
+        .env(
+            "IDENTITY_ENDPOINT",
+            format!("http://127.0.0.1:{}/msi/token", server.addr.port()),
+        )
+        .env("IDENTITY_HEADER", identity_header)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for name in CLEARED_ENV {
+        command.env_remove(name);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let program = program.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the SDK program") {
+                break status;
+            }
+            if started.elapsed() > SDK_DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{program} did not finish within {SDK_DEADLINE:?} (is it retrying?)\nstdout: {}\nstderr: {}",
+                    stdout.join().unwrap_or_default(),
+                    stderr.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        SdkRun {
+            program,
+            code: status.code(),
+            elapsed: started.elapsed(),
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        }
+    })
+    .await
+    .expect("the SDK run panicked")
+}
+
+/// Tenants contoso and fabrikam, both consented (their GUIDs returned), and
+/// one account (its secret `secret`) that may use both, contoso by default.
+pub async fn two_tenant_broker(secret: &str) -> (Fixture, Server, String, String) {
+    let f = Fixture::new(&format!(
+        "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
+         [[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n\
+         [[accounts]]\nname = \"mail-sync\"\nsecret_sha256 = \"{}\"\n\
+         tenants = [\"contoso\", \"fabrikam\"]\ndefault_tenant = \"contoso\"\n",
+        sha256_hex(secret)
+    ))
+    .await;
+    let contoso = f.sim.consent("contoso.onmicrosoft.com");
+    let fabrikam = f.sim.consent("fabrikam.com");
+    assert_ne!(contoso, fabrikam);
+    let server = Server::start(&f, |_, _| {}).await;
+    (f, server, contoso, fabrikam)
+}
+
+pub fn now_unix() -> u64 {
+    tokenbroker::clock::unix_seconds(SystemTime::now())
+}
+
+/// How many `/msi/token` requests the broker answered, by status (`None`:
+/// any status), from `tokenbroker_http_requests_total`: what the SDK sent.
+pub fn msi_requests(server: &Server, status: Option<u16>) -> u64 {
+    let prefix = "tokenbroker_http_requests_total{route=\"/msi/token\",status=\"";
+    server
+        .metrics()
+        .encode()
+        .lines()
+        .filter_map(|line| line.strip_prefix(prefix))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .filter(|(code, _)| status.is_none_or(|s| code.parse() == Ok(s)))
+        .map(|(_, value)| value.trim().parse::<u64>().expect("a counter value"))
+        .sum()
+}
