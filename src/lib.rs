@@ -80,6 +80,7 @@ pub mod credentials;
 pub mod daemon;
 #[cfg(feature = "dev-mode")]
 pub mod dev;
+pub mod fetch;
 pub mod fleet;
 pub mod jitter;
 pub mod metrics;

@@ -1,8 +1,9 @@
 //! What the broker asks of the operating system, in one place: bounded
 //! reads of small files (and their SHA-256, to see them change), the
 //! process's own uid, user and group names through the system's name
-//! service (so LDAP or sssd users and groups work as local ones do), and
-//! the time format operators read.
+//! service (so LDAP or sssd users and groups work as local ones do),
+//! secrets kept in the environment or in files, and the time format
+//! operators read.
 
 use std::io::{Error, ErrorKind, Read};
 use std::path::Path;
@@ -51,6 +52,71 @@ pub fn file_sha256(path: &Path) -> std::io::Result<[u8; 32]> {
     let mut out = [0u8; 32];
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
     Ok(out)
+}
+
+/// No secret (a key or PFX password, a Redis username or password, an HSM
+/// PIN) is longer: a larger file holds something else.
+pub const MAX_SECRET_BYTES: u64 = 4096;
+
+/// Where a secret comes from: an environment variable, or a file such as
+/// systemd's `$CREDENTIALS_DIRECTORY/…` (read whole, bounded, without its
+/// final newline). The one reader of secrets, so every one has one limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(std::path::PathBuf),
+}
+
+/// Why a secret could not be had (the message completes "the secret in …").
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("is not set (or not UTF-8)")]
+    Unset,
+    #[error("cannot be read: {0}")]
+    Read(std::io::Error),
+    #[error("is larger than {MAX_SECRET_BYTES} bytes; it holds no secret")]
+    TooLarge,
+    #[error("is not UTF-8 text")]
+    NotText,
+}
+
+impl SecretSource {
+    /// The secret, now.
+    pub fn read(&self) -> Result<Zeroizing<String>, SecretError> {
+        match self {
+            SecretSource::Env(name) => std::env::var(name)
+                .map(Zeroizing::new)
+                .map_err(|_| SecretError::Unset),
+            SecretSource::File(path) => {
+                let meta = std::fs::metadata(path).map_err(SecretError::Read)?;
+                if !meta.is_file() {
+                    return Err(SecretError::Read(Error::new(
+                        ErrorKind::InvalidInput,
+                        "not a regular file (a device, FIFO or directory); name the file itself",
+                    )));
+                }
+                let mut bytes = Zeroizing::new(Vec::new());
+                std::fs::File::open(path)
+                    .and_then(|f| f.take(MAX_SECRET_BYTES + 1).read_to_end(&mut bytes))
+                    .map_err(SecretError::Read)?;
+                if bytes.len() as u64 > MAX_SECRET_BYTES {
+                    return Err(SecretError::TooLarge);
+                }
+                let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::NotText)?;
+                Ok(Zeroizing::new(
+                    text.trim_end_matches(['\n', '\r']).to_owned(),
+                ))
+            }
+        }
+    }
+
+    /// For messages: `environment variable X` or `file F`.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(name) => format!("environment variable {name}"),
+            SecretSource::File(path) => format!("file {}", path.display()),
+        }
+    }
 }
 
 /// This process's effective uid (the daemon may always administer itself).
@@ -112,6 +178,39 @@ mod tests {
         assert_eq!(group_id("root"), Some(0));
         assert_eq!(group_id("no-such-group-tokenbroker"), None);
         assert!(process_user().contains(&format!("uid {}", own_uid())));
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_or_a_bounded_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret\r\n").unwrap();
+        assert_eq!(
+            SecretSource::File(file.clone()).read().unwrap().as_str(),
+            "s3cret"
+        );
+        std::fs::write(&file, vec![b'a'; MAX_SECRET_BYTES as usize + 1]).unwrap();
+        assert!(matches!(
+            SecretSource::File(file.clone()).read(),
+            Err(SecretError::TooLarge)
+        ));
+        std::fs::write(&file, b"\xff\xfe").unwrap();
+        assert!(matches!(
+            SecretSource::File(file).read(),
+            Err(SecretError::NotText)
+        ));
+        assert!(matches!(
+            SecretSource::File(dir.path().to_owned()).read(),
+            Err(SecretError::Read(_))
+        ));
+        assert!(matches!(
+            SecretSource::Env("TOKENBROKER_TEST_SURELY_UNSET".into()).read(),
+            Err(SecretError::Unset)
+        ));
+        assert_eq!(
+            SecretSource::Env("X".into()).describe(),
+            "environment variable X"
+        );
     }
 
     #[test]

@@ -69,6 +69,36 @@ pub fn sha256(token: &str) -> [u8; 32] {
     out
 }
 
+/// Why a token's claims could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimsError {
+    #[error("does not hold a JWT (three base64url parts)")]
+    NotJwt,
+    #[error("holds a JWT whose claims are not base64url")]
+    NotBase64,
+    #[error("holds a JWT whose claims are not JSON")]
+    NotJson,
+}
+
+/// The claims of a JWT, unverified: for diagnostics (the roles an access
+/// token carries) and for what a federated token says of itself (its
+/// issuer and expiry); Entra verifies every token that matters. The one
+/// place a JWT is opened.
+pub fn peek_claims(token: &str) -> Result<serde_json::Value, ClaimsError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ClaimsError::NotJwt);
+    };
+    let json = URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| ClaimsError::NotBase64)?;
+    serde_json::from_slice(&json).map_err(|_| ClaimsError::NotJson)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +114,21 @@ mod tests {
         }
         let debug = format!("{:?}", AccessToken::new("secret-token".into()));
         assert!(!debug.contains("secret"), "{debug}");
+    }
+    #[test]
+    fn claims_are_peeked_from_three_base64url_parts() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"roles":["Mail.Send"],"exp":5}"#);
+        let claims = peek_claims(&format!("e30.{payload}.sig")).unwrap();
+        assert_eq!(claims["exp"], 5);
+        assert_eq!(peek_claims("opaque"), Err(ClaimsError::NotJwt));
+        assert_eq!(peek_claims("a.b.c.d"), Err(ClaimsError::NotJwt));
+        assert_eq!(peek_claims("e30.!!!.sig"), Err(ClaimsError::NotBase64));
+        let text = URL_SAFE_NO_PAD.encode(b"not json");
+        assert_eq!(
+            peek_claims(&format!("e30.{text}.sig")),
+            Err(ClaimsError::NotJson)
+        );
     }
 }

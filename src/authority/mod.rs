@@ -598,28 +598,22 @@ impl AuthorityClient {
             .body(form)
             .send()
             .await;
-        let mut response = sent.map_err(|e| transport_error(&e))?;
+        let response = sent.map_err(|e| transport_error(&e))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(response::parse_retry_after);
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        return Err(AttemptError::Malformed(format!(
-                            "the authority's answer (HTTP {status}) is larger than {MAX_RESPONSE_BYTES} bytes"
-                        )));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(transport_error(&e)),
+        let body = match crate::fetch::read_body(response, MAX_RESPONSE_BYTES).await {
+            Ok(body) => body,
+            Err(crate::fetch::BodyError::TooLarge { .. }) => {
+                return Err(AttemptError::Malformed(format!(
+                    "the authority's answer (HTTP {status}) is larger than {MAX_RESPONSE_BYTES} bytes"
+                )))
             }
-        }
+            Err(crate::fetch::BodyError::Transport(e)) => return Err(transport_error(&e)),
+        };
         if status == 200 {
             return response::parse_success(&body).map_err(|e| {
                 AttemptError::Malformed(format!(

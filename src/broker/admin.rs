@@ -179,15 +179,9 @@ impl Broker {
                 roles: record.roles.clone(),
             })
         });
-        let required: Vec<String> = configured
+        let required = configured
             .filter(|_| key.resource == *graph)
-            .map(|t| {
-                t.required_permissions
-                    .iter()
-                    .map(|p| p.as_str().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
+            .map_or(&[][..], |t| &t.required_permissions[..]);
         TenantRow {
             name: configured.map(|t| t.name.as_str().to_owned()),
             id: configured.map_or_else(|| key.tenant.to_string(), |t| t.id.to_string()),
@@ -196,7 +190,7 @@ impl Broker {
             consent: self.book.consent(&key.tenant),
             missing_permissions: token
                 .as_ref()
-                .and_then(|t| missing_permissions(&required, t.roles.as_deref())),
+                .and_then(|t| missing_permissions(required, t.roles.as_deref())),
             token,
             last_error: record.last_error,
             upstream: record.upstream,

@@ -168,12 +168,7 @@ impl StatusBook {
 /// tokens are opaque, so this is for diagnostics only. `None` when the
 /// token is not a readable JWT; an empty list when it has no roles.
 pub fn token_roles(token: &str) -> Option<Vec<String>> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let claims = crate::token::peek_claims(token).ok()?;
     Some(
         claims
             .get("roles")
@@ -187,14 +182,19 @@ pub fn token_roles(token: &str) -> Option<Vec<String>> {
     )
 }
 
-/// `required` minus `roles`; `None` when the roles are unknown.
-pub fn missing_permissions(required: &[String], roles: Option<&[String]>) -> Option<Vec<String>> {
+/// `required` minus `roles`; `None` when the roles are unknown. (The
+/// admin status and `check --online` both ask this.)
+pub fn missing_permissions<P: AsRef<str>>(
+    required: &[P],
+    roles: Option<&[String]>,
+) -> Option<Vec<String>> {
     let roles = roles?;
     Some(
         required
             .iter()
-            .filter(|p| !roles.iter().any(|r| r == *p))
-            .cloned()
+            .map(AsRef::as_ref)
+            .filter(|p| !roles.iter().any(|r| r == p))
+            .map(str::to_owned)
             .collect(),
     )
 }
@@ -288,7 +288,10 @@ mod tests {
             Some(vec!["Mail.Send".to_owned()])
         );
         assert_eq!(missing_permissions(&required, None), None);
-        assert_eq!(missing_permissions(&[], Some(&roles)), Some(vec![]));
+        assert_eq!(
+            missing_permissions::<String>(&[], Some(&roles)),
+            Some(vec![])
+        );
     }
 
     #[test]

@@ -140,16 +140,11 @@ pub(super) async fn check_tenants(
         match result {
             Ok(token) => {
                 let roles = crate::broker::status::token_roles(token.access_token.expose());
-                let missing: Vec<&str> = tenant
-                    .required_permissions
-                    .iter()
-                    .map(|p| p.as_str())
-                    .filter(|p| {
-                        roles
-                            .as_ref()
-                            .is_some_and(|r| !r.iter().any(|have| have == p))
-                    })
-                    .collect();
+                let missing = crate::broker::status::missing_permissions(
+                    &tenant.required_permissions,
+                    roles.as_deref(),
+                )
+                .unwrap_or_default();
                 let roles_text = match &roles {
                     Some(r) if r.is_empty() => "no application permissions granted".to_owned(),
                     Some(r) => format!("roles {}", r.join(", ")),

@@ -15,8 +15,6 @@
 use super::{CredentialError, CredentialSource, FederatedSource};
 use crate::config::{ManagedIdentityConfig, ManagedIdentityProtocol};
 use crate::sys::read_bounded;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use zeroize::Zeroizing;
@@ -47,17 +45,7 @@ struct Claims {
 }
 
 fn claims(token: &str) -> Result<Claims, String> {
-    let mut parts = token.split('.');
-    let (Some(_), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("does not hold a JWT (three base64url parts)".into());
-    };
-    let json = URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| "holds a JWT whose claims are not base64url".to_owned())?;
-    let value: serde_json::Value = serde_json::from_slice(&json)
-        .map_err(|_| "holds a JWT whose claims are not JSON".to_owned())?;
+    let value = crate::token::peek_claims(token).map_err(|e| e.to_string())?;
     Ok(Claims {
         iss: value["iss"].as_str().unwrap_or_default().to_owned(),
         exp: value["exp"]
@@ -195,14 +183,16 @@ impl ManagedIdentity {
                 let name = config.header_env.as_ref().ok_or_else(|| {
                     invalid("protocol = \"app-service\" needs header_env, the variable holding the X-IDENTITY-HEADER secret".into())
                 })?;
-                let secret = std::env::var(name.as_str()).map_err(|_| {
+                let secret = crate::sys::SecretSource::Env(name.as_str().to_owned())
+                    .read()
+                    .map_err(|_| {
                     invalid(format!(
                         "header_env names {}, which is not set; set it to the App Service X-IDENTITY-HEADER secret",
                         name.as_str()
                     ))
                 })?;
                 query.append_pair("api-version", "2019-08-01");
-                (endpoint, ("x-identity-header", Zeroizing::new(secret)))
+                (endpoint, ("x-identity-header", secret))
             }
         };
         query.append_pair("resource", AUDIENCE);
@@ -270,19 +260,16 @@ impl ManagedIdentity {
             .await
             .map_err(|e| format!("{}: {e}", what()))?;
         let status = response.status().as_u16();
-        let mut response = response;
-        let mut body = Vec::new();
-        // Read in bounded pieces: an endpoint cannot make us hold more.
-        while let Some(chunk) = response
-            .chunk()
+        let body = crate::fetch::read_body(response, MAX_ANSWER_BYTES)
             .await
-            .map_err(|e| format!("{}: reading the answer: {e}", what()))?
-        {
-            if body.len() + chunk.len() > 64 * 1024 {
-                return Err(format!("{}: the answer is larger than 64 KiB", what()));
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                crate::fetch::BodyError::TooLarge { .. } => {
+                    format!("{}: the answer is larger than 64 KiB", what())
+                }
+                crate::fetch::BodyError::Transport(e) => {
+                    format!("{}: reading the answer: {e}", what())
+                }
+            })?;
         let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
             format!(
                 "{} answered HTTP {status} with a body that is not JSON",
@@ -316,9 +303,14 @@ impl ManagedIdentity {
     }
 }
 
+/// A managed-identity answer is a small JSON object; no more is read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     fn jwt(claims: serde_json::Value) -> String {
         format!(

@@ -5,6 +5,7 @@
 //! Everything returned here is raw DER; checking what it means is `mod.rs`'s job.
 
 use super::CredentialError;
+use crate::sys::{SecretError, SecretSource};
 use pkcs8::der::Decode;
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -36,9 +37,6 @@ pub(crate) fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
 /// A password source: `None` when no password is configured.
 pub(crate) type Password<'a> = Option<&'a PasswordSource>;
 
-/// A password file larger than this is not a password.
-const MAX_PASSWORD_FILE: u64 = 4096;
-
 /// Where a key or PFX password comes from, and the password (or why it
 /// could not be had), read when the credential is loaded.
 #[derive(Clone)]
@@ -51,36 +49,22 @@ pub struct PasswordSource {
 impl PasswordSource {
     /// The environment variable `name`; `key` is the setting that named it.
     pub fn from_env(name: &str, key: &str) -> PasswordSource {
-        PasswordSource {
-            origin: format!("environment variable {name} ({key})"),
-            value: std::env::var(name)
-                .map(Zeroizing::new)
-                .map_err(|_| "is not set".to_owned()),
-        }
+        PasswordSource::read(SecretSource::Env(name.to_owned()), key)
     }
 
     /// The file at `path` (systemd's `$CREDENTIALS_DIRECTORY/…`), without
     /// its final newline; `key` is the setting that named it.
     pub fn from_file(path: &Path, key: &str) -> PasswordSource {
-        let read = || -> Result<Zeroizing<String>, String> {
-            use std::io::Read;
-            let file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
-            let mut text = Zeroizing::new(String::new());
-            file.take(MAX_PASSWORD_FILE + 1)
-                .read_to_string(&mut text)
-                .map_err(|e| format!("cannot be read as text: {e}"))?;
-            if text.len() as u64 > MAX_PASSWORD_FILE {
-                return Err(format!(
-                    "is larger than {MAX_PASSWORD_FILE} bytes; it holds no password"
-                ));
-            }
-            let trimmed = text.trim_end_matches(['\n', '\r']).len();
-            text.truncate(trimmed);
-            Ok(text)
-        };
+        PasswordSource::read(SecretSource::File(path.to_owned()), key)
+    }
+
+    fn read(source: SecretSource, key: &str) -> PasswordSource {
         PasswordSource {
-            origin: format!("file {} ({key})", path.display()),
-            value: read(),
+            origin: format!("{} ({key})", source.describe()),
+            value: source.read().map_err(|e| match e {
+                SecretError::Unset => "is not set".to_owned(),
+                other => other.to_string(),
+            }),
         }
     }
 

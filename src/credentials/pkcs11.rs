@@ -119,8 +119,9 @@ fn find_slot(pkcs11: &Pkcs11, token: &str) -> Result<Slot, String> {
 
 /// Reads the PIN from the environment variable `pin_env`.
 pub fn pin_from_env(pin_env: &str) -> Result<AuthPin, String> {
-    std::env::var(pin_env)
-        .map(|pin| AuthPin::new(pin.into()))
+    crate::sys::SecretSource::Env(pin_env.to_owned())
+        .read()
+        .map(|pin| AuthPin::new(pin.as_str().into()))
         .map_err(|_| {
             format!(
                 "the PIN variable {pin_env} (pin_env) is not set; set it to the token's user PIN"

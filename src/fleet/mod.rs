@@ -56,34 +56,24 @@ pub fn prepare(
                   file_key: &str,
                   file: &Option<std::path::PathBuf>|
      -> Result<Option<zeroize::Zeroizing<String>>, (String, String)> {
-        if let Some(name) = env {
-            return std::env::var(name.as_str())
-                .map(|v| Some(zeroize::Zeroizing::new(v)))
-                .map_err(|_| {
-                    (
-                        env_key.to_owned(),
-                        format!("the environment variable {} is not set (or not UTF-8); set it, or name a file in {file_key}", name.as_str()),
-                    )
-                });
-        }
-        if let Some(path) = file {
-            let bytes = crate::sys::read_bounded(path).map_err(|e| {
-                (
-                    file_key.to_owned(),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            let text = std::str::from_utf8(&bytes).map_err(|_| {
-                (
-                    file_key.to_owned(),
-                    format!("{} is not UTF-8 text", path.display()),
-                )
-            })?;
-            return Ok(Some(zeroize::Zeroizing::new(
-                text.trim_end_matches(['\r', '\n']).to_owned(),
-            )));
-        }
-        Ok(None)
+        use crate::sys::{SecretError, SecretSource};
+        let (key, source) = match (env, file) {
+            (Some(name), _) => (env_key, SecretSource::Env(name.as_str().to_owned())),
+            (None, Some(path)) => (file_key, SecretSource::File(path.clone())),
+            (None, None) => return Ok(None),
+        };
+        source.read().map(Some).map_err(|e| {
+            let message = match (&source, e) {
+                (SecretSource::Env(name), SecretError::Unset) => format!(
+                    "the environment variable {name} is not set (or not UTF-8); set it, or name a file in {file_key}"
+                ),
+                (SecretSource::File(path), SecretError::Read(e)) => {
+                    format!("cannot read {}: {e}", path.display())
+                }
+                (source, e) => format!("the {} {e}", source.describe()),
+            };
+            (key.to_owned(), message)
+        })
     };
     let username = secret(
         "shared_cache.username_env",
