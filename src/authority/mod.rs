@@ -104,6 +104,61 @@ fn remedy_suffix(entra: &EntraError) -> String {
         .unwrap_or_default()
 }
 
+/// What the fleet shares of Entra's refusals (decided here, where Entra's
+/// answers are classified): a throttle, and a refusal about the tenant
+/// (consent, an unknown tenant, a disabled app), which every host of the
+/// fleet would meet alike; never this host's own (its credential, its
+/// clock, Conditional Access on its address) nor a transient failure.
+impl crate::fleet::record::Shareable for AcquireError {
+    fn shared(&self) -> Option<crate::fleet::record::Shared> {
+        use crate::fleet::record::Shared;
+        let detail = |entra: &EntraError| serde_json::to_value(entra).ok();
+        match self {
+            AcquireError::Throttled { entra, .. } => match self.kind() {
+                FailureKind::Throttled(wait) => Some(Shared::Throttled {
+                    wait,
+                    detail: entra.as_deref().and_then(detail),
+                }),
+                _ => None,
+            },
+            AcquireError::Refused { entra, .. } if self.is_tenant_wide() => Some(Shared::Refused {
+                detail: detail(entra),
+            }),
+            _ => None,
+        }
+    }
+
+    fn from_shared(tenant: &TenantId, shared: crate::fleet::record::Shared) -> AcquireError {
+        use crate::fleet::record::Shared;
+        let entra = |detail: Option<serde_json::Value>| {
+            detail
+                .and_then(|d| serde_json::from_value::<EntraError>(d).ok())
+                .map(Arc::new)
+        };
+        let tenant_str = tenant.as_str().to_owned();
+        match shared {
+            Shared::Refused { detail } => match entra(detail) {
+                Some(entra) => AcquireError::Refused {
+                    tenant: tenant_str,
+                    entra,
+                },
+                // A refusal whose words do not read is answered as a
+                // short throttle, never as a token.
+                None => AcquireError::Throttled {
+                    tenant: tenant_str,
+                    retry_after: Duration::from_secs(1),
+                    entra: None,
+                },
+            },
+            Shared::Throttled { wait, detail } => AcquireError::Throttled {
+                tenant: tenant_str,
+                retry_after: wait,
+                entra: entra(detail),
+            },
+        }
+    }
+}
+
 impl AcquireError {
     /// The `error` code callers get for it (and the admin status shows).
     pub fn code(&self) -> &'static str {

@@ -27,7 +27,7 @@ use crate::cache::{
 use crate::clock::SharedClock;
 use crate::config::{Config, TenantId};
 use crate::credentials::{CredentialSet, ReadSet};
-use crate::fleet::SharedCache;
+use crate::fleet::{SharedCache, SharedSource};
 use crate::jitter::Jitter;
 use arc_swap::{ArcSwap, ArcSwapOption};
 pub use control::{Control, ReloadError};
@@ -182,15 +182,11 @@ pub trait Observer: CacheObserver + UpstreamObserver {
 impl UpstreamObserver for NoObserver {}
 impl Observer for NoObserver {}
 
-/// Adapts the authority client to the cache's [`TokenSource`], recording
-/// each outcome in the status book.
+/// The authority client as the cache's [`TokenSource`]: one logical
+/// client-credentials request per fetch, with whatever client is in force
+/// (a reload may swap it).
 struct AuthoritySource {
     client: Arc<ArcSwap<AuthorityClient>>,
-    book: Arc<StatusBook>,
-    clock: SharedClock,
-    observer: Arc<dyn Observer>,
-    /// The fleet's shared cache, read before Entra when configured.
-    fleet: Arc<ArcSwapOption<SharedCache>>,
 }
 
 impl TokenSource for AuthoritySource {
@@ -198,58 +194,28 @@ impl TokenSource for AuthoritySource {
     fn fetch(
         &self,
         key: &CacheKey,
-        load: &LoadContext,
+        _load: &LoadContext,
     ) -> BoxFuture<Result<Fetched, AcquireError>> {
         let client = self.client.load_full();
-        let book = Arc::clone(&self.book);
-        let clock = Arc::clone(&self.clock);
-        let observer = Arc::clone(&self.observer);
-        let fleet = self.fleet.load_full();
         let key = key.clone();
-        let load = load.clone();
         Box::pin(async move {
-            let upstream = || {
-                let client = Arc::clone(&client);
-                let key = key.clone();
-                async move { AuthoritySource::acquire(&client, &key).await }
-            };
-            let result = match &fleet {
-                Some(fleet) => fleet.fetch(&key, &load, upstream).await,
-                None => upstream().await,
-            };
-            // A token or refusal from the fleet tells this host's status
-            // what Entra said, as one fetched here would.
-            let changed = match &result {
-                Ok(token) => book.success(
-                    &key,
-                    clock.unix_now(),
-                    status::token_roles(token.access_token.expose()),
-                ),
-                Err(e) => book.failure(&key, clock.unix_now(), e),
-            };
-            if let Some(consent) = changed {
-                observer.consent(&key.tenant, consent);
-            }
-            result
+            let TokenResponse {
+                access_token,
+                expires_in,
+                refresh_in,
+            } = client.acquire(&key.tenant, &key.resource).await?;
+            Ok(Fetched {
+                access_token,
+                expires_in,
+                refresh_in,
+                age: Duration::ZERO,
+            })
         })
     }
 }
 
-impl AuthoritySource {
-    async fn acquire(client: &AuthorityClient, key: &CacheKey) -> Result<Fetched, AcquireError> {
-        let TokenResponse {
-            access_token,
-            expires_in,
-            refresh_in,
-        } = client.acquire(&key.tenant, &key.resource).await?;
-        Ok(Fetched {
-            access_token,
-            expires_in,
-            refresh_in,
-            age: Duration::ZERO,
-        })
-    }
-}
+/// The broker's token source: the authority, shared with the fleet.
+type Source = status::Recorded<SharedSource<AuthoritySource>>;
 
 /// What a successful reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -314,14 +280,19 @@ impl Broker {
         let book = Arc::new(StatusBook::new(cache.max_entries, cache.keep_warm));
         let fleet = Arc::new(ArcSwapOption::empty());
         let cache_observer: Arc<dyn CacheObserver> = observer.clone();
+        let source: Source = status::Recorded::new(
+            SharedSource::new(
+                AuthoritySource {
+                    client: Arc::clone(&authority),
+                },
+                Arc::clone(&fleet),
+            ),
+            Arc::clone(&book),
+            Arc::clone(&clock),
+            Arc::clone(&observer),
+        );
         let cache = TokenCache::new(
-            Arc::new(AuthoritySource {
-                client: Arc::clone(&authority),
-                book: Arc::clone(&book),
-                clock: Arc::clone(&clock),
-                observer: Arc::clone(&observer),
-                fleet: Arc::clone(&fleet),
-            }),
+            Arc::new(source),
             cache,
             Arc::clone(&clock),
             Jitter::from_entropy(),

@@ -5,7 +5,8 @@
 
 use crate::authority::aadsts::{self, ConsentSignal};
 use crate::authority::AcquireError;
-use crate::cache::CacheKey;
+use crate::cache::{BoxFuture, CacheKey, Fetched, LoadContext, TokenSource};
+use crate::clock::SharedClock;
 use crate::config::TenantId;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -161,6 +162,64 @@ impl StatusBook {
     pub fn clear(&self) {
         self.records.invalidate_all();
         self.consent.invalidate_all();
+    }
+}
+
+/// Records each fetch's outcome in the status book, and a change of
+/// consent with the observer: a layer over the token source (above the
+/// fleet, so a token or refusal another host shared counts as one fetched
+/// here would), not code inside it.
+pub(super) struct Recorded<S> {
+    inner: S,
+    book: Arc<StatusBook>,
+    clock: SharedClock,
+    observer: Arc<dyn super::Observer>,
+}
+
+impl<S> Recorded<S> {
+    pub(super) fn new(
+        inner: S,
+        book: Arc<StatusBook>,
+        clock: SharedClock,
+        observer: Arc<dyn super::Observer>,
+    ) -> Recorded<S> {
+        Recorded {
+            inner,
+            book,
+            clock,
+            observer,
+        }
+    }
+}
+
+impl<S: TokenSource<Error = AcquireError>> TokenSource for Recorded<S> {
+    type Error = AcquireError;
+
+    fn fetch(
+        &self,
+        key: &CacheKey,
+        load: &LoadContext,
+    ) -> BoxFuture<Result<Fetched, AcquireError>> {
+        let fetched = self.inner.fetch(key, load);
+        let book = Arc::clone(&self.book);
+        let clock = Arc::clone(&self.clock);
+        let observer = Arc::clone(&self.observer);
+        let key = key.clone();
+        Box::pin(async move {
+            let result = fetched.await;
+            let changed = match &result {
+                Ok(token) => book.success(
+                    &key,
+                    clock.unix_now(),
+                    token_roles(token.access_token.expose()),
+                ),
+                Err(e) => book.failure(&key, clock.unix_now(), e),
+            };
+            if let Some(consent) = changed {
+                observer.consent(&key.tenant, consent);
+            }
+            result
+        })
     }
 }
 

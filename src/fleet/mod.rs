@@ -24,11 +24,11 @@ pub mod record;
 pub mod seal;
 pub mod store;
 
-use crate::authority::AcquireError;
-use crate::cache::{CacheKey, Fetched, LoadContext};
+use crate::cache::{BoxFuture, CacheKey, Fetched, LoadContext, TokenSource};
 use crate::clock::SharedClock;
 use crate::token::AccessToken;
-use record::{BlockRecord, TokenRecord};
+use arc_swap::ArcSwapOption;
+use record::{BlockRecord, Shareable, TokenRecord};
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -669,15 +669,16 @@ impl SharedCache {
     /// A token for `key`: a remembered fleet-wide refusal, a shared token
     /// this load may take, or `upstream`'s (under the lease when it can be
     /// had), written through.
-    pub async fn fetch<F, Fut>(
+    pub async fn fetch<E, F, Fut>(
         &self,
         key: &CacheKey,
         load: &LoadContext,
         upstream: F,
-    ) -> Result<Fetched, AcquireError>
+    ) -> Result<Fetched, E>
     where
+        E: Shareable,
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Fetched, AcquireError>>,
+        Fut: Future<Output = Result<Fetched, E>>,
     {
         let names = self.names(key);
         // An operator's refresh still honours a throttle, as the local cache does.
@@ -753,10 +754,11 @@ impl SharedCache {
 
     /// Fetches from Entra and writes the outcome through: the token, or a
     /// refusal or throttle the fleet should answer without asking again.
-    async fn upstream<F, Fut>(&self, names: &Names, upstream: &F) -> Result<Fetched, AcquireError>
+    async fn upstream<E, F, Fut>(&self, names: &Names, upstream: &F) -> Result<Fetched, E>
     where
+        E: Shareable,
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Fetched, AcquireError>>,
+        Fut: Future<Output = Result<Fetched, E>>,
     {
         let result = upstream().await;
         let now = self.clock.unix_now();
@@ -772,6 +774,53 @@ impl SharedCache {
             }
         }
         result
+    }
+}
+
+/// A token source shared with the fleet: with `[shared_cache]` configured,
+/// every fetch goes through [`SharedCache::fetch`] (a refusal or token
+/// another host shared, a lease), and only then to `inner`; without it,
+/// straight to `inner`. The layer between a host's own cache and the
+/// authority, generic over the source and its error.
+pub struct SharedSource<S> {
+    inner: Arc<S>,
+    fleet: Arc<ArcSwapOption<SharedCache>>,
+}
+
+impl<S> SharedSource<S> {
+    /// `inner`, shared through whatever `fleet` holds at each fetch (a
+    /// reload may set it or clear it).
+    pub fn new(inner: S, fleet: Arc<ArcSwapOption<SharedCache>>) -> SharedSource<S> {
+        SharedSource {
+            inner: Arc::new(inner),
+            fleet,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for SharedSource<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedSource")
+            .field("shared", &self.fleet.load().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> TokenSource for SharedSource<S>
+where
+    S: TokenSource,
+    S::Error: Shareable,
+{
+    type Error = S::Error;
+
+    fn fetch(&self, key: &CacheKey, load: &LoadContext) -> BoxFuture<Result<Fetched, S::Error>> {
+        let Some(fleet) = self.fleet.load_full() else {
+            return self.inner.fetch(key, load);
+        };
+        let inner = Arc::clone(&self.inner);
+        let key = key.clone();
+        let load = load.clone();
+        Box::pin(async move { fleet.fetch(&key, &load, || inner.fetch(&key, &load)).await })
     }
 }
 

@@ -2,11 +2,9 @@
 //! throttle the whole fleet answers without asking Entra again. Plain data
 //! with its JSON form; pure, so tested without a store.
 
-use crate::authority::response::EntraError;
-use crate::authority::AcquireError;
 use crate::cache::{CacheKey, Fetched, LoadError};
+use crate::config::TenantId;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -83,44 +81,59 @@ impl TokenRecord {
     }
 }
 
-/// What was refused, for how long, and Entra's words for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A failure as the fleet shares it. What is shared, and how it reads
+/// again, is the source error's decision ([`Shareable`]); the fleet stores
+/// it and answers it, and `detail` (the issuer's own words) is opaque to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shared {
+    /// The issuer throttles this (tenant, resource) for `wait`.
+    Throttled {
+        wait: Duration,
+        detail: Option<serde_json::Value>,
+    },
+    /// The issuer refused for a reason every host would meet alike.
+    Refused { detail: Option<serde_json::Value> },
+}
+
+/// A token source's error that the fleet can share: which failures every
+/// host would meet alike, and the error a shared one becomes on another
+/// host. (This host's own failures, of its credential or clock, and
+/// transient ones, are not shared.)
+pub trait Shareable: LoadError {
+    /// What to share of this failure, if anything.
+    fn shared(&self) -> Option<Shared>;
+    /// The error callers of `tenant` get for a failure another host shared.
+    fn from_shared(tenant: &TenantId, shared: Shared) -> Self;
+}
+
+/// What was refused, for how long, and the issuer's words for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockRecord {
     /// `throttled` or `refused`.
     pub kind: String,
     /// Until when (unix seconds) the fleet answers it locally.
     pub until: u64,
-    #[serde(default)]
-    pub entra: Option<EntraError>,
+    /// The issuer's words (for Entra, its error body), opaque to the fleet.
+    #[serde(default, rename = "entra")]
+    pub detail: Option<serde_json::Value>,
 }
 
 impl BlockRecord {
     /// What the fleet should remember of `error`, seen at `now`: a throttle
-    /// for its Retry-After, a refusal about the tenant for `negative_ttl`.
-    /// Transient failures and this host's own (credential, clock) are not
-    /// shared.
-    pub fn of(error: &AcquireError, now: u64, negative_ttl: Duration) -> Option<BlockRecord> {
-        match error {
-            AcquireError::Throttled { entra, .. } => {
-                let wait = match error.kind() {
-                    crate::cache::FailureKind::Throttled(wait) => wait,
-                    _ => return None,
-                };
-                Some(BlockRecord {
-                    kind: "throttled".into(),
-                    until: now + wait.as_secs().max(1),
-                    entra: entra.as_deref().cloned(),
-                })
-            }
-            // Only refusals about the tenant: another host with the same
-            // app would be refused alike (the authority decides which).
-            AcquireError::Refused { entra, .. } if error.is_tenant_wide() => Some(BlockRecord {
+    /// for its wait, a refusal the error calls shareable for `negative_ttl`.
+    pub fn of<E: Shareable>(error: &E, now: u64, negative_ttl: Duration) -> Option<BlockRecord> {
+        Some(match error.shared()? {
+            Shared::Throttled { wait, detail } => BlockRecord {
+                kind: "throttled".into(),
+                until: now + wait.as_secs().max(1),
+                detail,
+            },
+            Shared::Refused { detail } => BlockRecord {
                 kind: "refused".into(),
                 until: now + negative_ttl.as_secs().max(1),
-                entra: Some((**entra).clone()),
-            }),
-            _ => None,
-        }
+                detail,
+            },
+        })
     }
 
     pub fn is_throttle(&self) -> bool {
@@ -128,17 +141,17 @@ impl BlockRecord {
     }
 
     /// The error callers get for it at `now`, as if this host had seen it.
-    pub fn to_error(&self, key: &CacheKey, now: u64) -> AcquireError {
-        let tenant = key.tenant.as_str().to_owned();
-        let entra = self.entra.clone().map(Arc::new);
-        match (self.is_throttle(), entra) {
-            (false, Some(entra)) => AcquireError::Refused { tenant, entra },
-            (_, entra) => AcquireError::Throttled {
-                tenant,
-                retry_after: Duration::from_secs(self.until.saturating_sub(now).max(1)),
-                entra,
+    pub fn to_error<E: Shareable>(&self, key: &CacheKey, now: u64) -> E {
+        let shared = match (self.is_throttle(), self.detail.clone()) {
+            (false, Some(detail)) => Shared::Refused {
+                detail: Some(detail),
             },
-        }
+            (_, detail) => Shared::Throttled {
+                wait: Duration::from_secs(self.until.saturating_sub(now).max(1)),
+                detail,
+            },
+        };
+        E::from_shared(&key.tenant, shared)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -158,7 +171,10 @@ impl BlockRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authority::response::EntraError;
+    use crate::authority::AcquireError;
     use crate::token::AccessToken;
+    use std::sync::Arc;
 
     #[test]
     fn token_records_round_trip_and_hide_the_token() {

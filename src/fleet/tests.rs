@@ -3,6 +3,7 @@
 
 use super::store::MemoryStore;
 use super::*;
+use crate::authority::AcquireError;
 use crate::clock::TokioClock;
 use crate::config::{Resource, TenantId};
 use std::sync::atomic::{AtomicUsize, Ordering};
