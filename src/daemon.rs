@@ -71,7 +71,7 @@ pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError>
         crate::authority::load_ca_file(path).map_err(|e| invalid("app.ca_file", e.to_string()))?;
     }
     // The shared cache's keys, secrets and CA file (connecting is `check --online`'s).
-    crate::fleet::prepare(config).map_err(|(key, message)| invalid(&key, message))?;
+    crate::fleet::prepare(config).map_err(|e| e.in_config(config_path))?;
     for (key, socket) in [
         ("server.unix_socket", &config.server.unix_socket),
         ("server.admin_socket", &config.server.admin_socket),
@@ -146,13 +146,7 @@ pub async fn start(
     .with_listen_override(options.listen_override);
     let fleet_observer: Arc<dyn crate::fleet::FleetObserver> = metrics.clone();
     let fleet = crate::fleet::connect(&broker.config(), options.clock.clone(), fleet_observer)
-        .map_err(|(key, message)| {
-            StartError::Config(ConfigError::Invalid {
-                path: named.to_owned(),
-                key,
-                message,
-            })
-        })?;
+        .map_err(|e| StartError::Config(e.in_config(named)))?;
     if let Some(shared) = &fleet {
         tracing::info!(
             shared_cache = %shared.status().target,

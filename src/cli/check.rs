@@ -5,7 +5,7 @@
 use super::{load, out, runtime, CliError};
 use crate::authority::{AuthorityClient, AuthoritySettings};
 use crate::clock::SystemClock;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::credentials::CredentialSet;
 use crate::daemon::StartError;
 use crate::sys::rfc3339;
@@ -87,13 +87,7 @@ pub(super) async fn check_shared_cache(
 ) -> Result<(), CliError> {
     let observer: Arc<dyn crate::fleet::FleetObserver> = Arc::new(NoFleetObserver);
     let shared = crate::fleet::connect(config, Arc::new(SystemClock), observer)
-        .map_err(|(key, message)| {
-            CliError::Config(ConfigError::Invalid {
-                path: config_path.to_owned(),
-                key,
-                message,
-            })
-        })?
+        .map_err(|e| CliError::Config(e.in_config(config_path)))?
         .ok_or_else(|| CliError::Other("no [shared_cache] configured".into()))?;
     let target = shared.status().target;
     // A cluster connects in the background: give it a few tries.

@@ -22,144 +22,22 @@
 
 pub mod record;
 pub mod seal;
+mod setup;
+mod source;
 pub mod store;
 
-use crate::cache::{BoxFuture, CacheKey, Fetched, LoadContext, TokenSource};
+pub use setup::{connect, prepare, SetupError};
+pub use source::SharedSource;
+
+use crate::cache::{CacheKey, Fetched, LoadContext};
 use crate::clock::SharedClock;
 use crate::token::AccessToken;
-use arc_swap::ArcSwapOption;
 use record::{BlockRecord, Shareable, TokenRecord};
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{Store, StoreError};
-
-/// Everything `[shared_cache]` needs read before connecting: the keys, the
-/// Redis user and password, the CA file. Errors name the key at fault.
-pub fn prepare(
-    config: &crate::config::Config,
-) -> Result<Option<(seal::Keys, store::RedisTarget)>, (String, String)> {
-    let Some(shared) = &config.shared_cache else {
-        return Ok(None);
-    };
-    let keys = seal::Keys::load(&shared.key_file, &shared.old_key_files).map_err(|e| {
-        let key = if e.path == shared.key_file {
-            "shared_cache.key_file"
-        } else {
-            "shared_cache.old_key_files"
-        };
-        (key.to_owned(), e.to_string())
-    })?;
-    let secret = |env_key: &str,
-                  env: &Option<crate::config::EnvVarName>,
-                  file_key: &str,
-                  file: &Option<std::path::PathBuf>|
-     -> Result<Option<zeroize::Zeroizing<String>>, (String, String)> {
-        use crate::sys::{SecretError, SecretSource};
-        let (key, source) = match (env, file) {
-            (Some(name), _) => (env_key, SecretSource::Env(name.as_str().to_owned())),
-            (None, Some(path)) => (file_key, SecretSource::File(path.clone())),
-            (None, None) => return Ok(None),
-        };
-        source.read().map(Some).map_err(|e| {
-            let message = match (&source, e) {
-                (SecretSource::Env(name), SecretError::Unset) => format!(
-                    "the environment variable {name} is not set (or not UTF-8); set it, or name a file in {file_key}"
-                ),
-                (SecretSource::File(path), SecretError::Read(e)) => {
-                    format!("cannot read {}: {e}", path.display())
-                }
-                (source, e) => format!("the {} {e}", source.describe()),
-            };
-            (key.to_owned(), message)
-        })
-    };
-    let username = secret(
-        "shared_cache.username_env",
-        &shared.username_env,
-        "shared_cache.username_file",
-        &shared.username_file,
-    )?
-    .map(|u| u.to_string());
-    let password = secret(
-        "shared_cache.password_env",
-        &shared.password_env,
-        "shared_cache.password_file",
-        &shared.password_file,
-    )?;
-    let ca_pem =
-        match &shared.ca_file {
-            Some(path) => Some(crate::sys::read_bounded(path).map(|b| b.to_vec()).map_err(
-                |e| {
-                    (
-                        "shared_cache.ca_file".to_owned(),
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                },
-            )?),
-            None => None,
-        };
-    let target = store::RedisTarget {
-        seeds: shared.seeds().into_iter().map(str::to_owned).collect(),
-        cluster: shared.is_cluster(),
-        username,
-        password,
-        ca_pem,
-        timeout: shared.timeout.0,
-    };
-    Ok(Some((keys, target)))
-}
-
-/// Connects the shared cache `config` names (in the background: this
-/// returns at once), or `None` without `[shared_cache]`.
-pub fn connect(
-    config: &crate::config::Config,
-    clock: SharedClock,
-    observer: Arc<dyn FleetObserver>,
-) -> Result<Option<SharedCache>, (String, String)> {
-    let Some((keys, target)) = prepare(config)? else {
-        return Ok(None);
-    };
-    let Some(shared) = &config.shared_cache else {
-        return Ok(None);
-    };
-    let store = store::RedisStore::connect(target)
-        .map_err(|message| ("shared_cache.url".to_owned(), message))?;
-    let shown = store.target().to_owned();
-    let shared = SharedCache::new(
-        Arc::new(store),
-        shown,
-        keys,
-        FleetSettings {
-            client_id: config.app.client_id.as_str().to_owned(),
-            prefix: shared.prefix.clone(),
-            timeout: shared.timeout.0,
-            lease: shared.lease.0,
-            negative_ttl: config.cache.negative_ttl.0,
-            min_remaining: config.cache.min_remaining.0,
-        },
-        clock,
-        observer,
-    );
-    Ok(Some(shared))
-}
-
-impl SharedCache {
-    /// Connects now, in the background, so the first callers do not pay
-    /// for it (and the health shows as soon as Redis answers).
-    pub fn warm_up(self: &Arc<Self>) {
-        let shared = Arc::clone(self);
-        tokio::spawn(async move {
-            for _ in 0..50 {
-                if shared.op(Op::Get, shared.store.ping()).await.is_ok() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-    }
-}
 
 /// What a value is bound to: the app, the tenant, the resource.
 fn bound(client_id: &str, key: &CacheKey) -> String {
@@ -774,53 +652,6 @@ impl SharedCache {
             }
         }
         result
-    }
-}
-
-/// A token source shared with the fleet: with `[shared_cache]` configured,
-/// every fetch goes through [`SharedCache::fetch`] (a refusal or token
-/// another host shared, a lease), and only then to `inner`; without it,
-/// straight to `inner`. The layer between a host's own cache and the
-/// authority, generic over the source and its error.
-pub struct SharedSource<S> {
-    inner: Arc<S>,
-    fleet: Arc<ArcSwapOption<SharedCache>>,
-}
-
-impl<S> SharedSource<S> {
-    /// `inner`, shared through whatever `fleet` holds at each fetch (a
-    /// reload may set it or clear it).
-    pub fn new(inner: S, fleet: Arc<ArcSwapOption<SharedCache>>) -> SharedSource<S> {
-        SharedSource {
-            inner: Arc::new(inner),
-            fleet,
-        }
-    }
-}
-
-impl<S> std::fmt::Debug for SharedSource<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedSource")
-            .field("shared", &self.fleet.load().is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> TokenSource for SharedSource<S>
-where
-    S: TokenSource,
-    S::Error: Shareable,
-{
-    type Error = S::Error;
-
-    fn fetch(&self, key: &CacheKey, load: &LoadContext) -> BoxFuture<Result<Fetched, S::Error>> {
-        let Some(fleet) = self.fleet.load_full() else {
-            return self.inner.fetch(key, load);
-        };
-        let inner = Arc::clone(&self.inner);
-        let key = key.clone();
-        let load = load.clone();
-        Box::pin(async move { fleet.fetch(&key, &load, || inner.fetch(&key, &load)).await })
     }
 }
 
