@@ -25,9 +25,17 @@
 //! the [`FailureKind`] a source's error reports. Its behaviour over simulated
 //! hours is tested with a fake source.
 
+mod load;
+mod observe;
 pub mod pacing;
 pub mod schedule;
 mod slots;
+mod source;
+
+pub use observe::{CacheObserver, Lookup, NoObserver, Trigger};
+pub use source::{
+    BoxFuture, CacheError, FailureKind, Fetched, LoadContext, LoadError, TokenSource,
+};
 
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
@@ -35,96 +43,11 @@ use crate::config::{Resource, TenantId};
 use crate::jitter::Jitter;
 use crate::token::AccessToken;
 use arc_swap::{ArcSwap, ArcSwapOption};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-/// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// Where tokens come from (the authority client, or a test double).
-pub trait TokenSource: Send + Sync + 'static {
-    /// What a failed fetch says; shared by every caller waiting on it.
-    type Error: LoadError;
-    /// Fetches a new token for `key`; `load` says why, and what this
-    /// host holds now.
-    fn fetch(&self, key: &CacheKey, load: &LoadContext) -> BoxFuture<Result<Fetched, Self::Error>>;
-}
-
-/// Why a load runs, and what the host holds: a source that reads a shared
-/// cache takes a shared token only if it is newer than `current` and is not
-/// `rejected`, and reads none when `forced`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LoadContext {
-    /// SHA-256 and expiry (unix seconds) of the token this host holds.
-    pub current: Option<([u8; 32], u64)>,
-    /// A token a caller saw rejected (`token_sha256_to_refresh`).
-    pub rejected: Option<[u8; 32]>,
-    /// An operator asked for a new token (`tokenbroker refresh`).
-    pub forced: bool,
-    /// The background refresher runs it (else a caller waits on it).
-    pub background: bool,
-}
-
-/// A token as the source hands it over.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    pub access_token: AccessToken,
-    /// Lifetime from now.
-    pub expires_in: Duration,
-    /// When the issuer suggests refreshing, from when it issued the token.
-    pub refresh_in: Option<Duration>,
-    /// How long ago the token was issued (zero when fetched just now; a
-    /// token from a shared cache may be older).
-    pub age: Duration,
-}
-
-/// What kind of failure a load ended in: the cache decides from it what
-/// to remember ([`schedule::hold_for`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The issuer refused (consent, certificate, …): asking again soon will
-    /// not help.
-    Refused,
-    /// The issuer asked us to wait this long.
-    Throttled(Duration),
-    /// Worth trying again (unreachable, 5xx, timed out).
-    Transient,
-}
-
-/// A source's error, as the cache needs to see it.
-pub trait LoadError: std::error::Error + Clone + Send + Sync + 'static {
-    fn kind(&self) -> FailureKind;
-    /// The same error with the time left to wait replaced (a remembered
-    /// throttle answered locally says how long is left).
-    fn with_retry_after(&self, left: Duration) -> Self;
-}
-
-/// Why the cache could not hand out a token.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CacheError<E: LoadError> {
-    /// The load failed (or a remembered failure was answered).
-    #[error(transparent)]
-    Load(E),
-    /// The load did not finish within `cache.load_timeout`; it goes on for
-    /// later callers.
-    #[error("no token for tenant {tenant} within {} s (cache.load_timeout); the request to Entra goes on, ask again shortly", .after.as_secs())]
-    Deadline { tenant: TenantId, after: Duration },
-    /// The issuer's token lives less than `min_remaining`.
-    #[error("Entra issued a token for tenant {tenant} with only {} s of life, less than cache.min_remaining ({} s); lower cache.min_remaining", .remaining.as_secs(), .min_remaining.as_secs())]
-    TooShortLived {
-        tenant: TenantId,
-        remaining: Duration,
-        min_remaining: Duration,
-    },
-    /// The load ended without a result (the runtime is shutting down).
-    #[error("the token load for tenant {tenant} ended without a result (shutting down)")]
-    Abandoned { tenant: TenantId },
-}
 
 /// What a token is for. The tenant id is lower-cased so that
 /// `Contoso.com` and `contoso.com` share a slot.
@@ -199,55 +122,6 @@ impl CachedToken {
         self.expires_at.saturating_duration_since(now)
     }
 }
-
-/// How a lookup was answered (the `result` label of the lookups metric).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
-    /// A cached token, no refresh running.
-    Hit,
-    /// A cached token, while a refresh for it is in flight.
-    Refreshing,
-    /// The caller waited for an upstream request (started or joined).
-    Miss,
-}
-
-impl Lookup {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lookup::Hit => "hit",
-            Lookup::Refreshing => "refreshing",
-            Lookup::Miss => "miss",
-        }
-    }
-}
-
-/// Why a load ran (the `trigger` label of the refreshes metric).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// A caller found no usable token.
-    Demand,
-    /// The refresher's schedule.
-    Background,
-}
-
-/// Hooks for metrics; all no-ops by default.
-pub trait CacheObserver: Send + Sync + std::fmt::Debug + 'static {
-    /// A lookup was answered.
-    fn lookup(&self, _result: Lookup) {}
-    /// A load started.
-    fn load_started(&self, _trigger: Trigger) {}
-    /// A load succeeded and stored `token` for `key` (every successful load).
-    fn token_stored(&self, _key: &CacheKey, _token: &CachedToken) {}
-    /// A caller's rejected-token hash forced a refresh.
-    fn forced_by_hash(&self) {}
-    /// `key`'s token left the cache (idle, evicted, or its tenant left).
-    fn dropped(&self, _key: &CacheKey) {}
-}
-
-/// An observer that records nothing.
-#[derive(Debug, Default)]
-pub struct NoObserver;
-impl CacheObserver for NoObserver {}
 
 type Outcome<E> = Result<Arc<CachedToken>, E>;
 
@@ -743,166 +617,6 @@ impl<E> Slot<E> {
                 last_forced: None,
             }),
         }
-    }
-}
-
-impl<E: LoadError> Inner<E> {
-    /// Starts a load for `slot` in its own task; the caller holds the slot's
-    /// lock and has checked that none is in flight.
-    fn start_load(
-        this: &Arc<Inner<E>>,
-        slot: &Arc<Slot<E>>,
-        state: &mut SlotState<E>,
-        trigger: Trigger,
-        mut load: LoadContext,
-    ) -> watch::Receiver<Option<Outcome<E>>> {
-        load.current = slot
-            .current
-            .load()
-            .as_ref()
-            .map(|t| (t.sha256, t.expires_on));
-        load.background = trigger == Trigger::Background;
-        let (sender, receiver) = watch::channel(None);
-        state.in_flight = Some(receiver.clone());
-        slot.loading.store(true, Ordering::Release);
-        this.observer.load_started(trigger);
-        let inner = Arc::clone(this);
-        let slot = Arc::clone(slot);
-        tokio::spawn(async move {
-            let result = inner.source.fetch(&slot.key, &load).await;
-            let outcome = inner.finish_load(&slot, result);
-            // Nobody listening is fine: the result is in the slot.
-            let _ = sender.send(Some(outcome));
-        });
-        receiver
-    }
-
-    /// Records a load's result in the slot and schedules what follows.
-    fn finish_load(
-        self: &Arc<Self>,
-        slot: &Arc<Slot<E>>,
-        result: Result<Fetched, E>,
-    ) -> Outcome<E> {
-        let now = Instant::now();
-        let settings = self.settings.load();
-        let mut state = slot.lock();
-        state.in_flight = None;
-        slot.loading.store(false, Ordering::Release);
-        match result {
-            Ok(response) => {
-                let wall = self.clock.unix_now();
-                let sha256 = response.access_token.sha256();
-                let token = Arc::new(CachedToken {
-                    access_token: response.access_token,
-                    sha256,
-                    expires_at: now + response.expires_in,
-                    expires_on: wall + response.expires_in.as_secs(),
-                    obtained_on: wall.saturating_sub(response.age.as_secs()),
-                });
-                // The window counts from when the token was issued, which
-                // for a token from a shared cache was a while ago.
-                let window = schedule::refresh_window(
-                    response.age + response.expires_in,
-                    response.refresh_in,
-                    settings.min_remaining,
-                );
-                let issued = now.checked_sub(response.age).unwrap_or(now);
-                let latest = (issued + window.end).max(now);
-                let earliest = (issued + window.start)
-                    .max(now + schedule::MIN_REFRESH_DELAY)
-                    .min(latest);
-                let position = schedule::position(
-                    format!("{}|{}", slot.key.tenant, slot.key.resource).as_bytes(),
-                );
-                if let Some(old) = state.planned.take() {
-                    self.pacer.release(old);
-                }
-                let planned = self.pacer.plan(earliest, latest, position);
-                slot.current.store(Some(Arc::clone(&token)));
-                state.blocked = None;
-                state.failures = 0;
-                state.planned = Some(planned);
-                state.next_refresh = Some(planned.at);
-                self.observer.token_stored(&slot.key, &token);
-                if !state.refresher_started {
-                    state.refresher_started = true;
-                    tokio::spawn(refresher(Arc::clone(self), Arc::clone(slot)));
-                }
-                Ok(token)
-            }
-            Err(error) => {
-                state.failures = state.failures.saturating_add(1);
-                let hold = schedule::hold_for(error.kind(), settings.negative_ttl);
-                state.blocked = Some(Blocked {
-                    error: error.clone(),
-                    until: now + hold,
-                });
-                // Retry the refresh with backoff; not before a refusal or a
-                // throttle ends (a transient hold is for callers only).
-                let retry = now
-                    + settings
-                        .refresh_retry
-                        .delay(state.failures, self.jitter.unit());
-                state.next_refresh = Some(match error.kind() {
-                    FailureKind::Transient => retry,
-                    FailureKind::Refused | FailureKind::Throttled(_) => retry.max(now + hold),
-                });
-                let keeps_token = slot.usable(now, settings.min_remaining).is_some();
-                tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,
-                    failures = state.failures, keeps_token, "token load failed: {error}");
-                Err(error)
-            }
-        }
-    }
-
-    fn still_cached(&self, slot: &Arc<Slot<E>>) -> bool {
-        self.slots
-            .get(&slot.key)
-            .is_some_and(|current| Arc::ptr_eq(&current, slot))
-    }
-}
-
-/// The background refresher of one slot: refresh on schedule, drop when idle.
-async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
-    loop {
-        let next = slot.lock().next_refresh;
-        let Some(next) = next else { return };
-        tokio::time::sleep_until(next).await;
-        if !inner.still_cached(&slot) {
-            return; // evicted for capacity; a new slot will be made on demand
-        }
-        let now = Instant::now();
-        if now.saturating_duration_since(slot.idle_since()) >= inner.settings.load().keep_warm {
-            inner.slots.invalidate(&slot.key);
-            inner.observer.dropped(&slot.key);
-            tracing::debug!(tenant = %slot.key.tenant, resource = %slot.key.resource, "dropped: unused for keep_warm");
-            return;
-        }
-        let mut receiver = {
-            let mut state = slot.lock();
-            match state.next_refresh {
-                // Evicted meanwhile: no refresh follows an evict.
-                None => return,
-                // A demand load succeeded meanwhile and rescheduled.
-                Some(n) if n > now => continue,
-                Some(_) => {}
-            }
-            if let Some(planned) = state.planned.take() {
-                inner.pacer.release(planned);
-            }
-            match &state.in_flight {
-                Some(receiver) => receiver.clone(),
-                None => Inner::start_load(
-                    &inner,
-                    &slot,
-                    &mut state,
-                    Trigger::Background,
-                    LoadContext::default(),
-                ),
-            }
-        };
-        // The outcome is recorded in the slot by the load itself.
-        let _ = wait(&mut receiver, &slot.key.tenant).await;
     }
 }
 

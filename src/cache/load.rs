@@ -1,0 +1,172 @@
+//! Loads: one per slot at a time, in its own task, its outcome shared with
+//! every waiter and remembered (a token, a refusal, a throttle); and the
+//! background refresher that keeps a slot warm on its schedule.
+
+use super::{
+    schedule, wait, Blocked, CachedToken, FailureKind, Fetched, Inner, LoadContext, LoadError,
+    Outcome, Slot, SlotState, Trigger,
+};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+impl<E: LoadError> Inner<E> {
+    /// Starts a load for `slot` in its own task; the caller holds the slot's
+    /// lock and has checked that none is in flight.
+    pub(super) fn start_load(
+        this: &Arc<Inner<E>>,
+        slot: &Arc<Slot<E>>,
+        state: &mut SlotState<E>,
+        trigger: Trigger,
+        mut load: LoadContext,
+    ) -> watch::Receiver<Option<Outcome<E>>> {
+        load.current = slot
+            .current
+            .load()
+            .as_ref()
+            .map(|t| (t.sha256, t.expires_on));
+        load.background = trigger == Trigger::Background;
+        let (sender, receiver) = watch::channel(None);
+        state.in_flight = Some(receiver.clone());
+        slot.loading.store(true, Ordering::Release);
+        this.observer.load_started(trigger);
+        let inner = Arc::clone(this);
+        let slot = Arc::clone(slot);
+        tokio::spawn(async move {
+            let result = inner.source.fetch(&slot.key, &load).await;
+            let outcome = inner.finish_load(&slot, result);
+            // Nobody listening is fine: the result is in the slot.
+            let _ = sender.send(Some(outcome));
+        });
+        receiver
+    }
+
+    /// Records a load's result in the slot and schedules what follows.
+    fn finish_load(
+        self: &Arc<Self>,
+        slot: &Arc<Slot<E>>,
+        result: Result<Fetched, E>,
+    ) -> Outcome<E> {
+        let now = Instant::now();
+        let settings = self.settings.load();
+        let mut state = slot.lock();
+        state.in_flight = None;
+        slot.loading.store(false, Ordering::Release);
+        match result {
+            Ok(response) => {
+                let wall = self.clock.unix_now();
+                let sha256 = response.access_token.sha256();
+                let token = Arc::new(CachedToken {
+                    access_token: response.access_token,
+                    sha256,
+                    expires_at: now + response.expires_in,
+                    expires_on: wall + response.expires_in.as_secs(),
+                    obtained_on: wall.saturating_sub(response.age.as_secs()),
+                });
+                // The window counts from when the token was issued, which
+                // for a token from a shared cache was a while ago.
+                let window = schedule::refresh_window(
+                    response.age + response.expires_in,
+                    response.refresh_in,
+                    settings.min_remaining,
+                );
+                let issued = now.checked_sub(response.age).unwrap_or(now);
+                let latest = (issued + window.end).max(now);
+                let earliest = (issued + window.start)
+                    .max(now + schedule::MIN_REFRESH_DELAY)
+                    .min(latest);
+                let position = schedule::position(
+                    format!("{}|{}", slot.key.tenant, slot.key.resource).as_bytes(),
+                );
+                if let Some(old) = state.planned.take() {
+                    self.pacer.release(old);
+                }
+                let planned = self.pacer.plan(earliest, latest, position);
+                slot.current.store(Some(Arc::clone(&token)));
+                state.blocked = None;
+                state.failures = 0;
+                state.planned = Some(planned);
+                state.next_refresh = Some(planned.at);
+                self.observer.token_stored(&slot.key, &token);
+                if !state.refresher_started {
+                    state.refresher_started = true;
+                    tokio::spawn(refresher(Arc::clone(self), Arc::clone(slot)));
+                }
+                Ok(token)
+            }
+            Err(error) => {
+                state.failures = state.failures.saturating_add(1);
+                let hold = schedule::hold_for(error.kind(), settings.negative_ttl);
+                state.blocked = Some(Blocked {
+                    error: error.clone(),
+                    until: now + hold,
+                });
+                // Retry the refresh with backoff; not before a refusal or a
+                // throttle ends (a transient hold is for callers only).
+                let retry = now
+                    + settings
+                        .refresh_retry
+                        .delay(state.failures, self.jitter.unit());
+                state.next_refresh = Some(match error.kind() {
+                    FailureKind::Transient => retry,
+                    FailureKind::Refused | FailureKind::Throttled(_) => retry.max(now + hold),
+                });
+                let keeps_token = slot.usable(now, settings.min_remaining).is_some();
+                tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,
+                    failures = state.failures, keeps_token, "token load failed: {error}");
+                Err(error)
+            }
+        }
+    }
+
+    fn still_cached(&self, slot: &Arc<Slot<E>>) -> bool {
+        self.slots
+            .get(&slot.key)
+            .is_some_and(|current| Arc::ptr_eq(&current, slot))
+    }
+}
+
+/// The background refresher of one slot: refresh on schedule, drop when idle.
+async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
+    loop {
+        let next = slot.lock().next_refresh;
+        let Some(next) = next else { return };
+        tokio::time::sleep_until(next).await;
+        if !inner.still_cached(&slot) {
+            return; // evicted for capacity; a new slot will be made on demand
+        }
+        let now = Instant::now();
+        if now.saturating_duration_since(slot.idle_since()) >= inner.settings.load().keep_warm {
+            inner.slots.invalidate(&slot.key);
+            inner.observer.dropped(&slot.key);
+            tracing::debug!(tenant = %slot.key.tenant, resource = %slot.key.resource, "dropped: unused for keep_warm");
+            return;
+        }
+        let mut receiver = {
+            let mut state = slot.lock();
+            match state.next_refresh {
+                // Evicted meanwhile: no refresh follows an evict.
+                None => return,
+                // A demand load succeeded meanwhile and rescheduled.
+                Some(n) if n > now => continue,
+                Some(_) => {}
+            }
+            if let Some(planned) = state.planned.take() {
+                inner.pacer.release(planned);
+            }
+            match &state.in_flight {
+                Some(receiver) => receiver.clone(),
+                None => Inner::start_load(
+                    &inner,
+                    &slot,
+                    &mut state,
+                    Trigger::Background,
+                    LoadContext::default(),
+                ),
+            }
+        };
+        // The outcome is recorded in the slot by the load itself.
+        let _ = wait(&mut receiver, &slot.key.tenant).await;
+    }
+}
