@@ -3,7 +3,11 @@
 #   1. tokenbroker /v1/token (a cached token),
 #   2. tokenbroker /healthz (the same server, no token work),
 #   3. a bare hyper "hello" server (benches/hello.rs: the stack's baseline),
+#   4. nginx (one worker) serving the same body as /v1/token from a file
+#      (the baseline a static server sets),
 # and print requests/s, p50 and p99 latency, and the ratios between them.
+# Every server runs on core 0 and wrk (one thread) on core 1, so each
+# server has one core and the load generator never competes with it.
 # The broker runs as `serve --dev` (simulated authority, no Azure), with
 # RUST_LOG=$BROKER_LOG (default warn: no access lines).
 #
@@ -19,9 +23,14 @@ duration="${1:-10}"
 connections="${2:-32}"
 rounds="${3:-5}"
 
-if ! command -v wrk >/dev/null; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if ((${#missing[@]})); then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
+server_core=0
+client_core=$(( $(nproc) > 1 ? 1 : 0 ))
 
 cargo build --release --quiet --bin tokenbroker
 hello_bin=$(cargo bench --bench hello --no-run --message-format=json 2>/dev/null |
@@ -40,9 +49,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUST_LOG="${BROKER_LOG:-warn}" target/release/tokenbroker serve --dev --listen 127.0.0.1:0 >"$work/banner" 2>"$work/broker.log" &
+RUST_LOG="${BROKER_LOG:-warn}" taskset -c "$server_core" target/release/tokenbroker serve --dev --listen 127.0.0.1:0 >"$work/banner" 2>"$work/broker.log" &
 pids+=($!)
-"$hello_bin" 127.0.0.1:0 >"$work/hello" &
+taskset -c "$server_core" "$hello_bin" 127.0.0.1:0 >"$work/hello" &
 pids+=($!)
 for _ in $(seq 100); do
     grep -q '^Metrics:' "$work/banner" 2>/dev/null && grep -q 'hello server' "$work/hello" 2>/dev/null && break
@@ -54,12 +63,34 @@ hello=$(sed -n 's/^hello server on //p' "$work/hello")
 [ -n "$broker" ] && [ -n "$secret" ] && [ -n "$hello" ] || { echo "servers did not start" >&2; cat "$work"/* >&2; exit 1; }
 
 # Warm the tenant: one upstream request; everything after is a cache hit.
-curl -sf -H "Authorization: Bearer $secret" "$broker/v1/token?tenant=contoso" >/dev/null
+# Its answer is the body nginx serves.
+mkdir -p "$work/www"
+curl -sf -H "Authorization: Bearer $secret" "$broker/v1/token?tenant=contoso" >"$work/www/token.json"
+nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / { root $work/www; default_type application/json; add_header Cache-Control no-store; }
+    }
+}
+NGINX
+taskset -c "$server_core" /usr/sbin/nginx -c "$work/nginx.conf" -e "$work/nginx.err" &
+pids+=($!)
+nginx="http://127.0.0.1:$nginx_port"
+for _ in $(seq 50); do curl -sf "$nginx/token.json" >/dev/null && break; sleep 0.1; done
+echo "body: $(wc -c <"$work/www/token.json") bytes (broker and nginx)"
 
 run() { # round name url [header]
     local round=$1 name=$2 url=$3
     shift 3
-    wrk -t2 -c"$connections" -d"${duration}s" --latency "$@" "$url" >"$work/$name.txt"
+    taskset -c "$client_core" wrk -t1 -c"$connections" -d"${duration}s" --latency "$@" "$url" >"$work/$name.txt"
     local rps p50 p99
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/$name.txt")
     p50=$(awk '$1 == "50%" {print $2}' "$work/$name.txt")
@@ -68,11 +99,12 @@ run() { # round name url [header]
     echo "$name $rps $p50 $p99" >>"$work/results"
 }
 
-echo "wrk -t2 -c$connections -d${duration}s x $rounds rounds on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-targets=(hello healthz v1_token_cached)
+echo "wrk -t1 -c$connections -d${duration}s x $rounds rounds; servers on core $server_core, wrk on core $client_core ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+targets=(hello healthz v1_token_cached nginx)
 for round in $(seq "$rounds"); do
-    for i in 0 1 2; do
-        case ${targets[$(((i + round) % 3))]} in
+    for i in 0 1 2 3; do
+        case ${targets[$(((i + round) % 4))]} in
+            nginx) run "$round" nginx "$nginx/token.json" ;;
             hello) run "$round" hello "$hello/" ;;
             healthz) run "$round" healthz "$broker/healthz" ;;
             v1_token_cached) run "$round" v1_token_cached "$broker/v1/token?tenant=contoso" -H "Authorization: Bearer $secret" ;;
@@ -94,11 +126,13 @@ for line in open(sys.argv[1]):
     runs.setdefault(name, []).append((float(rps), seconds(p50), seconds(p99)))
 r = {name: tuple(median(v[i] for v in vals) for i in range(3)) for name, vals in runs.items()}
 print()
-for name in ("hello", "healthz", "v1_token_cached"):
+for name in ("hello", "healthz", "v1_token_cached", "nginx"):
     rps, p50, p99 = r[name]
     print(f"median {name:18} {rps:12.0f} req/s   p50 {p50*1e6:7.0f}us   p99 {p99*1e6:7.0f}us")
-t, h, b = r["v1_token_cached"], r["healthz"], r["hello"]
+t, h, b, n = r["v1_token_cached"], r["healthz"], r["hello"], r["nginx"]
 checks = [
+    ("/v1/token req/s vs nginx", t[0] / n[0], ">=", 1.0),
+    ("/v1/token p99 vs nginx p99", t[2] / n[2], "<=", 1.5),
     ("/v1/token req/s vs /healthz", t[0] / h[0], ">=", 0.8),
     ("/v1/token req/s vs bare hyper", t[0] / b[0], ">=", 0.7),
     ("/v1/token p99 vs /healthz p99", t[2] / h[2], "<=", 1.5),

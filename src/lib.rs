@@ -9,50 +9,76 @@
 //!
 //! # A token request, from the socket to Entra and back
 //!
+//! A cold miss goes straight down, one layer at a time, and straight back
+//! up; no layer calls back into one above it.
+//!
 //! 1. [`server`] accepts the connection (TCP, or the Unix socket where the
-//!    kernel tells the peer uid), picks the [`server::Route`], checks method
-//!    and Host, and reads the caller's secret ([`server::auth`]).
-//! 2. It asks the [`broker`] who that is ([`broker::Broker::authenticate`])
-//!    and then the one question: "a token for this caller, this tenant, this
-//!    resource" ([`broker::Broker::token`]). The server never touches access
-//!    rules or the cache; it maps the broker's answer to HTTP
-//!    ([`server::respond`]).
-//! 3. The broker judges the request against one snapshot of its state: the
-//!    [`access`] policy resolves the tenant reference to a validated
-//!    [`config::TenantId`] and the resource to a [`config::Resource`], then
+//!    kernel tells the peer uid) and hands each request to its handler,
+//!    which picks the [`route::Route`], checks method and Host, and reads
+//!    the caller's secret ([`server::auth`]).
+//! 2. The [`broker`] is the one door: [`broker::Broker::authenticate`]
+//!    says who is calling, and [`broker::Broker::token`] answers "a token
+//!    for this caller, this tenant, this resource". Against one snapshot of
+//!    its state, the [`access`] policy resolves the tenant to a validated
+//!    [`config::TenantId`] and the resource to a [`config::Resource`], and
 //!    decides whether the account may have them.
-//! 4. The [`cache`] answers from memory when it can (no lock on a hit); on a
-//!    miss it runs one load per (tenant, resource) in its own task, shares the
-//!    result with every waiter, remembers refusals and throttling, refreshes
-//!    ahead of expiry in the background (where in each token's window is the
-//!    [`cache::pacing`] module's choice), and cuts a caller off at
-//!    `cache.load_timeout`. It knows only a [`cache::TokenSource`] and a clock.
-//! 5. With `[shared_cache]`, the source first asks the [`fleet`] cache on
-//!    Redis: a refusal another host saw, a newer sealed token, or a lease so
-//!    that one host of the fleet fetches and the others read its token.
-//! 6. The token source is the [`authority`] client: one logical
-//!    client-credentials request to the tenant's v2.0 endpoint, with retries
-//!    ([`backoff`]), and [`authority::response`] to parse and classify
-//!    Entra's answer.
-//! 7. Each attempt carries a client assertion from one of the [`credentials`]:
-//!    a fresh [`assertion`] signed with a key it loaded and checked (PEM, DER,
-//!    PFX; thumbprints as the portal shows them) or that a PKCS#11 token
-//!    holds, or a federated token (a token file, or the host's managed
-//!    identity). A credential Entra refuses passes the request to the next.
+//! 3. The [`cache`] answers from memory when it can (no lock on a hit). On
+//!    a miss it runs one load per (tenant, resource) in its own task and
+//!    shares the outcome with every waiter. It knows only a
+//!    [`cache::TokenSource`], and its source is a stack of layers:
+//! 4. status recording (the admin status and consent metrics: it sees
+//!    every outcome and changes none), then
+//! 5. the [`fleet`] cache, [`fleet::SharedSource`]: with `[shared_cache]`,
+//!    a refusal another host saw, a newer sealed token, or a lease so that
+//!    one host of the fleet fetches; without it, a pass-through. Which of
+//!    Entra's refusals are shared is the authority's decision
+//!    ([`fleet::record::Shareable`]), then
+//! 6. the [`authority`] client: one logical client-credentials request to
+//!    the tenant's v2.0 endpoint, with retries ([`backoff`]); Entra's
+//!    answer is read bounded ([`fetch`]), parsed and classified
+//!    ([`authority::response`], with the AADSTS codes named once in
+//!    [`authority::aadsts`]).
+//! 7. Each attempt carries a client assertion from one of the
+//!    [`credentials`]: a fresh [`assertion`] signed with a key loaded and
+//!    checked (PEM, DER, PFX; thumbprints as the portal shows them) or held
+//!    in a PKCS#11 token, or a federated token (a token file, or the host's
+//!    managed identity). A credential Entra refuses passes the request to
+//!    the next.
+//!
+//! Back up: the token is written through to the fleet, recorded in the
+//! status, cached (its refresh scheduled by [`cache::pacing`]), and handed
+//! to every waiter; the broker returns it with its target, and the server
+//! maps it, or the broker's [`broker::Refusal`], to HTTP
+//! ([`server::respond`]).
+//!
+//! # Changes of state: the control door
+//!
+//! Reloads go through the broker too ([`broker::Control`]): SIGHUP, the
+//! admin API, `watch_config` and the credential watch ask
+//! [`broker::Broker::reload`] or [`broker::Broker::reload_changed_credentials`],
+//! and the authority client asks for changed credential files through the
+//! same door when Entra refused every credential. One lock: two reloads
+//! never interleave.
 //!
 //! # Around the request
 //!
 //! - [`config`]: the TOML file (schema, vocabulary types, cross-key rules);
 //!   [`cloud`]: the national clouds and their URLs.
 //! - [`daemon`]: start-up, one path for `serve`, `serve --dev`, tests and
-//!   benches; [`cli`]: the command line (the binary only calls [`cli::run`]).
-//! - [`metrics`]: Prometheus metrics, fed by the cache and the authority
-//!   client through observer traits.
+//!   benches, and the triggers of reloads; [`cli`]: the command line, one
+//!   file per command (the binary only calls [`cli::run`]).
+//! - [`metrics`]: Prometheus metrics, fed by the cache, the authority
+//!   client and the fleet through observer traits; [`route`]: the routes
+//!   and their metric labels, below both the server and the metrics.
 //! - `dev` (feature `dev-mode`, on by default): `serve --dev`, backed by the
 //!   `entra-sim` crate of this workspace, a strict simulated Entra authority.
+//! - [`sys`]: what the broker asks of the operating system (bounded file
+//!   reads, secrets from environment or file, the own uid, user and group
+//!   names through the name service, time formats).
 //! - Small pieces: [`clock`] (injected wall-clock time), [`jitter`] (seeded
-//!   randomness for schedules), [`token`] (the redacted access-token type).
-//!
+//!   randomness for schedules), [`token`] (the redacted access-token type,
+//!   and the one peek at a JWT's claims).
+
 //! # Conventions
 //!
 //! - Pure logic (schedules, classification, validation, access rules, status
@@ -80,11 +106,11 @@ pub mod credentials;
 pub mod daemon;
 #[cfg(feature = "dev-mode")]
 pub mod dev;
-pub mod fetch;
+pub(crate) mod fetch;
 pub mod fleet;
-pub mod jitter;
+pub(crate) mod jitter;
 pub mod metrics;
-pub mod route;
+pub(crate) mod route;
 pub mod server;
-pub mod sys;
-pub mod token;
+pub(crate) mod sys;
+pub(crate) mod token;

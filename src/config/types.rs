@@ -2,17 +2,24 @@
 //! daemon passes around (a [`TenantId`] is safe in a URL path, a [`Resource`]
 //! in a scope). Each checks itself as it is parsed, so a TOML error names the
 //! key and its line; the checks are pure functions, also used on callers'
-//! input.
+//! input. They share their text (`Arc<str>`): a clone, as every request
+//! makes of its tenant and resource, copies no bytes.
 
 use serde::Deserialize;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 impl TenantId {
     /// The same id in lower case: Entra's tenant ids and domains are
     /// case-insensitive, so one tenant has one cache slot.
     pub fn to_lowercase(&self) -> TenantId {
-        TenantId(self.0.to_ascii_lowercase())
+        if self.0.bytes().any(|b| b.is_ascii_uppercase()) {
+            TenantId(self.0.to_ascii_lowercase().into())
+        } else {
+            // Already lower case (the usual case): the same shared string.
+            self.clone()
+        }
     }
 
     /// Whether `self` and `other` name the same tenant (ASCII case ignored).
@@ -42,7 +49,7 @@ impl TryFrom<String> for TenantRef {
         }
         // A GUID or domain first: a GUID would also pass as a name.
         if check_tenant_id(&value).is_ok() {
-            return Ok(TenantRef::Id(TenantId(value)));
+            return Ok(TenantRef::Id(TenantId(value.into())));
         }
         Name::try_from(value.clone())
             .map(TenantRef::Name)
@@ -80,7 +87,7 @@ macro_rules! validated_string {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
         #[serde(try_from = "String")]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// The validated value.
@@ -100,7 +107,7 @@ macro_rules! validated_string {
             fn try_from(value: String) -> Result<Self, String> {
                 let check: fn(&str) -> Result<(), String> = $check;
                 check(&value)?;
-                Ok($name(value))
+                Ok($name(value.into()))
             }
         }
 
@@ -273,7 +280,7 @@ validated_string!(
 /// scope is `{resource}/.default`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "String")]
-pub struct Resource(String);
+pub struct Resource(Arc<str>);
 
 impl Resource {
     /// The validated value.
@@ -285,14 +292,14 @@ impl Resource {
     pub fn parse(value: &str) -> Result<Resource, String> {
         let trimmed = value.strip_suffix('/').unwrap_or(value);
         check_resource(trimmed)?;
-        Ok(Resource(trimmed.to_owned()))
+        Ok(Resource(trimmed.into()))
     }
 }
 
 impl Resource {
     /// The Microsoft Graph resource of `cloud`.
     pub fn graph(cloud: crate::cloud::Cloud) -> Resource {
-        Resource(cloud.graph_resource().to_owned())
+        Resource(cloud.graph_resource().into())
     }
 }
 
@@ -320,7 +327,7 @@ impl HostName {
     pub fn defaults() -> Vec<HostName> {
         ["localhost", "127.0.0.1", "[::1]"]
             .into_iter()
-            .map(|h| HostName(h.to_owned()))
+            .map(|h| HostName(h.into()))
             .collect()
     }
 }
