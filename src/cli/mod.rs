@@ -228,3 +228,75 @@ impl From<StartError> for CliError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    fn parse(args: &[&str]) -> Result<(clap::ArgMatches, Cli), clap::Error> {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        Ok((matches, cli))
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn dev_mode_refuses_an_explicit_configuration() {
+        let (matches, cli) = parse(&["tokenbroker", "serve", "--dev"]).unwrap();
+        assert!(matches!(cli.command, Command::Serve { dev: true, .. }));
+        assert!(refuse_dev_with_config(&matches).is_ok());
+        let (matches, _) = parse(&["tokenbroker", "serve", "--dev", "--config", "x.toml"]).unwrap();
+        let refused = refuse_dev_with_config(&matches).unwrap_err();
+        assert_eq!(refused.exit_code(), 2);
+        assert!(refused.to_string().contains("--dev"), "{refused}");
+        let (matches, _) = parse(&["tokenbroker", "serve", "--config", "x.toml"]).unwrap();
+        assert!(refuse_dev_with_config(&matches).is_ok());
+    }
+
+    #[test]
+    fn admin_commands_take_their_tenant_and_socket() {
+        let (_, cli) = parse(&[
+            "tokenbroker",
+            "refresh",
+            "--tenant",
+            "contoso",
+            "--admin-socket",
+            "/run/tb/admin.sock",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Refresh {
+                admin,
+                tenant,
+                resource,
+            } => {
+                assert_eq!(tenant, "contoso");
+                assert_eq!(resource, None);
+                assert_eq!(admin.socket().unwrap(), Path::new("/run/tb/admin.sock"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["tokenbroker", "refresh"]).is_err(),
+            "--tenant is required"
+        );
+        assert!(parse(&["tokenbroker", "no-such-command"]).is_err());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(CliError::Other("x".into()).exit_code(), 1);
+        let config = ConfigError::Invalid {
+            path: "/etc/t.toml".into(),
+            key: "app".into(),
+            message: "x".into(),
+        };
+        assert_eq!(CliError::Config(config).exit_code(), 2);
+    }
+}

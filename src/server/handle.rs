@@ -294,3 +294,34 @@ pub(super) fn msi_success(caller: &Caller, issued: &Issued) -> Answer {
         .string("client_id", caller.client_id())
         .answer()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_listener_serves_its_routes() {
+        let api = [Peer::Tcp, Peer::Unix(Some(1000))];
+        for peer in api {
+            assert_eq!(route_of("/v1/token", peer, false), Route::Token);
+            assert_eq!(route_of("/msi/token", peer, false), Route::Msi);
+            assert_eq!(route_of("/healthz", peer, false), Route::Healthz);
+            assert_eq!(route_of("/readyz", peer, false), Route::Readyz);
+            assert_eq!(route_of("/metrics", peer, false), Route::Metrics);
+            // With a metrics listener of its own, the API does not serve /metrics.
+            assert_eq!(route_of("/metrics", peer, true), Route::Other);
+            assert_eq!(route_of("/v1/token/", peer, false), Route::Other);
+            assert_eq!(route_of("/admin/status", peer, false), Route::Other);
+        }
+        // The metrics listener: metrics and probes, never a token.
+        assert_eq!(route_of("/metrics", Peer::Metrics, true), Route::Metrics);
+        assert_eq!(route_of("/healthz", Peer::Metrics, true), Route::Healthz);
+        assert_eq!(route_of("/readyz", Peer::Metrics, true), Route::Readyz);
+        assert_eq!(route_of("/v1/token", Peer::Metrics, true), Route::Other);
+        assert_eq!(route_of("/msi/token", Peer::Metrics, true), Route::Other);
+        // The admin socket: every path is the admin API's.
+        for path in ["/admin/status", "/v1/token", "/metrics"] {
+            assert_eq!(route_of(path, Peer::Admin(Some(0)), false), Route::Admin);
+        }
+    }
+}
