@@ -117,8 +117,8 @@ pub(super) fn cert_new_pkcs11(
             cert_path.display()
         )));
     }
-    let (modulus, exponent) =
-        crate::credentials::pkcs11::generate(config, bits).map_err(CliError::Other)?;
+    let (modulus, exponent) = crate::credentials::pkcs11::generate(config, bits)
+        .map_err(|e| CliError::Other(e.to_string()))?;
     let public = rsa::pkcs1::RsaPublicKeyRef {
         modulus: rsa::pkcs1::UintRef::new(&modulus)
             .map_err(|e| CliError::Other(format!("the token's modulus: {e}")))?,
@@ -127,7 +127,8 @@ pub(super) fn cert_new_pkcs11(
     }
     .to_der()
     .map_err(|e| CliError::Other(format!("encoding the token's public key: {e}")))?;
-    let key = crate::credentials::pkcs11::HsmKey::open(config).map_err(CliError::Other)?;
+    let key = crate::credentials::pkcs11::HsmKey::open(config)
+        .map_err(|e| CliError::Other(e.to_string()))?;
     let signer = TokenKey { key, public };
     let cert = params
         .self_signed(&signer)
@@ -292,7 +293,8 @@ pub(super) fn cert_inspect(
     let matches = match (key, &token) {
         (Some(key_path), _) => Some(credentials::key_matches(leaf, key_path, password.as_ref())?),
         (None, Some(config)) => {
-            let key = credentials::pkcs11::HsmKey::open(config).map_err(CliError::Other)?;
+            let key = credentials::pkcs11::HsmKey::open(config)
+                .map_err(|e| CliError::Other(e.to_string()))?;
             Some(credentials::same_rsa_key(leaf, key.public()))
         }
         (None, None) => embedded_match,

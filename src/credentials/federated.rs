@@ -44,13 +44,65 @@ struct Claims {
     exp: u64,
 }
 
-fn claims(token: &str) -> Result<Claims, String> {
-    let value = crate::token::peek_claims(token).map_err(|e| e.to_string())?;
+/// Why a federated credential gave no token to present.
+#[derive(Debug, thiserror::Error)]
+pub enum FederatedError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not text")]
+    NotText { path: PathBuf },
+    #[error("{path} {why}")]
+    NotAToken { path: PathBuf, why: ClaimsIssue },
+    #[error(
+        "the token in {path} expired at {at} (or expires within {MIN_LEFT} s): the file is not being renewed; \
+         check the projected service-account token volume (kubelet rotates it) or whatever writes the file"
+    )]
+    Expired { path: PathBuf, at: String },
+    #[error("reading the federated token file failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{endpoint}: {source}")]
+    Request {
+        endpoint: String,
+        source: reqwest::Error,
+    },
+    #[error("{endpoint}: the answer is larger than 64 KiB")]
+    TooLarge { endpoint: String },
+    #[error("{endpoint}: reading the answer: {source}")]
+    Body {
+        endpoint: String,
+        source: reqwest::Error,
+    },
+    #[error("{endpoint} answered HTTP {status} with a body that is not JSON")]
+    NotJson { endpoint: String, status: u16 },
+    #[error("{endpoint} answered HTTP {status}: {detail}")]
+    Refused {
+        endpoint: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{endpoint} sent no access_token")]
+    NoToken { endpoint: String },
+    #[error("{endpoint} sent no expires_on")]
+    NoExpiry { endpoint: String },
+}
+
+/// Why a token's claims do not make a federated token.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimsIssue {
+    #[error(transparent)]
+    Unreadable(#[from] crate::token::ClaimsError),
+    #[error("holds a JWT without an exp claim")]
+    NoExpiry,
+}
+
+fn claims(token: &str) -> Result<Claims, ClaimsIssue> {
+    let value = crate::token::peek_claims(token)?;
     Ok(Claims {
         iss: value["iss"].as_str().unwrap_or_default().to_owned(),
-        exp: value["exp"]
-            .as_u64()
-            .ok_or("holds a JWT without an exp claim")?,
+        exp: value["exp"].as_u64().ok_or(ClaimsIssue::NoExpiry)?,
     })
 }
 
@@ -59,20 +111,26 @@ fn expired_at(exp: u64) -> String {
 }
 
 /// Reads the token file now: the token, and what it says.
-fn read_token_file(path: &Path, now: u64) -> Result<(Zeroizing<String>, Claims), String> {
-    let bytes = read_bounded(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_token_file(path: &Path, now: u64) -> Result<(Zeroizing<String>, Claims), FederatedError> {
+    let bytes = read_bounded(path).map_err(|source| FederatedError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let text = std::str::from_utf8(&bytes)
-        .map_err(|_| format!("{} is not text", path.display()))?
+        .map_err(|_| FederatedError::NotText {
+            path: path.to_owned(),
+        })?
         .trim();
     let token = Zeroizing::new(text.to_owned());
-    let claims = claims(&token).map_err(|why| format!("{} {why}", path.display()))?;
+    let claims = claims(&token).map_err(|why| FederatedError::NotAToken {
+        path: path.to_owned(),
+        why,
+    })?;
     if claims.exp <= now + MIN_LEFT {
-        return Err(format!(
-            "the token in {} expired at {} (or expires within {MIN_LEFT} s): the file is not being renewed; \
-             check the projected service-account token volume (kubelet rotates it) or whatever writes the file",
-            path.display(),
-            expired_at(claims.exp)
-        ));
+        return Err(FederatedError::Expired {
+            path: path.to_owned(),
+            at: expired_at(claims.exp),
+        });
     }
     Ok((token, claims))
 }
@@ -89,9 +147,9 @@ impl Federated {
         match federated {
             FederatedSource::TokenFile(path) => {
                 let (_, claims) =
-                    read_token_file(path, now).map_err(|message| CredentialError::Format {
+                    read_token_file(path, now).map_err(|e| CredentialError::Format {
                         path: path.clone(),
-                        message: format!("(federated_token_file): {message}"),
+                        message: format!("(federated_token_file): {e}"),
                     })?;
                 Ok((
                     Federated {
@@ -123,13 +181,12 @@ impl Federated {
     }
 
     /// The token to present now.
-    pub(super) async fn assertion(&self, now: u64) -> Result<String, String> {
+    pub(super) async fn assertion(&self, now: u64) -> Result<String, FederatedError> {
         match &self.kind {
             Kind::TokenFile(path) => {
                 let path = path.clone();
-                let (token, _) = tokio::task::spawn_blocking(move || read_token_file(&path, now))
-                    .await
-                    .map_err(|e| format!("reading the federated token file failed: {e}"))??;
+                let (token, _) =
+                    tokio::task::spawn_blocking(move || read_token_file(&path, now)).await??;
                 Ok(token.to_string())
             }
             Kind::ManagedIdentity(identity) => identity.token(now).await,
@@ -224,7 +281,7 @@ impl ManagedIdentity {
 
     /// The cached token while it has 5 minutes left, else a new one; when the
     /// endpoint fails, the cached one while it is still valid.
-    async fn token(&self, now: u64) -> Result<String, String> {
+    async fn token(&self, now: u64) -> Result<String, FederatedError> {
         use std::sync::atomic::Ordering;
         let mut cached = self.cached.lock().await;
         if let Some((token, exp)) = cached.as_ref() {
@@ -250,32 +307,35 @@ impl ManagedIdentity {
         }
     }
 
-    async fn fetch(&self) -> Result<(Zeroizing<String>, u64), String> {
-        let what = || format!("the managed-identity endpoint ({})", self.label);
+    async fn fetch(&self) -> Result<(Zeroizing<String>, u64), FederatedError> {
+        let endpoint = || format!("the managed-identity endpoint ({})", self.label);
         let response = self
             .http
             .get(&self.url)
             .header(self.header.0, self.header.1.as_str())
             .send()
             .await
-            .map_err(|e| format!("{}: {e}", what()))?;
+            .map_err(|source| FederatedError::Request {
+                endpoint: endpoint(),
+                source,
+            })?;
         let status = response.status().as_u16();
         let body = crate::fetch::read_body(response, MAX_ANSWER_BYTES)
             .await
             .map_err(|e| match e {
-                crate::fetch::BodyError::TooLarge { .. } => {
-                    format!("{}: the answer is larger than 64 KiB", what())
-                }
-                crate::fetch::BodyError::Transport(e) => {
-                    format!("{}: reading the answer: {e}", what())
-                }
+                crate::fetch::BodyError::TooLarge { .. } => FederatedError::TooLarge {
+                    endpoint: endpoint(),
+                },
+                crate::fetch::BodyError::Transport(source) => FederatedError::Body {
+                    endpoint: endpoint(),
+                    source,
+                },
             })?;
-        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
-            format!(
-                "{} answered HTTP {status} with a body that is not JSON",
-                what()
-            )
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| FederatedError::NotJson {
+                endpoint: endpoint(),
+                status,
+            })?;
         if status != 200 {
             let text = |k: &str| {
                 value[k]
@@ -286,19 +346,27 @@ impl ManagedIdentity {
                 .or_else(|| text("message"))
                 .or_else(|| text("error"))
                 .unwrap_or_default();
-            return Err(format!("{} answered HTTP {status}: {detail}", what()));
+            return Err(FederatedError::Refused {
+                endpoint: endpoint(),
+                status,
+                detail,
+            });
         }
         let token = value["access_token"]
             .as_str()
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| format!("{} sent no access_token", what()))?;
+            .ok_or_else(|| FederatedError::NoToken {
+                endpoint: endpoint(),
+            })?;
         let exp = match &value["expires_on"] {
             serde_json::Value::String(s) => s.parse::<u64>().ok(),
             serde_json::Value::Number(n) => n.as_u64(),
             _ => None,
         }
         .or_else(|| claims(token).ok().map(|c| c.exp))
-        .ok_or_else(|| format!("{} sent no expires_on", what()))?;
+        .ok_or_else(|| FederatedError::NoExpiry {
+            endpoint: endpoint(),
+        })?;
         Ok((Zeroizing::new(token.to_owned()), exp))
     }
 }
@@ -335,14 +403,21 @@ mod tests {
         let (token, claims) = read_token_file(&path, 1000).unwrap();
         assert!(!token.ends_with('\n'));
         assert_eq!((claims.iss.as_str(), claims.exp), ("https://k8s", 2000));
-        let e = read_token_file(&path, 1950).map(|_| ()).unwrap_err();
+        let e = read_token_file(&path, 1950)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expired") && e.contains("token"), "{e}");
         std::fs::write(&path, "not a jwt").unwrap();
-        let e = read_token_file(&path, 0).map(|_| ()).unwrap_err();
+        let e = read_token_file(&path, 0)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("token") && e.contains("JWT"), "{e}");
         let e = read_token_file(&dir.path().join("missing"), 0)
             .map(|_| ())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing") && e.contains("cannot read"), "{e}");
     }
 }

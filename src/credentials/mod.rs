@@ -163,7 +163,7 @@ impl Credential {
             path: cert_path.to_owned(),
             message,
         })?;
-        let key = pkcs11::HsmKey::open(config).map_err(hsm_error)?;
+        let key = pkcs11::HsmKey::open(config).map_err(|e| hsm_error(e.to_string()))?;
         let bits = key.public().0.iter().skip_while(|b| **b == 0).count() * 8;
         if bits < MIN_RSA_BITS {
             return Err(hsm_error(format!(
@@ -184,7 +184,7 @@ impl Credential {
             crate::config::SigningAlgorithm::RS256,
         ] {
             key.sign(algorithm, b"tokenbroker key check")
-                .map_err(hsm_error)?;
+                .map_err(|e| hsm_error(e.to_string()))?;
         }
         Ok(Loaded {
             credential: Credential {
@@ -390,14 +390,14 @@ impl Credential {
                             "the signing task failed: {e}"
                         ))
                     })?
-                    .map_err(crate::assertion::AssertionError::new)?;
+                    .map_err(|e| crate::assertion::AssertionError::new(e.to_string()))?;
                 Ok(crate::assertion::finish(input, &signature))
             }
             Proof::Federated(federated) => federated
                 .assertion(now_unix)
                 .await
                 .map(crate::assertion::ClientAssertion::federated)
-                .map_err(crate::assertion::AssertionError::new),
+                .map_err(|e| crate::assertion::AssertionError::new(e.to_string())),
         }
     }
 

@@ -24,27 +24,71 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// Why a key in a PKCS#11 token could not be reached, made or used; each
+/// message names the module, token or key and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum HsmError {
+    #[error("cannot load the PKCS#11 module {path}: {source}")]
+    Load { path: PathBuf, source: CkError },
+    #[error("initialising the PKCS#11 module {path}: {source}")]
+    Initialize { path: PathBuf, source: CkError },
+    #[error("listing the PKCS#11 slots: {0}")]
+    Slots(CkError),
+    #[error("no PKCS#11 token is labelled \"{token}\" (tokens present: {present})")]
+    NoToken { token: String, present: String },
+    #[error("the PIN variable {0} (pin_env) is not set; set it to the token's user PIN")]
+    NoPin(String),
+    #[error("the token refused the PIN (CKR_PIN_INCORRECT); check pin_env's value")]
+    PinIncorrect,
+    #[error("logging in to the token: {0}")]
+    Login(CkError),
+    #[error("opening a session on token \"{token}\": {source}")]
+    Session { token: String, source: CkError },
+    #[error("searching the token for \"{label}\": {source}")]
+    Search { label: String, source: CkError },
+    #[error("the token holds no {kind} labelled \"{label}\"")]
+    NoKey { kind: &'static str, label: String },
+    #[error("the token holds {count} keys labelled \"{label}\"; labels must be unique")]
+    DuplicateKeys { count: usize, label: String },
+    #[error("reading the key's public part: {0}")]
+    PublicPart(CkError),
+    #[error("the key has no RSA modulus and exponent (is it an RSA key?)")]
+    NotRsa,
+    #[error("the token refused to sign with \"{label}\": {source}")]
+    Sign { label: String, source: CkError },
+    #[error("the token already holds a key labelled \"{0}\"; choose another --key-label (keys are never replaced)")]
+    KeyExists(String),
+    #[error("generating an RSA-{bits} key pair in token \"{token}\": {source}")]
+    Generate {
+        bits: u32,
+        token: String,
+        source: CkError,
+    },
+}
+
 /// Re-opening a lost session is tried at most this often.
 const REOPEN_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Each module is loaded and initialised once per process and never
 /// finalised: finalising would end every other user's sessions.
-fn module(path: &Path) -> Result<Pkcs11, String> {
+fn module(path: &Path) -> Result<Pkcs11, HsmError> {
     static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
     let modules = MODULES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut modules = modules.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(module) = modules.get(path) {
         return Ok(module.clone());
     }
-    let module = Pkcs11::new(path)
-        .map_err(|e| format!("cannot load the PKCS#11 module {}: {e}", path.display()))?;
+    let module = Pkcs11::new(path).map_err(|source| HsmError::Load {
+        path: path.to_owned(),
+        source,
+    })?;
     match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => {
-            return Err(format!(
-                "initialising the PKCS#11 module {}: {e}",
-                path.display()
-            ))
+        Err(source) => {
+            return Err(HsmError::Initialize {
+                path: path.to_owned(),
+                source,
+            })
         }
     }
     modules.insert(path.to_owned(), module.clone());
@@ -93,10 +137,8 @@ impl std::fmt::Debug for HsmKey {
 }
 
 /// The slot holding the token labelled `token`.
-fn find_slot(pkcs11: &Pkcs11, token: &str) -> Result<Slot, String> {
-    let slots = pkcs11
-        .get_slots_with_token()
-        .map_err(|e| format!("listing the PKCS#11 slots: {e}"))?;
+fn find_slot(pkcs11: &Pkcs11, token: &str) -> Result<Slot, HsmError> {
+    let slots = pkcs11.get_slots_with_token().map_err(HsmError::Slots)?;
     let mut labels = Vec::new();
     for slot in slots {
         if let Ok(info) = pkcs11.get_token_info(slot) {
@@ -107,83 +149,83 @@ fn find_slot(pkcs11: &Pkcs11, token: &str) -> Result<Slot, String> {
             labels.push(label);
         }
     }
-    Err(format!(
-        "no PKCS#11 token is labelled \"{token}\" (tokens present: {})",
-        if labels.is_empty() {
+    Err(HsmError::NoToken {
+        token: token.to_owned(),
+        present: if labels.is_empty() {
             "none".into()
         } else {
             labels.join(", ")
-        }
-    ))
+        },
+    })
 }
 
 /// Reads the PIN from the environment variable `pin_env`.
-pub fn pin_from_env(pin_env: &str) -> Result<AuthPin, String> {
+pub fn pin_from_env(pin_env: &str) -> Result<AuthPin, HsmError> {
     crate::sys::SecretSource::Env(pin_env.to_owned())
         .read()
         .map(|pin| AuthPin::new(pin.as_str().into()))
-        .map_err(|_| {
-            format!(
-                "the PIN variable {pin_env} (pin_env) is not set; set it to the token's user PIN"
-            )
-        })
+        .map_err(|_| HsmError::NoPin(pin_env.to_owned()))
 }
 
-fn login(session: &Session, pin: &AuthPin) -> Result<(), String> {
+fn login(session: &Session, pin: &AuthPin) -> Result<(), HsmError> {
     match session.login(UserType::User, Some(pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-            Err("the token refused the PIN (CKR_PIN_INCORRECT); check pin_env's value".into())
-        }
-        Err(e) => Err(format!("logging in to the token: {e}")),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(HsmError::PinIncorrect),
+        Err(e) => Err(HsmError::Login(e)),
     }
 }
 
 /// Opens a logged-in session on the token `config` names.
-pub fn open_session(config: &Pkcs11Config) -> Result<(Session, Pkcs11, Slot), String> {
+pub fn open_session(config: &Pkcs11Config) -> Result<(Session, Pkcs11, Slot), HsmError> {
     let pkcs11 = module(&config.module)?;
     let slot = find_slot(&pkcs11, &config.token)?;
     let pin = pin_from_env(config.pin_env.as_str())?;
     let session = pkcs11
         .open_rw_session(slot)
-        .map_err(|e| format!("opening a session on token \"{}\": {e}", config.token))?;
+        .map_err(|source| HsmError::Session {
+            token: config.token.clone(),
+            source,
+        })?;
     login(&session, &pin)?;
     Ok((session, pkcs11, slot))
 }
 
-fn find_key(session: &Session, label: &str, class: ObjectClass) -> Result<ObjectHandle, String> {
+fn find_key(session: &Session, label: &str, class: ObjectClass) -> Result<ObjectHandle, HsmError> {
     let found = session
         .find_objects(&[
             Attribute::Class(class),
             Attribute::Label(label.as_bytes().to_vec()),
         ])
-        .map_err(|e| format!("searching the token for \"{label}\": {e}"))?;
+        .map_err(|source| HsmError::Search {
+            label: label.to_owned(),
+            source,
+        })?;
     match found.as_slice() {
         [one] => Ok(*one),
-        [] => Err(format!(
-            "the token holds no {} labelled \"{label}\"",
-            if class == ObjectClass::PRIVATE_KEY {
+        [] => Err(HsmError::NoKey {
+            kind: if class == ObjectClass::PRIVATE_KEY {
                 "private key"
             } else {
                 "public key"
-            }
-        )),
-        _ => Err(format!(
-            "the token holds {} keys labelled \"{label}\"; labels must be unique",
-            found.len()
-        )),
+            },
+            label: label.to_owned(),
+        }),
+        _ => Err(HsmError::DuplicateKeys {
+            count: found.len(),
+            label: label.to_owned(),
+        }),
     }
 }
 
 /// The modulus and public exponent of a key (public attributes, readable
 /// even on a sensitive private key).
-fn public_of(session: &Session, key: ObjectHandle) -> Result<(Vec<u8>, Vec<u8>), String> {
+fn public_of(session: &Session, key: ObjectHandle) -> Result<(Vec<u8>, Vec<u8>), HsmError> {
     let attributes = session
         .get_attributes(
             key,
             &[AttributeType::Modulus, AttributeType::PublicExponent],
         )
-        .map_err(|e| format!("reading the key's public part: {e}"))?;
+        .map_err(HsmError::PublicPart)?;
     let (mut n, mut e) = (None, None);
     for attribute in attributes {
         match attribute {
@@ -194,13 +236,13 @@ fn public_of(session: &Session, key: ObjectHandle) -> Result<(Vec<u8>, Vec<u8>),
     }
     match (n, e) {
         (Some(n), Some(e)) => Ok((n, e)),
-        _ => Err("the key has no RSA modulus and exponent (is it an RSA key?)".into()),
+        _ => Err(HsmError::NotRsa),
     }
 }
 
 impl HsmKey {
     /// Logs in and finds the key `config` names.
-    pub fn open(config: &Pkcs11Config) -> Result<HsmKey, String> {
+    pub fn open(config: &Pkcs11Config) -> Result<HsmKey, HsmError> {
         let (session, pkcs11, slot) = open_session(config)?;
         let handle = find_key(&session, &config.key_label, ObjectClass::PRIVATE_KEY)?;
         let public = public_of(&session, handle)?;
@@ -224,7 +266,7 @@ impl HsmKey {
         (&self.public.0, &self.public.1)
     }
 
-    fn session(&self) -> Result<Session, String> {
+    fn session(&self) -> Result<Session, HsmError> {
         if let Some(session) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(session);
         }
@@ -232,7 +274,10 @@ impl HsmKey {
         let session = location
             .pkcs11
             .open_rw_session(location.slot)
-            .map_err(|e| format!("opening a session on token \"{}\": {e}", location.token))?;
+            .map_err(|source| HsmError::Session {
+                token: location.token.clone(),
+                source,
+            })?;
         login(&session, &location.pin)?;
         Ok(session)
     }
@@ -242,7 +287,7 @@ impl HsmKey {
         session: &Session,
         algorithm: SigningAlgorithm,
         data: &[u8],
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, HsmError> {
         let cached = *self.handle.lock().unwrap_or_else(|p| p.into_inner());
         let handle = match cached {
             Some(handle) => handle,
@@ -254,16 +299,14 @@ impl HsmKey {
         };
         session
             .sign(&mechanism(algorithm), handle, data)
-            .map_err(|e| {
-                format!(
-                    "the token refused to sign with \"{}\": {e}",
-                    self.location.label
-                )
+            .map_err(|source| HsmError::Sign {
+                label: self.location.label.clone(),
+                source,
             })
     }
 
     /// Signs `data` (blocking: call it off the async runtime).
-    pub fn sign(&self, algorithm: SigningAlgorithm, data: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn sign(&self, algorithm: SigningAlgorithm, data: &[u8]) -> Result<Vec<u8>, HsmError> {
         let session = self.session()?;
         match self.sign_once(&session, algorithm, data) {
             Ok(signature) => {
@@ -302,14 +345,11 @@ impl HsmKey {
 /// Makes an RSA key pair inside the token: the private key sensitive and
 /// never extractable, both token objects labelled `config.key_label`.
 /// Returns its public modulus and exponent.
-pub fn generate(config: &Pkcs11Config, bits: u32) -> Result<(Vec<u8>, Vec<u8>), String> {
+pub fn generate(config: &Pkcs11Config, bits: u32) -> Result<(Vec<u8>, Vec<u8>), HsmError> {
     let (session, _, _) = open_session(config)?;
     let label = config.key_label.as_bytes().to_vec();
     if find_key(&session, &config.key_label, ObjectClass::PRIVATE_KEY).is_ok() {
-        return Err(format!(
-            "the token already holds a key labelled \"{}\"; choose another --key-label (keys are never replaced)",
-            config.key_label
-        ));
+        return Err(HsmError::KeyExists(config.key_label.clone()));
     }
     let public_template = [
         Attribute::Token(true),
@@ -338,11 +378,10 @@ pub fn generate(config: &Pkcs11Config, bits: u32) -> Result<(Vec<u8>, Vec<u8>), 
             &public_template,
             &private_template,
         )
-        .map_err(|e| {
-            format!(
-                "generating an RSA-{bits} key pair in token \"{}\": {e}",
-                config.token
-            )
+        .map_err(|source| HsmError::Generate {
+            bits,
+            token: config.token.clone(),
+            source,
         })?;
     public_of(&session, private)
 }
