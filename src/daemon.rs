@@ -200,8 +200,7 @@ fn log_startup(
             expires = not_after.map(crate::sys::rfc3339),
             certificate_file = credential
                 .source()
-                .certificate
-                .as_deref()
+                .certificate()
                 .map(|p| p.display().to_string()),
             "credential"
         );

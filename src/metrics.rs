@@ -10,7 +10,7 @@
 
 use crate::authority::{UpstreamObserver, UpstreamOutcome};
 use crate::cache::{CacheKey, CacheObserver, CachedToken, Lookup, Trigger};
-use crate::config::{Config, Resource, TenantId};
+use crate::config::{Config, Resource, TenantId, TenantKey};
 use crate::route::Route;
 use arc_swap::ArcSwap;
 use prometheus::{
@@ -31,7 +31,7 @@ pub const CONSENT_STATES: [&str; 4] = ["granted", "missing", "disabled", "unknow
 #[derive(Debug, Default)]
 struct Configured {
     /// Lower-case tenant id → configured name.
-    names: HashMap<TenantId, String>,
+    names: HashMap<TenantKey, String>,
     /// The cloud's Graph resource: the per-tenant expiry is for Graph tokens.
     graph: Option<Resource>,
 }
@@ -290,10 +290,10 @@ impl Metrics {
     /// Follows a (re)loaded configuration: per-tenant series for its
     /// tenants only; the series of tenants that left are removed.
     pub fn set_configured(&self, config: &Config) {
-        let names: HashMap<TenantId, String> = config
+        let names: HashMap<TenantKey, String> = config
             .tenants
             .iter()
-            .map(|t| (t.id.to_lowercase(), t.name.as_str().to_owned()))
+            .map(|t| (t.id.key(), t.name.as_str().to_owned()))
             .collect();
         let old = self.configured.swap(Arc::new(Configured {
             names: names.clone(),
@@ -322,7 +322,7 @@ impl Metrics {
     }
 
     /// The configured name of `tenant`, if it is configured.
-    fn configured_name(&self, tenant: &TenantId) -> Option<String> {
+    fn configured_name(&self, tenant: &TenantKey) -> Option<String> {
         self.configured.load().names.get(tenant).cloned()
     }
 
@@ -360,7 +360,7 @@ impl Metrics {
 
     /// Sets the consent state of a configured tenant (others are ignored).
     fn set_consent(&self, tenant: &TenantId, state: &str) {
-        let Some(name) = self.configured_name(&tenant.to_lowercase()) else {
+        let Some(name) = self.configured_name(&tenant.key()) else {
             return;
         };
         for s in CONSENT_STATES {
@@ -519,7 +519,7 @@ impl UpstreamObserver for Metrics {
             .with_label_values(&[outcome.as_str()])
             .inc();
         self.upstream_duration.observe(elapsed.as_secs_f64());
-        if let Some(name) = self.configured_name(&tenant.to_lowercase()) {
+        if let Some(name) = self.configured_name(&tenant.key()) {
             self.tenant_upstream
                 .with_label_values(&[name.as_str(), outcome.as_str()])
                 .inc();

@@ -11,7 +11,7 @@
 
 pub mod secret;
 
-use crate::config::{Config, Name, ResolvedTenant, Resource, TenantId, TenantRef};
+use crate::config::{Config, Name, ResolvedTenant, Resource, TenantId, TenantKey, TenantRef};
 use std::collections::HashMap;
 
 /// Why a caller was refused before any lookup (the `reason` metric label).
@@ -93,7 +93,7 @@ pub const MAX_INPUT_LEN: usize = 256;
 enum Tenants {
     Any,
     /// Lower-case ids.
-    Listed(Vec<TenantId>),
+    Listed(Vec<TenantKey>),
 }
 
 #[derive(Debug)]
@@ -118,7 +118,7 @@ pub struct Policy {
     by_uid: HashMap<u32, usize>,
     /// Configured tenants by name, and names by lower-case id.
     by_name: HashMap<String, ResolvedTenant>,
-    by_id: HashMap<TenantId, Name>,
+    by_id: HashMap<TenantKey, Name>,
     graph: Resource,
 }
 
@@ -140,7 +140,7 @@ impl Policy {
         let by_id = config
             .tenants
             .iter()
-            .map(|t| (t.id.to_lowercase(), t.name.clone()))
+            .map(|t| (t.id.key(), t.name.clone()))
             .collect();
         let mut policy = Policy {
             accounts: Vec::with_capacity(config.accounts.len()),
@@ -157,7 +157,7 @@ impl Policy {
                     a.tenants
                         .iter()
                         .filter_map(|t| policy.configured(t))
-                        .map(|t| t.id.to_lowercase())
+                        .map(|t| t.id.key())
                         .collect(),
                 )
             };
@@ -188,7 +188,7 @@ impl Policy {
     }
 
     fn with_name(&self, id: TenantId) -> ResolvedTenant {
-        let name = self.by_id.get(&id.to_lowercase()).cloned();
+        let name = self.by_id.get(&id.key()).cloned();
         ResolvedTenant { id, name }
     }
 

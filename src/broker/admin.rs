@@ -5,7 +5,7 @@ use super::status::{missing_permissions, Consent, LastError, Upstream};
 use super::{Broker, TokenError};
 use crate::access::RequestError;
 use crate::cache::CacheKey;
-use crate::config::{Resource, TenantConfig, TenantId};
+use crate::config::{Resource, TenantConfig, TenantId, TenantKey};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use tokio::time::Instant;
@@ -130,11 +130,8 @@ impl Broker {
         let wanted = |tenant: &TenantId| only.is_none_or(|t| t.same_as(tenant));
         // Configured tenants by lower-case id: one look-up per row, however
         // many tenants and cached entries there are.
-        let configured: HashMap<TenantId, &TenantConfig> = config
-            .tenants
-            .iter()
-            .map(|t| (t.id.to_lowercase(), t))
-            .collect();
+        let configured: HashMap<TenantKey, &TenantConfig> =
+            config.tenants.iter().map(|t| (t.id.key(), t)).collect();
         let mut keys: Vec<CacheKey> = config
             .tenants
             .iter()

@@ -7,7 +7,7 @@ use crate::authority::aadsts::{self, ConsentSignal};
 use crate::authority::AcquireError;
 use crate::cache::{BoxFuture, CacheKey, Fetched, LoadContext, TokenSource};
 use crate::clock::SharedClock;
-use crate::config::TenantId;
+use crate::config::{TenantId, TenantKey};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,7 +83,7 @@ pub struct Record {
 #[derive(Debug)]
 pub struct StatusBook {
     records: moka::sync::Cache<CacheKey, Arc<Mutex<Record>>>,
-    consent: moka::sync::Cache<TenantId, Consent>,
+    consent: moka::sync::Cache<TenantKey, Consent>,
 }
 
 impl StatusBook {
@@ -134,14 +134,14 @@ impl StatusBook {
     }
 
     fn set_consent(&self, tenant: &TenantId, consent: Consent) -> Option<Consent> {
-        let tenant = tenant.to_lowercase();
+        let tenant = tenant.key();
         let changed = self.consent.get(&tenant) != Some(consent);
         self.consent.insert(tenant, consent);
         changed.then_some(consent)
     }
 
     pub fn consent(&self, tenant: &TenantId) -> Consent {
-        self.consent.get(&tenant.to_lowercase()).unwrap_or_default()
+        self.consent.get(&tenant.key()).unwrap_or_default()
     }
 
     pub fn record(&self, key: &CacheKey) -> Record {

@@ -39,7 +39,7 @@ pub use source::{
 
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
-use crate::config::{Resource, TenantId};
+use crate::config::{Resource, TenantId, TenantKey};
 use crate::jitter::Jitter;
 use crate::token::AccessToken;
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -53,7 +53,7 @@ use tokio::time::Instant;
 /// `Contoso.com` and `contoso.com` share a slot.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    pub tenant: TenantId,
+    pub tenant: TenantKey,
     /// The audience, without `/.default`.
     pub resource: Resource,
 }
@@ -62,7 +62,7 @@ impl CacheKey {
     /// The key for `tenant` and `resource`.
     pub fn new(tenant: &TenantId, resource: &Resource) -> CacheKey {
         CacheKey {
-            tenant: tenant.to_lowercase(),
+            tenant: tenant.key(),
             resource: resource.clone(),
         }
     }
@@ -389,14 +389,14 @@ impl<E: LoadError> TokenCache<E> {
         let outcome = tokio::time::timeout(deadline, wait(receiver, &key.tenant))
             .await
             .map_err(|_| CacheError::Deadline {
-                tenant: key.tenant.clone(),
+                tenant: (*key.tenant).clone(),
                 after: deadline,
             })??;
         let token = outcome.map_err(CacheError::Load)?;
         let remaining = token.remaining(Instant::now());
         if remaining < settings.min_remaining {
             return Err(CacheError::TooShortLived {
-                tenant: key.tenant.clone(),
+                tenant: (*key.tenant).clone(),
                 remaining,
                 min_remaining: settings.min_remaining,
             });

@@ -3,7 +3,7 @@
 //! naming unconfigured tenants (an account with `"*"`) can never push a
 //! configured tenant's token out.
 
-use crate::config::TenantId;
+use crate::config::{TenantId, TenantKey};
 use arc_swap::ArcSwap;
 use moka::sync::Cache;
 use std::collections::HashSet;
@@ -17,7 +17,7 @@ pub(super) struct Slots<V: Clone + Send + Sync + 'static> {
     configured: Cache<CacheKey, V>,
     others: Cache<CacheKey, V>,
     /// Lower-case ids of the configured tenants.
-    tenants: ArcSwap<HashSet<TenantId>>,
+    tenants: ArcSwap<HashSet<TenantKey>>,
 }
 
 fn map<V: Clone + Send + Sync + 'static>(max: u64, idle: Duration) -> Cache<CacheKey, V> {
@@ -94,7 +94,7 @@ impl<V: Clone + Send + Sync + 'static> Slots<V> {
     /// The configured tenants changed: their entries move to the map of
     /// their new kind.
     pub(super) fn set_configured(&self, tenants: impl IntoIterator<Item = TenantId>) {
-        let tenants: HashSet<TenantId> = tenants.into_iter().map(|t| t.to_lowercase()).collect();
+        let tenants: HashSet<TenantKey> = tenants.into_iter().map(|t| t.key()).collect();
         let old = self.tenants.swap(Arc::new(tenants.clone()));
         let moved = |from: &Cache<CacheKey, V>, to: &Cache<CacheKey, V>, now_configured: bool| {
             let keys: Vec<Arc<CacheKey>> = from

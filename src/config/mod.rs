@@ -20,7 +20,7 @@ pub use schema::{
 };
 pub use types::{
     check_tenant_id, is_guid, AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name,
-    Permission, ResolvedTenant, Resource, SecretHash, SecretHashes, TenantId, TenantRef,
+    Permission, ResolvedTenant, Resource, SecretHash, SecretHashes, TenantId, TenantKey, TenantRef,
 };
 
 use std::path::{Path, PathBuf};

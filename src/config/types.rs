@@ -11,20 +11,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl TenantId {
-    /// The same id in lower case: Entra's tenant ids and domains are
-    /// case-insensitive, so one tenant has one cache slot.
-    pub fn to_lowercase(&self) -> TenantId {
+    /// The id as a key: Entra's tenant ids and domains are case-insensitive,
+    /// so `Contoso.com` and `contoso.com` are one tenant, one cache slot,
+    /// one status row. The one place the case is folded.
+    pub fn key(&self) -> TenantKey {
         if self.0.bytes().any(|b| b.is_ascii_uppercase()) {
-            TenantId(self.0.to_ascii_lowercase().into())
+            TenantKey(TenantId(self.0.to_ascii_lowercase().into()))
         } else {
             // Already lower case (the usual case): the same shared string.
-            self.clone()
+            TenantKey(self.clone())
         }
     }
 
     /// Whether `self` and `other` name the same tenant (ASCII case ignored).
     pub fn same_as(&self, other: &TenantId) -> bool {
         self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+/// A tenant id in its one case ([`TenantId::key`]): what every map keyed
+/// by tenant is keyed by, so none can be asked with an id in another case.
+/// Reads as the (lower-case) id it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantKey(TenantId);
+
+impl std::ops::Deref for TenantKey {
+    type Target = TenantId;
+    fn deref(&self) -> &TenantId {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 

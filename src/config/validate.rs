@@ -2,7 +2,7 @@
 //! comes back as the key path at fault (`accounts[1].tenants`) and what to do.
 
 use super::schema::Config;
-use super::types::{ConfigDuration, Name, TenantId, TenantRef};
+use super::types::{ConfigDuration, Name, TenantId, TenantKey, TenantRef};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -408,7 +408,7 @@ fn tenants(config: &Config) -> Result<HashMap<&Name, &TenantId>, Broken> {
                 ),
             ));
         }
-        if !ids.insert(tenant.id.to_lowercase()) {
+        if !ids.insert(tenant.id.key()) {
             return Err(broken(
                 format!("tenants[{i}].id"),
                 format!(
@@ -427,12 +427,12 @@ fn accounts(config: &Config, tenants: &HashMap<&Name, &TenantId>) -> Result<(), 
     let mut secrets = HashMap::new();
     let mut uids = HashSet::new();
     // The tenant id a reference stands for; None for "*".
-    let id_of = |key: String, reference: &TenantRef| -> Result<Option<TenantId>, Broken> {
+    let id_of = |key: String, reference: &TenantRef| -> Result<Option<TenantKey>, Broken> {
         match reference {
             TenantRef::Any => Ok(None),
-            TenantRef::Id(id) => Ok(Some(id.to_lowercase())),
+            TenantRef::Id(id) => Ok(Some(id.key())),
             TenantRef::Name(name) => match tenants.get(name) {
-                Some(id) => Ok(Some(id.to_lowercase())),
+                Some(id) => Ok(Some(id.key())),
                 None => Err(broken(
                     key,
                     format!(

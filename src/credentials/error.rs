@@ -1,7 +1,7 @@
 //! What can be wrong with a credential, naming the file (and, through the
 //! configuration, the key) and what to do.
 
-use super::{CredentialSource, FederatedSource, MIN_RSA_BITS};
+use super::{CredentialKind, CredentialSource, FederatedSource, MIN_RSA_BITS};
 use std::path::{Path, PathBuf};
 
 /// A problem with the certificate or key, naming the file and what to do.
@@ -129,13 +129,13 @@ impl CredentialError {
             return self;
         };
         let field = sources.iter().find_map(|s| {
-            let name = if Some(path) == s.certificate.as_deref() {
+            let name = if Some(path) == s.certificate() {
                 "certificate"
-            } else if Some(path) == s.private_key.as_deref() {
+            } else if Some(path) == s.private_key() {
                 "private_key"
-            } else if matches!(&s.federated, Some(FederatedSource::TokenFile(p)) if p == path) {
+            } else if matches!(&s.kind, CredentialKind::Federated(FederatedSource::TokenFile(p)) if p == path) {
                 "federated_token_file"
-            } else if Some(path) == s.password_file.as_deref() {
+            } else if Some(path) == s.password_file() {
                 if s.key == "app" {
                     "private_key_password_file"
                 } else {

@@ -29,7 +29,7 @@ mod source;
 use certificate::{algorithm_name, modulus_bits, OID_RSA_ENCRYPTION};
 pub use certificate::{same_rsa_key, CertificateInfo, Validity};
 pub use error::CredentialError;
-pub use source::{CredentialSource, FederatedSource};
+pub use source::{CredentialKind, CredentialSource, FederatedSource};
 
 pub use files::PasswordSource;
 
@@ -97,37 +97,40 @@ pub struct Loaded {
 impl Credential {
     /// Loads and checks the credential `source` names, as of `now`.
     pub fn load(source: &CredentialSource, now: SystemTime) -> Result<Loaded, CredentialError> {
-        if let Some(federated) = &source.federated {
-            let (proof, id, warnings) = federated::Federated::load(source, federated, now)?;
-            return Ok(Loaded {
-                credential: Credential {
-                    info: None,
-                    chain: Vec::new(),
-                    proof: Proof::Federated(proof),
-                    id,
-                    source: source.clone(),
-                },
-                warnings,
-            });
-        }
-        if let Some(config) = &source.pkcs11 {
-            return Credential::load_hsm(source, config, now);
-        }
-        let password = source.password();
-        // Validation gives every non-federated credential a certificate.
-        let Some(cert_path) = source.certificate.as_deref() else {
-            return Err(CredentialError::NoCredential);
+        let (cert_path, private_key) = match &source.kind {
+            CredentialKind::Federated(federated) => {
+                let (proof, id, warnings) = federated::Federated::load(source, federated, now)?;
+                return Ok(Loaded {
+                    credential: Credential {
+                        info: None,
+                        chain: Vec::new(),
+                        proof: Proof::Federated(proof),
+                        id,
+                        source: source.clone(),
+                    },
+                    warnings,
+                });
+            }
+            CredentialKind::Pkcs11 { certificate, token } => {
+                return Credential::load_hsm(source, certificate, token, now);
+            }
+            CredentialKind::Files {
+                certificate,
+                private_key,
+                ..
+            } => (certificate.as_path(), private_key.as_deref()),
         };
+        let password = source.password();
         let cert_file = files::read_certificate_file(cert_path, password.as_ref())?;
-        let key = match &source.private_key {
+        let key = match private_key {
             Some(key_path) => Some((
                 files::read_key_file(key_path, password.as_ref())?,
-                key_path.clone(),
+                key_path.to_owned(),
             )),
             None => None,
         };
         let mut loaded = Credential::assemble(source.clone(), cert_path, cert_file, key, now)?;
-        let key_file = source.private_key.as_deref().unwrap_or(cert_path);
+        let key_file = private_key.unwrap_or(cert_path);
         if let Some(warning) = key_file_exposure(key_file) {
             loaded.warnings.push(warning);
         }
@@ -138,12 +141,10 @@ impl Credential {
     /// key must be the certificate's, and the token must sign.
     fn load_hsm(
         source: &CredentialSource,
+        cert_path: &Path,
         config: &crate::config::Pkcs11Config,
         now: SystemTime,
     ) -> Result<Loaded, CredentialError> {
-        let Some(cert_path) = source.certificate.as_deref() else {
-            return Err(CredentialError::NoCredential);
-        };
         let hsm_error = |message: String| CredentialError::Format {
             path: config.module.clone(),
             message: format!(

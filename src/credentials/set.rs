@@ -4,9 +4,9 @@
 //! change. Swapped as a whole, so a request signing with an old credential
 //! finishes with it.
 
-use super::{Credential, CredentialError, CredentialSource};
+use super::{Credential, CredentialError, CredentialKind, CredentialSource};
 use crate::config::Config;
-use crate::config::TenantId;
+use crate::config::{TenantId, TenantKey};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::path::Path;
@@ -54,8 +54,8 @@ impl Fingerprint {
 
 #[derive(Debug, Default)]
 struct Memory {
-    /// (lower-case tenant, thumbprint) → refused until.
-    refused: HashMap<(TenantId, String), Instant>,
+    /// (tenant, thumbprint) → refused until.
+    refused: HashMap<(TenantKey, String), Instant>,
     /// Per thumbprint, the latest refusal (for the admin status).
     last: HashMap<String, Rejection>,
     /// Thumbprint of the credential that last got a token.
@@ -138,15 +138,13 @@ impl CredentialSet {
                         && (matches!(
                             e,
                             CredentialError::Expired { .. } | CredentialError::NotYetValid { .. }
-                        ) || source.pkcs11.is_some()
-                            || source.federated.is_some()) =>
+                        ) || !matches!(source.kind, CredentialKind::Files { .. })) =>
                 {
                     warnings.push(format!(
                         "{} ({}): skipped: {e}",
                         source.key,
                         source
-                            .certificate
-                            .as_deref()
+                            .certificate()
                             .map_or_else(|| "federated".into(), |p| p.display().to_string())
                     ));
                     skipped.get_or_insert(e);
@@ -177,7 +175,7 @@ impl CredentialSet {
     /// stale, and with one certificate there is nothing else to try).
     pub fn candidates(&self, tenant: &TenantId) -> Vec<Arc<Credential>> {
         let list = self.list.load();
-        let tenant = tenant.to_lowercase();
+        let tenant = tenant.key();
         let now = Instant::now();
         let memory = lock(&self.memory);
         let refused = |c: &Arc<Credential>| {
@@ -204,10 +202,9 @@ impl CredentialSet {
         let mut memory = lock(&self.memory);
         let now = Instant::now();
         memory.refused.retain(|_, until| *until > now);
-        memory.refused.insert(
-            (tenant.to_lowercase(), thumbprint.clone()),
-            now + remember_for,
-        );
+        memory
+            .refused
+            .insert((tenant.key(), thumbprint.clone()), now + remember_for);
         memory.last.insert(
             thumbprint,
             Rejection {

@@ -3,6 +3,7 @@
 
 use super::PasswordSource;
 use crate::config::AppConfig;
+use crate::sys::SecretSource;
 use std::path::{Path, PathBuf};
 
 /// A credential that is a token from another issuer (workload identity
@@ -15,21 +16,29 @@ pub enum FederatedSource {
     ManagedIdentity(crate::config::ManagedIdentityConfig),
 }
 
-/// Where a credential comes from: its files and its password.
+/// What kind of credential, and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A certificate file (PEM, DER or PFX) and its key: in the same file
+    /// or in `private_key`, encrypted with `password` or not.
+    Files {
+        certificate: PathBuf,
+        private_key: Option<PathBuf>,
+        password: Option<SecretSource>,
+    },
+    /// A certificate file; its key inside a PKCS#11 token.
+    Pkcs11 {
+        certificate: PathBuf,
+        token: crate::config::Pkcs11Config,
+    },
+    /// A token from another issuer instead of a key.
+    Federated(FederatedSource),
+}
+
+/// Where a credential comes from, and the configuration key that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialSource {
-    /// Certificate file (PEM, DER or PFX); none for a federated credential.
-    pub certificate: Option<PathBuf>,
-    /// Key file, when separate from the certificate.
-    pub private_key: Option<PathBuf>,
-    /// Name of the password variable, when the key or PFX is encrypted.
-    pub password_env: Option<String>,
-    /// Or the file holding the password.
-    pub password_file: Option<PathBuf>,
-    /// The key is in a PKCS#11 token.
-    pub pkcs11: Option<crate::config::Pkcs11Config>,
-    /// A federated credential instead of a certificate.
-    pub federated: Option<FederatedSource>,
+    pub kind: CredentialKind,
     /// The configuration key that names it (`app`, `app.credentials[1]`).
     pub key: String,
 }
@@ -38,40 +47,87 @@ impl CredentialSource {
     /// A certificate and key with no password (tests, tools).
     pub fn files(certificate: &Path, private_key: Option<&Path>) -> CredentialSource {
         CredentialSource {
-            certificate: Some(certificate.to_owned()),
-            private_key: private_key.map(Path::to_owned),
-            password_env: None,
-            password_file: None,
-            pkcs11: None,
-            federated: None,
+            kind: CredentialKind::Files {
+                certificate: certificate.to_owned(),
+                private_key: private_key.map(Path::to_owned),
+                password: None,
+            },
             key: "app".into(),
         }
     }
 
-    /// Every credential `[app]` names, in file order.
+    /// Every credential `[app]` names, in file order. (Validation gives
+    /// every credential that is not federated a certificate.)
     pub fn all_from_config(app: &AppConfig) -> Vec<CredentialSource> {
         let single = app.credentials.is_empty();
         app.credential_configs()
             .into_iter()
             .enumerate()
-            .map(|(i, c)| CredentialSource {
-                certificate: c.certificate,
-                private_key: c.private_key,
-                password_env: c.password_env.map(|v| v.as_str().to_owned()),
-                password_file: c.password_file,
-                pkcs11: c.pkcs11,
-                federated: match (c.federated_token_file, c.federated_managed_identity) {
-                    (Some(path), _) => Some(FederatedSource::TokenFile(path)),
-                    (None, Some(mi)) => Some(FederatedSource::ManagedIdentity(mi)),
-                    (None, None) => None,
-                },
-                key: if single {
-                    "app".into()
-                } else {
-                    format!("app.credentials[{i}]")
-                },
+            .filter_map(|(i, c)| {
+                let kind = match (
+                    c.federated_token_file,
+                    c.federated_managed_identity,
+                    c.pkcs11,
+                    c.certificate,
+                ) {
+                    (Some(path), _, _, _) => {
+                        CredentialKind::Federated(FederatedSource::TokenFile(path))
+                    }
+                    (None, Some(mi), _, _) => {
+                        CredentialKind::Federated(FederatedSource::ManagedIdentity(mi))
+                    }
+                    (None, None, Some(token), Some(certificate)) => {
+                        CredentialKind::Pkcs11 { certificate, token }
+                    }
+                    (None, None, None, Some(certificate)) => CredentialKind::Files {
+                        certificate,
+                        private_key: c.private_key,
+                        password: match (c.password_env, c.password_file) {
+                            (Some(name), _) => Some(SecretSource::Env(name.as_str().to_owned())),
+                            (None, Some(path)) => Some(SecretSource::File(path)),
+                            (None, None) => None,
+                        },
+                    },
+                    (None, None, _, None) => return None,
+                };
+                Some(CredentialSource {
+                    kind,
+                    key: if single {
+                        "app".into()
+                    } else {
+                        format!("app.credentials[{i}]")
+                    },
+                })
             })
             .collect()
+    }
+
+    /// The certificate file, for the kinds that have one.
+    pub fn certificate(&self) -> Option<&Path> {
+        match &self.kind {
+            CredentialKind::Files { certificate, .. }
+            | CredentialKind::Pkcs11 { certificate, .. } => Some(certificate),
+            CredentialKind::Federated(_) => None,
+        }
+    }
+
+    /// The key file, when separate from the certificate.
+    pub fn private_key(&self) -> Option<&Path> {
+        match &self.kind {
+            CredentialKind::Files { private_key, .. } => private_key.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The file holding the key's password, when it is in one.
+    pub fn password_file(&self) -> Option<&Path> {
+        match &self.kind {
+            CredentialKind::Files {
+                password: Some(SecretSource::File(path)),
+                ..
+            } => Some(path),
+            _ => None,
+        }
     }
 
     /// The password, if one is configured, read now.
@@ -84,10 +140,16 @@ impl CredentialSource {
         } else {
             ("password_env", "password_file")
         };
-        match (&self.password_env, &self.password_file) {
-            (Some(name), _) => Some(PasswordSource::from_env(name, &self.qualified(env_key))),
-            (None, Some(path)) => Some(PasswordSource::from_file(path, &self.qualified(file_key))),
-            (None, None) => None,
+        match &self.kind {
+            CredentialKind::Files {
+                password: Some(SecretSource::Env(name)),
+                ..
+            } => Some(PasswordSource::from_env(name, &self.qualified(env_key))),
+            CredentialKind::Files {
+                password: Some(SecretSource::File(path)),
+                ..
+            } => Some(PasswordSource::from_file(path, &self.qualified(file_key))),
+            _ => None,
         }
     }
 
@@ -102,12 +164,8 @@ impl CredentialSource {
     /// The files this credential is read from (for the change watch). A
     /// federated token file is not among them: it is read at every use.
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        [
-            self.certificate.as_deref(),
-            self.private_key.as_deref(),
-            self.password_file.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
+        [self.certificate(), self.private_key(), self.password_file()]
+            .into_iter()
+            .flatten()
     }
 }
