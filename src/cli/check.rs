@@ -100,7 +100,7 @@ pub(super) async fn check_shared_cache(
                     shared.status().key_id
                 ))
             }
-            Err(e) => last = e,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }

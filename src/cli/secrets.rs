@@ -30,7 +30,8 @@ pub(super) fn cache_key_new(path: &Path, force: bool) -> Result<(), CliError> {
             path.display()
         )));
     }
-    let text = crate::fleet::seal::new_key_file_text().map_err(CliError::Other)?;
+    let text =
+        crate::fleet::seal::new_key_file_text().map_err(|e| CliError::Other(e.to_string()))?;
     write_file(path, text.as_bytes(), 0o600)?;
     let keys =
         crate::fleet::seal::Keys::load(path, &[]).map_err(|e| CliError::Other(e.to_string()))?;

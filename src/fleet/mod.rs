@@ -155,6 +155,23 @@ pub struct FleetStatus {
     pub key_id: String,
 }
 
+/// Why a round trip through the shared cache failed (`check --online`).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{op}: no answer within shared_cache.timeout ({} ms)", .timeout.as_millis())]
+    Timeout { op: &'static str, timeout: Duration },
+    #[error("{op}: {source}")]
+    Store {
+        op: &'static str,
+        source: StoreError,
+    },
+    #[error("GET: the value just written is missing")]
+    Missing,
+    /// The probe value would not seal, or not open again.
+    #[error(transparent)]
+    Sealed(#[from] seal::Rejected),
+}
+
 /// The shared cache of one app on one store.
 #[derive(Debug)]
 pub struct SharedCache {
@@ -366,32 +383,26 @@ impl SharedCache {
 
     /// A round trip to the store (`check --online`): seals a probe value,
     /// writes it, reads it back and opens it.
-    pub async fn probe(&self) -> Result<(), String> {
+    pub async fn probe(&self) -> Result<(), ProbeError> {
         let key = format!("{}:probe:{}", self.settings.prefix, uuid::Uuid::new_v4());
         let aad = b"tokenbroker/v1\0probe";
-        let sealed = self.keys.seal(aad, b"probe").map_err(|e| e.to_string())?;
+        let sealed = self.keys.seal(aad, b"probe")?;
         let timeout = self.settings.timeout;
-        let within = |what: &'static str| {
-            move |_| {
-                format!(
-                    "{what}: no answer within shared_cache.timeout ({} ms)",
-                    timeout.as_millis()
-                )
-            }
-        };
+        let within = |op: &'static str| move |_| ProbeError::Timeout { op, timeout };
+        let store = |op: &'static str| move |source| ProbeError::Store { op, source };
         tokio::time::timeout(
             timeout,
             self.store.set(key.clone(), sealed, Duration::from_secs(10)),
         )
         .await
         .map_err(within("SET"))?
-        .map_err(|e| format!("SET: {e}"))?;
+        .map_err(store("SET"))?;
         let back = tokio::time::timeout(timeout, self.store.get(key.clone()))
             .await
             .map_err(within("GET"))?
-            .map_err(|e| format!("GET: {e}"))?
-            .ok_or("GET: the value just written is missing")?;
-        self.keys.open(aad, &back).map_err(|e| e.to_string())?;
+            .map_err(store("GET"))?
+            .ok_or(ProbeError::Missing)?;
+        self.keys.open(aad, &back)?;
         let _ = tokio::time::timeout(timeout, self.store.delete(key)).await;
         Ok(())
     }
@@ -409,7 +420,7 @@ impl SharedCache {
             .keys
             .open(&names.token_aad, &value)
             .map_err(|e| e.to_string())
-            .and_then(|plain| TokenRecord::decode(&plain))
+            .and_then(|plain| TokenRecord::decode(&plain).map_err(|e| e.to_string()))
         {
             Ok(record) => record,
             Err(why) => {
@@ -475,7 +486,7 @@ impl SharedCache {
             .keys
             .open(&names.block_aad, &value)
             .map_err(|e| e.to_string())
-            .and_then(|plain| BlockRecord::decode(&plain))
+            .and_then(|plain| BlockRecord::decode(&plain).map_err(|e| e.to_string()))
         {
             Ok(block) if block.until > self.clock.unix_now() => {
                 self.observer.shared_op(Op::Get, OpResult::Hit);

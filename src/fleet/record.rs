@@ -13,6 +13,20 @@ const MAX_LIFETIME: u64 = 2 * 86_400;
 /// No later than the year 2286.
 const MAX_UNIX: u64 = 9_999_999_999;
 
+/// Why a shared value is not a record (it is never served).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("not a {kind} record: {source}")]
+    NotJson {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("not a token record: empty token, or times out of order or range")]
+    TokenOutOfRange,
+    #[error("not a refusal record: its end is out of range")]
+    BlockOutOfRange,
+}
+
 /// A token as the fleet shares it (times in unix seconds).
 #[derive(Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -62,9 +76,12 @@ impl TokenRecord {
         Zeroizing::new(serde_json::to_vec(self).unwrap_or_default())
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<TokenRecord, String> {
+    pub fn decode(bytes: &[u8]) -> Result<TokenRecord, RecordError> {
         let record: TokenRecord =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a token record: {e}"))?;
+            serde_json::from_slice(bytes).map_err(|source| RecordError::NotJson {
+                kind: "token",
+                source,
+            })?;
         // Only a key holder can write one, but numbers past these would
         // overflow the clocks they are added to.
         let lifetime = record.expires_on.checked_sub(record.issued_on);
@@ -75,7 +92,7 @@ impl TokenRecord {
                 .refresh_on
                 .is_none_or(|r| (record.issued_on..=record.expires_on).contains(&r));
         if !sane {
-            return Err("not a token record: empty token, or times out of order or range".into());
+            return Err(RecordError::TokenOutOfRange);
         }
         Ok(record)
     }
@@ -158,11 +175,14 @@ impl BlockRecord {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<BlockRecord, String> {
+    pub fn decode(bytes: &[u8]) -> Result<BlockRecord, RecordError> {
         let block: BlockRecord =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a refusal record: {e}"))?;
+            serde_json::from_slice(bytes).map_err(|source| RecordError::NotJson {
+                kind: "refusal",
+                source,
+            })?;
         if block.until > MAX_UNIX {
-            return Err("not a refusal record: its end is out of range".into());
+            return Err(RecordError::BlockOutOfRange);
         }
         Ok(block)
     }

@@ -27,9 +27,8 @@ struct SealingKey {
 }
 
 impl SealingKey {
-    fn new(bytes: &[u8; KEY_LEN]) -> Result<SealingKey, String> {
-        let unbound =
-            UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| "is not an AES-256 key".to_owned())?;
+    fn new(bytes: &[u8; KEY_LEN]) -> Result<SealingKey, KeyError> {
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| KeyError::NotAes256)?;
         let mut labelled = Zeroizing::new(b"tokenbroker shared cache key id\0".to_vec());
         labelled.extend_from_slice(bytes);
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &labelled);
@@ -78,6 +77,15 @@ pub enum Rejected {
     Forged,
 }
 
+/// Why key material is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("is not an AES-256 key")]
+    NotAes256,
+    #[error("the system random generator failed")]
+    Random,
+}
+
 /// Why a key file is unusable.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -88,7 +96,7 @@ pub struct KeyFileError {
 
 impl Keys {
     /// Keys from their raw bytes (tests, and [`Keys::load`]).
-    pub fn from_bytes(current: &[u8; KEY_LEN], old: &[[u8; KEY_LEN]]) -> Result<Keys, String> {
+    pub fn from_bytes(current: &[u8; KEY_LEN], old: &[[u8; KEY_LEN]]) -> Result<Keys, KeyError> {
         Ok(Keys {
             current: SealingKey::new(current)?,
             old: old.iter().map(SealingKey::new).collect::<Result<_, _>>()?,
@@ -103,9 +111,9 @@ impl Keys {
             .map(|p| read_key_file(p))
             .collect::<Result<Vec<_>, _>>()?;
         let old: Vec<[u8; KEY_LEN]> = old.iter().map(|k| **k).collect();
-        Keys::from_bytes(&current, &old).map_err(|message| KeyFileError {
+        Keys::from_bytes(&current, &old).map_err(|e| KeyFileError {
             path: key_file.to_owned(),
-            message,
+            message: e.to_string(),
         })
     }
 
@@ -192,11 +200,10 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyFileError> 
 }
 
 /// A fresh key, base64 with a newline: the content of a key file.
-pub fn new_key_file_text() -> Result<Zeroizing<String>, String> {
+pub fn new_key_file_text() -> Result<Zeroizing<String>, KeyError> {
     use base64::Engine;
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    aws_lc_rs::rand::fill(&mut *key)
-        .map_err(|_| "the system random generator failed".to_owned())?;
+    aws_lc_rs::rand::fill(&mut *key).map_err(|_| KeyError::Random)?;
     let mut text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(*key));
     text.push('\n');
     Ok(text)

@@ -124,7 +124,7 @@ pub fn connect(
         return Ok(None);
     };
     let store = store::RedisStore::connect(target)
-        .map_err(|message| SetupError::new("shared_cache.url", message))?;
+        .map_err(|e| SetupError::new("shared_cache.url", e.to_string()))?;
     let shown = store.target().to_owned();
     let shared = SharedCache::new(
         Arc::new(store),

@@ -21,6 +21,19 @@ pub enum StoreError {
     Failed(String),
 }
 
+/// Why a Redis client could not be set up from the settings (the setting
+/// at fault is named, the URL without its password).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("shared_cache.url is empty")]
+    NoUrl,
+    #[error("{setting}: {source}")]
+    Invalid {
+        setting: String,
+        source: redis::RedisError,
+    },
+}
+
 /// A shared key-value store with expiry.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn get(&self, key: String) -> BoxFuture<Result<Option<Vec<u8>>, StoreError>>;
@@ -137,7 +150,7 @@ pub fn redact(url: &str) -> String {
 
 impl RedisStore {
     /// Starts connecting to `target` in the background; returns at once.
-    pub fn connect(target: RedisTarget) -> Result<RedisStore, String> {
+    pub fn connect(target: RedisTarget) -> Result<RedisStore, ConnectError> {
         let connection = Arc::new(ArcSwapOption::empty());
         let shown = target
             .seeds
@@ -162,7 +175,10 @@ impl RedisStore {
                 .set_max_delay(Duration::from_secs(2));
             // Lazy: it connects on first use and reconnects after a failure.
             let manager = redis::aio::ConnectionManager::new_lazy_with_config(client, config)
-                .map_err(|e| format!("shared_cache.url: {e}"))?;
+                .map_err(|source| ConnectError::Invalid {
+                    setting: "shared_cache.url".into(),
+                    source,
+                })?;
             connection.store(Some(Arc::new(Connection::Single(manager))));
         }
         Ok(store)
@@ -182,13 +198,14 @@ fn failed(e: redis::RedisError) -> StoreError {
     StoreError::Failed(e.to_string())
 }
 
-fn single_client(target: &RedisTarget) -> Result<redis::Client, String> {
+fn single_client(target: &RedisTarget) -> Result<redis::Client, ConnectError> {
     use redis::IntoConnectionInfo;
-    let url = target.seeds.first().ok_or("shared_cache.url is empty")?;
-    let info = url
-        .as_str()
-        .into_connection_info()
-        .map_err(|e| format!("shared_cache.url {}: {e}", redact(url)))?;
+    let url = target.seeds.first().ok_or(ConnectError::NoUrl)?;
+    let invalid = |source| ConnectError::Invalid {
+        setting: format!("shared_cache.url {}", redact(url)),
+        source,
+    };
+    let info = url.as_str().into_connection_info().map_err(invalid)?;
     let mut settings = info.redis_settings().clone();
     if let Some(user) = &target.username {
         settings = settings.set_username(user);
@@ -207,10 +224,10 @@ fn single_client(target: &RedisTarget) -> Result<redis::Client, String> {
         ),
         None => redis::Client::open(info),
     }
-    .map_err(|e| format!("shared_cache.url {}: {e}", redact(url)))
+    .map_err(invalid)
 }
 
-fn cluster_client(target: &RedisTarget) -> Result<redis::cluster::ClusterClient, String> {
+fn cluster_client(target: &RedisTarget) -> Result<redis::cluster::ClusterClient, ConnectError> {
     let mut builder =
         redis::cluster::ClusterClientBuilder::new(target.seeds.iter().map(String::as_str))
             .connection_timeout(target.timeout)
@@ -228,9 +245,10 @@ fn cluster_client(target: &RedisTarget) -> Result<redis::cluster::ClusterClient,
             root_cert: Some(pem.clone()),
         });
     }
-    builder
-        .build()
-        .map_err(|e| format!("shared_cache.urls: {e}"))
+    builder.build().map_err(|source| ConnectError::Invalid {
+        setting: "shared_cache.urls".into(),
+        source,
+    })
 }
 
 /// Connects to a Cluster, retrying with backoff until it answers; the

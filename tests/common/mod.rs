@@ -629,3 +629,27 @@ pub async fn request_as_uid(socket: &Path, uid: u32, request_line: &str) -> Http
     );
     parse_answer(&output.stdout)
 }
+
+/// The repository's root.
+pub fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a set-up step (an install, a build), returning its stdout trimmed,
+/// or an error with its output.
+pub fn run(command: &mut std::process::Command) -> Result<String, String> {
+    let out = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

@@ -6,7 +6,6 @@
 use super::{sha256_hex, Fixture, Server};
 use serde_json::Value;
 use std::io::Read;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,29 +41,6 @@ pub const CLEARED_ENV: &[&str] = &[
     "all_proxy",
     "no_proxy",
 ];
-
-pub fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs a set-up step (an install, a build), returning its stdout trimmed,
-/// or an error with its output.
-pub fn run(command: &mut Command) -> Result<String, String> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
 
 /// What an SDK program did.
 #[derive(Debug)]

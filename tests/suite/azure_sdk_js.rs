@@ -14,8 +14,9 @@
 
 use crate::common;
 use crate::common::sdk::{
-    manifest_dir, msi_requests, now_unix, run, run_sdk, two_tenant_broker, SdkRun, SDK_DEADLINE,
+    msi_requests, now_unix, run_sdk, two_tenant_broker, SdkRun, SDK_DEADLINE,
 };
+use crate::common::{manifest_dir, run};
 
 use common::{claims, Server};
 use std::path::{Path, PathBuf};

@@ -11,9 +11,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
-use crate::common::sdk::{
-    manifest_dir, msi_requests, now_unix, run, run_sdk, two_tenant_broker, SDK_DEADLINE,
-};
+use crate::common::sdk::{msi_requests, now_unix, run_sdk, two_tenant_broker, SDK_DEADLINE};
+use crate::common::{manifest_dir, run};
 
 use common::{claims, Server};
 use serde_json::Value;

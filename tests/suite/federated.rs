@@ -146,8 +146,8 @@ async fn managed_identity_as_a_federated_credential(protocol: IdentityProtocol) 
     let mi_object_id = "0f0f0f0f-1111-4222-8333-444455556666";
     endpoint.assign(mi_client_id, mi_object_id);
     // The broker renews a managed-identity token 5 minutes before it
-    // expires: with 332 s of life, it is due for renewal 32 s after issue.
-    endpoint.set_token_lifetime(Duration::from_secs(332));
+    // expires: with 310 s of life, it is due for renewal 10 s after issue.
+    endpoint.set_token_lifetime(Duration::from_secs(310));
     let (extra_keys, env) = match &protocol {
         IdentityProtocol::Imds => (String::new(), Vec::new()),
         IdentityProtocol::AppService { secret } => (
@@ -202,7 +202,9 @@ async fn managed_identity_as_a_federated_credential(protocol: IdentityProtocol) 
 
     // Past the renewal point, the endpoint down: the renewal fails, and the
     // still-valid token serves the caller.
-    tokio::time::sleep(Duration::from_secs(34)).await;
+    // (Whole seconds on both sides: 12 s is past the renewal point however
+    // the issue time falls within its second.)
+    tokio::time::sleep(Duration::from_secs(12)).await;
     endpoint.set_down(true);
     let answer = get("tailspin.com").await;
     assert_eq!(
