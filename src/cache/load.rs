@@ -63,6 +63,7 @@ impl<E: LoadError> Inner<E> {
                     expires_at: now + response.expires_in,
                     expires_on: wall + response.expires_in.as_secs(),
                     obtained_on: wall.saturating_sub(response.age.as_secs()),
+                    lifetime: response.age + response.expires_in,
                 });
                 // The window counts from when the token was issued, which
                 // for a token from a shared cache was a while ago.

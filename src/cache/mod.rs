@@ -114,12 +114,20 @@ pub struct CachedToken {
     pub expires_on: u64,
     /// When it was obtained, in unix seconds (`not_before` for callers).
     pub obtained_on: u64,
+    /// Its whole life, from when it was issued to when it expires.
+    pub lifetime: Duration,
 }
 
 impl CachedToken {
     /// Life left at `now`.
     pub fn remaining(&self, now: Instant) -> Duration {
         self.expires_at.saturating_duration_since(now)
+    }
+
+    /// The least life it must have left to be handed out
+    /// ([`schedule::handout_floor`]).
+    pub fn floor(&self, min_remaining: Duration) -> Duration {
+        schedule::handout_floor(self.lifetime, min_remaining)
     }
 }
 
@@ -199,11 +207,12 @@ impl<E> Slot<E> {
         self.epoch + Duration::from_millis(self.last_access_ms.load(Ordering::Relaxed))
     }
 
-    /// The current token if it has at least `min_remaining` left at `now`.
+    /// The current token if it has at least its floor of life left at
+    /// `now` (`min_remaining`, or a quarter of its lifetime if less).
     fn usable(&self, now: Instant, min_remaining: Duration) -> Option<Arc<CachedToken>> {
         self.current
             .load_full()
-            .filter(|token| token.remaining(now) >= min_remaining)
+            .filter(|token| token.remaining(now) >= token.floor(min_remaining))
     }
 }
 
@@ -394,7 +403,7 @@ impl<E: LoadError> TokenCache<E> {
             })??;
         let token = outcome.map_err(CacheError::Load)?;
         let remaining = token.remaining(Instant::now());
-        if remaining < settings.min_remaining {
+        if remaining < token.floor(settings.min_remaining) {
             return Err(CacheError::TooShortLived {
                 tenant: (*key.tenant).clone(),
                 remaining,

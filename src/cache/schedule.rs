@@ -12,10 +12,13 @@ use std::time::Duration;
 pub const MIN_REFRESH_DELAY: Duration = Duration::from_secs(30);
 
 /// The span of a token's life in which its background refresh may happen,
-/// as offsets from when it was obtained (docs/contract.md, "Fleet cache"):
-/// from `refresh_in` (half the lifetime when the issuer sent none) to
-/// `lifetime − max(min(15 min, lifetime / 4), 3 × min_remaining)`. A token
-/// too short-lived for that gets the one point where it is still handed out.
+/// as offsets from when it was obtained (docs/contract.md, "Any token
+/// lifetime"): from half the lifetime (or Entra's later `refresh_in`) to
+/// `lifetime − max(min(15 min, lifetime / 4), 3 × floor)`, never before
+/// half-life, where `floor` is [`handout_floor`]. So for any lifetime and
+/// any `min_remaining` a token is fetched at most twice per lifetime (and
+/// at most once per [`MIN_REFRESH_DELAY`] for lifetimes from 60 s), and is
+/// refreshed while it is still handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub start: Duration,
@@ -25,24 +28,37 @@ pub struct Window {
 /// Most of the margin before expiry; see [`Window`].
 const MAX_END_MARGIN: Duration = Duration::from_secs(15 * 60);
 
+/// The least life a token of `lifetime` must have left to be handed out:
+/// `min_remaining`, or a quarter of its lifetime when that is less (a
+/// tenant's token-lifetime policy may issue tokens far shorter than the
+/// configuration expects; they are used, not refetched at once).
+pub fn handout_floor(lifetime: Duration, min_remaining: Duration) -> Duration {
+    min_remaining.min(lifetime / 4)
+}
+
 /// The refresh window of a token of `lifetime`.
 pub fn refresh_window(
     lifetime: Duration,
     refresh_in: Option<Duration>,
     min_remaining: Duration,
 ) -> Window {
+    let floor = handout_floor(lifetime, min_remaining);
+    let half = lifetime / 2;
+    // Entra's hint is followed when it is later than half-life; an earlier
+    // one would fetch more than twice per lifetime.
     let start = match refresh_in {
-        Some(r) if r > Duration::ZERO && r < lifetime => r,
-        _ => lifetime / 2,
+        Some(r) if r > Duration::ZERO && r < lifetime => r.max(half),
+        _ => half,
     };
     let margin = MAX_END_MARGIN
         .min(lifetime / 4)
-        .max(min_remaining.saturating_mul(3));
+        .max(floor.saturating_mul(3))
+        .min(half);
     // Never past the point where the token stops being handed out.
     let end = lifetime
         .saturating_sub(margin)
-        .min(lifetime.saturating_sub(min_remaining));
-    // Not sooner than the floor when there is room (odd refresh_in values).
+        .min(lifetime.saturating_sub(floor));
+    // Not sooner than the floor when there is room (tokens under a minute).
     let start = start.max(MIN_REFRESH_DELAY).min(end);
     Window { start, end }
 }
@@ -109,15 +125,15 @@ mod tests {
     #[test]
     fn the_window_starts_at_refresh_in_when_sent() {
         assert_eq!(window(86_400, Some(43_200), 300), (43_200, 85_500));
-        assert_eq!(window(3600, Some(600), 300), (600, 2700));
+        assert_eq!(window(3600, Some(2400), 300), (2400, 2700));
+        // One earlier than half-life would fetch more than twice per lifetime.
+        assert_eq!(window(3600, Some(600), 300), (1800, 2700));
         // Nonsense refresh_in (zero, or past the lifetime) falls back to half.
         assert_eq!(window(3600, Some(0), 300), (1800, 2700));
         assert_eq!(window(3600, Some(7200), 300), (1800, 2700));
-        // Not sooner than the floor.
-        assert_eq!(
-            window(3600, Some(1), 300),
-            (MIN_REFRESH_DELAY.as_secs(), 2700)
-        );
+        assert_eq!(window(3600, Some(1), 300), (1800, 2700));
+        // Under a minute there is no room: at the end, not sooner.
+        assert_eq!(window(40, None, 0), (30, 30));
     }
 
     #[test]
@@ -134,8 +150,9 @@ mod tests {
                         start <= end,
                         "{lifetime_s} {min_remaining_s} {refresh_in:?}"
                     );
+                    let floor = (lifetime_s / 4).min(min_remaining_s);
                     assert!(
-                        end <= lifetime_s.saturating_sub(min_remaining_s),
+                        end <= lifetime_s - floor,
                         "lifetime {lifetime_s} min_remaining {min_remaining_s}: ends at {end}"
                     );
                 }
@@ -175,5 +192,29 @@ mod tests {
         assert_eq!(REFRESH_RETRY.delay(1, 1.0), Duration::from_secs(5));
         assert_eq!(REFRESH_RETRY.delay(3, 1.0), Duration::from_secs(20));
         assert_eq!(REFRESH_RETRY.delay(7, 1.0), REFRESH_RETRY.cap);
+    }
+
+    proptest::proptest! {
+        /// The contract for any lifetime from 60 s to 24 h and any accepted
+        /// `min_remaining` (0 to 59 min): at most two fetches per lifetime,
+        /// none sooner than 30 s after the last, and the refresh while the
+        /// token still has its floor of life left.
+        #[test]
+        fn any_lifetime_is_fetched_at_most_twice_per_lifetime(
+            lifetime_ms in 60_000u64..=86_400_000,
+            min_remaining_s in 0u64..=3540,
+            refresh_in_permille in proptest::option::of(0u64..=1000),
+        ) {
+            let lifetime = Duration::from_millis(lifetime_ms);
+            let min_remaining = Duration::from_secs(min_remaining_s);
+            let refresh_in = refresh_in_permille.map(|p| lifetime * p as u32 / 1000);
+            let w = refresh_window(lifetime, refresh_in, min_remaining);
+            let floor = handout_floor(lifetime, min_remaining);
+            proptest::prop_assert!(w.start <= w.end);
+            proptest::prop_assert!(w.start >= lifetime / 2, "{w:?}");
+            proptest::prop_assert!(w.start >= MIN_REFRESH_DELAY, "{w:?}");
+            proptest::prop_assert!(w.end <= lifetime - floor, "{w:?} floor {floor:?}");
+            proptest::prop_assert!(floor <= min_remaining && floor <= lifetime / 4);
+        }
     }
 }

@@ -517,3 +517,47 @@ async fn tokens_fetched_together_are_not_refreshed_together() {
         "a 10 s span with no refresh: {per_ten:?}"
     );
 }
+
+/// Tokens far shorter than `min_remaining` expects (a tenant's token
+/// lifetime policy) are used and refreshed on a schedule, never refetched
+/// at once: at most two fetches per lifetime, none within 30 s of the last,
+/// and every token handed out with at least a quarter of its life left.
+#[tokio::test(start_paused = true)]
+async fn short_lived_tokens_are_refreshed_twice_per_lifetime_at_most() {
+    for (lifetime, min_remaining) in [
+        (Duration::from_secs(15 * 60), Duration::from_secs(300)),
+        (HOUR, Duration::from_secs(20 * 60)),
+        (Duration::from_secs(120), Duration::from_secs(300)),
+    ] {
+        let source = FakeSource::new(lifetime);
+        let mut settings = settings();
+        settings.min_remaining = min_remaining;
+        let cache = cache_with(source.clone(), settings);
+        let key = graph("short.example.com");
+        let first = cache.get(&key).await.unwrap();
+        assert!(first.token.remaining(Instant::now()) >= lifetime / 4);
+        // Six hours with no callers.
+        let span = 6 * HOUR;
+        tokio::time::sleep(span).await;
+        let lifetimes = (span.as_secs() / lifetime.as_secs()) as usize;
+        let n = source.fetches("short.example.com");
+        assert!(
+            n <= 2 * lifetimes + 1 && n >= lifetimes,
+            "{lifetime:?} with min_remaining {min_remaining:?}: {n} fetches in 6 h"
+        );
+        let times = source.times.lock().unwrap().clone();
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= schedule::MIN_REFRESH_DELAY,
+                "{lifetime:?}: fetches {:?} apart",
+                pair[1] - pair[0]
+            );
+        }
+        // A caller now gets a token with at least its floor of life left.
+        let now = cache.get(&key).await.unwrap();
+        assert!(
+            now.token.remaining(Instant::now()) >= min_remaining.min(lifetime / 4),
+            "{lifetime:?}"
+        );
+    }
+}

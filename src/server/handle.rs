@@ -8,7 +8,7 @@ use super::{admin, auth, query, App, Peer};
 use crate::access::AuthFailure;
 use crate::broker::{Caller, Issued, TokenError};
 use crate::cache::Lookup;
-pub use crate::route::Route;
+use crate::route::Route;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
