@@ -15,9 +15,12 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Reads a small file that must be a regular file (after symlinks) of at
 /// most [`MAX_FILE_BYTES`]: a FIFO with no writer would hang the reader, a
-/// device such as `/dev/zero` would fill memory.
+/// device such as `/dev/zero` would fill memory. The file is opened
+/// without blocking and checked as opened, so a path swapped for a FIFO
+/// between a check and the open cannot hang the reader either.
 pub fn read_bounded(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    let meta = std::fs::metadata(path)?;
+    let file = open_nonblocking(path)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -27,20 +30,30 @@ pub fn read_bounded(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
     let too_large = || {
         Error::new(
             ErrorKind::InvalidData,
-            format!("larger than {MAX_FILE_BYTES} bytes; not a certificate, key or password file"),
+            format!("larger than {MAX_FILE_BYTES} bytes; not a certificate, key, configuration or password file"),
         )
     };
     if meta.len() > MAX_FILE_BYTES {
         return Err(too_large());
     }
     let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// Opens `path` for reading without blocking: opening a FIFO that no one
+/// writes to returns at once (O_NONBLOCK; a regular file reads as usual).
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    /// `O_NONBLOCK` on Linux (every architecture this builds for).
+    const O_NONBLOCK: i32 = 0o4000;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
 }
 
 /// SHA-256 of a watched file (a credential or the configuration), read as
@@ -88,7 +101,8 @@ impl SecretSource {
                 .map(Zeroizing::new)
                 .map_err(|_| SecretError::Unset),
             SecretSource::File(path) => {
-                let meta = std::fs::metadata(path).map_err(SecretError::Read)?;
+                let file = open_nonblocking(path).map_err(SecretError::Read)?;
+                let meta = file.metadata().map_err(SecretError::Read)?;
                 if !meta.is_file() {
                     return Err(SecretError::Read(Error::new(
                         ErrorKind::InvalidInput,
@@ -96,8 +110,8 @@ impl SecretSource {
                     )));
                 }
                 let mut bytes = Zeroizing::new(Vec::new());
-                std::fs::File::open(path)
-                    .and_then(|f| f.take(MAX_SECRET_BYTES + 1).read_to_end(&mut bytes))
+                file.take(MAX_SECRET_BYTES + 1)
+                    .read_to_end(&mut bytes)
                     .map_err(SecretError::Read)?;
                 if bytes.len() as u64 > MAX_SECRET_BYTES {
                     return Err(SecretError::TooLarge);
@@ -170,6 +184,24 @@ mod tests {
             file_sha256(&small).unwrap(),
             file_sha256(&large).unwrap_or_default()
         );
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            // No writer: a blocking open would never return.
+            let error = read_bounded(&fifo).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::InvalidInput, "{error}");
+            assert!(matches!(
+                SecretSource::File(fifo).read(),
+                Err(SecretError::Read(_))
+            ));
+        }
+        let error = read_bounded(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidInput, "{error}");
     }
 
     #[test]

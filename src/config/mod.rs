@@ -53,11 +53,17 @@ pub enum ConfigError {
 impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        // Read as every other file is: a regular file, bounded, opened
+        // without blocking (a FIFO or device is an error, never a wait).
+        let bytes = crate::sys::read_bounded(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, path)
+        let text = std::str::from_utf8(&bytes).map_err(|_| ConfigError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        })?;
+        Config::parse(text, path)
     }
 
     /// Parses and validates `text`; `path` only names the file in errors and

@@ -191,6 +191,39 @@ fn credential_files_are_read_bounded_and_whole() {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert_eq!(status.code(), Some(2));
+        // The configuration file itself as a FIFO, or a device: refused at
+        // once, naming the file, never a wait or a read without end.
+        let config_fifo = dir.path().join("config.fifo");
+        assert!(Command::new("mkfifo")
+            .arg(&config_fifo)
+            .status()
+            .unwrap()
+            .success());
+        for path in [config_fifo.as_path(), Path::new("/dev/zero")] {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+                .args(["check", "--config", path.to_str().unwrap()])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("check hung on {}", path.display());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            let mut said = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+            assert_eq!(status.code(), Some(2), "{said}");
+            assert!(
+                said.contains(path.to_str().unwrap()) && said.contains("not a regular file"),
+                "{said}"
+            );
+        }
     }
     // A valid PEM followed by junk: refused, not silently accepted.
     let mut pem = std::fs::read(dir.path().join("app.crt")).unwrap();
