@@ -146,7 +146,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// The shared cache's state, for admin status and `tokenbroker status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FleetStatus {
-    /// `up`, `down`, or `connecting` (no answer yet).
+    /// `ok`, `down`, or `connecting` (no answer yet).
     pub state: &'static str,
     pub target: String,
     pub since: Option<u64>,
@@ -370,7 +370,7 @@ impl SharedCache {
             .unwrap_or((0, None));
         FleetStatus {
             state: match self.health.state.load(Ordering::Acquire) {
-                UP => "up",
+                UP => "ok",
                 DOWN => "down",
                 _ => "connecting",
             },
@@ -407,6 +407,19 @@ impl SharedCache {
         Ok(())
     }
 
+    /// Opens a value read from the store: at most [`store::MAX_VALUE_BYTES`]
+    /// (the store reads no more than one byte past it), sealed by a key of
+    /// this fleet for this (tenant, resource).
+    fn open_value(&self, aad: &[u8], value: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+        if value.len() > store::MAX_VALUE_BYTES {
+            return Err(format!(
+                "larger than {} bytes; not a value this fleet writes",
+                store::MAX_VALUE_BYTES
+            ));
+        }
+        self.keys.open(aad, value).map_err(|e| e.to_string())
+    }
+
     /// A token from the shared cache that this load may take.
     async fn read_token(&self, names: &Names, load: &LoadContext) -> Read {
         let Ok(value) = self.op(Op::Get, self.store.get(names.token.clone())).await else {
@@ -417,9 +430,7 @@ impl SharedCache {
             return Read::Miss;
         };
         let record = match self
-            .keys
-            .open(&names.token_aad, &value)
-            .map_err(|e| e.to_string())
+            .open_value(&names.token_aad, &value)
             .and_then(|plain| TokenRecord::decode(&plain).map_err(|e| e.to_string()))
         {
             Ok(record) => record,
@@ -483,9 +494,7 @@ impl SharedCache {
             .await
             .ok()??;
         match self
-            .keys
-            .open(&names.block_aad, &value)
-            .map_err(|e| e.to_string())
+            .open_value(&names.block_aad, &value)
             .and_then(|plain| BlockRecord::decode(&plain).map_err(|e| e.to_string()))
         {
             Ok(block) if block.until > self.clock.unix_now() => {

@@ -273,14 +273,22 @@ async fn connect_cluster(
     }
 }
 
+/// No value this broker writes is larger (a sealed token is about 2 KiB);
+/// a read takes at most one byte more, so a writer to Redis cannot make a
+/// broker read a huge value whole.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
 impl Store for RedisStore {
     fn get(&self, key: String) -> BoxFuture<Result<Option<Vec<u8>>, StoreError>> {
         let connection = self.connection();
         Box::pin(async move {
-            connection?
-                .query(redis::cmd("GET").arg(&key))
+            // GETRANGE answers an empty string for a missing key; no value
+            // this broker writes is empty.
+            let value: Vec<u8> = connection?
+                .query(redis::cmd("GETRANGE").arg(&key).arg(0).arg(MAX_VALUE_BYTES))
                 .await
-                .map_err(failed)
+                .map_err(failed)?;
+            Ok((!value.is_empty()).then_some(value))
         })
     }
 

@@ -316,7 +316,7 @@ async fn an_outage_makes_each_host_fetch_alone_and_sharing_resumes_after() {
         .await
         .unwrap();
     assert_eq!(upstream.calls(), 3, "shared again");
-    assert_eq!(a.status().state, "up");
+    assert_eq!(a.status().state, "ok");
 }
 
 #[tokio::test(start_paused = true)]

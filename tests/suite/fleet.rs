@@ -650,7 +650,7 @@ async fn evict_and_rejected_hashes_write_through() {
     // The admin status shows the shared cache.
     let status = common::admin(&f.dir.path().join("d-admin.sock"), "GET", "/admin/status").await;
     let shared_status = &status.json()["shared_cache"];
-    assert_eq!(shared_status["state"], "up", "{shared_status}");
+    assert_eq!(shared_status["state"], "ok", "{shared_status}");
     assert!(shared_status["target"]
         .as_str()
         .unwrap()
@@ -664,7 +664,7 @@ async fn evict_and_rejected_hashes_write_through() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines()
-            .any(|l| l.starts_with("shared cache redis://127.0.0.1:") && l.contains(" up ")),
+            .any(|l| l.starts_with("shared cache redis://127.0.0.1:") && l.contains(" ok ")),
         "{text}"
     );
 }
@@ -731,4 +731,40 @@ async fn check_online_round_trips_a_sealed_value_and_names_what_fails() {
         said.contains("shared_cache.key_file") && said.contains("bad.key"),
         "{said}"
     );
+}
+
+/// A writer to Redis cannot make a broker read a huge value whole: the
+/// store reads at most one byte past 64 KiB (and the fleet refuses that).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_shared_value_is_never_read_whole() {
+    use tokenbroker::fleet::store::{RedisStore, RedisTarget, Store, MAX_VALUE_BYTES};
+    if !redis_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path(), false);
+    let store = RedisStore::connect(RedisTarget {
+        seeds: vec![redis.url()],
+        cluster: false,
+        username: None,
+        password: None,
+        ca_pem: None,
+        timeout: Duration::from_secs(2),
+    })
+    .unwrap();
+    store
+        .set("huge".into(), vec![7u8; 4 << 20], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let value = store.get("huge".into()).await.unwrap().unwrap();
+    assert_eq!(value.len(), MAX_VALUE_BYTES + 1);
+    store
+        .set("small".into(), b"sealed".to_vec(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("small".into()).await.unwrap().as_deref(),
+        Some(&b"sealed"[..])
+    );
+    assert_eq!(store.get("missing".into()).await.unwrap(), None);
 }
