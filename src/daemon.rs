@@ -211,29 +211,100 @@ fn log_startup(
 /// changed (a file rewritten in place, a Kubernetes secret's `..data`
 /// swap; a half-written or invalid file is ignored with a warning and the
 /// old credentials keep signing), and with `server.watch_config` reloads
-/// the configuration when its file changed (a Kubernetes ConfigMap).
+/// the configuration when its file changed (a Kubernetes ConfigMap): once
+/// two reads one interval apart agree, so a file caught half-written is
+/// never applied. A change that cannot be read (too large, not a regular
+/// file) is logged and counted as a failed reload, once per reason.
 pub fn spawn_watch(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let path = app.broker().config_path().map(Path::to_owned);
-        let digest = |path: &Path| file_sha256(path).ok();
-        let mut seen = path.as_deref().and_then(digest);
+        let mut watch = path
+            .as_deref()
+            .map(|p| ConfigWatch::new(file_sha256(p).ok()));
         loop {
             let config = app.broker().config();
             tokio::time::sleep(config.app.credential_check_interval.0).await;
-            if let (true, Some(path)) = (config.server.watch_config, path.as_deref()) {
-                let now = digest(path);
-                if now.is_some() && now != seen {
-                    seen = now;
-                    tracing::info!(file = %path.display(), "configuration file changed; reloading");
-                    // The outcome is logged and counted by the broker.
-                    let _ = app.broker().reload().await;
-                    continue;
+            if let (true, Some(path), Some(watch)) =
+                (config.server.watch_config, path.as_deref(), watch.as_mut())
+            {
+                match watch.next(file_sha256(path).map_err(|e| e.to_string())) {
+                    WatchStep::Apply => {
+                        tracing::info!(file = %path.display(), "configuration file changed; reloading");
+                        // The outcome is logged and counted by the broker.
+                        let _ = app.broker().reload().await;
+                        continue;
+                    }
+                    WatchStep::Unreadable(why) => {
+                        tracing::warn!(file = %path.display(), "configuration file changed but cannot be read; nothing applied: {why}");
+                        app.broker().reload_failed();
+                    }
+                    WatchStep::Wait => {}
                 }
             }
             // Logged by the broker's control door, under its reload lock.
             app.broker().reload_changed_credentials().await;
         }
     })
+}
+
+/// What the configuration watch does after one read of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WatchStep {
+    /// Nothing yet (unchanged, or changed and waiting for a second read).
+    Wait,
+    /// Two reads one interval apart agree on new content: reload.
+    Apply,
+    /// The file cannot be read; said once per reason.
+    Unreadable(String),
+}
+
+/// The configuration watch's memory: the content in force, a change seen
+/// once, and the last reason the file could not be read. Pure.
+#[derive(Debug)]
+struct ConfigWatch {
+    applied: Option<[u8; 32]>,
+    pending: Option<[u8; 32]>,
+    reported: Option<String>,
+}
+
+impl ConfigWatch {
+    fn new(applied: Option<[u8; 32]>) -> ConfigWatch {
+        ConfigWatch {
+            applied,
+            pending: None,
+            reported: None,
+        }
+    }
+
+    /// One read of the file: its SHA-256, or why it could not be read.
+    fn next(&mut self, read: Result<[u8; 32], String>) -> WatchStep {
+        match read {
+            Ok(digest) if Some(digest) == self.applied => {
+                self.pending = None;
+                self.reported = None;
+                WatchStep::Wait
+            }
+            Ok(digest) if Some(digest) == self.pending => {
+                self.applied = Some(digest);
+                self.pending = None;
+                self.reported = None;
+                WatchStep::Apply
+            }
+            Ok(digest) => {
+                self.pending = Some(digest);
+                WatchStep::Wait
+            }
+            Err(why) => {
+                self.pending = None;
+                if self.reported.as_deref() == Some(why.as_str()) {
+                    WatchStep::Wait
+                } else {
+                    self.reported = Some(why.clone());
+                    WatchStep::Unreadable(why)
+                }
+            }
+        }
+    }
 }
 
 /// SIGHUP, caught from the moment this is called: until then the signal's
@@ -253,4 +324,41 @@ pub fn spawn_sighup(
             let _ = app.broker().reload().await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_applied_once_two_reads_agree() {
+        let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let mut watch = ConfigWatch::new(Some(a));
+        assert_eq!(watch.next(Ok(a)), WatchStep::Wait);
+        // Half-written (b), then whole (c): neither applied on one read.
+        assert_eq!(watch.next(Ok(b)), WatchStep::Wait);
+        assert_eq!(watch.next(Ok(c)), WatchStep::Wait);
+        assert_eq!(watch.next(Ok(c)), WatchStep::Apply);
+        assert_eq!(watch.next(Ok(c)), WatchStep::Wait);
+        // A change undone before the second read is not applied.
+        assert_eq!(watch.next(Ok(b)), WatchStep::Wait);
+        assert_eq!(watch.next(Ok(c)), WatchStep::Wait);
+        assert_eq!(watch.next(Ok(c)), WatchStep::Wait);
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_once_per_reason() {
+        let mut watch = ConfigWatch::new(Some([1u8; 32]));
+        let large = || Err("larger than 1048576 bytes".to_owned());
+        assert_eq!(
+            watch.next(large()),
+            WatchStep::Unreadable("larger than 1048576 bytes".into())
+        );
+        assert_eq!(watch.next(large()), WatchStep::Wait);
+        let fifo = Err("not a regular file".to_owned());
+        assert!(matches!(watch.next(fifo), WatchStep::Unreadable(_)));
+        // Readable again and back to what is in force: quiet.
+        assert_eq!(watch.next(Ok([1u8; 32])), WatchStep::Wait);
+        assert!(matches!(watch.next(large()), WatchStep::Unreadable(_)));
+    }
 }

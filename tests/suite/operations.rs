@@ -923,3 +923,75 @@ fn expired_certificates_are_skipped_while_another_is_usable() {
         "{error}"
     );
 }
+
+/// `watch_config` applies a file only once two reads one interval apart
+/// agree: a file caught half-written is never applied (no failed reload),
+/// and a change it cannot read (too large) is counted once, while the
+/// configuration in force keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watched_configuration_is_applied_only_once_it_reads_the_same_twice() {
+    let extra =
+        format!("credential_check_interval = \"1s\"\n[server]\nwatch_config = true\n{TENANTS}");
+    let f = Fixture::new(&extra).await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    let server = Server::start(&f, |_, _| {}).await;
+    common::daemon_watch(&server);
+    // The watch takes its first look at the file as it starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failures = |server: &Server| {
+        server
+            .metrics()
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("tokenbroker_config_reloads_total{result=\"failure\"} "))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    let config = std::fs::read_to_string(&f.config_path).unwrap();
+    let whole = format!(
+        "{config}[[accounts]]\nname = \"new\"\nsecret_sha256 = \"{}\"\ntenants = [\"contoso\"]\n",
+        sha256_hex(NEW)
+    );
+    // Half of the new file, read by the watch at least once...
+    std::fs::write(&f.config_path, &whole[..config.len() + 20]).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // ...then the whole of it.
+    std::fs::write(&f.config_path, &whole).unwrap();
+    let bearer = format!("Bearer {NEW}");
+    let served = common::eventually(Duration::from_secs(8), || {
+        server
+            .app
+            .broker()
+            .config()
+            .accounts
+            .iter()
+            .any(|a| a.name.as_str() == "new")
+    })
+    .await;
+    assert!(served, "the whole file is applied");
+    assert_eq!(
+        server
+            .get("/v1/token?tenant=contoso", &[("Authorization", &bearer)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        failures(&server),
+        0,
+        "the half-written file was never applied"
+    );
+
+    // Too large to be a configuration: counted once, nothing changes.
+    std::fs::write(&f.config_path, vec![b'#'; 2 << 20]).unwrap();
+    assert!(common::eventually(Duration::from_secs(8), || failures(&server) == 1).await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(failures(&server), 1, "reported once, not every interval");
+    assert_eq!(
+        server
+            .get("/v1/token?tenant=contoso", &[("Authorization", &bearer)])
+            .await
+            .status,
+        200
+    );
+    server.stop().await;
+}
