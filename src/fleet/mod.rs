@@ -138,10 +138,17 @@ struct Health {
     /// one after it is the probe. So a Redis that drops packets costs one
     /// `timeout` per [`PROBE_INTERVAL`], not one per request.
     skip_until: Mutex<Option<tokio::time::Instant>>,
+    /// When the last operation started: an idle host probes Redis.
+    last_op: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// While Redis is down, it is tried again this often.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A host with no other traffic to Redis pings it this often, so its
+/// health (`tokenbroker_shared_cache_up`, the status) follows Redis within
+/// seconds, and the connection is fresh for the next caller.
+pub const IDLE_PROBE: Duration = Duration::from_secs(5);
 
 /// The shared cache's state, for admin status and `tokenbroker status`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -288,6 +295,11 @@ impl SharedCache {
         op: Op,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, ()> {
+        *self
+            .health
+            .last_op
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
         if self.health.state.load(Ordering::Acquire) == DOWN {
             let mut skip = self
                 .health
@@ -321,6 +333,16 @@ impl SharedCache {
                 Err(())
             }
         }
+    }
+
+    /// Whether no operation started within `span`.
+    fn idle_for(&self, span: Duration) -> bool {
+        let last = *self
+            .health
+            .last_op
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        last.is_none_or(|at| at.elapsed() >= span)
     }
 
     fn healthy(&self) {

@@ -146,15 +146,26 @@ pub fn connect(
 
 impl SharedCache {
     /// Connects now, in the background, so the first callers do not pay
-    /// for it (and the health shows as soon as Redis answers).
+    /// for it (and the health shows as soon as Redis answers); then, for
+    /// as long as the cache lives, pings Redis whenever the host had no
+    /// other traffic to it for [`IDLE_PROBE`](super::IDLE_PROBE).
     pub fn warm_up(self: &Arc<Self>) {
-        let shared = Arc::clone(self);
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             for _ in 0..50 {
+                let Some(shared) = weak.upgrade() else { return };
                 if shared.op(Op::Get, shared.store.ping()).await.is_ok() {
-                    return;
+                    break;
                 }
+                drop(shared);
                 tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            loop {
+                tokio::time::sleep(super::IDLE_PROBE).await;
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.idle_for(super::IDLE_PROBE) {
+                    let _ = shared.op(Op::Get, shared.store.ping()).await;
+                }
             }
         });
     }

@@ -435,3 +435,18 @@ async fn a_reload_of_the_cache_tuning_reaches_the_shared_cache() {
         "too short-lived for b's new min_remaining"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_host_sees_redis_come_back_within_seconds() {
+    let store = MemoryStore::new();
+    let (a, _) = host(&store, seal::Keys::from_bytes(&KEY_A, &[]).unwrap());
+    store.set_down(true);
+    a.warm_up();
+    // Down through the whole of the start-up attempts (10 s).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(a.status().state, "down");
+    store.set_down(false);
+    // No caller, no cache miss: the idle probe alone finds Redis back.
+    tokio::time::sleep(IDLE_PROBE + Duration::from_secs(1)).await;
+    assert_eq!(a.status().state, "ok");
+}
