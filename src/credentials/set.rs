@@ -5,8 +5,7 @@
 //! finishes with it.
 
 use super::{Credential, CredentialError, CredentialKind, CredentialSource};
-use crate::config::Config;
-use crate::config::{TenantId, TenantKey};
+use crate::config::{Config, TenantId, TenantKey};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::path::Path;
