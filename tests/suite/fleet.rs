@@ -30,18 +30,42 @@ struct Redis {
 }
 
 impl Redis {
+    /// A server on a free port. A cluster node also needs its bus port
+    /// (port + 10,000) free and below 65,536; a port another process took
+    /// first is given up for another (at most three tries).
     fn start(dir: &Path, cluster: bool) -> Redis {
         let mut redis = Redis {
             child: None,
-            port: common::free_port(),
+            port: 0,
             dir: dir.to_owned(),
             cluster,
         };
-        redis.spawn();
-        redis
+        for _ in 0..3 {
+            redis.port = loop {
+                let port = common::free_port();
+                let bus_free = || std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok();
+                if !cluster || (port < 55_536 && bus_free()) {
+                    break port;
+                }
+            };
+            if redis.try_spawn() {
+                return redis;
+            }
+            redis.stop();
+        }
+        panic!("redis-server did not start on three free ports");
     }
 
+    /// Starts (or restarts, on the same port) and waits until it answers.
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "redis-server on port {} did not answer",
+            self.port
+        );
+    }
+
+    fn try_spawn(&mut self) -> bool {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.port.to_string()])
@@ -59,13 +83,20 @@ impl Redis {
             ]);
         }
         self.child = Some(command.spawn().expect("start redis-server"));
-        for _ in 0..100 {
+        // Up to 15 s: the suite runs tests side by side on few cores.
+        for _ in 0..300 {
             if self.cli(&["PING"]).trim() == "PONG" {
-                return;
+                return true;
+            }
+            // Exited: its port (or bus port) was taken meanwhile.
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("redis-server on port {} did not answer", self.port);
+        false
     }
 
     fn cli(&self, args: &[&str]) -> String {
