@@ -19,6 +19,18 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// without blocking and checked as opened, so a path swapped for a FIFO
 /// between a check and the open cannot hang the reader either.
 pub fn read_bounded(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    read_regular(path, MAX_FILE_BYTES)?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_BYTES} bytes; not a certificate, key, configuration or password file"),
+        )
+    })
+}
+
+/// A regular file's content, or `None` when it is larger than `limit`
+/// (no more than one byte past it is read). A FIFO, device or directory is
+/// an `InvalidInput` error, found without blocking.
+fn read_regular(path: &Path, limit: u64) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
     let file = open_nonblocking(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -27,21 +39,12 @@ pub fn read_bounded(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
             "not a regular file (a device, FIFO or directory); name the file itself",
         ));
     }
-    let too_large = || {
-        Error::new(
-            ErrorKind::InvalidData,
-            format!("larger than {MAX_FILE_BYTES} bytes; not a certificate, key, configuration or password file"),
-        )
-    };
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(too_large());
+    if meta.len() > limit {
+        return Ok(None);
     }
     let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large());
-    }
-    Ok(bytes)
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
 }
 
 /// Opens `path` for reading without blocking: opening a FIFO that no one
@@ -101,21 +104,9 @@ impl SecretSource {
                 .map(Zeroizing::new)
                 .map_err(|_| SecretError::Unset),
             SecretSource::File(path) => {
-                let file = open_nonblocking(path).map_err(SecretError::Read)?;
-                let meta = file.metadata().map_err(SecretError::Read)?;
-                if !meta.is_file() {
-                    return Err(SecretError::Read(Error::new(
-                        ErrorKind::InvalidInput,
-                        "not a regular file (a device, FIFO or directory); name the file itself",
-                    )));
-                }
-                let mut bytes = Zeroizing::new(Vec::new());
-                file.take(MAX_SECRET_BYTES + 1)
-                    .read_to_end(&mut bytes)
-                    .map_err(SecretError::Read)?;
-                if bytes.len() as u64 > MAX_SECRET_BYTES {
-                    return Err(SecretError::TooLarge);
-                }
+                let bytes = read_regular(path, MAX_SECRET_BYTES)
+                    .map_err(SecretError::Read)?
+                    .ok_or(SecretError::TooLarge)?;
                 let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::NotText)?;
                 Ok(Zeroizing::new(
                     text.trim_end_matches(['\n', '\r']).to_owned(),

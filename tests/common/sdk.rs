@@ -3,7 +3,7 @@
 //! App Service variables pointing at it (under a deadline, its output
 //! drained), and what the broker saw of the SDK's requests.
 
-use super::{sha256_hex, Fixture, Server};
+use super::{claims, sha256_hex, Fixture, Server, GRAPH};
 use serde_json::Value;
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -169,4 +169,41 @@ pub fn msi_requests(server: &Server, status: Option<u16>) -> u64 {
         .filter(|(code, _)| status.is_none_or(|s| code.parse() == Ok(s)))
         .map(|(_, value)| value.trim().parse::<u64>().expect("a counter value"))
         .sum()
+}
+
+/// Checks a successful run of a program that prints the SDK's answer as
+/// JSON (`token`, `expires_on`): a Graph token for tenant `tid` that
+/// expires when the token does, got with one request.
+pub fn assert_graph_token(server: &Server, run: &SdkRun, tid: &str) {
+    assert_eq!(
+        run.code,
+        Some(0),
+        "the SDK failed: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+    let body = run.json();
+    eprintln!(
+        "{} got a token in {:?} (expires_on {}, refresh_after {})",
+        body["case"], run.elapsed, body["expires_on"], body["refresh_after"]
+    );
+    let token = body["token"].as_str().expect("a token string");
+    let claims = claims(token);
+    assert_eq!(claims["tid"], tid, "claims: {claims}");
+    assert_eq!(claims["aud"], GRAPH, "claims: {claims}");
+    let expires_on = body["expires_on"].as_u64().expect("expires_on in seconds");
+    let now = now_unix();
+    assert!(
+        expires_on > now + 300 && expires_on <= now + 86_400,
+        "expires_on {expires_on} is implausible (now {now})"
+    );
+    // The SDK's expiry is the broker's (the token's `exp`), to the second
+    // (msal turns `expires_on` into `expires_in` and back).
+    let exp = claims["exp"].as_u64().expect("an exp claim");
+    assert!(
+        expires_on.abs_diff(exp) <= 1,
+        "expires_on {expires_on}, exp {exp}"
+    );
+    assert_eq!(msi_requests(server, Some(200)), 1, "one request, no probe");
+    assert!(run.elapsed < SDK_DEADLINE);
 }

@@ -14,11 +14,11 @@
 
 use crate::common;
 use crate::common::sdk::{
-    msi_requests, now_unix, run_sdk, two_tenant_broker, SdkRun, SDK_DEADLINE,
+    assert_graph_token, msi_requests, run_sdk, two_tenant_broker, SdkRun, SDK_DEADLINE,
 };
 use crate::common::{manifest_dir, run};
 
-use common::{claims, Server};
+use common::Server;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -204,41 +204,6 @@ async fn get_token(server: &Server, case: &Case<'_>) -> SdkRun {
         case.env,
     )
     .await
-}
-
-/// Checks a successful run: a Graph token for tenant `tid` that expires
-/// within a plausible time, got with one request.
-fn assert_graph_token(server: &Server, run: &SdkRun, tid: &str) {
-    assert_eq!(
-        run.code,
-        Some(0),
-        "the SDK failed: {}\nstderr: {}",
-        run.stdout,
-        run.stderr
-    );
-    let body = run.json();
-    eprintln!(
-        "{} got a token in {:?} (expires_on {}, refresh_after {})",
-        body["case"], run.elapsed, body["expires_on"], body["refresh_after"]
-    );
-    let token = body["token"].as_str().expect("a token string");
-    let claims = claims(token);
-    assert_eq!(claims["tid"], tid, "claims: {claims}");
-    assert_eq!(claims["aud"], common::GRAPH, "claims: {claims}");
-    let expires_on = body["expires_on"].as_u64().expect("expires_on in seconds");
-    let now = now_unix();
-    assert!(
-        expires_on > now + 300 && expires_on <= now + 86_400,
-        "expires_on {expires_on} is implausible (now {now})"
-    );
-    // The SDK's expiry is the broker's (the token's `exp`), to the second.
-    let exp = claims["exp"].as_u64().expect("an exp claim");
-    assert!(
-        expires_on.abs_diff(exp) <= 1,
-        "expires_on {expires_on}, exp {exp}"
-    );
-    assert_eq!(msi_requests(server, Some(200)), 1, "one request, no probe");
-    assert!(run.elapsed < SDK_DEADLINE);
 }
 
 /// Checks a failed run: error `name`, its message carrying each of

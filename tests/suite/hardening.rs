@@ -174,22 +174,7 @@ fn credential_files_are_read_bounded_and_whole() {
                 .replace("certificate = \"app.crt\"", "certificate = \"cert.fifo\""),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
-            .args(["check", "--config", config.to_str().unwrap()])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("check hung on a FIFO");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let (status, _) = check_within_10_s(&config);
         assert_eq!(status.code(), Some(2));
         // The configuration file itself as a FIFO, or a device: refused at
         // once, naming the file, never a wait or a read without end.
@@ -200,24 +185,7 @@ fn credential_files_are_read_bounded_and_whole() {
             .unwrap()
             .success());
         for path in [config_fifo.as_path(), Path::new("/dev/zero")] {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
-                .args(["check", "--config", path.to_str().unwrap()])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let status = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break status;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("check hung on {}", path.display());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            let mut said = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+            let (status, said) = check_within_10_s(path);
             assert_eq!(status.code(), Some(2), "{said}");
             assert!(
                 said.contains(path.to_str().unwrap()) && said.contains("not a regular file"),
@@ -262,6 +230,34 @@ fn credential_files_are_read_bounded_and_whole() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `tokenbroker check --config CONFIG`, which must end within 10 s (a FIFO
+/// or device it reads would hang it): its status and stderr.
+fn check_within_10_s(config: &Path) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        let mut said = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+        said
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("check hung on {}", config.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, said.join().unwrap_or_default())
 }
 
 #[test]
