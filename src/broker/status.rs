@@ -106,10 +106,12 @@ impl StatusBook {
         update(&mut record);
     }
 
-    /// A token arrived; returns the tenant's consent if it changed.
+    /// A token arrived; returns the tenant's consent if it changed. An
+    /// earlier error is superseded: status shows errors no success followed.
     pub fn success(&self, key: &CacheKey, at: u64, roles: Option<Vec<String>>) -> Option<Consent> {
         self.with_record(key, |r| {
             r.upstream.success += 1;
+            r.last_error = None;
             r.acquired_at = Some(at);
             r.roles = roles;
         });

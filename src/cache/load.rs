@@ -77,9 +77,7 @@ impl<E: LoadError> Inner<E> {
                 let earliest = (issued + window.start)
                     .max(now + schedule::MIN_REFRESH_DELAY)
                     .min(latest);
-                let position = schedule::position(
-                    format!("{}|{}", slot.key.tenant, slot.key.resource).as_bytes(),
-                );
+                let position = pace_position(&slot.key);
                 if let Some(old) = state.planned.take() {
                     self.pacer.release(old);
                 }
@@ -109,11 +107,34 @@ impl<E: LoadError> Inner<E> {
                     + settings
                         .refresh_retry
                         .delay(state.failures, self.jitter.unit());
-                state.next_refresh = Some(match error.kind() {
-                    FailureKind::Transient => retry,
-                    FailureKind::Refused | FailureKind::Throttled(_) => retry.max(now + hold),
-                });
                 let keeps_token = slot.usable(now, settings.min_remaining).is_some();
+                let heals = !keeps_token && self.slots.is_configured(&slot.key);
+                let retry = if heals {
+                    // A configured tenant without a token heals by itself
+                    // (consent granted later), paced with the refreshes.
+                    let delay = schedule::heal_delay(state.failures, settings.failed_retry_max);
+                    let earliest = (now + delay).max(now + hold);
+                    if let Some(old) = state.planned.take() {
+                        self.pacer.release(old);
+                    }
+                    let planned = self.pacer.plan(
+                        earliest,
+                        earliest + delay / 8,
+                        pace_position(&slot.key),
+                    );
+                    state.planned = Some(planned);
+                    planned.at
+                } else {
+                    match error.kind() {
+                        FailureKind::Transient => retry,
+                        FailureKind::Refused | FailureKind::Throttled(_) => retry.max(now + hold),
+                    }
+                };
+                state.next_refresh = Some(retry);
+                if heals && !state.refresher_started {
+                    state.refresher_started = true;
+                    tokio::spawn(refresher(Arc::clone(self), Arc::clone(slot)));
+                }
                 tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,
                     failures = state.failures, keeps_token, "token load failed: {error}");
                 Err(error)
@@ -128,6 +149,11 @@ impl<E: LoadError> Inner<E> {
     }
 }
 
+/// A key's stable place in its window ([`schedule::position`]).
+fn pace_position(key: &super::CacheKey) -> f64 {
+    schedule::position(format!("{}|{}", key.tenant, key.resource).as_bytes())
+}
+
 /// The background refresher of one slot: refresh on schedule, drop when idle.
 async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
     loop {
@@ -138,7 +164,13 @@ async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
             return; // evicted for capacity; a new slot will be made on demand
         }
         let now = Instant::now();
-        if now.saturating_duration_since(slot.idle_since()) >= inner.settings.load().keep_warm {
+        // A configured tenant still healing (no token yet) is kept however
+        // idle: nobody may ask for it until its consent arrives.
+        let healing =
+            slot.current.load().is_none() && inner.slots.is_configured(&slot.key);
+        if !healing
+            && now.saturating_duration_since(slot.idle_since()) >= inner.settings.load().keep_warm
+        {
             inner.slots.invalidate(&slot.key);
             inner.observer.dropped(&slot.key);
             tracing::debug!(tenant = %slot.key.tenant, resource = %slot.key.resource, "dropped: unused for keep_warm");

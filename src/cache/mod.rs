@@ -84,6 +84,9 @@ pub struct CacheSettings {
     pub forced_refresh_interval: Duration,
     /// Retries of a failed background refresh.
     pub refresh_retry: Backoff,
+    /// Background retries of a configured tenant with no token stop
+    /// doubling here ([`schedule::heal_delay`]).
+    pub failed_retry_max: Duration,
 }
 
 impl CacheSettings {
@@ -97,6 +100,7 @@ impl CacheSettings {
             load_timeout: config.load_timeout.0,
             forced_refresh_interval: config.forced_refresh_interval.0,
             refresh_retry: schedule::REFRESH_RETRY,
+            failed_retry_max: config.failed_retry_max.0,
         }
     }
 }

@@ -80,6 +80,19 @@ pub const REFRESH_RETRY: Backoff = Backoff {
     cap: Duration::from_secs(300),
 };
 
+/// The first background retry of a configured tenant that has no token
+/// (its fetch failed: consent missing, say); later ones double up to
+/// `cache.failed_retry_max`.
+pub const HEAL_FIRST: Duration = Duration::from_secs(60);
+
+/// When a configured tenant with no token retries after `failures`
+/// consecutive failed fetches: 1 min, 2, 4, … up to `max`, so it heals by
+/// itself once an admin grants consent, without hammering Entra before.
+pub fn heal_delay(failures: u32, max: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    HEAL_FIRST.saturating_mul(1 << exp).min(max.max(HEAL_FIRST))
+}
+
 /// How long a transient failure (after the source's own retries) is
 /// answered locally: the `Retry-After` callers are told, so callers in a
 /// loop cannot multiply upstream requests.
@@ -190,6 +203,12 @@ mod tests {
     #[test]
     fn refresh_retries_start_at_5s_and_cap_at_5min() {
         assert_eq!(REFRESH_RETRY.delay(1, 1.0), Duration::from_secs(5));
+        let max = Duration::from_secs(15 * 60);
+        let heal: Vec<u64> = (1..=7).map(|n| heal_delay(n, max).as_secs()).collect();
+        assert_eq!(heal, [60, 120, 240, 480, 900, 900, 900]);
+        assert_eq!(heal_delay(u32::MAX, max), max);
+        // A maximum below the first retry never makes it sooner.
+        assert_eq!(heal_delay(1, Duration::from_secs(5)), HEAL_FIRST);
         assert_eq!(REFRESH_RETRY.delay(3, 1.0), Duration::from_secs(20));
         assert_eq!(REFRESH_RETRY.delay(7, 1.0), REFRESH_RETRY.cap);
     }

@@ -46,6 +46,11 @@ impl<V: Clone + Send + Sync + 'static> Slots<V> {
         }
     }
 
+    /// Whether `key`'s tenant is a configured one.
+    pub(super) fn is_configured(&self, key: &CacheKey) -> bool {
+        self.tenants.load().contains(&key.tenant)
+    }
+
     pub(super) fn get_with(&self, key: &CacheKey, init: impl FnOnce() -> V) -> V {
         self.of(key).get_with_by_ref(key, init)
     }

@@ -120,6 +120,7 @@ fn settings() -> CacheSettings {
         load_timeout: Duration::from_secs(20),
         forced_refresh_interval: Duration::from_secs(30),
         refresh_retry: schedule::REFRESH_RETRY,
+        failed_retry_max: Duration::from_secs(15 * 60),
     }
 }
 
@@ -560,4 +561,45 @@ async fn short_lived_tokens_are_refreshed_twice_per_lifetime_at_most() {
             "{lifetime:?}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_configured_tenant_that_failed_heals_without_callers() {
+    let source = FakeSource::new(HOUR);
+    source.fail_with(Some(REFUSED));
+    let cache = cache_with(source.clone(), settings());
+    cache.set_configured([TenantId::try_from("contoso.com".to_owned()).unwrap()]);
+    let configured = graph("contoso.com");
+    let other = graph("other.example");
+    assert!(cache.get(&configured).await.is_err());
+    assert!(cache.get(&other).await.is_err());
+    // Retries come after 1, 2, 4, 8 then every 15 minutes (each within an
+    // eighth of its delay, paced), for the configured tenant only.
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2 * 3600) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let n = source.fetches("contoso.com");
+        if n > seen.len() + 1 {
+            seen.push(start.elapsed().as_secs());
+        }
+    }
+    assert_eq!(source.fetches("other.example"), 1, "unconfigured tenants wait for callers");
+    let gaps: Vec<u64> = seen
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect();
+    assert!((60..=70).contains(&seen[0]), "{seen:?}");
+    assert!(gaps.iter().take(3).zip([120, 240, 480]).all(|(g, d)| (d - d / 8..=d + d / 8).contains(g)), "{seen:?}");
+    assert!(gaps.iter().skip(4).all(|g| (787..=1013).contains(g)), "{seen:?}");
+    // Consent granted: the next retry brings a token, with no caller.
+    source.fail_with(None);
+    let before = source.fetches("contoso.com");
+    tokio::time::sleep(Duration::from_secs(1100)).await;
+    assert_eq!(source.fetches("contoso.com"), before + 1);
+    let view = cache.inspect(&configured).unwrap();
+    assert!(view.token.is_some());
+    // From there it refreshes on the token's schedule, not the healing one.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(source.fetches("contoso.com"), before + 1);
 }

@@ -356,6 +356,16 @@ pub struct CacheConfig {
     /// At most one refresh forced by `token_sha256_to_refresh` per
     /// (tenant, resource) in this time.
     pub forced_refresh_interval: ConfigDuration,
+    /// A configured tenant whose last fetch failed is retried in the
+    /// background after 1 minute, doubling to at most this.
+    pub failed_retry_max: ConfigDuration,
+    /// Where cached tokens and known tenants are kept across restarts
+    /// (sealed); unset: each start begins empty.
+    pub state_file: Option<PathBuf>,
+    /// The 32-byte key sealing `state_file` (`tokenbroker cache-key new`).
+    pub state_key_file: Option<PathBuf>,
+    /// How often `state_file` is rewritten when something changed.
+    pub state_interval: ConfigDuration,
 }
 
 impl Default for CacheConfig {
@@ -367,6 +377,10 @@ impl Default for CacheConfig {
             max_entries: 100_000,
             load_timeout: ConfigDuration(Duration::from_secs(20)),
             forced_refresh_interval: ConfigDuration(Duration::from_secs(30)),
+            failed_retry_max: ConfigDuration(Duration::from_secs(15 * 60)),
+            state_file: None,
+            state_key_file: None,
+            state_interval: ConfigDuration(Duration::from_secs(60)),
         }
     }
 }

@@ -15,6 +15,7 @@ pub(super) fn validate(config: &Config) -> Result<(), Broken> {
     limits(config)?;
     credentials(config)?;
     shared_cache(config)?;
+    state_file(config)?;
     let tenants = tenants(config)?;
     accounts(config, &tenants)
 }
@@ -65,7 +66,7 @@ fn server(config: &Config) -> Result<(), Broken> {
 /// daemon would not do its job (a zero timeout answers every request 504).
 pub(crate) fn duration_bounds(
     config: &Config,
-) -> [(&'static str, ConfigDuration, Duration, Duration); 12] {
+) -> [(&'static str, ConfigDuration, Duration, Duration); 14] {
     let (s, app, c) = (&config.server, &config.app, &config.cache);
     let ms = Duration::from_millis;
     let secs = Duration::from_secs;
@@ -123,6 +124,13 @@ pub(crate) fn duration_bounds(
             secs(1),
             secs(3600),
         ),
+        (
+            "cache.failed_retry_max",
+            c.failed_retry_max,
+            secs(60),
+            secs(86_400),
+        ),
+        ("cache.state_interval", c.state_interval, secs(1), secs(3600)),
     ]
 }
 
@@ -292,6 +300,21 @@ fn credentials(config: &Config) -> Result<(), Broken> {
         }
     }
     Ok(())
+}
+
+/// `cache.state_file` and `cache.state_key_file` come together.
+fn state_file(config: &Config) -> Result<(), Broken> {
+    match (&config.cache.state_file, &config.cache.state_key_file) {
+        (Some(_), None) => Err(broken(
+            "cache.state_key_file",
+            "is missing: cache.state_file is sealed with it; make one with `tokenbroker cache-key new --out FILE`",
+        )),
+        (None, Some(_)) => Err(broken(
+            "cache.state_file",
+            "is missing: cache.state_key_file is set, but no file to keep the cache in",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `[shared_cache]`: one way to reach Redis, URLs it can use, a key prefix
