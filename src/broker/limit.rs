@@ -1,10 +1,14 @@
-//! How many fetches for tenants not yet cached an account with `"*"` may
-//! start: a token bucket per account, refilled evenly over the minute, so
-//! one account cannot make the broker send thousands of requests to Entra.
+//! What one account with `"*"` may spend upstream on tenants nobody
+//! configured and this broker does not know: fetches per minute (a token
+//! bucket per account, refilled evenly over the minute, so one account
+//! cannot make the broker send thousands of requests to Entra), and
+//! fetches at once (half the upstream slots, so another account's tenants
+//! always find a slot free).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +47,66 @@ impl NewTenantLimit {
     }
 }
 
+/// Fetches at once for new tenants, per account: each account gets half
+/// of `app.max_concurrent_requests` (at least one).
+#[derive(Debug, Default)]
+pub struct FetchShares {
+    /// Account → (slots it was made with, its semaphore).
+    shares: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
+}
+
+impl FetchShares {
+    /// The share of `account` when the client has `max_concurrent` slots.
+    fn of(&self, account: &str, max_concurrent: usize) -> Arc<Semaphore> {
+        let slots = (max_concurrent / 2).max(1);
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        match shares.get(account) {
+            Some((n, semaphore)) if *n == slots => Arc::clone(semaphore),
+            // New, or the configuration changed the number of slots.
+            _ => {
+                let semaphore = Arc::new(Semaphore::new(slots));
+                shares.insert(account.to_owned(), (slots, Arc::clone(&semaphore)));
+                semaphore
+            }
+        }
+    }
+
+    /// Waits up to `wait` for one of `account`'s slots; `None` when none
+    /// came free in time.
+    pub async fn acquire(
+        &self,
+        account: &str,
+        max_concurrent: usize,
+        wait: Duration,
+    ) -> Option<OwnedSemaphorePermit> {
+        let semaphore = self.of(account, max_concurrent);
+        tokio::time::timeout(wait, semaphore.acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_account_holds_at_most_half_of_the_upstream_slots() {
+        let shares = FetchShares::default();
+        let wait = Duration::from_secs(1);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(shares.acquire("a", 8, wait).await.unwrap());
+        }
+        assert!(shares.acquire("a", 8, wait).await.is_none());
+        // Another account has a share of its own.
+        assert!(shares.acquire("b", 8, wait).await.is_some());
+        held.pop();
+        assert!(shares.acquire("a", 8, wait).await.is_some());
+        // One slot in all still gives each account one.
+        assert!(shares.acquire("c", 1, wait).await.is_some());
+    }
 
     #[test]
     fn a_burst_of_the_limit_then_an_even_rate() {

@@ -12,6 +12,7 @@
 
 pub mod admin;
 mod control;
+pub mod known;
 mod limit;
 pub mod status;
 
@@ -55,6 +56,10 @@ pub enum TokenError {
         account: String,
         retry_after: std::time::Duration,
     },
+    /// An account with `"*"` already has its half of the upstream slots
+    /// busy with new tenants, past the load deadline (429).
+    #[error("account \"{account}\" has half of app.max_concurrent_requests busy fetching tokens for new tenants; retry after 1 s")]
+    NewTenantsBusy { account: String },
 }
 
 /// What kind of refusal a [`TokenError`] is, for whoever answers the
@@ -91,6 +96,9 @@ impl TokenError {
             TokenError::NewTenantsLimited { retry_after, .. } => Refusal::TooManyNewTenants {
                 retry_after: *retry_after,
             },
+            TokenError::NewTenantsBusy { .. } => Refusal::TooManyNewTenants {
+                retry_after: Duration::from_secs(1),
+            },
             TokenError::Unavailable(CacheError::Load(e)) => match e {
                 AcquireError::Refused { .. } => Refusal::EntraRefused,
                 AcquireError::Throttled { retry_after, .. } => Refusal::Throttled {
@@ -116,7 +124,9 @@ impl TokenError {
         match self {
             TokenError::BadRequest(_) => "invalid_request",
             TokenError::Forbidden(_) => "forbidden",
-            TokenError::NewTenantsLimited { .. } => "too_many_new_tenants",
+            TokenError::NewTenantsLimited { .. } | TokenError::NewTenantsBusy { .. } => {
+                "too_many_new_tenants"
+            }
             TokenError::Unavailable(CacheError::Load(e)) => e.code(),
             TokenError::Unavailable(CacheError::Deadline { .. }) => "entra_timeout",
             TokenError::Unavailable(_) => "entra_unavailable",
@@ -244,6 +254,9 @@ pub struct Broker {
     /// The fleet's shared cache (`[shared_cache]`), when configured.
     fleet: Arc<ArcSwapOption<SharedCache>>,
     new_tenants: limit::NewTenantLimit,
+    new_tenant_fetches: limit::FetchShares,
+    /// Tenants a token was issued for: never charged as new.
+    known: Arc<known::KnownTenants>,
     observer: Arc<dyn Observer>,
     clock: SharedClock,
     started_at: u64,
@@ -279,6 +292,10 @@ impl Broker {
         let authority = Arc::new(ArcSwap::from_pointee(client));
         let book = Arc::new(StatusBook::new(cache.max_entries, cache.keep_warm));
         let fleet = Arc::new(ArcSwapOption::empty());
+        // Known tenants are bounded like the cache's two maps together.
+        let known = Arc::new(known::KnownTenants::new(
+            usize::try_from(cache.max_entries.saturating_mul(2)).unwrap_or(usize::MAX),
+        ));
         let cache_observer: Arc<dyn CacheObserver> = observer.clone();
         let source: Source = status::Recorded::new(
             SharedSource::new(
@@ -288,6 +305,7 @@ impl Broker {
                 Arc::clone(&fleet),
             ),
             Arc::clone(&book),
+            Arc::clone(&known),
             Arc::clone(&clock),
             Arc::clone(&observer),
         );
@@ -316,6 +334,8 @@ impl Broker {
             book,
             fleet,
             new_tenants: limit::NewTenantLimit::default(),
+            new_tenant_fetches: limit::FetchShares::default(),
+            known,
             observer,
             clock,
             started_at: now,
@@ -397,20 +417,32 @@ impl Broker {
         let target = policy.resolve(caller.account, tenant, resource)?;
         policy.authorize(caller.account, &target)?;
         let key = CacheKey::new(&target.tenant.id, &target.resource);
-        // An account with "*" starts a bounded number of fetches for
-        // tenants nobody configured and nothing caches yet.
+        // An account with "*" spends a bounded budget on fetches for tenants
+        // nobody configured and this broker does not know: per minute, and
+        // half the upstream slots at once (held while its caller waits).
+        let mut _share = None;
         if let Some(per_minute) = policy.new_tenant_limit(caller.account) {
-            if target.tenant.name.is_none() && !self.cache.contains(&key) {
+            if target.tenant.name.is_none()
+                && !self.known.contains(&key.tenant)
+                && self.cache.would_fetch(&key)
+            {
+                let account = caller.account_name();
                 self.new_tenants
-                    .take(
-                        caller.account_name(),
-                        per_minute,
-                        tokio::time::Instant::now(),
-                    )
+                    .take(account, per_minute, tokio::time::Instant::now())
                     .map_err(|retry_after| TokenError::NewTenantsLimited {
-                        account: caller.account_name().to_owned(),
+                        account: account.to_owned(),
                         retry_after,
                     })?;
+                let (slots, wait) =
+                    self.with_config(|c| (c.app.max_concurrent_requests, c.cache.load_timeout.0));
+                _share = Some(
+                    self.new_tenant_fetches
+                        .acquire(account, slots, wait)
+                        .await
+                        .ok_or_else(|| TokenError::NewTenantsBusy {
+                            account: account.to_owned(),
+                        })?,
+                );
             }
         }
         let grant = match rejected {

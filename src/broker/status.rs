@@ -174,6 +174,7 @@ impl StatusBook {
 pub(super) struct Recorded<S> {
     inner: S,
     book: Arc<StatusBook>,
+    known: Arc<super::known::KnownTenants>,
     clock: SharedClock,
     observer: Arc<dyn super::Observer>,
 }
@@ -182,12 +183,14 @@ impl<S> Recorded<S> {
     pub(super) fn new(
         inner: S,
         book: Arc<StatusBook>,
+        known: Arc<super::known::KnownTenants>,
         clock: SharedClock,
         observer: Arc<dyn super::Observer>,
     ) -> Recorded<S> {
         Recorded {
             inner,
             book,
+            known,
             clock,
             observer,
         }
@@ -204,17 +207,21 @@ impl<S: TokenSource<Error = AcquireError>> TokenSource for Recorded<S> {
     ) -> BoxFuture<Result<Fetched, AcquireError>> {
         let fetched = self.inner.fetch(key, load);
         let book = Arc::clone(&self.book);
+        let known = Arc::clone(&self.known);
         let clock = Arc::clone(&self.clock);
         let observer = Arc::clone(&self.observer);
         let key = key.clone();
         Box::pin(async move {
             let result = fetched.await;
             let changed = match &result {
-                Ok(token) => book.success(
-                    &key,
-                    clock.unix_now(),
-                    token_roles(token.access_token.expose()),
-                ),
+                Ok(token) => {
+                    known.insert(&key.tenant);
+                    book.success(
+                        &key,
+                        clock.unix_now(),
+                        token_roles(token.access_token.expose()),
+                    )
+                }
                 Err(e) => book.failure(&key, clock.unix_now(), e),
             };
             if let Some(consent) = changed {

@@ -117,11 +117,9 @@ impl<E: LoadError> Inner<E> {
                     if let Some(old) = state.planned.take() {
                         self.pacer.release(old);
                     }
-                    let planned = self.pacer.plan(
-                        earliest,
-                        earliest + delay / 8,
-                        pace_position(&slot.key),
-                    );
+                    let planned =
+                        self.pacer
+                            .plan(earliest, earliest + delay / 8, pace_position(&slot.key));
                     state.planned = Some(planned);
                     planned.at
                 } else {
@@ -166,8 +164,7 @@ async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
         let now = Instant::now();
         // A configured tenant still healing (no token yet) is kept however
         // idle: nobody may ask for it until its consent arrives.
-        let healing =
-            slot.current.load().is_none() && inner.slots.is_configured(&slot.key);
+        let healing = slot.current.load().is_none() && inner.slots.is_configured(&slot.key);
         if !healing
             && now.saturating_duration_since(slot.idle_since()) >= inner.settings.load().keep_warm
         {

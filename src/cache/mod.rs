@@ -583,6 +583,24 @@ impl<E: LoadError> TokenCache<E> {
             .count()
     }
 
+    /// Whether a lookup of `key` now would send a fetch upstream: no usable
+    /// token, no load in flight to join, no remembered failure answering
+    /// for it. (What an account's budget of new tenants is charged for.)
+    pub fn would_fetch(&self, key: &CacheKey) -> bool {
+        let Some(slot) = self.inner.slots.get(key) else {
+            return true;
+        };
+        let now = Instant::now();
+        if slot
+            .usable(now, self.inner.settings.load().min_remaining)
+            .is_some()
+        {
+            return false;
+        }
+        let state = slot.lock();
+        state.in_flight.is_none() && !state.blocked.as_ref().is_some_and(|b| now < b.until)
+    }
+
     /// Whether `key` has a slot.
     pub fn contains(&self, key: &CacheKey) -> bool {
         self.inner.slots.contains_key(key)

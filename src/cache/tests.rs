@@ -584,14 +584,24 @@ async fn a_configured_tenant_that_failed_heals_without_callers() {
             seen.push(start.elapsed().as_secs());
         }
     }
-    assert_eq!(source.fetches("other.example"), 1, "unconfigured tenants wait for callers");
-    let gaps: Vec<u64> = seen
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .collect();
+    assert_eq!(
+        source.fetches("other.example"),
+        1,
+        "unconfigured tenants wait for callers"
+    );
+    let gaps: Vec<u64> = seen.windows(2).map(|w| w[1] - w[0]).collect();
     assert!((60..=70).contains(&seen[0]), "{seen:?}");
-    assert!(gaps.iter().take(3).zip([120, 240, 480]).all(|(g, d)| (d - d / 8..=d + d / 8).contains(g)), "{seen:?}");
-    assert!(gaps.iter().skip(4).all(|g| (787..=1013).contains(g)), "{seen:?}");
+    assert!(
+        gaps.iter()
+            .take(3)
+            .zip([120, 240, 480])
+            .all(|(g, d)| (d - d / 8..=d + d / 8).contains(g)),
+        "{seen:?}"
+    );
+    assert!(
+        gaps.iter().skip(4).all(|g| (787..=1013).contains(g)),
+        "{seen:?}"
+    );
     // Consent granted: the next retry brings a token, with no caller.
     source.fail_with(None);
     let before = source.fetches("contoso.com");

@@ -130,7 +130,12 @@ pub(crate) fn duration_bounds(
             secs(60),
             secs(86_400),
         ),
-        ("cache.state_interval", c.state_interval, secs(1), secs(3600)),
+        (
+            "cache.state_interval",
+            c.state_interval,
+            secs(1),
+            secs(3600),
+        ),
     ]
 }
 

@@ -479,3 +479,66 @@ async fn unconfigured_tenants_cannot_evict_configured_ones_or_flood_entra() {
     assert_eq!(server.token("fabrikam", "slow-secret").await.status, 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_new_tenant_budget_charges_fetches_and_never_known_tenants() {
+    let f = common::Fixture::new(&format!(
+        "[cache]\nnegative_ttl = \"1s\"\n\
+         [[accounts]]\nname = \"one\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\nmax_new_tenants_per_minute = 1\n\
+         [[accounts]]\nname = \"two\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\nmax_new_tenants_per_minute = 2\n",
+        common::sha256_hex("one-secret"),
+        common::sha256_hex("two-secret"),
+    ))
+    .await;
+    f.sim.add_unconsented_tenant("refused.example.com");
+    f.sim.consent("known.example.com");
+    f.sim.consent("fresh.example.com");
+    let server = common::Server::start(&f, |_, _| {}).await;
+
+    // A tenant a token was issued for stays known after its token goes:
+    // asking again is not charged (the budget of one is spent).
+    assert_eq!(
+        server.token("known.example.com", "one-secret").await.status,
+        200
+    );
+    server
+        .app
+        .broker()
+        .evict("known.example.com", None)
+        .await
+        .unwrap();
+    let again = server.token("known.example.com", "one-secret").await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(f.sim.requests("known.example.com"), 2);
+    assert_eq!(
+        server.token("fresh.example.com", "one-secret").await.status,
+        429
+    );
+
+    // A refusal is answered from memory while negative_ttl runs: no
+    // upstream request, nothing charged.
+    for _ in 0..5 {
+        let answer = server.token("refused.example.com", "two-secret").await;
+        assert_eq!(answer.json()["aadsts"], "AADSTS700016", "{}", answer.body);
+    }
+    assert_eq!(f.sim.requests("refused.example.com"), 1);
+    // Once it runs out, asking again is a fetch, and is charged.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.sim.requests("refused.example.com") < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_ne!(
+            server
+                .token("refused.example.com", "two-secret")
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(f.sim.requests("refused.example.com"), 2);
+    // Both fetches spent: another new tenant waits, nothing goes upstream.
+    let answer = server.token("fresh.example.com", "two-secret").await;
+    assert_eq!(answer.status, 429, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "too_many_new_tenants");
+    assert_eq!(f.sim.requests("fresh.example.com"), 0);
+    server.stop().await;
+}
