@@ -341,8 +341,10 @@ mod tests {
         let record = book.record(&key);
         assert_eq!(record.acquired_at, Some(12));
         assert_eq!(record.roles.as_deref(), Some(&["Mail.Read".to_owned()][..]));
-        // The last error stays until evicted: it says what went wrong before.
-        assert!(record.last_error.is_some());
+        // A success supersedes the last error: the row no longer shows it.
+        assert!(record.last_error.is_none());
+        book.failure(&key, 13, &refused(700_016));
+        assert!(book.record(&key).last_error.is_some());
         book.forget_error(&key);
         assert!(book.record(&key).last_error.is_none());
     }
