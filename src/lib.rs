@@ -111,6 +111,7 @@ pub mod fleet;
 pub(crate) mod jitter;
 pub mod metrics;
 pub(crate) mod route;
+pub mod seal;
 pub mod server;
 pub(crate) mod sys;
 pub(crate) mod token;

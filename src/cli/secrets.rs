@@ -30,11 +30,9 @@ pub(super) fn cache_key_new(path: &Path, force: bool) -> Result<(), CliError> {
             path.display()
         )));
     }
-    let text =
-        crate::fleet::seal::new_key_file_text().map_err(|e| CliError::Other(e.to_string()))?;
+    let text = crate::seal::new_key_file_text().map_err(|e| CliError::Other(e.to_string()))?;
     write_file(path, text.as_bytes(), 0o600)?;
-    let keys =
-        crate::fleet::seal::Keys::load(path, &[]).map_err(|e| CliError::Other(e.to_string()))?;
+    let keys = crate::seal::Keys::load(path, &[]).map_err(|e| CliError::Other(e.to_string()))?;
     out(format_args!(
         "shared-cache key: {} (mode 0600; key id {})\n\
          Copy it to every host of the fleet and set shared_cache.key_file to it.",

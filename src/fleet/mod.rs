@@ -21,7 +21,6 @@
 //! served, and replaced.
 
 pub mod record;
-pub mod seal;
 mod setup;
 mod source;
 pub mod store;
@@ -31,8 +30,9 @@ pub use source::SharedSource;
 
 use crate::cache::{CacheKey, Fetched, LoadContext};
 use crate::clock::SharedClock;
+use crate::seal::{self, TokenRecord};
 use crate::token::AccessToken;
-use record::{BlockRecord, Shareable, TokenRecord};
+use record::{BlockRecord, Shareable};
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};

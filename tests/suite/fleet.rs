@@ -577,7 +577,7 @@ async fn a_rotated_key_reads_old_values_and_writes_new_ones() {
         &tokenbroker::fleet::redis_key("tokenbroker", CLIENT_ID, &graph_key(&tenant(1)), "token"),
     )
     .await;
-    let new_id = tokenbroker::fleet::seal::Keys::load(&new, &[])
+    let new_id = tokenbroker::seal::Keys::load(&new, &[])
         .unwrap()
         .current_id();
     assert_eq!(hex(&written[3..11]), new_id, "written under the new key");

@@ -1,13 +1,18 @@
-//! Values in the shared cache are sealed: AES-256-GCM (aws-lc-rs) under a
-//! key from `shared_cache.key_file`, with the app's client ID, the tenant,
+//! Tokens kept outside this process (the fleet's shared cache, the state
+//! file) are sealed: AES-256-GCM (aws-lc-rs) under a
+//! key from `shared_cache.key_file` (or `cache.state_key_file`), with the app's client ID, the tenant,
 //! the resource and the kind of record bound in as associated data. A value
 //! cannot be read without the key, altered without detection, or moved to
-//! another tenant's key in Redis.
+//! another tenant's place.
 //!
 //! Layout: `TB1` | key id (8 bytes) | nonce (12) | ciphertext and tag. The
 //! key id (the first 8 bytes of SHA-256 over a label and the key) lets a
 //! host holding the new key and the old ones (`old_key_files`) open values
 //! sealed under any of them during a rotation; it always seals with the new.
+
+pub mod record;
+
+pub use record::TokenRecord;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use std::fmt;
