@@ -1,7 +1,8 @@
 //! Start-up and live operations: from a configuration and its credentials
 //! to a running app ([`start`]), one path for `tokenbroker serve`,
 //! `serve --dev`, the tests and the benches; then the triggers of a reload (SIGHUP, [`spawn_sighup`]; a changed
-//! file, [`spawn_watch`]), which the broker carries out.
+//! file, [`spawn_watch`]), which the broker carries out; and the state file
+//! of a warm restart, read at start and written while running and at exit.
 
 use crate::authority::{AuthoritySettings, BuildError};
 use crate::broker::Broker;
@@ -11,6 +12,7 @@ use crate::config::{Config, ConfigError};
 use crate::credentials::{CredentialError, CredentialSet};
 use crate::metrics::Metrics;
 use crate::server::App;
+use crate::state_file::{StateError, StateFile};
 use crate::sys::file_sha256;
 use std::path::Path;
 use std::sync::Arc;
@@ -72,6 +74,21 @@ pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError>
     }
     // The shared cache's keys, secrets and CA file (connecting is `check --online`'s).
     crate::fleet::prepare(config).map_err(|e| e.in_config(config_path))?;
+    state_file(config, config_path).map_err(|e| match e {
+        StartError::Config(e) => e,
+        other => invalid("cache.state_key_file", other.to_string()),
+    })?;
+    if let Some(dir) = config.cache.state_file.as_deref().and_then(Path::parent) {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            return Err(invalid(
+                "cache.state_file",
+                format!(
+                    "the directory {} does not exist; create it (StateDirectory=tokenbroker in the systemd unit does)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
     for (key, socket) in [
         ("server.unix_socket", &config.server.unix_socket),
         ("server.admin_socket", &config.server.admin_socket),
@@ -158,9 +175,91 @@ pub async fn start(
     if let Some(path) = config_path {
         broker = broker.with_config_path(path);
     }
+    let state = state_file(&broker.config(), named)?;
+    broker = broker.with_state_file(state);
+    restore_state(&broker);
     metrics.config_loaded(options.clock.unix_now());
     broker.prefetch_configured_tenants();
     Ok(Arc::new(App::new(broker, metrics)))
+}
+
+/// `cache.state_file` with its key, when configured. A key file that
+/// cannot be read is a configuration error (exit 2); the state file itself
+/// is only read later, and never fails a start.
+fn state_file(config: &Config, named: &Path) -> Result<Option<StateFile>, StartError> {
+    let (Some(path), Some(key_file)) = (&config.cache.state_file, &config.cache.state_key_file)
+    else {
+        return Ok(None);
+    };
+    let keys = crate::seal::Keys::load(key_file, &[]).map_err(|e| ConfigError::Invalid {
+        path: named.to_owned(),
+        key: "cache.state_key_file".into(),
+        message: format!(
+            "{e}; make one with `tokenbroker cache-key new --out {}`",
+            key_file.display()
+        ),
+    })?;
+    Ok(Some(StateFile::new(
+        path,
+        keys,
+        config.app.client_id.as_str(),
+        config.app.cloud.name(),
+    )))
+}
+
+/// Takes back the tokens and known tenants of the state file, before the
+/// listeners answer; a file that cannot be used is a WARN.
+fn restore_state(broker: &Broker) {
+    let Some(file) = broker.state_file() else {
+        return;
+    };
+    let path = file.path().display().to_string();
+    match broker.restore_state() {
+        Ok(report) => tracing::info!(
+            state_file = %path,
+            tokens = report.tokens,
+            stale = report.stale,
+            known_tenants = report.known_tenants,
+            "warm restart: tokens restored from the state file"
+        ),
+        Err(StateError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(state_file = %path, "no state file yet (a first start): starting with an empty cache; it is written every cache.state_interval and at shutdown")
+        }
+        Err(e) => tracing::warn!(state_file = %path, "{e}"),
+    }
+}
+
+/// Writes the state file every `cache.state_interval` when something
+/// changed. (The last write is at shutdown: [`save_state_at_exit`].)
+pub fn spawn_state_saver(app: Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
+    app.broker().state_file()?;
+    Some(tokio::spawn(async move {
+        loop {
+            let interval = app.broker().with_config(|c| c.cache.state_interval.0);
+            tokio::time::sleep(interval).await;
+            if let Err(e) = app.broker().save_state(false).await {
+                tracing::warn!("{e}");
+            }
+        }
+    }))
+}
+
+/// The last write of the state file, as the daemon stops: within `limit`,
+/// so a stuck disk cannot keep the process from exiting.
+pub async fn save_state_at_exit(app: &App, limit: std::time::Duration) {
+    let Some(file) = app.broker().state_file() else {
+        return;
+    };
+    let path = file.path().display().to_string();
+    match tokio::time::timeout(limit, app.broker().save_state(true)).await {
+        Ok(Ok(bytes)) => {
+            tracing::info!(state_file = %path, bytes = bytes.unwrap_or(0), "state file written")
+        }
+        Ok(Err(e)) => tracing::warn!("{e}"),
+        Err(_) => {
+            tracing::warn!(state_file = %path, "state file not written within {} s; the next start begins from the last one written", limit.as_secs())
+        }
+    }
 }
 
 /// What the daemon starts with, one structured line per fact (the

@@ -113,5 +113,6 @@ pub mod metrics;
 pub(crate) mod route;
 pub mod seal;
 pub mod server;
+pub mod state_file;
 pub(crate) mod sys;
 pub(crate) mod token;

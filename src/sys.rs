@@ -31,20 +31,28 @@ pub fn read_bounded(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
 /// (no more than one byte past it is read). A FIFO, device or directory is
 /// an `InvalidInput` error, found without blocking.
 fn read_regular(path: &Path, limit: u64) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
-    let file = open_nonblocking(path)?;
+    let file = open_regular(path)?;
     let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "not a regular file (a device, FIFO or directory); name the file itself",
-        ));
-    }
     if meta.len() > limit {
         return Ok(None);
     }
     let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
     file.take(limit + 1).read_to_end(&mut bytes)?;
     Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
+/// Opens `path` for reading if it is a regular file (after symlinks),
+/// without blocking: a FIFO, device or directory is an `InvalidInput`
+/// error. For files read as a stream, whose reader bounds what it takes.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = open_nonblocking(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a device, FIFO or directory); name the file itself",
+        ));
+    }
+    Ok(file)
 }
 
 /// Opens `path` for reading without blocking: opening a FIFO that no one

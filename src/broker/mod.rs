@@ -15,6 +15,7 @@ mod control;
 pub mod known;
 mod limit;
 pub mod status;
+mod warm;
 
 use crate::access::{AccountId, AuthFailure, Forbidden, Policy, RequestError, Target};
 use crate::authority::response::{EntraError, TokenResponse};
@@ -36,6 +37,7 @@ use status::{Consent, StatusBook};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+pub use warm::RestoreReport;
 
 /// Why the broker would not hand out a token.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -257,6 +259,10 @@ pub struct Broker {
     new_tenant_fetches: limit::FetchShares,
     /// Tenants a token was issued for: never charged as new.
     known: Arc<known::KnownTenants>,
+    /// `cache.state_file`, when configured ([`warm`]).
+    state_file: Option<Arc<crate::state_file::StateFile>>,
+    /// The cache's changes as of the last write of the state file.
+    saved_changes: std::sync::atomic::AtomicU64,
     observer: Arc<dyn Observer>,
     clock: SharedClock,
     started_at: u64,
@@ -336,6 +342,8 @@ impl Broker {
             new_tenants: limit::NewTenantLimit::default(),
             new_tenant_fetches: limit::FetchShares::default(),
             known,
+            state_file: None,
+            saved_changes: std::sync::atomic::AtomicU64::new(0),
             observer,
             clock,
             started_at: now,
@@ -619,6 +627,8 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
         server.max_header_bytes,
         server.shutdown_timeout,
         cache.max_entries,
+        cache.state_file,
+        cache.state_key_file,
     );
     // The shared cache's connection and keys are set up once, at start.
     if old.shared_cache != new.shared_cache {

@@ -43,7 +43,7 @@ impl<E: LoadError> Inner<E> {
     }
 
     /// Records a load's result in the slot and schedules what follows.
-    fn finish_load(
+    pub(super) fn finish_load(
         self: &Arc<Self>,
         slot: &Arc<Slot<E>>,
         result: Result<Fetched, E>,
@@ -88,6 +88,7 @@ impl<E: LoadError> Inner<E> {
                 state.planned = Some(planned);
                 state.next_refresh = Some(planned.at);
                 self.observer.token_stored(&slot.key, &token);
+                self.changed();
                 if !state.refresher_started {
                     state.refresher_started = true;
                     tokio::spawn(refresher(Arc::clone(self), Arc::clone(slot)));
@@ -170,6 +171,7 @@ async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
         {
             inner.slots.invalidate(&slot.key);
             inner.observer.dropped(&slot.key);
+            inner.changed();
             tracing::debug!(tenant = %slot.key.tenant, resource = %slot.key.resource, "dropped: unused for keep_warm");
             return;
         }

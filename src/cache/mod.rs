@@ -229,6 +229,9 @@ struct Inner<E: LoadError> {
     jitter: Jitter,
     pacer: pacing::Pacer,
     observer: Arc<dyn CacheObserver>,
+    /// Bumped whenever a token is stored or dropped (the state file is
+    /// rewritten only when it moved).
+    changes: AtomicU64,
 }
 
 /// The token cache. Cheap to clone; clones share the cache.
@@ -281,6 +284,7 @@ impl<E: LoadError> TokenCache<E> {
                 jitter,
                 pacer: pacing::Pacer::new(),
                 observer,
+                changes: AtomicU64::new(0),
             }),
         }
     }
@@ -477,6 +481,7 @@ impl<E: LoadError> TokenCache<E> {
             None => self.inner.slots.invalidate(key),
         }
         self.inner.observer.dropped(key);
+        self.inner.changed();
         true
     }
 
@@ -486,6 +491,7 @@ impl<E: LoadError> TokenCache<E> {
             self.inner.observer.dropped(&key);
         }
         self.inner.slots.invalidate_all();
+        self.inner.changed();
     }
 
     /// Drops the entries whose key `keep` refuses (a reload removed their
@@ -503,6 +509,7 @@ impl<E: LoadError> TokenCache<E> {
             self.inner.slots.invalidate(key);
             self.inner.observer.dropped(key);
         }
+        self.inner.changed();
         gone.len()
     }
 
@@ -598,7 +605,37 @@ impl<E: LoadError> TokenCache<E> {
             return false;
         }
         let state = slot.lock();
-        state.in_flight.is_none() && !state.blocked.as_ref().is_some_and(|b| now < b.until)
+        state.in_flight.is_none() && state.blocked.as_ref().is_none_or(|b| now >= b.until)
+    }
+
+    /// Puts a token kept from an earlier run (the state file) in place of
+    /// an empty slot, as if it had just been loaded: served at once, and
+    /// refreshed on its schedule. Returns whether it was put in (a slot
+    /// that has a token or a load already is left alone).
+    pub fn restore(&self, key: &CacheKey, fetched: Fetched) -> bool {
+        let (slot, _) = self.touch(key);
+        {
+            let state = slot.lock();
+            if slot.current.load().is_some() || state.in_flight.is_some() {
+                return false;
+            }
+        }
+        self.inner.finish_load(&slot, Ok(fetched)).is_ok()
+    }
+
+    /// Every cached token, with its key (for the state file).
+    pub fn tokens(&self) -> Vec<(CacheKey, Arc<CachedToken>)> {
+        self.inner
+            .slots
+            .entries()
+            .into_iter()
+            .filter_map(|(key, slot)| Some((key, slot.current.load_full()?)))
+            .collect()
+    }
+
+    /// How many times a token was stored or dropped so far.
+    pub fn changes(&self) -> u64 {
+        self.inner.changes.load(Ordering::Relaxed)
     }
 
     /// Whether `key` has a slot.
@@ -627,6 +664,12 @@ async fn wait<E: LoadError>(
     match receiver.wait_for(Option::is_some).await {
         Ok(outcome) => outcome.clone().ok_or_else(abandoned),
         Err(_) => Err(abandoned()),
+    }
+}
+
+impl<E: LoadError> Inner<E> {
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
     }
 }
 

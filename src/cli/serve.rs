@@ -51,7 +51,8 @@ pub(super) fn serve(
     log_format: LogFormat,
 ) -> Result<(), CliError> {
     init_logging(log_format);
-    runtime()?.block_on(async move {
+    let runtime = runtime()?;
+    let result = runtime.block_on(async move {
         // First of all: until SIGHUP is caught, it would end the process.
         let hangup = daemon::catch_sighup();
         let (config, credentials, dev_mode) = if dev {
@@ -90,12 +91,19 @@ pub(super) fn serve(
             Err(e) => tracing::error!("cannot catch SIGHUP (reload with `tokenbroker reload` instead): {e}"),
         }
         daemon::spawn_watch(Arc::clone(&app));
+        daemon::spawn_state_saver(Arc::clone(&app));
         // Kept alive (the simulated authority stops when dropped) until serving ends.
         let _dev_mode = dev_mode.map(|dev| dev.announce(local));
-        crate::server::run(app, listeners, shutdown_signal()).await;
+        crate::server::run(Arc::clone(&app), listeners, shutdown_signal()).await;
+        let limit = app.broker().with_config(|c| c.server.shutdown_timeout.0);
+        daemon::save_state_at_exit(&app, limit).await;
         tracing::info!("stopped");
-        Ok(())
-    })
+        Ok::<(), CliError>(())
+    });
+    // Work still running on blocking threads (a reload reading a stuck
+    // file, say) never keeps the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 #[cfg(feature = "dev-mode")]

@@ -126,6 +126,8 @@ impl Config {
             app.ca_file.as_mut(),
             server.unix_socket.as_mut(),
             server.admin_socket.as_mut(),
+            self.cache.state_file.as_mut(),
+            self.cache.state_key_file.as_mut(),
         ]
         .into_iter()
         .chain(credentials)

@@ -31,7 +31,6 @@ pub use source::SharedSource;
 use crate::cache::{CacheKey, Fetched, LoadContext};
 use crate::clock::SharedClock;
 use crate::seal::{self, TokenRecord};
-use crate::token::AccessToken;
 use record::{BlockRecord, Shareable};
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -694,19 +693,6 @@ impl SharedCache {
             }
         }
         result
-    }
-}
-
-impl TokenRecord {
-    fn into_fetched(mut self, now: u64) -> Fetched {
-        Fetched {
-            expires_in: Duration::from_secs(self.expires_on.saturating_sub(now)),
-            refresh_in: self
-                .refresh_on
-                .map(|r| Duration::from_secs(r.saturating_sub(self.issued_on))),
-            age: Duration::from_secs(now.saturating_sub(self.issued_on)),
-            access_token: AccessToken::new(std::mem::take(&mut self.access_token)),
-        }
     }
 }
 

@@ -6,6 +6,7 @@ use super::*;
 use crate::authority::AcquireError;
 use crate::clock::TokioClock;
 use crate::config::{Resource, TenantId};
+use crate::token::AccessToken;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug, Default)]

@@ -3,7 +3,9 @@
 //! form, checked on the way back in. Pure, so tested without a store.
 
 use crate::cache::Fetched;
+use crate::token::AccessToken;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// The longest token lifetime taken back (Entra issues 1 to 24 hours).
@@ -59,6 +61,18 @@ impl TokenRecord {
         }
     }
 
+    /// The token as a source hands it over, at `now` (unix seconds).
+    pub fn into_fetched(mut self, now: u64) -> Fetched {
+        Fetched {
+            expires_in: Duration::from_secs(self.expires_on.saturating_sub(now)),
+            refresh_in: self
+                .refresh_on
+                .map(|r| Duration::from_secs(r.saturating_sub(self.issued_on))),
+            age: Duration::from_secs(now.saturating_sub(self.issued_on)),
+            access_token: AccessToken::new(std::mem::take(&mut self.access_token)),
+        }
+    }
+
     /// SHA-256 of the token (what `token_sha256_to_refresh` names).
     pub fn sha256(&self) -> [u8; 32] {
         crate::token::sha256(&self.access_token)
@@ -91,8 +105,6 @@ impl TokenRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::AccessToken;
-    use std::time::Duration;
 
     #[test]
     fn token_records_round_trip_and_hide_the_token() {

@@ -488,6 +488,24 @@ impl Daemon {
         daemon
     }
 
+    /// The first log line (JSON) that `matches`, among those read already
+    /// (start-up lines come before `serving`) or arriving within `limit`.
+    pub async fn logged(
+        &mut self,
+        limit: Duration,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let seen = self
+            .log
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| matches(l));
+        match seen {
+            Some(line) => Some(line),
+            None => self.wait_for(limit, matches).await,
+        }
+    }
+
     /// The first log line (JSON) within `limit` that `matches`.
     pub async fn wait_for(
         &mut self,

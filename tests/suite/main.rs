@@ -33,3 +33,4 @@ mod prometheus;
 mod properties;
 mod server;
 mod shutdown;
+mod warm_restart;

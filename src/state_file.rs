@@ -1,0 +1,502 @@
+//! Warm restart (`cache.state_file`): the cached tokens and the known
+//! tenants, kept in one sealed file so that a restart or an upgrade serves
+//! every tenant at once instead of asking Entra for all of them again
+//! (docs/contract.md, "Warm restart").
+//!
+//! - Each token is sealed on its own (AES-256-GCM, [`crate::seal`]) with the
+//!   app's client ID, its cloud, the tenant and the resource as associated
+//!   data, so a record cannot be read without `cache.state_key_file`,
+//!   altered, or moved to another app or tenant. The known tenants are
+//!   sealed in chunks the same way.
+//! - The file is written whole into a temporary file beside it (mode 0600),
+//!   synced, then renamed over the old one: a reader never sees half a file.
+//! - It is read as a stream, each length checked before anything is
+//!   allocated for it, and at most a given number of records: a file that
+//!   is not ours cannot make the broker allocate or block.
+//!
+//! Layout: `TBSTATE1`, then records, each a kind byte — 1: a token
+//! (tenant, resource, sealed record), 2: a chunk of known tenants (sealed,
+//! one tenant per line) — and an end byte (0xFF), without which the file
+//! was cut short. Lengths are big-endian: u16 for names, u32 for sealed
+//! bytes.
+
+use crate::cache::CacheKey;
+use crate::config::{Resource, TenantId, TenantKey};
+use crate::seal::{Keys, Rejected, TokenRecord};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"TBSTATE1";
+const TOKEN: u8 = 1;
+const KNOWN: u8 = 2;
+const END: u8 = 0xFF;
+/// Longest tenant id or resource taken back (tenant ids are at most 253).
+const MAX_NAME: usize = 2048;
+/// Largest sealed record taken back (a token is about 1.5 KiB).
+const MAX_SEALED: usize = 64 * 1024 + 64;
+/// Known tenants per sealed chunk.
+const KNOWN_CHUNK: usize = 1000;
+
+/// The state file, and what seals it.
+pub struct StateFile {
+    path: PathBuf,
+    keys: Keys,
+    /// The app's client ID and cloud: bound into every record.
+    app: String,
+}
+
+impl std::fmt::Debug for StateFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateFile")
+            .field("path", &self.path)
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+/// What a state file held.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub tokens: Vec<(CacheKey, TokenRecord)>,
+    pub known: Vec<TenantKey>,
+}
+
+/// Why a state file was not read or written. Reading errors are WARNs:
+/// the broker starts without the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: cannot read the state file: {source}; starting with an empty cache")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a tokenbroker state file ({what}); starting with an empty cache")]
+    Malformed { path: PathBuf, what: &'static str },
+    #[error("{path}: written for another app or under another key (cache.state_key_file, app.client_id or app.cloud changed): {rejected}; starting with an empty cache")]
+    Foreign { path: PathBuf, rejected: Rejected },
+    #[error("{path}: cannot write the state file: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StateFile {
+    /// The file at `path`, sealed with `keys` for the app `client_id` in
+    /// `cloud`.
+    pub fn new(path: &Path, keys: Keys, client_id: &str, cloud: &str) -> StateFile {
+        StateFile {
+            path: path.to_owned(),
+            keys,
+            app: format!("{client_id}\0{cloud}"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn token_aad(&self, key: &CacheKey) -> Vec<u8> {
+        format!(
+            "tokenbroker state token\0{}\0{}\0{}",
+            self.app, key.tenant, key.resource
+        )
+        .into_bytes()
+    }
+
+    fn known_aad(&self) -> Vec<u8> {
+        format!("tokenbroker state known\0{}", self.app).into_bytes()
+    }
+
+    /// Reads the file: at most `max_tokens` tokens and `max_known` known
+    /// tenants are taken back (the cache could not hold more).
+    pub fn read(&self, max_tokens: usize, max_known: usize) -> Result<Restored, StateError> {
+        let file = crate::sys::open_regular(&self.path).map_err(|source| StateError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.read_from(BufReader::new(file), max_tokens, max_known)
+    }
+
+    fn read_from(
+        &self,
+        mut reader: impl Read,
+        max_tokens: usize,
+        max_known: usize,
+    ) -> Result<Restored, StateError> {
+        let malformed = |what| StateError::Malformed {
+            path: self.path.clone(),
+            what,
+        };
+        let cut = |e: std::io::Error| match e.kind() {
+            ErrorKind::UnexpectedEof => malformed("cut short"),
+            _ => StateError::Read {
+                path: self.path.clone(),
+                source: e,
+            },
+        };
+        let mut magic = [0u8; 8];
+        reader.read_exact(&mut magic).map_err(cut)?;
+        if &magic != MAGIC {
+            return Err(malformed("bad header"));
+        }
+        let mut restored = Restored::default();
+        let known_aad = self.known_aad();
+        loop {
+            match read_u8(&mut reader).map_err(cut)? {
+                END => return Ok(restored),
+                TOKEN => {
+                    let tenant = read_name(&mut reader).map_err(cut)?;
+                    let resource = read_name(&mut reader).map_err(cut)?;
+                    let sealed = read_sealed(&mut reader).map_err(cut)?;
+                    if restored.tokens.len() >= max_tokens {
+                        continue;
+                    }
+                    let tenant = String::from_utf8(tenant)
+                        .ok()
+                        .and_then(|t| TenantId::try_from(t).ok())
+                        .ok_or_else(|| malformed("a tenant id that is not one"))?;
+                    let resource = std::str::from_utf8(&resource)
+                        .ok()
+                        .and_then(|r| Resource::parse(r).ok())
+                        .ok_or_else(|| malformed("a resource that is not one"))?;
+                    let key = CacheKey::new(&tenant, &resource);
+                    let plain =
+                        self.keys
+                            .open(&self.token_aad(&key), &sealed)
+                            .map_err(|rejected| StateError::Foreign {
+                                path: self.path.clone(),
+                                rejected,
+                            })?;
+                    let record =
+                        TokenRecord::decode(&plain).map_err(|_| malformed("a bad token record"))?;
+                    restored.tokens.push((key, record));
+                }
+                KNOWN => {
+                    let sealed = read_sealed(&mut reader).map_err(cut)?;
+                    let plain = self.keys.open(&known_aad, &sealed).map_err(|rejected| {
+                        StateError::Foreign {
+                            path: self.path.clone(),
+                            rejected,
+                        }
+                    })?;
+                    let text = std::str::from_utf8(&plain)
+                        .map_err(|_| malformed("a known-tenants record that is not text"))?;
+                    for line in text.lines() {
+                        if restored.known.len() >= max_known {
+                            break;
+                        }
+                        let tenant = TenantId::try_from(line.to_owned())
+                            .map_err(|_| malformed("a known tenant that is not a tenant id"))?;
+                        restored.known.push(tenant.key());
+                    }
+                }
+                _ => return Err(malformed("an unknown record kind")),
+            }
+        }
+    }
+
+    /// Writes `tokens` and `known` atomically: a temporary file beside the
+    /// state file (mode 0600), synced, renamed over it, and the directory
+    /// synced. Returns the number of bytes written.
+    pub fn write<'a>(
+        &self,
+        tokens: impl IntoIterator<Item = (&'a CacheKey, &'a TokenRecord)>,
+        known: &[TenantKey],
+    ) -> Result<u64, StateError> {
+        let failed = |source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let name = self
+            .path
+            .file_name()
+            .ok_or_else(|| failed(ErrorKind::InvalidInput.into()))?;
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(".tmp");
+        let temp = dir.join(temp_name);
+        let result = (|| -> std::io::Result<u64> {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp)?;
+            // A temporary file left by a crash may have had another mode.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            let mut out = Counting::new(BufWriter::new(file));
+            self.write_to(&mut out, tokens, known)?;
+            let written = out.count;
+            let file = out.inner.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &self.path)?;
+            File::open(dir)?.sync_all()?;
+            Ok(written)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result.map_err(failed)
+    }
+
+    fn write_to<'a>(
+        &self,
+        out: &mut impl Write,
+        tokens: impl IntoIterator<Item = (&'a CacheKey, &'a TokenRecord)>,
+        known: &[TenantKey],
+    ) -> std::io::Result<()> {
+        let sealing = |e: Rejected| std::io::Error::other(format!("cannot seal: {e}"));
+        out.write_all(MAGIC)?;
+        for (key, record) in tokens {
+            let sealed = self
+                .keys
+                .seal(&self.token_aad(key), &record.encode())
+                .map_err(sealing)?;
+            out.write_all(&[TOKEN])?;
+            write_name(out, key.tenant.as_str())?;
+            write_name(out, key.resource.as_str())?;
+            write_sealed(out, &sealed)?;
+        }
+        let aad = self.known_aad();
+        for chunk in known.chunks(KNOWN_CHUNK) {
+            let mut text = String::new();
+            for tenant in chunk {
+                text.push_str(tenant.as_str());
+                text.push('\n');
+            }
+            let sealed = self.keys.seal(&aad, text.as_bytes()).map_err(sealing)?;
+            out.write_all(&[KNOWN])?;
+            write_sealed(out, &sealed)?;
+        }
+        out.write_all(&[END])
+    }
+}
+
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W> Counting<W> {
+    fn new(inner: W) -> Counting<W> {
+        Counting { inner, count: 0 }
+    }
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn read_u8(reader: &mut impl Read) -> std::io::Result<u8> {
+    let mut b = [0u8; 1];
+    reader.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(ErrorKind::InvalidData, what.to_owned())
+}
+
+/// A length-prefixed name, its length checked before it is read.
+fn read_name(reader: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    reader.read_exact(&mut len)?;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len == 0 || len > MAX_NAME {
+        return Err(invalid("a name of a length no tenant or resource has"));
+    }
+    let mut name = vec![0u8; len];
+    reader.read_exact(&mut name)?;
+    Ok(name)
+}
+
+fn read_sealed(reader: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    reader.read_exact(&mut len)?;
+    let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
+    if len == 0 || len > MAX_SEALED {
+        return Err(invalid("a sealed record larger than any token"));
+    }
+    let mut sealed = vec![0u8; len];
+    reader.read_exact(&mut sealed)?;
+    Ok(sealed)
+}
+
+fn write_name(out: &mut impl Write, name: &str) -> std::io::Result<()> {
+    let len = u16::try_from(name.len())
+        .ok()
+        .filter(|l| usize::from(*l) <= MAX_NAME)
+        .ok_or_else(|| invalid("a name too long to keep"))?;
+    out.write_all(&len.to_be_bytes())?;
+    out.write_all(name.as_bytes())
+}
+
+fn write_sealed(out: &mut impl Write, sealed: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(sealed.len())
+        .ok()
+        .filter(|l| (*l as usize) <= MAX_SEALED)
+        .ok_or_else(|| invalid("a record too large to keep"))?;
+    out.write_all(&len.to_be_bytes())?;
+    out.write_all(sealed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn file(dir: &Path, client_id: &str, key: [u8; 32]) -> StateFile {
+        StateFile::new(
+            &dir.join("cache.sealed"),
+            Keys::from_bytes(&key, &[]).unwrap(),
+            client_id,
+            "global",
+        )
+    }
+
+    fn key(tenant: &str) -> CacheKey {
+        CacheKey::new(
+            &TenantId::try_from(tenant.to_owned()).unwrap(),
+            &Resource::parse("https://graph.microsoft.com").unwrap(),
+        )
+    }
+
+    fn record(n: u64) -> TokenRecord {
+        TokenRecord {
+            access_token: format!("eyJ.token-{n}.sig"),
+            issued_on: 1_000 + n,
+            expires_on: 4_600 + n,
+            refresh_on: None,
+        }
+    }
+
+    fn sample(n: usize) -> (Vec<(CacheKey, TokenRecord)>, Vec<TenantKey>) {
+        let tokens: Vec<_> = (0..n)
+            .map(|i| (key(&format!("t{i}.example.com")), record(i as u64)))
+            .collect();
+        let known = tokens.iter().map(|(k, _)| k.tenant.clone()).collect();
+        (tokens, known)
+    }
+
+    #[test]
+    fn tokens_and_known_tenants_come_back_from_a_0600_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = file(dir.path(), "app-a", KEY);
+        let (tokens, known) = sample(2500);
+        state
+            .write(tokens.iter().map(|(k, r)| (k, r)), &known)
+            .unwrap();
+        let mode = std::fs::metadata(state.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let bytes = std::fs::read(state.path()).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("token-1"),
+            "tokens are sealed"
+        );
+        let back = state.read(10_000, 10_000).unwrap();
+        assert_eq!(back.tokens.len(), 2500);
+        assert_eq!(back.tokens[7].0, tokens[7].0);
+        assert_eq!(back.tokens[7].1.access_token, "eyJ.token-7.sig");
+        assert_eq!(back.known.len(), 2500);
+        // No more than asked for is taken back.
+        let few = state.read(10, 20).unwrap();
+        assert_eq!((few.tokens.len(), few.known.len()), (10, 20));
+        // Nothing is left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn another_app_or_key_or_a_damaged_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, known) = sample(3);
+        file(dir.path(), "app-a", KEY)
+            .write(tokens.iter().map(|(k, r)| (k, r)), &known)
+            .unwrap();
+        assert!(matches!(
+            file(dir.path(), "app-b", KEY).read(10, 10),
+            Err(StateError::Foreign { .. })
+        ));
+        assert!(matches!(
+            file(dir.path(), "app-a", [8; 32]).read(10, 10),
+            Err(StateError::Foreign { .. })
+        ));
+        let state = file(dir.path(), "app-a", KEY);
+        let bytes = std::fs::read(state.path()).unwrap();
+        // Cut short, flipped, not ours, or empty: each is an error, never a panic.
+        std::fs::write(state.path(), &bytes[..bytes.len() - 1]).unwrap();
+        assert!(matches!(
+            state.read(10, 10),
+            Err(StateError::Malformed { .. })
+        ));
+        let mut flipped = bytes.clone();
+        flipped[60] ^= 1;
+        std::fs::write(state.path(), &flipped).unwrap();
+        assert!(state.read(10, 10).is_err());
+        std::fs::write(state.path(), b"[cache]\n").unwrap();
+        assert!(matches!(
+            state.read(10, 10),
+            Err(StateError::Malformed { .. })
+        ));
+        std::fs::write(state.path(), b"").unwrap();
+        assert!(state.read(10, 10).is_err());
+        // A huge length is refused before anything is allocated for it.
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&[KNOWN, 0xFF, 0xFF, 0xFF, 0xFF]);
+        std::fs::write(state.path(), &huge).unwrap();
+        assert!(matches!(state.read(10, 10), Err(StateError::Read { .. })));
+        std::fs::remove_file(state.path()).unwrap();
+        assert!(matches!(state.read(10, 10), Err(StateError::Read { .. })));
+    }
+
+    #[test]
+    fn every_truncation_and_byte_flip_is_an_error_or_a_valid_subset() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = file(dir.path(), "app-a", KEY);
+        let (tokens, known) = sample(2);
+        let mut bytes = Vec::new();
+        state
+            .write_to(&mut bytes, tokens.iter().map(|(k, r)| (k, r)), &known)
+            .unwrap();
+        for cut in 0..bytes.len() {
+            assert!(
+                state.read_from(&bytes[..cut], 10, 10).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x40;
+            if let Ok(back) = state.read_from(&flipped[..], 10, 10) {
+                // Only a flip that changes nothing sealed can pass.
+                assert!(back.tokens.len() <= 2 && back.known.len() <= 2);
+                for (k, r) in &back.tokens {
+                    assert!(tokens
+                        .iter()
+                        .any(|(k2, r2)| k2 == k && r2.access_token == r.access_token));
+                }
+            }
+        }
+    }
+}
