@@ -78,17 +78,6 @@ pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError>
         StartError::Config(e) => e,
         other => invalid("cache.state_key_file", other.to_string()),
     })?;
-    if let Some(dir) = config.cache.state_file.as_deref().and_then(Path::parent) {
-        if !dir.as_os_str().is_empty() && !dir.is_dir() {
-            return Err(invalid(
-                "cache.state_file",
-                format!(
-                    "the directory {} does not exist; create it (StateDirectory=tokenbroker in the systemd unit does)",
-                    dir.display()
-                ),
-            ));
-        }
-    }
     for (key, socket) in [
         ("server.unix_socket", &config.server.unix_socket),
         ("server.admin_socket", &config.server.admin_socket),
@@ -195,7 +184,7 @@ fn state_file(config: &Config, named: &Path) -> Result<Option<StateFile>, StartE
         path: named.to_owned(),
         key: "cache.state_key_file".into(),
         message: format!(
-            "{e}; make one with `tokenbroker cache-key new --out {}`",
+            "{e}; it must be the daemon's user's to read (mode 0600); make one with `tokenbroker cache-key new --out {}`",
             key_file.display()
         ),
     })?;

@@ -215,6 +215,19 @@ fn the_readme_walkthrough_uses_what_the_deploy_files_define() {
         one(&d.unit, "ReadWritePaths"),
         d.socket_dir.to_str().unwrap()
     );
+    // The state file lives in the unit's StateDirectory=, sealed with a key
+    // the walkthrough makes and gives to the daemon's user.
+    assert_eq!(
+        parsed.cache.state_file.as_deref().and_then(Path::parent),
+        Some(
+            Path::new("/var/lib")
+                .join(one(&d.unit, "StateDirectory"))
+                .as_path()
+        )
+    );
+    let state_key = parsed.cache.state_key_file.as_deref().unwrap().display();
+    has(&format!("tokenbroker cache-key new --out {state_key}"));
+    has(&format!("chown {0}:{0} {state_key}", d.user));
     let read_only = PathBuf::from(one(&d.unit, "ReadOnlyPaths"));
     assert_eq!(Some(read_only.as_path()), d.config_path.parent());
     assert_eq!(
@@ -375,6 +388,14 @@ fn sysusers_and_tmpfiles_make_what_the_walkthrough_needs() {
         etc.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = tokenbroker(&[
+        "cache-key",
+        "new",
+        "--out",
+        etc.join("state.key").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::os::unix::fs::chown(etc.join("state.key"), Some(uid), Some(gid)).unwrap();
     let shipped = std::fs::read_to_string(repo().join("deploy/systemd/tokenbroker.toml"))
         .unwrap()
         .replace("/etc/tokenbroker", etc.to_str().unwrap())

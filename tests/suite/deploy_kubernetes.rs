@@ -334,6 +334,19 @@ fn the_shipped_configurations_are_accepted_by_the_daemon() {
                 "{workload}: {probe} sends a Host header; metrics_listen needs none"
             );
         }
+        // The state file of a warm restart outlives the container, and
+        // its key is a Secret like the credential.
+        if let Some(state) = &config.cache.state_file {
+            let volume = volume_at(spec, broker, state.parent().unwrap());
+            assert!(
+                volume["hostPath"].is_object()
+                    || volume["emptyDir"].is_object() && volume["emptyDir"]["medium"].is_null(),
+                "{workload}: the state file outlives the container"
+            );
+            let key = config.cache.state_key_file.as_deref().unwrap();
+            let volume = volume_at(spec, broker, key.parent().unwrap());
+            assert_eq!(volume["secret"]["defaultMode"], 0o400, "{workload}");
+        }
         // Sockets live where the pod mounts a directory for them.
         if let Some(socket) = &server.unix_socket {
             let volume = volume_at(spec, broker, socket.parent().unwrap());
@@ -517,6 +530,14 @@ async fn the_probes_get_what_kubelet_asks_for() {
         "admin_socket".into(),
         dir.join("admin.sock").to_str().unwrap().into(),
     );
+    // The state file and its key, in this test's directory.
+    if let Some(cache) = table.get_mut("cache").and_then(|c| c.as_table_mut()) {
+        let key = dir.join("state.key");
+        std::fs::write(&key, "q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=\n").unwrap();
+        cache.insert("state_key_file".into(), key.to_str().unwrap().into());
+        let state = dir.join("cache.sealed");
+        cache.insert("state_file".into(), state.to_str().unwrap().into());
+    }
     // This test's uid stands for the node pod running as the account's uid.
     let account = &mut table["accounts"].as_array_mut().unwrap()[0];
     account.as_table_mut().unwrap().insert(
