@@ -220,8 +220,8 @@ impl Metrics {
         let credential_rejections = counter_vec(
             &registry,
             "credential_rejections_total",
-            "Credentials Entra refused (AADSTS700027 and kin), by credential",
-            &["credential"],
+            "Credentials Entra refused (AADSTS700027 and kin), by credential and AADSTS code",
+            &["credential", "aadsts"],
         );
         let forced_refreshes = counter_vec(
             &registry,
@@ -508,9 +508,9 @@ impl crate::fleet::FleetObserver for Metrics {
 }
 
 impl UpstreamObserver for Metrics {
-    fn credential_rejected(&self, thumbprint: &str) {
+    fn credential_rejected(&self, thumbprint: &str, aadsts: Option<&str>) {
         self.credential_rejections
-            .with_label_values(&[thumbprint])
+            .with_label_values(&[thumbprint, aadsts.unwrap_or("none")])
             .inc();
     }
 

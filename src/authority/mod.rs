@@ -167,7 +167,7 @@ pub trait UpstreamObserver: Send + Sync + std::fmt::Debug + 'static {
     /// An attempt for `tenant` ended.
     fn upstream(&self, _tenant: &TenantId, _outcome: UpstreamOutcome, _elapsed: Duration) {}
     /// Entra refused the credential with `thumbprint`.
-    fn credential_rejected(&self, _thumbprint: &str) {}
+    fn credential_rejected(&self, _thumbprint: &str, _aadsts: Option<&str>) {}
 }
 
 /// An observer that records nothing.
@@ -345,7 +345,8 @@ impl AuthorityClient {
                                 entra.aadsts(),
                                 self.clock.unix_now(),
                             );
-                            self.observer.credential_rejected(&thumbprint);
+                            self.observer
+                                .credential_rejected(&thumbprint, entra.aadsts().as_deref());
                         }
                         other => tracing::error!(tenant = tenant_str, credential = %thumbprint,
                             "the credential failed locally: {other:?}"),

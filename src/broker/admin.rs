@@ -34,6 +34,9 @@ pub struct CredentialView {
     /// Null for a credential without an expiry of its own (federated).
     pub not_after: Option<u64>,
     pub in_use: bool,
+    /// Replaced by a reload, still kept as the last fallback (for
+    /// `app.credential_rejection_memory`) in case Entra refuses the new one.
+    pub retired: bool,
     pub last_rejection: Option<RejectionView>,
 }
 
@@ -82,24 +85,28 @@ impl Broker {
     pub fn status(&self) -> Status {
         let state = self.state.load();
         let in_use = self.credentials.in_use();
-        let credentials =
-            self.credentials
-                .all()
-                .iter()
-                .map(|c| CredentialView {
-                    kind: c.kind(),
-                    thumbprint: c.id().to_owned(),
-                    not_after: c.not_after().map(crate::clock::unix_seconds),
-                    in_use: c.id() == in_use,
-                    last_rejection: self.credentials.last_rejection(c.id()).map(|r| {
-                        RejectionView {
-                            at: r.at,
-                            tenant: r.tenant,
-                            aadsts: r.aadsts,
-                        }
+        let loaded = self.credentials.all();
+        let retired = self.credentials.retired();
+        let credentials = loaded
+            .iter()
+            .map(|c| (c, false))
+            .chain(retired.iter().map(|c| (c, true)))
+            .map(|(c, retired)| CredentialView {
+                kind: c.kind(),
+                thumbprint: c.id().to_owned(),
+                not_after: c.not_after().map(crate::clock::unix_seconds),
+                in_use: c.id() == in_use,
+                retired,
+                last_rejection: self
+                    .credentials
+                    .last_rejection(c.id())
+                    .map(|r| RejectionView {
+                        at: r.at,
+                        tenant: r.tenant,
+                        aadsts: r.aadsts,
                     }),
-                })
-                .collect();
+            })
+            .collect();
         Status {
             version: env!("CARGO_PKG_VERSION"),
             started_at: self.started_at,

@@ -2,7 +2,10 @@
 //! the newest valid one signing, a fallback to the next when Entra refuses
 //! one for a tenant (remembered per tenant), and a reload when their files
 //! change. Swapped as a whole, so a request signing with an old credential
-//! finishes with it.
+//! finishes with it. A credential a reload replaced stays in memory for
+//! `app.credential_rejection_memory` as the last fallback: a new
+//! certificate written before it was uploaded (Entra refuses it) never
+//! takes a tenant down while the old one is valid.
 
 use super::{Credential, CredentialError, CredentialKind, CredentialSource};
 use crate::config::{Config, TenantId, TenantKey};
@@ -74,6 +77,8 @@ pub struct CredentialSet {
     failed: Mutex<Option<Fingerprint>>,
     memory: Mutex<Memory>,
     remember_for: Mutex<Duration>,
+    /// Credentials a reload replaced, kept as the last fallback until then.
+    retired: Mutex<Vec<(Arc<Credential>, Instant)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,6 +112,7 @@ impl CredentialSet {
             failed: Mutex::new(None),
             memory: Mutex::new(Memory::default()),
             remember_for: Mutex::new(remember_for),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -184,8 +190,22 @@ impl CredentialSet {
                 .is_some_and(|until| *until > now)
         };
         let (mut fresh, stale): (Vec<_>, Vec<_>) = list.iter().cloned().partition(|c| !refused(c));
+        // A replaced credential that still works comes before one Entra
+        // refused for this tenant (a new certificate not uploaded yet).
+        fresh.extend(self.retired().into_iter().filter(|c| !refused(c)));
         fresh.extend(stale);
         fresh
+    }
+
+    /// Credentials a reload replaced that are still kept as a fallback:
+    /// within `app.credential_rejection_memory` of the change, and (for a
+    /// certificate) still valid.
+    pub fn retired(&self) -> Vec<Arc<Credential>> {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut retired = lock(&self.retired);
+        retired.retain(|(c, until)| *until > now && c.not_after().is_none_or(|end| end > wall));
+        retired.iter().map(|(c, _)| Arc::clone(c)).collect()
     }
 
     /// Entra refused `credential` for `tenant`.
@@ -227,11 +247,16 @@ impl CredentialSet {
     /// token, else the first one tried.
     pub fn in_use(&self) -> String {
         let list = self.list.load();
+        let retired = self.retired();
         let memory = lock(&self.memory);
         memory
             .in_use
             .as_ref()
-            .filter(|t| list.iter().any(|c| c.id() == t.as_str()))
+            .filter(|t| {
+                list.iter()
+                    .chain(retired.iter())
+                    .any(|c| c.id() == t.as_str())
+            })
             .cloned()
             .unwrap_or_else(|| list[0].id().to_owned())
     }
@@ -256,8 +281,18 @@ impl CredentialSet {
         }
         let list = order(credentials);
         {
+            // What leaves is kept as the last fallback for a while.
+            let until = Instant::now() + *lock(&self.remember_for);
+            let old = self.list.load();
+            let mut retired = lock(&self.retired);
+            let stays = |id: &str| list.iter().any(|c| c.id() == id);
+            retired.retain(|(c, _)| !stays(c.id()));
+            for credential in old.iter().filter(|c| !stays(c.id())) {
+                retired.retain(|(c, _)| c.id() != credential.id());
+                retired.push((Arc::clone(credential), until));
+            }
             let mut memory = lock(&self.memory);
-            let kept = |t: &String| list.iter().any(|c| c.id() == t.as_str());
+            let kept = |t: &String| stays(t) || retired.iter().any(|(c, _)| c.id() == t.as_str());
             memory.refused.retain(|(_, t), _| kept(t));
             memory.last.retain(|t, _| kept(t));
         }
@@ -274,6 +309,7 @@ impl CredentialSet {
         memory.refused.clear();
         memory.last.clear();
         memory.in_use = None;
+        lock(&self.retired).clear();
     }
 
     /// How long a refusal is remembered (`app.credential_rejection_memory`).

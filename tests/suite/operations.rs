@@ -366,7 +366,9 @@ async fn certificate_rotation_never_fails_a_caller() {
     assert!(
         metric(
             &server,
-            &format!("tokenbroker_credential_rejections_total{{credential=\"{b}\"}}")
+            &format!(
+                "tokenbroker_credential_rejections_total{{aadsts=\"AADSTS700027\",credential=\"{b}\"}}"
+            )
         ) >= 2.0
     );
 
@@ -393,6 +395,19 @@ async fn certificate_rotation_never_fails_a_caller() {
         assert_eq!(get(tenant).await.status, 200);
     }
     assert_eq!(f.sim.total_requests(), before);
+    // A is kept as the last fallback for credential_rejection_memory, and
+    // listed as such (retired), then goes.
+    let status = common::admin(&socket, "GET", "/admin/status").await.json();
+    let creds = status["credentials"].as_array().unwrap();
+    assert_eq!(creds.len(), 2, "{status}");
+    assert_eq!(
+        (
+            creds[1]["thumbprint"].as_str(),
+            creds[1]["retired"].as_bool()
+        ),
+        (Some(a.as_str()), Some(true))
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let status = common::admin(&socket, "GET", "/admin/status").await.json();
     assert_eq!(status["credentials"].as_array().unwrap().len(), 1);
     let metrics = server.metrics().encode();
@@ -992,6 +1007,103 @@ async fn a_watched_configuration_is_applied_only_once_it_reads_the_same_twice() 
             .await
             .status,
         200
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_certificate_entra_refuses_never_takes_a_tenant_down() {
+    let f = Fixture::new(&format!(
+        "credential_check_interval = \"1s\"\n[server]\nadmin_socket = \"admin.sock\"\n{TENANTS}\
+         [[tenants]]\nname = \"fabrikam\"\nid = \"fabrikam.com\"\n"
+    ))
+    .await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    f.sim.consent("fabrikam.com");
+    let socket = f.dir.path().join("admin.sock");
+    let server = Server::start(&f, |_, _| {}).await;
+    common::daemon_watch(&server);
+    let old = common::thumbprint(&f.cert_der);
+
+    // Callers all along.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut callers = Vec::new();
+    for i in 0..4 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let addr = server.addr;
+        let tenant = ["contoso", "fabrikam"][i % 2];
+        callers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let answer = common::request(
+                    stream,
+                    "GET",
+                    &format!("/v1/token?tenant={tenant}"),
+                    &[(
+                        "Authorization",
+                        &format!("Bearer {}", common::TESTER_SECRET),
+                    )],
+                )
+                .await;
+                let counter = if answer.status == 200 { &ok } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+
+    // `cert new --force` into the watched files: a certificate nobody
+    // uploaded to the app registration.
+    let new = common::thumbprint(&common::write_credential(f.dir.path(), "app"));
+    let status = || async { common::admin(&socket, "GET", "/admin/status").await.json() };
+    let mut swapped = false;
+    for _ in 0..100 {
+        if status().await["credentials"][0]["thumbprint"] == new.as_str() {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(swapped, "the watch did not load the new files");
+    // Every tenant's token is fetched again: Entra refuses the new
+    // certificate, the one it replaced signs.
+    for _ in 0..3 {
+        for tenant in ["contoso", "fabrikam"] {
+            let answer =
+                common::admin(&socket, "POST", &format!("/admin/tenants/{tenant}/refresh")).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no caller saw an error");
+    assert!(ok.load(Ordering::Relaxed) > 20);
+    assert!(
+        refusals_700027(&f) >= 2,
+        "Entra refused the new certificate"
+    );
+
+    // Both are in the status: the new one (refused) and the one it replaced.
+    let status = status().await;
+    let creds = status["credentials"].as_array().unwrap();
+    assert_eq!(creds.len(), 2, "{status}");
+    assert_eq!(creds[0]["thumbprint"], new.as_str());
+    assert_eq!(creds[0]["retired"], false);
+    assert_eq!(creds[0]["last_rejection"]["aadsts"], "AADSTS700027");
+    assert_eq!(creds[1]["thumbprint"], old.as_str());
+    assert_eq!(creds[1]["retired"], true);
+    assert_eq!(creds[1]["in_use"], true);
+    assert!(
+        metric(
+            &server,
+            &format!(
+                "tokenbroker_credential_rejections_total{{aadsts=\"AADSTS700027\",credential=\"{new}\"}}"
+            )
+        ) >= 2.0
     );
     server.stop().await;
 }
