@@ -13,6 +13,12 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// No reload holds the reload lock longer than this: reading files that
+/// hang (a stuck network mount) fails the reload instead of blocking every
+/// later one, and credential rotation with it.
+pub const RELOAD_BOUND: Duration = Duration::from_secs(10);
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +35,15 @@ pub enum ReloadError {
     /// The blocking task that reads the files did not finish.
     #[error("the reload task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Reading the files took longer than [`RELOAD_BOUND`].
+    #[error("reading the configuration and credential files took longer than {} s (a file on a stuck mount?); nothing changed", RELOAD_BOUND.as_secs())]
+    TimedOut,
 }
 
 impl ReloadError {
     /// Whether the new configuration (or a credential it names) is at fault.
     pub fn is_configuration(&self) -> bool {
-        !matches!(self, ReloadError::NoFile)
+        !matches!(self, ReloadError::NoFile | ReloadError::TimedOut)
     }
 
     /// A client build failure, as a configuration error where the operator
@@ -72,7 +81,15 @@ impl Control {
         let _one_at_a_time = self.lock.lock().await;
         let credentials = Arc::clone(&self.credentials);
         let now = self.clock.now();
-        match tokio::task::spawn_blocking(move || credentials.reload_if_changed(now)).await {
+        let check = tokio::task::spawn_blocking(move || credentials.reload_if_changed(now));
+        let Ok(checked) = tokio::time::timeout(RELOAD_BOUND, check).await else {
+            tracing::warn!(
+                "reading the credential files took longer than {} s (a stuck mount?); the credentials in force keep signing",
+                RELOAD_BOUND.as_secs()
+            );
+            return false;
+        };
+        match checked {
             Ok(Ok(Some(warnings))) => {
                 warnings.iter().for_each(|w| tracing::warn!("{w}"));
                 tracing::info!(
@@ -112,14 +129,17 @@ impl Broker {
         let Some(path) = self.config_path().map(Path::to_owned) else {
             return Err(ReloadError::NoFile);
         };
-        let loaded = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
+        let read = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
             let config = Config::load(&path)?;
             let (credentials, warnings) = CredentialSet::read(&config, &path)?;
             Ok((config, credentials, warnings, path))
-        })
-        .await
-        .map_err(ReloadError::from)
-        .and_then(|r| r);
+        });
+        // Past the bound the read is abandoned (its result unused) and the
+        // lock is free again.
+        let loaded = match tokio::time::timeout(RELOAD_BOUND, read).await {
+            Ok(joined) => joined.map_err(ReloadError::from).and_then(|r| r),
+            Err(_) => Err(ReloadError::TimedOut),
+        };
         let outcome = loaded.and_then(|(config, credentials, warnings, path)| {
             warnings.iter().for_each(|w| tracing::warn!("{w}"));
             self.apply(config, Some(credentials))
