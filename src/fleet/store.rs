@@ -68,8 +68,26 @@ enum Connection {
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
+/// Whether an error says the connection broke (Redis restarted, a proxy
+/// closed it) rather than that Redis answered: the first operation after a
+/// restart meets the old, dead connection, and the manager reconnects for
+/// the next one, so it is tried once more.
+fn connection_broke(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error()
+}
+
 impl Connection {
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self.query_once(cmd).await {
+            Err(e) if connection_broke(&e) => self.query_once(cmd).await,
+            answered => answered,
+        }
+    }
+
+    async fn query_once<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
         match self.clone() {
             Connection::Single(mut c) => cmd.query_async(&mut c).await,
             Connection::Cluster(mut c) => cmd.query_async(&mut c).await,
@@ -77,6 +95,18 @@ impl Connection {
     }
 
     async fn script(
+        &self,
+        script: &redis::Script,
+        key: &str,
+        arg: &[u8],
+    ) -> redis::RedisResult<i64> {
+        match self.script_once(script, key, arg).await {
+            Err(e) if connection_broke(&e) => self.script_once(script, key, arg).await,
+            answered => answered,
+        }
+    }
+
+    async fn script_once(
         &self,
         script: &redis::Script,
         key: &str,

@@ -799,3 +799,48 @@ async fn a_huge_shared_value_is_never_read_whole() {
     );
     assert_eq!(store.get("missing".into()).await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_shared_operation_after_a_redis_restart_succeeds() {
+    if !redis_available() {
+        return;
+    }
+    let f = fixture(3).await;
+    let mut redis = Redis::start(f.dir.path(), false);
+    let key = key_file(f.dir.path(), "shared.key");
+    let shared = format!(
+        "url = \"{}\"\nkey_file = \"{}\"\n{SHARED}",
+        redis.url(),
+        key.display()
+    );
+    let a = Daemon::spawn(&broker_config(&f, "a", &shared, "")).await;
+    until_shared(&a).await;
+    assert_eq!(token(&a, &tenant(0)).await.status, 200);
+    let errors = |text: &str| {
+        ["get", "set", "lease"]
+            .iter()
+            .map(|op| {
+                metric(
+                    text,
+                    &format!(
+                        "tokenbroker_shared_cache_operations_total{{op=\"{op}\",result=\"error\"}}"
+                    ),
+                )
+            })
+            .sum::<f64>()
+    };
+    let before = errors(&metrics(&a).await);
+    // Redis restarts while this host is idle: its connection is dead.
+    redis.stop();
+    redis.spawn();
+    // The next fetch's shared operations meet the dead connection first
+    // and are retried once on a fresh one: none fails.
+    assert_eq!(token(&a, &tenant(1)).await.status, 200);
+    assert_eq!(errors(&metrics(&a).await), before);
+    let keys = redis.cli(&["--scan", "--pattern", "tokenbroker:token:*"]);
+    assert_eq!(
+        keys.lines().count(),
+        1,
+        "tenant 1's token is shared: {keys}"
+    );
+}
