@@ -622,6 +622,7 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
         server.admin_group,
         server.max_connections,
         server.max_socket_connections,
+        server.max_connections_per_account,
         server.idle_timeout,
         server.header_read_timeout,
         server.max_header_bytes,

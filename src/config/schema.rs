@@ -118,6 +118,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The same for the Unix socket, which has a budget of its own.
     pub max_socket_connections: usize,
+    /// Most TCP connections one account holds (default: half of
+    /// `max_connections`); past it its own oldest idle one is closed.
+    pub max_connections_per_account: Option<usize>,
     /// A keep-alive connection with no request for this long is closed.
     pub idle_timeout: ConfigDuration,
     /// A client must send its whole request head within this time.
@@ -138,6 +141,15 @@ pub struct ServerConfig {
     pub watch_config: bool,
 }
 
+impl ServerConfig {
+    /// `max_connections_per_account`, or half of `max_connections`.
+    pub fn connections_per_account(&self) -> usize {
+        self.max_connections_per_account
+            .unwrap_or(self.max_connections.div_ceil(2))
+            .max(1)
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -148,6 +160,7 @@ impl Default for ServerConfig {
             metrics_listen: None,
             max_connections: 1024,
             max_socket_connections: 256,
+            max_connections_per_account: None,
             idle_timeout: ConfigDuration(Duration::from_secs(60)),
             header_read_timeout: ConfigDuration(Duration::from_secs(5)),
             max_header_bytes: 8192,

@@ -140,7 +140,7 @@ pub(crate) fn duration_bounds(
 }
 
 /// The bounds of every number key: `(key, value, low, high)`.
-pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 6] {
+pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 7] {
     let (s, app, c) = (&config.server, &config.app, &config.cache);
     let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
     [
@@ -158,6 +158,12 @@ pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 
             1024 * 1024,
         ),
         ("server.max_query_bytes", n(s.max_query_bytes), 256, 65_536),
+        (
+            "server.max_connections_per_account",
+            n(s.connections_per_account()),
+            1,
+            n(s.max_connections),
+        ),
         (
             "app.max_concurrent_requests",
             n(app.max_concurrent_requests),

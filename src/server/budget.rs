@@ -4,13 +4,17 @@
 //! A connection that has not yet presented a valid credential can be
 //! displaced: at the cap, a new connection takes the place of the oldest
 //! unauthenticated one, so a local process holding connections open without
-//! a secret cannot lock callers out. Each listener has its own budget (the
-//! Unix socket's callers are never crowded out by TCP ones), and a
+//! a secret cannot lock callers out. Each account holds at most its share
+//! (`server.max_connections_per_account`): past it, its own oldest idle
+//! connection is closed; and at the cap with every connection
+//! authenticated, the busiest account's oldest idle connection gives way,
+//! so one account cannot starve another. Each listener has its own budget
+//! (the Unix socket's callers are never crowded out by TCP ones), and a
 //! connection idle longer than `server.idle_timeout` is closed.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -26,20 +30,52 @@ pub struct Conn {
     busy: AtomicU64,
     /// When a request last started or ended (or the connection opened).
     last_active: Mutex<Instant>,
+    /// The account its first authenticated request was for.
+    account: OnceLock<Arc<str>>,
+    /// Its place in its budget (none for a connection outside one).
+    budget: Weak<Budget>,
+    id: u64,
 }
 
 impl Default for Conn {
     fn default() -> Self {
+        Conn::new(Weak::new(), 0)
+    }
+}
+
+impl Conn {
+    fn new(budget: Weak<Budget>, id: u64) -> Conn {
         Conn {
             authenticated: AtomicBool::new(false),
             close: Notify::new(),
             busy: AtomicU64::new(0),
             last_active: Mutex::new(Instant::now()),
+            account: OnceLock::new(),
+            budget,
+            id,
         }
     }
-}
 
-impl Conn {
+    /// A request on it presented `account`'s credential: it can no longer
+    /// be displaced by an unauthenticated one, and counts against the
+    /// account's share (the first account it authenticated as).
+    pub fn authenticated_as(&self, account: &str) {
+        self.authenticated.store(true, Ordering::Release);
+        if self.account.set(Arc::from(account)).is_ok() {
+            if let Some(budget) = self.budget.upgrade() {
+                budget.keep_share(self.id, account);
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.busy.load(Ordering::Acquire) == 0
+    }
+
+    fn account(&self) -> Option<&str> {
+        self.account.get().map(|a| &**a)
+    }
+
     fn touch(&self) {
         *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
@@ -79,7 +115,8 @@ impl Conn {
 pub enum Outcome {
     /// Admitted with room to spare.
     Admitted,
-    /// Admitted in place of the oldest unauthenticated connection.
+    /// Admitted in place of the oldest unauthenticated connection, or of
+    /// the busiest account's oldest idle one.
     Displaced,
     /// Refused: full, and every connection authenticated.
     Full,
@@ -95,6 +132,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct Budget {
     cap: usize,
+    /// Most connections one account holds.
+    per_account: usize,
     entries: Mutex<VecDeque<Entry>>,
     next_id: AtomicU64,
 }
@@ -114,9 +153,12 @@ impl Drop for Ticket {
 }
 
 impl Budget {
-    pub fn new(cap: usize) -> Arc<Budget> {
+    /// A budget of `cap` connections, at most `per_account` of them one
+    /// account's.
+    pub fn new(cap: usize, per_account: usize) -> Arc<Budget> {
         Arc::new(Budget {
             cap: cap.max(1),
+            per_account: per_account.max(1),
             entries: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(0),
         })
@@ -136,7 +178,8 @@ impl Budget {
         if entries.len() >= self.cap {
             let oldest = entries
                 .iter()
-                .position(|e| !e.conn.authenticated.load(Ordering::Acquire));
+                .position(|e| !e.conn.authenticated.load(Ordering::Acquire))
+                .or_else(|| busiest_accounts_oldest_idle(&entries));
             match oldest.and_then(|i| entries.remove(i)) {
                 Some(displaced) => {
                     displaced.conn.close.notify_one();
@@ -146,7 +189,7 @@ impl Budget {
             }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn::default());
+        let conn = Arc::new(Conn::new(Arc::downgrade(self), id));
         entries.push_back(Entry {
             id,
             conn: Arc::clone(&conn),
@@ -162,6 +205,25 @@ impl Budget {
         )
     }
 
+    /// Connection `id` now counts for `account`: past the account's share,
+    /// its own oldest idle connection (another one) is closed.
+    fn keep_share(&self, id: u64, account: &str) {
+        let mut entries = self.lock();
+        let mine = entries
+            .iter()
+            .filter(|e| e.conn.account() == Some(account))
+            .count();
+        if mine <= self.per_account {
+            return;
+        }
+        let oldest_idle = entries
+            .iter()
+            .position(|e| e.id != id && e.conn.account() == Some(account) && e.conn.is_idle());
+        if let Some(gone) = oldest_idle.and_then(|i| entries.remove(i)) {
+            gone.conn.close.notify_one();
+        }
+    }
+
     /// Connections held now.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -172,19 +234,32 @@ impl Budget {
     }
 }
 
+/// The oldest idle connection of the account holding the most
+/// connections (where a full budget of authenticated callers makes room).
+fn busiest_accounts_oldest_idle(entries: &VecDeque<Entry>) -> Option<usize> {
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for account in entries.iter().filter_map(|e| e.conn.account()) {
+        *counts.entry(account).or_default() += 1;
+    }
+    let (busiest, _) = counts.into_iter().max_by_key(|(_, n)| *n)?;
+    entries
+        .iter()
+        .position(|e| e.conn.account() == Some(busiest) && e.conn.is_idle())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_oldest_unauthenticated_connection_gives_way() {
-        let budget = Budget::new(3);
+        let budget = Budget::new(3, 3);
         let (a, _) = budget.admit();
         let (b, _) = budget.admit();
         let (c, outcome) = budget.admit();
         assert_eq!(outcome, Outcome::Admitted);
         let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
-        a.conn.authenticated.store(true, Ordering::Release);
+        a.conn.authenticated_as("a");
         // Full: b (the oldest unauthenticated) is displaced, a is kept.
         let (d, outcome) = budget.admit();
         assert_eq!(outcome, Outcome::Displaced);
@@ -194,17 +269,21 @@ mod tests {
         assert!(told.is_some());
         drop(b); // its task ends: nothing more to free
         assert_eq!(budget.len(), 3);
-        c.conn.authenticated.store(true, Ordering::Release);
+        c.conn.authenticated_as("a");
         d.as_ref()
             .unwrap()
             .conn
             .authenticated
             .store(true, Ordering::Release);
-        // Full of authenticated callers: refused.
+        // Full of authenticated callers, each busy with a request: refused.
+        for conn in [&a.conn, &c.conn, &d.as_ref().unwrap().conn] {
+            conn.request_started();
+        }
         let (e, outcome) = budget.admit();
         assert!(e.is_none());
         assert_eq!(outcome, Outcome::Full);
         // A caller leaving frees its place.
+        c.conn.request_ended();
         drop(c);
         let (f, outcome) = budget.admit();
         assert!(f.is_some());
@@ -213,9 +292,40 @@ mod tests {
         assert!(budget.is_empty());
     }
 
+    #[test]
+    fn one_account_cannot_hold_every_connection() {
+        let budget = Budget::new(5, 2);
+        let admit = || budget.admit().0.unwrap();
+        let (a1, a2, a3) = (admit(), admit(), admit());
+        a1.conn.authenticated_as("a");
+        a2.conn.authenticated_as("a");
+        let told =
+            |t: &Ticket| futures_util::FutureExt::now_or_never(t.conn.close.notified()).is_some();
+        // A third connection of the same account: its own oldest idle one goes.
+        a3.conn.authenticated_as("a");
+        assert!(told(&a1) && !told(&a2) && !told(&a3));
+        assert_eq!(budget.len(), 2);
+        // Another account fills the rest; a busy connection is never closed.
+        let (b1, b2) = (admit(), admit());
+        b1.conn.authenticated_as("b");
+        b2.conn.authenticated_as("b");
+        let c1 = admit();
+        assert_eq!(budget.len(), 5);
+        // Full, all authenticated: a new caller still gets in, in place of
+        // the busiest account's oldest idle connection (the accounts tie at
+        // two: either may give way, but never a busy one).
+        a2.conn.request_started();
+        c1.conn.authenticated_as("c");
+        let (d, outcome) = budget.admit();
+        assert!(d.is_some());
+        assert_eq!(outcome, Outcome::Displaced);
+        assert!(!told(&a2), "a busy connection is kept");
+        assert!(told(&a3) || told(&b1));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_connection_is_idle_only_between_requests() {
-        let budget = Budget::new(1);
+        let budget = Budget::new(1, 1);
         let (ticket, _) = budget.admit();
         let conn = Arc::clone(&ticket.unwrap().conn);
         let started = Instant::now();

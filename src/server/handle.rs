@@ -14,7 +14,6 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response};
 use serde_json::json;
-use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 /// The route `path` names for a client of `peer`. A separate metrics
@@ -227,8 +226,9 @@ pub(super) async fn token_request<B>(
         };
         Failure::new(401, "unauthorized", what)
     })?;
-    // A caller with a valid credential keeps its connection at the cap.
-    conn.authenticated.store(true, Ordering::Release);
+    // A caller with a valid credential keeps its connection at the cap,
+    // within its account's share.
+    conn.authenticated_as(caller.account_name());
     if access.enabled {
         access.account = Some(caller.account_name().to_owned());
     }

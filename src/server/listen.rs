@@ -179,10 +179,13 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     let server = &config.server;
     // One budget per listener: a flood on one cannot lock out another.
     let budgets = Budgets {
-        tcp: Budget::new(server.max_connections),
-        unix: Budget::new(server.max_socket_connections),
-        metrics: Budget::new(OWN_LISTENER_CONNECTIONS),
-        admin: Budget::new(OWN_LISTENER_CONNECTIONS),
+        tcp: Budget::new(server.max_connections, server.connections_per_account()),
+        unix: Budget::new(
+            server.max_socket_connections,
+            server.max_socket_connections.div_ceil(2),
+        ),
+        metrics: Budget::new(OWN_LISTENER_CONNECTIONS, OWN_LISTENER_CONNECTIONS),
+        admin: Budget::new(OWN_LISTENER_CONNECTIONS, OWN_LISTENER_CONNECTIONS),
     };
     let idle_timeout = server.idle_timeout.0;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

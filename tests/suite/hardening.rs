@@ -542,3 +542,54 @@ async fn the_new_tenant_budget_charges_fetches_and_never_known_tenants() {
     assert_eq!(f.sim.requests("fresh.example.com"), 0);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_account_holding_every_connection_cannot_starve_another() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = common::Fixture::new(&format!(
+        "[server]\nmax_connections = 20\n\
+         [[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
+         [[accounts]]\nname = \"greedy\"\nsecret_sha256 = \"{}\"\ntenants = [\"contoso\"]\n\
+         [[accounts]]\nname = \"other\"\nsecret_sha256 = \"{}\"\ntenants = [\"contoso\"]\n",
+        common::sha256_hex("greedy-secret"),
+        common::sha256_hex("other-secret"),
+    ))
+    .await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    let server = common::Server::start(&f, |_, _| {}).await;
+    // The greedy account opens 30 keep-alive connections, each with one
+    // authenticated request answered, and keeps them all open.
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(server.addr).await else {
+            continue;
+        };
+        let request = "GET /v1/token?tenant=contoso HTTP/1.1\r\nHost: localhost\r\n\
+                       Authorization: Bearer greedy-secret\r\n\r\n";
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+        held.push(stream);
+    }
+    // Its share is half of max_connections: its own oldest idle ones were
+    // closed as it went past 10.
+    let mut open = 0;
+    for stream in &mut held {
+        let mut buf = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            _ => open += 1,
+        }
+    }
+    assert!(
+        open <= 10,
+        "{open} of the greedy account's connections still open"
+    );
+    // Another account's new connections are all served.
+    for _ in 0..20 {
+        assert_eq!(server.token("contoso", "other-secret").await.status, 200);
+    }
+    server.stop().await;
+}
