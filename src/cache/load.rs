@@ -35,7 +35,7 @@ impl<E: LoadError> Inner<E> {
         let slot = Arc::clone(slot);
         tokio::spawn(async move {
             let result = inner.source.fetch(&slot.key, &load).await;
-            let outcome = inner.finish_load(&slot, result);
+            let outcome = inner.finish_load(&slot, result, true);
             // Nobody listening is fine: the result is in the slot.
             let _ = sender.send(Some(outcome));
         });
@@ -43,10 +43,14 @@ impl<E: LoadError> Inner<E> {
     }
 
     /// Records a load's result in the slot and schedules what follows.
+    /// `fetched_now`: the token came from a fetch (not from the state
+    /// file); a slot's first such token may refresh early
+    /// ([`schedule::first_window`]), so tokens fetched together spread out.
     pub(super) fn finish_load(
         self: &Arc<Self>,
         slot: &Arc<Slot<E>>,
         result: Result<Fetched, E>,
+        fetched_now: bool,
     ) -> Outcome<E> {
         let now = Instant::now();
         let settings = self.settings.load();
@@ -67,11 +71,12 @@ impl<E: LoadError> Inner<E> {
                 });
                 // The window counts from when the token was issued, which
                 // for a token from a shared cache was a while ago.
-                let window = schedule::refresh_window(
-                    response.age + response.expires_in,
-                    response.refresh_in,
-                    settings.min_remaining,
-                );
+                let lifetime = response.age + response.expires_in;
+                let mut window =
+                    schedule::refresh_window(lifetime, response.refresh_in, settings.min_remaining);
+                if fetched_now && slot.current.load().is_none() {
+                    window = schedule::first_window(window, lifetime);
+                }
                 let issued = now.checked_sub(response.age).unwrap_or(now);
                 let latest = (issued + window.end).max(now);
                 let earliest = (issued + window.start)

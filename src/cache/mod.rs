@@ -620,7 +620,7 @@ impl<E: LoadError> TokenCache<E> {
                 return false;
             }
         }
-        self.inner.finish_load(&slot, Ok(fetched)).is_ok()
+        self.inner.finish_load(&slot, Ok(fetched), false).is_ok()
     }
 
     /// Every cached token, with its key (for the state file).

@@ -63,6 +63,23 @@ pub fn refresh_window(
     Window { start, end }
 }
 
+/// The window of a slot's *first* token: it may open at a quarter of the
+/// lifetime instead of half. Tokens fetched together (a first start, a
+/// restart without the state file, a reload adding many tenants) would
+/// otherwise all refresh inside one narrow window: a convoy in the first
+/// cycle that the pacer could only spread out over later cycles. A tenant
+/// costs at most one early fetch when it enters the cache (so its first
+/// lifetime may see three fetches: the fill, the early refresh, the
+/// regular one); every later token keeps [`refresh_window`]'s half-life
+/// start, two fetches per lifetime.
+pub fn first_window(window: Window, lifetime: Duration) -> Window {
+    let early = (lifetime / 4).max(MIN_REFRESH_DELAY);
+    Window {
+        start: window.start.min(early.min(window.end)),
+        end: window.end,
+    }
+}
+
 /// A stable position in `[0, 1)` for `key`: the same on every host, so that
 /// hosts sharing a cache prefer the same moment for the same token, and
 /// different keys spread evenly.
@@ -234,6 +251,12 @@ mod tests {
             proptest::prop_assert!(w.start >= MIN_REFRESH_DELAY, "{w:?}");
             proptest::prop_assert!(w.end <= lifetime - floor, "{w:?} floor {floor:?}");
             proptest::prop_assert!(floor <= min_remaining && floor <= lifetime / 4);
+            // A slot's first token may refresh from a quarter of its life,
+            // never sooner than 30 s, never later than the usual window.
+            let first = first_window(w, lifetime);
+            proptest::prop_assert!(first.end == w.end && first.start <= w.start);
+            proptest::prop_assert!(first.start >= (lifetime / 4).min(w.end), "{first:?}");
+            proptest::prop_assert!(first.start >= MIN_REFRESH_DELAY.min(w.end), "{first:?}");
         }
     }
 }

@@ -489,25 +489,30 @@ async fn tokens_fetched_together_are_not_refreshed_together() {
         let mean = f64::from(span.iter().sum::<u32>()) / span.len() as f64;
         (f64::from(*span.iter().max().unwrap()) / mean, mean)
     };
-    // The first cycle: every window opens at 60 s (half the lifetime) and
-    // closes at 90 s, so its 2,000 refreshes cannot spread wider than 30 s:
-    // 2.2 to 2.6 × the mean of what follows, whatever the schedule.
-    let (first, _) = ratio(&per_ten[6..23]);
+    // The first cycle: a slot's first token may refresh from a quarter of
+    // its lifetime (30 s) to 90 s, so the 2,000 spread over 60 s instead of
+    // the 30 s from half-life; no 160 s span from the first refresh on
+    // (none can come sooner than 30 s) has a 10 s busier than 1.5 × its mean.
+    let worst = (3..=per_ten.len() - 16)
+        .map(|s| ratio(&per_ten[s..s + 16]).0)
+        .fold(0.0, f64::max);
+    let (first, _) = ratio(&per_ten[3..19]);
     // Later cycles: the pacer evens them out towards the population's mean.
     let (steady, mean) = ratio(&per_ten[60..]);
     eprintln!(
-        "refreshes per 10 s: {per_ten:?}\nfirst 230 s: busiest {first:.2} × mean; \
+        "refreshes per 10 s: {per_ten:?}\nfirst 160 s: busiest {first:.2} × mean, worst 160 s {worst:.2}; \
          from 600 s: busiest {steady:.2} × mean ({mean:.0} per 10 s)"
     );
-    // Every token refreshed every cycle (60 to 90 s), none twice.
+    // Every token refreshed every cycle (60 to 90 s; the first from 30 s),
+    // none twice.
     let cycles = times.len() as f64 / 2000.0;
     assert!(
-        (1200.0 / 90.0 - 1.0..=1200.0 / 60.0).contains(&cycles),
+        (1200.0 / 90.0 - 1.0..=1200.0 / 60.0 + 1.0).contains(&cycles),
         "{cycles}"
     );
     assert!(
-        first <= 2.7,
-        "first cycle: busiest 10 s at {first:.2} × the mean"
+        worst <= 1.5,
+        "busiest 10 s at {worst:.2} × the mean of its 160 s (first cycle {first:.2})"
     );
     assert!(
         steady <= 1.3,
@@ -605,11 +610,15 @@ async fn a_configured_tenant_that_failed_heals_without_callers() {
     // Consent granted: the next retry brings a token, with no caller.
     source.fail_with(None);
     let before = source.fetches("contoso.com");
-    tokio::time::sleep(Duration::from_secs(1100)).await;
+    let mut waited = 0;
+    while cache.inspect(&configured).unwrap().token.is_none() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += 1;
+        assert!(waited <= 1100, "no retry within 1100 s");
+    }
     assert_eq!(source.fetches("contoso.com"), before + 1);
-    let view = cache.inspect(&configured).unwrap();
-    assert!(view.token.is_some());
-    // From there it refreshes on the token's schedule, not the healing one.
-    tokio::time::sleep(Duration::from_secs(600)).await;
+    // From there it refreshes on the token's schedule (a first token from
+    // a quarter of its hour), not the healing one.
+    tokio::time::sleep(Duration::from_secs(14 * 60)).await;
     assert_eq!(source.fetches("contoso.com"), before + 1);
 }
