@@ -232,7 +232,7 @@ impl Metrics {
         let connections_rejected = counter_vec(
             &registry,
             "connections_rejected_total",
-            "Connections closed by the broker, by listener and reason (cap: refused at the cap; displaced: an unauthenticated one gave way; header_timeout; idle)",
+            "Connections closed by the broker, by listener and reason (cap: refused at the cap; displaced: an unauthenticated one, or the busiest account's idle one, gave way to a new connection; header_timeout; idle)",
             &["listener", "reason"],
         );
         let shared_ops = counter_vec(

@@ -752,29 +752,29 @@ async fn at_the_cap_unauthenticated_connections_give_way_and_callers_do_not() {
         closed(&mut idle_a).await,
         "the oldest unauthenticated connection was displaced"
     );
-    // Two authenticated keep-alive callers hold the cap: a new connection
-    // is closed on arrival, and they keep being served.
+    // Two accounts' authenticated keep-alive callers hold the cap: a new
+    // connection still gets in (no account can lock another out), in place
+    // of the busiest account's oldest idle connection (here they tie).
     let mut other = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     assert_eq!(keep_alive_request(&mut other, token, OPS_SECRET).await, 200);
-    let mut refused = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    assert!(closed(&mut refused).await, "closed without an answer");
+    let mut newcomer = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     assert_eq!(
-        keep_alive_request(&mut caller, token, MAIL_SECRET).await,
+        keep_alive_request(&mut newcomer, token, MAIL_SECRET).await,
         200
+    );
+    assert!(
+        closed(&mut caller).await || closed(&mut other).await,
+        "an idle keep-alive connection gave way"
     );
     let metrics = server.metrics().encode();
     assert!(
         metrics.contains(
-            "tokenbroker_connections_rejected_total{listener=\"tcp\",reason=\"displaced\"}"
+            "tokenbroker_connections_rejected_total{listener=\"tcp\",reason=\"displaced\"} 3"
         ),
         "{metrics}"
     );
-    assert!(
-        metrics
-            .contains("tokenbroker_connections_rejected_total{listener=\"tcp\",reason=\"cap\"} 1"),
-        "{metrics}"
-    );
     // A caller leaving frees its place.
+    drop(newcomer);
     drop(other);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let answer = server
