@@ -175,12 +175,12 @@ impl Broker {
         let token = view.as_ref().and_then(|v| {
             let token = v.token.as_ref().filter(|t| t.expires_at > now)?;
             Some(TokenView {
-                acquired_at: record.acquired_at.unwrap_or(token.obtained_on),
+                acquired_at: token.obtained_on,
                 expires_on: token.expires_on,
                 refresh_at: v
                     .next_refresh
                     .map(|at| now_unix + at.saturating_duration_since(now).as_secs()),
-                roles: record.roles.clone(),
+                roles: super::status::token_roles(token.access_token.expose()),
             })
         });
         let required = configured
@@ -191,12 +191,17 @@ impl Broker {
             id: configured.map_or_else(|| key.tenant.to_string(), |t| t.id.to_string()),
             resource: key.resource.to_string(),
             configured: configured.is_some(),
-            consent: self.book.consent(&key.tenant),
+            // Consent is the tenant's: another resource's row shows what
+            // its Graph token said when its own fetches said nothing.
+            consent: match record.consent {
+                Consent::Unknown => self.book.record(&CacheKey::new(&key.tenant, graph)).consent,
+                said => said,
+            },
             missing_permissions: token
                 .as_ref()
                 .and_then(|t| missing_permissions(required, t.roles.as_deref())),
             token,
-            last_error: record.last_error,
+            last_error: record.last_error.map(|e| *e),
             upstream: record.upstream,
         }
     }

@@ -296,13 +296,17 @@ impl Broker {
             .with_observer(upstream)
             .with_credential_reload(control.clone());
         let authority = Arc::new(ArcSwap::from_pointee(client));
-        let book = Arc::new(StatusBook::new(cache.max_entries, cache.keep_warm));
+        let book = Arc::new(StatusBook::new());
         let fleet = Arc::new(ArcSwapOption::empty());
         // Known tenants are bounded like the cache's two maps together.
         let known = Arc::new(known::KnownTenants::new(
             usize::try_from(cache.max_entries.saturating_mul(2)).unwrap_or(usize::MAX),
         ));
-        let cache_observer: Arc<dyn CacheObserver> = observer.clone();
+        // The book forgets what the cache drops.
+        let cache_observer: Arc<dyn CacheObserver> = Arc::new(status::BookKeeping {
+            inner: observer.clone(),
+            book: Arc::clone(&book),
+        });
         let source: Source = status::Recorded::new(
             SharedSource::new(
                 AuthoritySource {

@@ -5,12 +5,14 @@
 
 use crate::authority::aadsts::{self, ConsentSignal};
 use crate::authority::AcquireError;
-use crate::cache::{BoxFuture, CacheKey, Fetched, LoadContext, TokenSource};
+use crate::cache::{
+    BoxFuture, CacheKey, CacheObserver, CachedToken, Fetched, LoadContext, Lookup, TokenSource,
+    Trigger,
+};
 use crate::clock::SharedClock;
-use crate::config::{TenantId, TenantKey};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Whether a tenant granted the app admin consent, as far as Entra said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -67,58 +69,62 @@ pub struct Upstream {
     pub failure: u64,
 }
 
-/// What is recorded per (tenant, resource).
+/// What is recorded per (tenant, resource): kept small, since a broker may
+/// cache tens of thousands. (When the token was obtained and the roles it
+/// carries are read from the cached token itself when status is asked.)
 #[derive(Debug, Clone, Default)]
 pub struct Record {
-    pub last_error: Option<LastError>,
+    pub last_error: Option<Box<LastError>>,
     pub upstream: Upstream,
-    /// Unix seconds of the newest token.
-    pub acquired_at: Option<u64>,
-    /// The newest token's `roles` claim, when it could be read.
-    pub roles: Option<Vec<String>>,
+    /// What Entra's answers for this (tenant, resource) say of consent.
+    pub consent: Consent,
 }
 
-/// Per (tenant, resource) records and per tenant consent, bounded like the
-/// cache (entries nobody touched for `keep_warm` go).
-#[derive(Debug)]
+/// Per (tenant, resource) records. An entry lives while the cache holds the
+/// key: it goes when the cache drops it ([`BookKeeping`]), so the book is
+/// bounded by the cache's own bound.
+#[derive(Debug, Default)]
 pub struct StatusBook {
-    records: moka::sync::Cache<CacheKey, Arc<Mutex<Record>>>,
-    consent: moka::sync::Cache<TenantKey, Consent>,
+    records: Mutex<HashMap<CacheKey, Record>>,
 }
 
 impl StatusBook {
-    pub fn new(max_entries: u64, keep: Duration) -> StatusBook {
-        StatusBook {
-            records: moka::sync::Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_idle(keep)
-                .build(),
-            consent: moka::sync::Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_idle(keep)
-                .build(),
-        }
+    pub fn new() -> StatusBook {
+        StatusBook::default()
     }
 
-    fn with_record(&self, key: &CacheKey, update: impl FnOnce(&mut Record)) {
-        let record = self.records.get_with_by_ref(key, Arc::default);
-        let mut record = record.lock().unwrap_or_else(|p| p.into_inner());
-        update(&mut record);
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Record>> {
+        // Updates are plain assignments: a poisoned map is still whole.
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `update` for `key`; returns the consent if it changed.
+    fn update(
+        &self,
+        key: &CacheKey,
+        consent: Option<Consent>,
+        update: impl FnOnce(&mut Record),
+    ) -> Option<Consent> {
+        let mut records = self.lock();
+        let record = records.entry(key.clone()).or_default();
+        update(record);
+        let consent = consent?;
+        let changed = record.consent != consent;
+        record.consent = consent;
+        changed.then_some(consent)
     }
 
     /// A token arrived; returns the tenant's consent if it changed. An
     /// earlier error is superseded: status shows errors no success followed.
-    pub fn success(&self, key: &CacheKey, at: u64, roles: Option<Vec<String>>) -> Option<Consent> {
-        self.with_record(key, |r| {
+    pub fn success(&self, key: &CacheKey) -> Option<Consent> {
+        self.update(key, Some(Consent::Granted), |r| {
             r.upstream.success += 1;
             r.last_error = None;
-            r.acquired_at = Some(at);
-            r.roles = roles;
-        });
-        self.set_consent(&key.tenant, Consent::Granted)
+        })
     }
 
-    /// A load failed; returns the tenant's consent if it changed.
+    /// A load failed at `at` (unix seconds); returns the tenant's consent
+    /// if it changed.
     pub fn failure(&self, key: &CacheKey, at: u64, error: &AcquireError) -> Option<Consent> {
         let entra = error.entra();
         let last = LastError {
@@ -128,42 +134,68 @@ impl StatusBook {
             correlation_id: entra.and_then(|e| e.correlation_id.clone()),
             message: error.to_string(),
         };
-        self.with_record(key, |r| {
+        self.update(key, Consent::after_error(error), |r| {
             r.upstream.failure += 1;
-            r.last_error = Some(last);
-        });
-        Consent::after_error(error).and_then(|c| self.set_consent(&key.tenant, c))
+            r.last_error = Some(Box::new(last));
+        })
     }
 
-    fn set_consent(&self, tenant: &TenantId, consent: Consent) -> Option<Consent> {
-        let tenant = tenant.key();
-        let changed = self.consent.get(&tenant) != Some(consent);
-        self.consent.insert(tenant, consent);
-        changed.then_some(consent)
-    }
-
-    pub fn consent(&self, tenant: &TenantId) -> Consent {
-        self.consent.get(&tenant.key()).unwrap_or_default()
-    }
-
+    /// What is recorded for `key`.
     pub fn record(&self, key: &CacheKey) -> Record {
-        self.records
-            .get(key)
-            .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone())
-            .unwrap_or_default()
+        self.lock().get(key).cloned().unwrap_or_default()
     }
 
     /// Forgets `key`'s last error (an evicted tenant starts clean).
     pub fn forget_error(&self, key: &CacheKey) {
-        if let Some(record) = self.records.get(key) {
-            record.lock().unwrap_or_else(|p| p.into_inner()).last_error = None;
+        if let Some(record) = self.lock().get_mut(key) {
+            record.last_error = None;
         }
+    }
+
+    /// Forgets `key` (the cache dropped it).
+    pub fn forget(&self, key: &CacheKey) {
+        self.lock().remove(key);
     }
 
     /// Forgets everything (the app identity changed).
     pub fn clear(&self) {
-        self.records.invalidate_all();
-        self.consent.invalidate_all();
+        self.lock().clear();
+    }
+
+    /// Records kept (for tests and the scale figures).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The cache's observer as the broker sees it: every event goes on to the
+/// metrics, and a key the cache drops leaves the status book too.
+#[derive(Debug)]
+pub(super) struct BookKeeping {
+    pub(super) inner: Arc<dyn CacheObserver>,
+    pub(super) book: Arc<StatusBook>,
+}
+
+impl CacheObserver for BookKeeping {
+    fn lookup(&self, result: Lookup) {
+        self.inner.lookup(result);
+    }
+    fn load_started(&self, trigger: Trigger) {
+        self.inner.load_started(trigger);
+    }
+    fn token_stored(&self, key: &CacheKey, token: &CachedToken) {
+        self.inner.token_stored(key, token);
+    }
+    fn forced_by_hash(&self) {
+        self.inner.forced_by_hash();
+    }
+    fn dropped(&self, key: &CacheKey) {
+        self.book.forget(key);
+        self.inner.dropped(key);
     }
 }
 
@@ -214,13 +246,9 @@ impl<S: TokenSource<Error = AcquireError>> TokenSource for Recorded<S> {
         Box::pin(async move {
             let result = fetched.await;
             let changed = match &result {
-                Ok(token) => {
+                Ok(_) => {
                     known.insert(&key.tenant);
-                    book.success(
-                        &key,
-                        clock.unix_now(),
-                        token_roles(token.access_token.expose()),
-                    )
+                    book.success(&key)
                 }
                 Err(e) => book.failure(&key, clock.unix_now(), e),
             };
@@ -311,12 +339,12 @@ mod tests {
 
     #[test]
     fn the_book_records_outcomes_and_reports_consent_changes() {
-        let book = StatusBook::new(100, Duration::from_secs(3600));
+        let book = StatusBook::new();
         let key = CacheKey::new(
-            &TenantId::try_from("Contoso.com".to_owned()).unwrap(),
+            &crate::config::TenantId::try_from("Contoso.com".to_owned()).unwrap(),
             &crate::config::Resource::parse("https://graph.microsoft.com").unwrap(),
         );
-        assert_eq!(book.consent(&key.tenant), Consent::Unknown);
+        assert_eq!(book.record(&key).consent, Consent::Unknown);
         assert_eq!(
             book.failure(&key, 10, &refused(700_016)),
             Some(Consent::Missing)
@@ -334,19 +362,18 @@ mod tests {
         assert_eq!((last.at, last.error), (11, "entra_refused"));
         assert_eq!(last.aadsts.as_deref(), Some("AADSTS700016"));
         assert_eq!(last.correlation_id.as_deref(), Some("corr"));
-        assert_eq!(
-            book.success(&key, 12, Some(vec!["Mail.Read".into()])),
-            Some(Consent::Granted)
-        );
+        assert_eq!(book.success(&key), Some(Consent::Granted));
         let record = book.record(&key);
-        assert_eq!(record.acquired_at, Some(12));
-        assert_eq!(record.roles.as_deref(), Some(&["Mail.Read".to_owned()][..]));
+        assert_eq!(record.upstream.success, 1);
         // A success supersedes the last error: the row no longer shows it.
         assert!(record.last_error.is_none());
         book.failure(&key, 13, &refused(700_016));
         assert!(book.record(&key).last_error.is_some());
         book.forget_error(&key);
         assert!(book.record(&key).last_error.is_none());
+        // The cache dropped the key: so does the book.
+        book.forget(&key);
+        assert!(book.is_empty());
     }
 
     #[test]

@@ -277,7 +277,10 @@ impl<E: LoadError> TokenCache<E> {
             inner: Arc::new(Inner {
                 // `keep_warm` is a backstop for slots without a refresher
                 // (a tenant that never got a token); refreshers drop their own.
-                slots: slots::Slots::new(settings.max_entries, settings.keep_warm),
+                slots: slots::Slots::new(settings.max_entries, settings.keep_warm, {
+                    let observer = Arc::clone(&observer);
+                    Arc::new(move |key: &CacheKey| observer.dropped(key))
+                }),
                 source,
                 settings: ArcSwap::from_pointee(settings),
                 clock,

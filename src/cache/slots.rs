@@ -20,20 +20,33 @@ pub(super) struct Slots<V: Clone + Send + Sync + 'static> {
     tenants: ArcSwap<HashSet<TenantKey>>,
 }
 
-fn map<V: Clone + Send + Sync + 'static>(max: u64, idle: Duration) -> Cache<CacheKey, V> {
+/// Told of a key the map itself pushed out (over capacity, or idle).
+pub(super) type OnEvicted = Arc<dyn Fn(&CacheKey) + Send + Sync>;
+
+fn map<V: Clone + Send + Sync + 'static>(
+    max: u64,
+    idle: Duration,
+    on_evicted: OnEvicted,
+) -> Cache<CacheKey, V> {
     Cache::builder()
         .max_capacity(max)
         .time_to_idle(idle)
+        .eviction_listener(move |key: Arc<CacheKey>, _, cause| {
+            // Explicit removals are the cache's own and reported by it.
+            if cause.was_evicted() {
+                on_evicted(&key);
+            }
+        })
         .build()
 }
 
 impl<V: Clone + Send + Sync + 'static> Slots<V> {
     /// Each map holds at most `max` entries; `idle` is the backstop for
     /// entries nobody touches (refreshers drop their own earlier).
-    pub(super) fn new(max: u64, idle: Duration) -> Slots<V> {
+    pub(super) fn new(max: u64, idle: Duration, on_evicted: OnEvicted) -> Slots<V> {
         Slots {
-            configured: map(max, idle),
-            others: map(max, idle),
+            configured: map(max, idle, Arc::clone(&on_evicted)),
+            others: map(max, idle, on_evicted),
             tenants: ArcSwap::default(),
         }
     }
@@ -134,7 +147,7 @@ mod tests {
 
     #[test]
     fn unconfigured_tenants_never_push_configured_ones_out() {
-        let slots: Slots<u32> = Slots::new(10, Duration::from_secs(3600));
+        let slots: Slots<u32> = Slots::new(10, Duration::from_secs(3600), Arc::new(|_| {}));
         slots.set_configured([TenantId::try_from("Fabrikam.com".to_owned()).unwrap()]);
         slots.get_with(&key("fabrikam.com"), || 1);
         for i in 0..500 {
@@ -147,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_reload_moves_entries_to_their_new_map() {
-        let slots: Slots<u32> = Slots::new(10, Duration::from_secs(3600));
+        let slots: Slots<u32> = Slots::new(10, Duration::from_secs(3600), Arc::new(|_| {}));
         slots.get_with(&key("a.com"), || 1);
         slots.set_configured([TenantId::try_from("a.com".to_owned()).unwrap()]);
         assert_eq!(slots.get(&key("a.com")), Some(1));
