@@ -1,14 +1,15 @@
 //! Loads: one per slot at a time, in its own task, its outcome shared with
 //! every waiter and remembered (a token, a refusal, a throttle); and the
-//! background refresher that keeps a slot warm on its schedule.
+//! one timer that refreshes every slot on its schedule.
 
 use super::{
-    schedule, wait, Blocked, CachedToken, FailureKind, Fetched, Inner, LoadContext, LoadError,
-    Outcome, Slot, SlotState, Trigger,
+    schedule, Blocked, CachedToken, FailureKind, Fetched, Inner, LoadContext, LoadError, Outcome,
+    Slot, SlotState, Trigger,
 };
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use tokio::sync::watch;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 impl<E: LoadError> Inner<E> {
@@ -94,10 +95,8 @@ impl<E: LoadError> Inner<E> {
                 state.next_refresh = Some(planned.at);
                 self.observer.token_stored(&slot.key, &token);
                 self.changed();
-                if !state.refresher_started {
-                    state.refresher_started = true;
-                    tokio::spawn(refresher(Arc::clone(self), Arc::clone(slot)));
-                }
+                state.refresher_started = true;
+                self.schedule(slot, planned.at);
                 Ok(token)
             }
             Err(error) => {
@@ -135,9 +134,11 @@ impl<E: LoadError> Inner<E> {
                     }
                 };
                 state.next_refresh = Some(retry);
-                if heals && !state.refresher_started {
+                // A slot that had a token retries its refresh; a configured
+                // one without heals; any other waits for its next caller.
+                if heals || state.refresher_started {
                     state.refresher_started = true;
-                    tokio::spawn(refresher(Arc::clone(self), Arc::clone(slot)));
+                    self.schedule(slot, retry);
                 }
                 tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,
                     failures = state.failures, keeps_token, "token load failed: {error}");
@@ -158,52 +159,128 @@ fn pace_position(key: &super::CacheKey) -> f64 {
     schedule::position(format!("{}|{}", key.tenant, key.resource).as_bytes())
 }
 
-/// The background refresher of one slot: refresh on schedule, drop when idle.
-async fn refresher<E: LoadError>(inner: Arc<Inner<E>>, slot: Arc<Slot<E>>) {
-    loop {
-        let next = slot.lock().next_refresh;
-        let Some(next) = next else { return };
-        tokio::time::sleep_until(next).await;
-        if !inner.still_cached(&slot) {
+impl<E: LoadError> Inner<E> {
+    /// Wakes the background refresh of `slot` at `at`. One timer task
+    /// serves every slot (a task per slot would cost each cached tenant
+    /// hundreds of bytes); it starts with the first slot scheduled.
+    fn schedule(self: &Arc<Self>, slot: &Arc<Slot<E>>, at: Instant) {
+        let seq = self.timers.seq.fetch_add(1, Ordering::Relaxed);
+        let sooner = {
+            let mut due = self.timers.lock();
+            let first = due.keys().next().map(|(t, _)| *t);
+            due.insert((at, seq), Arc::downgrade(slot));
+            first.is_none_or(|first| at < first)
+        };
+        if !self.timers.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(timer(Arc::downgrade(self), Arc::clone(&self.timers.wake)));
+        } else if sooner {
+            self.timers.wake.notify_one();
+        }
+    }
+
+    /// What the timer does for a slot whose time came: refresh it, or drop
+    /// it when nobody asked for it in `keep_warm`. The load's end schedules
+    /// what follows.
+    fn refresh_due(self: &Arc<Self>, slot: &Arc<Slot<E>>, now: Instant) {
+        if !self.still_cached(slot) {
             return; // evicted for capacity; a new slot will be made on demand
         }
-        let now = Instant::now();
         // A configured tenant still healing (no token yet) is kept however
         // idle: nobody may ask for it until its consent arrives.
-        let healing = slot.current.load().is_none() && inner.slots.is_configured(&slot.key);
+        let healing = slot.current.load().is_none() && self.slots.is_configured(&slot.key);
         if !healing
-            && now.saturating_duration_since(slot.idle_since()) >= inner.settings.load().keep_warm
+            && now.saturating_duration_since(slot.idle_since()) >= self.settings.load().keep_warm
         {
-            inner.slots.invalidate(&slot.key);
-            inner.observer.dropped(&slot.key);
-            inner.changed();
+            self.slots.invalidate(&slot.key);
+            self.observer.dropped(&slot.key);
+            self.changed();
             tracing::debug!(tenant = %slot.key.tenant, resource = %slot.key.resource, "dropped: unused for keep_warm");
             return;
         }
-        let mut receiver = {
-            let mut state = slot.lock();
-            match state.next_refresh {
-                // Evicted meanwhile: no refresh follows an evict.
-                None => return,
-                // A demand load succeeded meanwhile and rescheduled.
-                Some(n) if n > now => continue,
-                Some(_) => {}
+        let mut state = slot.lock();
+        match state.next_refresh {
+            // Evicted meanwhile: no refresh follows an evict.
+            None => return,
+            // Rescheduled (a demand load succeeded): a later timer holds it.
+            Some(next) if next > now => return,
+            Some(_) => {}
+        }
+        if let Some(planned) = state.planned.take() {
+            self.pacer.release(planned);
+        }
+        if state.in_flight.is_none() {
+            Inner::start_load(
+                self,
+                slot,
+                &mut state,
+                Trigger::Background,
+                LoadContext::default(),
+            );
+        }
+    }
+}
+
+/// Slots by the time their refresh is due (and a sequence number).
+type Due<E> = BTreeMap<(Instant, u64), Weak<Slot<E>>>;
+
+/// The slots' refresh times, for the one timer task.
+pub(super) struct Timers<E> {
+    due: Mutex<Due<E>>,
+    /// Tells entries at the same instant apart.
+    seq: AtomicU64,
+    /// Told when a sooner time is scheduled.
+    wake: Arc<Notify>,
+    started: AtomicBool,
+}
+
+impl<E> Timers<E> {
+    pub(super) fn new() -> Timers<E> {
+        Timers {
+            due: Mutex::new(BTreeMap::new()),
+            seq: AtomicU64::new(0),
+            wake: Arc::new(Notify::new()),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Due<E>> {
+        // Entries are inserted and removed whole.
+        self.due.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The slots due at `now`, and the next time after them.
+    fn take_due(&self, now: Instant) -> (Vec<Weak<Slot<E>>>, Option<Instant>) {
+        let mut due = self.lock();
+        let later = due.split_off(&(now, u64::MAX));
+        let taken = std::mem::replace(&mut *due, later);
+        let next = due.keys().next().map(|(t, _)| *t);
+        (taken.into_values().collect(), next)
+    }
+}
+
+/// The one timer task: sleeps until the soonest refresh, runs what is due,
+/// and ends once the cache is gone.
+async fn timer<E: LoadError>(inner: Weak<Inner<E>>, wake: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(inner) = inner.upgrade() else { return };
+            let now = Instant::now();
+            let (due, next) = inner.timers.take_due(now);
+            for slot in due.iter().filter_map(Weak::upgrade) {
+                inner.refresh_due(&slot, now);
             }
-            if let Some(planned) = state.planned.take() {
-                inner.pacer.release(planned);
-            }
-            match &state.in_flight {
-                Some(receiver) => receiver.clone(),
-                None => Inner::start_load(
-                    &inner,
-                    &slot,
-                    &mut state,
-                    Trigger::Background,
-                    LoadContext::default(),
-                ),
-            }
+            next
         };
-        // The outcome is recorded in the slot by the load itself.
-        let _ = wait(&mut receiver, &slot.key.tenant).await;
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = wake.notified() => {}
+                }
+            }
+            // Nothing scheduled: until something is (or, for a cache that
+            // was dropped, for good; the task holds nothing of it).
+            None => wake.notified().await,
+        }
     }
 }

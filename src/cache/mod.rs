@@ -10,11 +10,12 @@
 //!   answered locally until it runs out.
 //! - Loads run in their own task, so a caller that gives up does not cancel
 //!   the load for the others.
-//! - After its first token, a slot gets a refresher task that sleeps until
-//!   its place in [`schedule::refresh_window`] (chosen by the
-//!   [`pacing::Pacer`]), refreshes while callers keep getting the
-//!   current token, retries failures with [`schedule::REFRESH_RETRY`] (keeping
-//!   the old token), and drops the slot once nobody asked for `keep_warm`.
+//! - After its first token, a slot is refreshed in the background: one
+//!   timer task for all slots wakes each at its place in
+//!   [`schedule::refresh_window`] (chosen by the [`pacing::Pacer`]),
+//!   refreshes while callers keep getting the current token, retries
+//!   failures with [`schedule::REFRESH_RETRY`] (keeping the old token), and
+//!   drops the slot once nobody asked for `keep_warm`.
 //!
 //! - No caller waits longer than `load_timeout` ([`CacheError::Deadline`]);
 //!   the load itself goes on and its result serves the next caller.
@@ -156,10 +157,11 @@ struct SlotState<E> {
     blocked: Option<Blocked<E>>,
     /// Consecutive failed loads since the last success.
     failures: u32,
-    /// When the refresher should next refresh.
+    /// When the background refresh should next run.
     next_refresh: Option<Instant>,
     /// Its place in the pacer, released when it is replaced.
     planned: Option<pacing::Planned>,
+    /// The timer refreshes this slot (it had a token, or it heals).
     refresher_started: bool,
     /// When a rejected token's hash last forced a refresh.
     last_forced: Option<Instant>,
@@ -232,6 +234,8 @@ struct Inner<E: LoadError> {
     /// Bumped whenever a token is stored or dropped (the state file is
     /// rewritten only when it moved).
     changes: AtomicU64,
+    /// When each slot's background refresh is due.
+    timers: load::Timers<E>,
 }
 
 /// The token cache. Cheap to clone; clones share the cache.
@@ -275,8 +279,8 @@ impl<E: LoadError> TokenCache<E> {
     ) -> TokenCache<E> {
         TokenCache {
             inner: Arc::new(Inner {
-                // `keep_warm` is a backstop for slots without a refresher
-                // (a tenant that never got a token); refreshers drop their own.
+                // `keep_warm` is a backstop for slots the timer does not
+                // refresh (a tenant that never got a token); it drops its own.
                 slots: slots::Slots::new(settings.max_entries, settings.keep_warm, {
                     let observer = Arc::clone(&observer);
                     Arc::new(move |key: &CacheKey| observer.dropped(key))
@@ -288,6 +292,7 @@ impl<E: LoadError> TokenCache<E> {
                 pacer: pacing::Pacer::new(),
                 observer,
                 changes: AtomicU64::new(0),
+                timers: load::Timers::new(),
             }),
         }
     }
@@ -475,7 +480,7 @@ impl<E: LoadError> TokenCache<E> {
         };
         match throttle {
             // A fresh slot holding only the throttle; the old slot's
-            // refresher sees it is no longer cached and stops.
+            // timer sees it is no longer cached and leaves it.
             Some(blocked) => {
                 let fresh = Slot::new(key.clone());
                 fresh.lock().blocked = Some(blocked);
