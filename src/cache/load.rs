@@ -102,10 +102,10 @@ impl<E: LoadError> Inner<E> {
             Err(error) => {
                 state.failures = state.failures.saturating_add(1);
                 let hold = schedule::hold_for(error.kind(), settings.negative_ttl);
-                state.blocked = Some(Blocked {
+                state.blocked = Some(Box::new(Blocked {
                     error: error.clone(),
                     until: now + hold,
-                });
+                }));
                 // Retry the refresh with backoff; not before a refusal or a
                 // throttle ends (a transient hold is for callers only).
                 let retry = now

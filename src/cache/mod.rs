@@ -1,8 +1,8 @@
 //! The token cache: one slot per (tenant, resource), single-flight loads,
 //! remembered failures, and background refresh ahead of expiry.
 //!
-//! - The map is a bounded moka cache of `Arc<Slot>`; it is touched only to
-//!   find or create a slot, never held across I/O.
+//! - The map is a bounded, sharded hash map of `Arc<Slot>` ([`slots`]); it
+//!   is touched only to find or create a slot, never held across I/O.
 //! - Each slot has a small mutex (never held across an `.await`) over its
 //!   state: the current token, the load in flight (a `watch` channel every
 //!   waiter subscribes to, so one upstream result — token or error — reaches
@@ -154,7 +154,8 @@ impl<E: LoadError> Blocked<E> {
 /// by the slot's mutex. (The current token is outside it: see [`Slot`].)
 struct SlotState<E> {
     in_flight: Option<watch::Receiver<Option<Outcome<E>>>>,
-    blocked: Option<Blocked<E>>,
+    /// Boxed: most slots never hold one, and every slot pays for the space.
+    blocked: Option<Box<Blocked<E>>>,
     /// Consecutive failed loads since the last success.
     failures: u32,
     /// When the background refresh should next run.
@@ -184,6 +185,12 @@ struct Slot<E> {
     last_access_ms: AtomicU64,
     epoch: Instant,
     state: Mutex<SlotState<E>>,
+}
+
+impl<E> slots::LastUsed for Arc<Slot<E>> {
+    fn last_used(&self) -> Instant {
+        self.idle_since()
+    }
 }
 
 impl<E> Slot<E> {
