@@ -183,6 +183,20 @@ impl Broker {
                 roles: super::status::token_roles(token.access_token.expose()),
             })
         });
+        // What Entra last said of consent for this key; else a token says
+        // granted; else what the tenant's Graph key says (consent is the
+        // tenant's).
+        let consent = record
+            .as_ref()
+            .and_then(|r| r.consent)
+            .or(token.as_ref().map(|_| Consent::Granted))
+            .or_else(|| {
+                (key.resource != *graph)
+                    .then(|| self.book.record(&CacheKey::new(&key.tenant, graph)))
+                    .flatten()
+                    .and_then(|r| r.consent)
+            })
+            .unwrap_or(Consent::Unknown);
         let required = configured
             .filter(|_| key.resource == *graph)
             .map_or(&[][..], |t| &t.required_permissions[..]);
@@ -191,18 +205,16 @@ impl Broker {
             id: configured.map_or_else(|| key.tenant.to_string(), |t| t.id.to_string()),
             resource: key.resource.to_string(),
             configured: configured.is_some(),
-            // Consent is the tenant's: another resource's row shows what
-            // its Graph token said when its own fetches said nothing.
-            consent: match record.consent {
-                Consent::Unknown => self.book.record(&CacheKey::new(&key.tenant, graph)).consent,
-                said => said,
-            },
+            consent,
             missing_permissions: token
                 .as_ref()
                 .and_then(|t| missing_permissions(required, t.roles.as_deref())),
             token,
-            last_error: record.last_error.map(|e| *e),
-            upstream: record.upstream,
+            last_error: record.and_then(|r| r.last_error).map(|e| *e),
+            upstream: Upstream {
+                success: view.as_ref().map_or(0, |v| u64::from(v.fetched.0)),
+                failure: view.as_ref().map_or(0, |v| u64::from(v.fetched.1)),
+            },
         }
     }
 

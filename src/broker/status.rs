@@ -69,20 +69,21 @@ pub struct Upstream {
     pub failure: u64,
 }
 
-/// What is recorded per (tenant, resource): kept small, since a broker may
-/// cache tens of thousands. (When the token was obtained and the roles it
-/// carries are read from the cached token itself when status is asked.)
+/// What is recorded for a (tenant, resource) whose fetch failed: kept only
+/// until a success supersedes it, since a broker may cache tens of
+/// thousands of keys and most never fail. (Upstream counts are the
+/// cache's; when a token was obtained and its roles are read from the
+/// token itself.)
 #[derive(Debug, Clone, Default)]
 pub struct Record {
     pub last_error: Option<Box<LastError>>,
-    pub upstream: Upstream,
-    /// What Entra's answers for this (tenant, resource) say of consent.
-    pub consent: Consent,
+    /// What Entra's last answer said of consent (`None`: nothing).
+    pub consent: Option<Consent>,
 }
 
-/// Per (tenant, resource) records. An entry lives while the cache holds the
-/// key: it goes when the cache drops it ([`BookKeeping`]), so the book is
-/// bounded by the cache's own bound.
+/// The records of failed (tenant, resource) keys. An entry goes with a
+/// success, or when the cache drops the key ([`BookKeeping`]), so the book
+/// is bounded by the cache's own bound.
 #[derive(Debug, Default)]
 pub struct StatusBook {
     records: Mutex<HashMap<CacheKey, Record>>,
@@ -98,29 +99,14 @@ impl StatusBook {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records `update` for `key`; returns the consent if it changed.
-    fn update(
-        &self,
-        key: &CacheKey,
-        consent: Option<Consent>,
-        update: impl FnOnce(&mut Record),
-    ) -> Option<Consent> {
-        let mut records = self.lock();
-        let record = records.entry(key.clone()).or_default();
-        update(record);
-        let consent = consent?;
-        let changed = record.consent != consent;
-        record.consent = consent;
-        changed.then_some(consent)
-    }
-
-    /// A token arrived; returns the tenant's consent if it changed. An
-    /// earlier error is superseded: status shows errors no success followed.
+    /// A token arrived: the record (and its error) is superseded. Returns
+    /// the consent if it may have changed.
     pub fn success(&self, key: &CacheKey) -> Option<Consent> {
-        self.update(key, Some(Consent::Granted), |r| {
-            r.upstream.success += 1;
-            r.last_error = None;
-        })
+        let before = self.lock().remove(key);
+        match before.and_then(|r| r.consent) {
+            Some(Consent::Granted) => None,
+            _ => Some(Consent::Granted),
+        }
     }
 
     /// A load failed at `at` (unix seconds); returns the tenant's consent
@@ -134,15 +120,19 @@ impl StatusBook {
             correlation_id: entra.and_then(|e| e.correlation_id.clone()),
             message: error.to_string(),
         };
-        self.update(key, Consent::after_error(error), |r| {
-            r.upstream.failure += 1;
-            r.last_error = Some(Box::new(last));
-        })
+        let said = Consent::after_error(error);
+        let mut records = self.lock();
+        let record = records.entry(key.clone()).or_default();
+        record.last_error = Some(Box::new(last));
+        let said = said?;
+        let changed = record.consent != Some(said);
+        record.consent = Some(said);
+        changed.then_some(said)
     }
 
-    /// What is recorded for `key`.
-    pub fn record(&self, key: &CacheKey) -> Record {
-        self.lock().get(key).cloned().unwrap_or_default()
+    /// What is recorded for `key` (nothing: no failure since its last success).
+    pub fn record(&self, key: &CacheKey) -> Option<Record> {
+        self.lock().get(key).cloned()
     }
 
     /// Forgets `key`'s last error (an evicted tenant starts clean).
@@ -162,7 +152,7 @@ impl StatusBook {
         self.lock().clear();
     }
 
-    /// Records kept (for tests and the scale figures).
+    /// Records kept.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -338,39 +328,30 @@ mod tests {
     }
 
     #[test]
-    fn the_book_records_outcomes_and_reports_consent_changes() {
+    fn the_book_records_failures_until_a_success_and_reports_consent_changes() {
         let book = StatusBook::new();
         let key = CacheKey::new(
             &crate::config::TenantId::try_from("Contoso.com".to_owned()).unwrap(),
             &crate::config::Resource::parse("https://graph.microsoft.com").unwrap(),
         );
-        assert_eq!(book.record(&key).consent, Consent::Unknown);
+        assert!(book.record(&key).is_none());
         assert_eq!(
             book.failure(&key, 10, &refused(700_016)),
             Some(Consent::Missing)
         );
         assert_eq!(book.failure(&key, 11, &refused(700_016)), None, "no change");
-        let record = book.record(&key);
-        assert_eq!(
-            record.upstream,
-            Upstream {
-                success: 0,
-                failure: 2
-            }
-        );
+        let record = book.record(&key).unwrap();
+        assert_eq!(record.consent, Some(Consent::Missing));
         let last = record.last_error.unwrap();
         assert_eq!((last.at, last.error), (11, "entra_refused"));
         assert_eq!(last.aadsts.as_deref(), Some("AADSTS700016"));
         assert_eq!(last.correlation_id.as_deref(), Some("corr"));
+        // A success supersedes the record: the row no longer shows the error.
         assert_eq!(book.success(&key), Some(Consent::Granted));
-        let record = book.record(&key);
-        assert_eq!(record.upstream.success, 1);
-        // A success supersedes the last error: the row no longer shows it.
-        assert!(record.last_error.is_none());
+        assert!(book.is_empty());
         book.failure(&key, 13, &refused(700_016));
-        assert!(book.record(&key).last_error.is_some());
         book.forget_error(&key);
-        assert!(book.record(&key).last_error.is_none());
+        assert!(book.record(&key).unwrap().last_error.is_none());
         // The cache dropped the key: so does the book.
         book.forget(&key);
         assert!(book.is_empty());

@@ -68,7 +68,6 @@ impl<E: LoadError> Inner<E> {
                     expires_at: now + response.expires_in,
                     expires_on: wall + response.expires_in.as_secs(),
                     obtained_on: wall.saturating_sub(response.age.as_secs()),
-                    lifetime: response.age + response.expires_in,
                 });
                 // The window counts from when the token was issued, which
                 // for a token from a shared cache was a while ago.
@@ -91,6 +90,9 @@ impl<E: LoadError> Inner<E> {
                 slot.current.store(Some(Arc::clone(&token)));
                 state.blocked = None;
                 state.failures = 0;
+                if fetched_now {
+                    state.fetched.0 = state.fetched.0.saturating_add(1);
+                }
                 state.planned = Some(planned);
                 state.next_refresh = Some(planned.at);
                 self.observer.token_stored(&slot.key, &token);
@@ -101,6 +103,7 @@ impl<E: LoadError> Inner<E> {
             }
             Err(error) => {
                 state.failures = state.failures.saturating_add(1);
+                state.fetched.1 = state.fetched.1.saturating_add(1);
                 let hold = schedule::hold_for(error.kind(), settings.negative_ttl);
                 state.blocked = Some(Box::new(Blocked {
                     error: error.clone(),
@@ -189,7 +192,8 @@ impl<E: LoadError> Inner<E> {
         // idle: nobody may ask for it until its consent arrives.
         let healing = slot.current.load().is_none() && self.slots.is_configured(&slot.key);
         if !healing
-            && now.saturating_duration_since(slot.idle_since()) >= self.settings.load().keep_warm
+            && now.saturating_duration_since(slot.idle_since(self.epoch))
+                >= self.settings.load().keep_warm
         {
             self.slots.invalidate(&slot.key);
             self.observer.dropped(&slot.key);

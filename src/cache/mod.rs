@@ -119,8 +119,6 @@ pub struct CachedToken {
     pub expires_on: u64,
     /// When it was obtained, in unix seconds (`not_before` for callers).
     pub obtained_on: u64,
-    /// Its whole life, from when it was issued to when it expires.
-    pub lifetime: Duration,
 }
 
 impl CachedToken {
@@ -129,10 +127,15 @@ impl CachedToken {
         self.expires_at.saturating_duration_since(now)
     }
 
+    /// Its whole life, from when it was issued to when it expires.
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_secs(self.expires_on.saturating_sub(self.obtained_on))
+    }
+
     /// The least life it must have left to be handed out
     /// ([`schedule::handout_floor`]).
     pub fn floor(&self, min_remaining: Duration) -> Duration {
-        schedule::handout_floor(self.lifetime, min_remaining)
+        schedule::handout_floor(self.lifetime(), min_remaining)
     }
 }
 
@@ -158,6 +161,8 @@ struct SlotState<E> {
     blocked: Option<Box<Blocked<E>>>,
     /// Consecutive failed loads since the last success.
     failures: u32,
+    /// Loads that brought a token, and loads that failed, so far.
+    fetched: (u32, u32),
     /// When the background refresh should next run.
     next_refresh: Option<Instant>,
     /// Its place in the pacer, released when it is replaced.
@@ -181,15 +186,14 @@ struct Slot<E> {
     /// Mirrors `state.in_flight.is_some()` for the lock-free path; written
     /// under the state lock.
     loading: AtomicBool,
-    /// Last access, in milliseconds since `epoch`.
+    /// Last access, in milliseconds since the cache's epoch.
     last_access_ms: AtomicU64,
-    epoch: Instant,
     state: Mutex<SlotState<E>>,
 }
 
 impl<E> slots::LastUsed for Arc<Slot<E>> {
-    fn last_used(&self) -> Instant {
-        self.idle_since()
+    fn last_used(&self) -> u64 {
+        self.last_access_ms.load(Ordering::Relaxed)
     }
 }
 
@@ -202,9 +206,10 @@ impl<E> Slot<E> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn touch(&self, now: Instant) {
-        let ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
-            .unwrap_or(u64::MAX);
+    /// Marks it used at `now`; `epoch` is the cache's.
+    fn touch(&self, now: Instant, epoch: Instant) {
+        let ms =
+            u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX);
         // Write only when a second has passed, so hot slots stay unshared.
         if self
             .last_access_ms
@@ -216,8 +221,8 @@ impl<E> Slot<E> {
         }
     }
 
-    fn idle_since(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.last_access_ms.load(Ordering::Relaxed))
+    fn idle_since(&self, epoch: Instant) -> Instant {
+        epoch + Duration::from_millis(self.last_access_ms.load(Ordering::Relaxed))
     }
 
     /// The current token if it has at least its floor of life left at
@@ -243,6 +248,8 @@ struct Inner<E: LoadError> {
     changes: AtomicU64,
     /// When each slot's background refresh is due.
     timers: load::Timers<E>,
+    /// What slots count their last use from.
+    epoch: Instant,
 }
 
 /// The token cache. Cheap to clone; clones share the cache.
@@ -284,11 +291,12 @@ impl<E: LoadError> TokenCache<E> {
         jitter: Jitter,
         observer: Arc<dyn CacheObserver>,
     ) -> TokenCache<E> {
+        let epoch = Instant::now();
         TokenCache {
             inner: Arc::new(Inner {
                 // `keep_warm` is a backstop for slots the timer does not
                 // refresh (a tenant that never got a token); it drops its own.
-                slots: slots::Slots::new(settings.max_entries, settings.keep_warm, {
+                slots: slots::Slots::new(settings.max_entries, settings.keep_warm, epoch, {
                     let observer = Arc::clone(&observer);
                     Arc::new(move |key: &CacheKey| observer.dropped(key))
                 }),
@@ -300,6 +308,7 @@ impl<E: LoadError> TokenCache<E> {
                 observer,
                 changes: AtomicU64::new(0),
                 timers: load::Timers::new(),
+                epoch,
             }),
         }
     }
@@ -404,7 +413,7 @@ impl<E: LoadError> TokenCache<E> {
             .slots
             .get_with(key, || Arc::new(Slot::new(key.clone())));
         let now = Instant::now();
-        slot.touch(now);
+        slot.touch(now, self.inner.epoch);
         (slot, now)
     }
 
@@ -562,6 +571,7 @@ impl<E: LoadError> TokenCache<E> {
             token: slot.current.load_full(),
             next_refresh: state.next_refresh,
             loading: state.in_flight.is_some(),
+            fetched: state.fetched,
         })
     }
 
@@ -666,6 +676,8 @@ pub struct SlotView {
     /// When the background refresh is due.
     pub next_refresh: Option<Instant>,
     pub loading: bool,
+    /// Loads that brought a token, and loads that failed.
+    pub fetched: (u32, u32),
 }
 
 /// Waits for a load's outcome.
@@ -695,11 +707,11 @@ impl<E> Slot<E> {
             current: ArcSwapOption::empty(),
             loading: AtomicBool::new(false),
             last_access_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
             state: Mutex::new(SlotState {
                 in_flight: None,
                 blocked: None,
                 failures: 0,
+                fetched: (0, 0),
                 next_refresh: None,
                 planned: None,
                 refresher_started: false,

@@ -22,9 +22,10 @@ use tokio::time::Instant;
 
 use super::CacheKey;
 
-/// What a map needs of its values: when each was last used.
+/// What a map needs of its values: when each was last used, in
+/// milliseconds since the epoch the map was made with.
 pub(super) trait LastUsed {
-    fn last_used(&self) -> Instant;
+    fn last_used(&self) -> u64;
 }
 
 /// Told of a key the map itself pushed out (over capacity, or idle).
@@ -143,14 +144,15 @@ impl<V: Clone + LastUsed> Map<V> {
         }
     }
 
-    /// Removes entries unused for `idle`; returns their keys.
-    fn sweep(&self, idle: Duration, now: Instant) -> Vec<CacheKey> {
+    /// Removes entries unused for `idle` at `now` (both in milliseconds);
+    /// returns their keys.
+    fn sweep(&self, idle: u64, now: u64) -> Vec<CacheKey> {
         let mut gone = Vec::new();
         for shard in self.shards.iter() {
             let mut map = Map::write(shard);
             let before = map.len();
             map.retain(|k, v| {
-                let keep = now.saturating_duration_since(v.last_used()) < idle;
+                let keep = now.saturating_sub(v.last_used()) < idle;
                 if !keep {
                     gone.push(k.clone());
                 }
@@ -187,20 +189,30 @@ pub(super) struct Slots<V> {
     /// Lower-case ids of the configured tenants.
     tenants: ArcSwap<HashSet<TenantKey>>,
     idle: Duration,
+    /// What the values' [`LastUsed`] counts from.
+    epoch: Instant,
     on_evicted: OnEvicted,
 }
 
 impl<V: Clone + LastUsed> Slots<V> {
     /// Each map holds at most `max` entries; `idle` is the backstop for
-    /// entries nobody touches (the timer drops its own slots earlier).
-    pub(super) fn new(max: u64, idle: Duration, on_evicted: OnEvicted) -> Slots<V> {
+    /// entries nobody touches (the timer drops its own slots earlier);
+    /// values count their last use from `epoch`.
+    pub(super) fn new(max: u64, idle: Duration, epoch: Instant, on_evicted: OnEvicted) -> Slots<V> {
         Slots {
             configured: Map::new(max),
             others: Map::new(max),
             tenants: ArcSwap::default(),
             idle,
+            epoch,
             on_evicted,
         }
+    }
+
+    /// `now` and the idle bound, in the values' milliseconds.
+    fn sweep_bounds(&self, now: Instant) -> (u64, u64) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        (ms(self.idle), ms(now.saturating_duration_since(self.epoch)))
     }
 
     fn of(&self, key: &CacheKey) -> &Map<V> {
@@ -222,7 +234,8 @@ impl<V: Clone + LastUsed> Slots<V> {
             (self.on_evicted)(&key);
         }
         if map.due_for_sweep() {
-            for key in map.sweep(self.idle, Instant::now()) {
+            let (idle, now) = self.sweep_bounds(Instant::now());
+            for key in map.sweep(idle, now) {
                 (self.on_evicted)(&key);
             }
         }
@@ -260,9 +273,9 @@ impl<V: Clone + LastUsed> Slots<V> {
 
     /// Sweeps entries idle past the bound (a status or metrics read asks).
     pub(super) fn run_pending_tasks(&self) {
-        let now = Instant::now();
+        let (idle, now) = self.sweep_bounds(Instant::now());
         for map in [&self.configured, &self.others] {
-            for key in map.sweep(self.idle, now) {
+            for key in map.sweep(idle, now) {
                 (self.on_evicted)(&key);
             }
         }
@@ -318,10 +331,10 @@ mod tests {
 
     /// A value that says when it was last used.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    struct Used(u32, Instant);
+    struct Used(u32, u64);
 
     impl LastUsed for Used {
-        fn last_used(&self) -> Instant {
+        fn last_used(&self) -> u64 {
             self.1
         }
     }
@@ -339,9 +352,9 @@ mod tests {
 
     #[test]
     fn unconfigured_tenants_never_push_configured_ones_out() {
-        let slots: Slots<Used> = Slots::new(10, Duration::from_secs(3600), quiet());
+        let slots: Slots<Used> = Slots::new(10, Duration::from_secs(3600), Instant::now(), quiet());
         slots.set_configured([TenantId::try_from("Fabrikam.com".to_owned()).unwrap()]);
-        let now = Instant::now();
+        let now = 5;
         slots.get_with(&key("fabrikam.com"), || Used(1, now));
         for i in 0..500 {
             slots.get_with(&key(&format!("t{i}.example.com")), || Used(2, now));
@@ -362,11 +375,11 @@ mod tests {
         let slots: Slots<Used> = Slots::new(
             SHARDS as u64,
             Duration::from_secs(3600),
+            Instant::now(),
             Arc::new(move |k: &CacheKey| told.lock().unwrap().push(k.clone())),
         );
-        let start = Instant::now();
         for i in 0..SHARDS * 4 {
-            let at = start + Duration::from_secs(i as u64);
+            let at = 1000 * i as u64;
             slots.get_with(&key(&format!("t{i}.example.com")), || Used(0, at));
         }
         assert!(slots.entry_count() <= 2 * SHARDS as u64);
@@ -382,17 +395,18 @@ mod tests {
     fn entries_idle_past_the_bound_are_swept_and_reported() {
         let evicted = Arc::new(Mutex::new(Vec::new()));
         let told = Arc::clone(&evicted);
+        let epoch = Instant::now();
         let slots: Slots<Used> = Slots::new(
             100,
             Duration::from_secs(60),
+            epoch,
             Arc::new(move |k: &CacheKey| told.lock().unwrap().push(k.clone())),
         );
-        let old = Instant::now();
-        let now = old + Duration::from_secs(120);
-        slots.insert(key("old.com"), Used(1, old));
-        slots.insert(key("new.com"), Used(2, now));
+        slots.insert(key("old.com"), Used(1, 0));
+        slots.insert(key("new.com"), Used(2, 120_000));
+        let (idle, now) = slots.sweep_bounds(epoch + Duration::from_secs(120));
         for map in [&slots.configured, &slots.others] {
-            for key in map.sweep(Duration::from_secs(60), now) {
+            for key in map.sweep(idle, now) {
                 (slots.on_evicted)(&key);
             }
         }
@@ -404,8 +418,8 @@ mod tests {
 
     #[test]
     fn a_reload_moves_entries_to_their_new_map() {
-        let slots: Slots<Used> = Slots::new(10, Duration::from_secs(3600), quiet());
-        let now = Instant::now();
+        let slots: Slots<Used> = Slots::new(10, Duration::from_secs(3600), Instant::now(), quiet());
+        let now = 7;
         slots.get_with(&key("a.com"), || Used(1, now));
         slots.set_configured([TenantId::try_from("a.com".to_owned()).unwrap()]);
         assert_eq!(slots.get(&key("a.com")), Some(Used(1, now)));
