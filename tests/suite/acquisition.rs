@@ -484,3 +484,65 @@ async fn issued_tokens_are_signed_jwts_and_refresh_in_is_read() {
     .verify(signed.as_bytes(), &signature)
     .expect("the simulated authority signs its tokens");
 }
+
+/// The real process with 120 s tokens (a tenant's token-lifetime policy, a
+/// dev authority) and the default `min_remaining` (5 min, more than the
+/// whole token): no caller for over two lifetimes, and the refresh keeps
+/// its pace. (It once refetched such tokens at once, forever: 686 requests
+/// in 15 s for 2 tenants.) Named to start first: it waits 250 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_with_120_s_tokens_and_no_callers_refreshes_twice_per_lifetime() {
+    let tenants: Vec<String> = (0..4).map(|i| format!("short{i}.example.com")).collect();
+    let configured: String = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("[[tenants]]\nname = \"short{i}\"\nid = \"{t}\"\n"))
+        .collect();
+    let f = Fixture::new(&format!("[server]\nlisten = \"127.0.0.1:0\"\n{configured}")).await;
+    f.sim.set_token_lifetime(Duration::from_secs(120));
+    for t in &tenants {
+        f.sim.consent(t);
+    }
+    let daemon = common::Daemon::spawn(&f.config_path).await;
+    // Samples every second: when each tenant's count went up.
+    let mut seen: Vec<Vec<u64>> = vec![Vec::new(); tenants.len()];
+    let mut counts = vec![0usize; tenants.len()];
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(250) {
+        for (i, t) in tenants.iter().enumerate() {
+            let n = f.sim.requests(t);
+            for _ in counts[i]..n {
+                seen[i].push(started.elapsed().as_secs());
+            }
+            counts[i] = n;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for (t, fetches) in tenants.iter().zip(&seen) {
+        // The fill, one early refresh at most (from a quarter of the first
+        // lifetime, so a mass fill does not come back as one burst), then
+        // one per half-lifetime: 4 or 5 in 250 s; hundreds in the hot loop.
+        assert!(
+            (4..=5).contains(&fetches.len()),
+            "{t}: {} fetches at {fetches:?} s",
+            fetches.len()
+        );
+        // Never two within 30 s (1 s of sampling slack).
+        assert!(
+            fetches.windows(2).all(|w| w[1] - w[0] >= 29),
+            "{t}: fetches at {fetches:?} s"
+        );
+        // From the second lifetime on, at most two per lifetime.
+        let later: Vec<u64> = fetches.iter().copied().filter(|s| *s >= 120).collect();
+        assert!(later.len() <= 3, "{t}: fetches at {fetches:?} s");
+    }
+    // A caller now gets a token with at least a quarter of its life left.
+    let answer = daemon
+        .get(
+            "/v1/token?tenant=short0",
+            &[("Authorization", &format!("Bearer {}", common::TESTER_SECRET))],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.json()["expires_in"].as_u64().unwrap() >= 30, "{}", answer.body);
+}
