@@ -31,6 +31,8 @@ pub const FEDERATED_SIGNATURE: u32 = 700_213;
 pub const CONDITIONAL_ACCESS: u32 = 53_003;
 /// Entra detected a request loop.
 pub const REQUEST_LOOP: u32 = 50_196;
+/// The client assertion names another app than `client_id`.
+pub const ASSERTION_APP_MISMATCH: u32 = 700_021;
 /// The certificate is expired, not yet valid or revoked.
 pub const CERTIFICATE_INVALID: [u32; 4] = [1_000_502, 7_000_274, 7_000_214, 7_000_277];
 
@@ -46,9 +48,12 @@ const TENANT_WIDE: [u32; 5] = [
 ];
 
 /// Codes that refuse this credential but not the next one: another
-/// certificate or federated credential may be accepted.
-const CREDENTIAL_REFUSED: [u32; 5] = [
+/// certificate or federated credential (or the one a reload replaced) may
+/// be accepted.
+const CREDENTIAL_REFUSED: [u32; 7] = [
     CERTIFICATE_NOT_REGISTERED,
+    CERTIFICATE_INVALID[1],
+    ASSERTION_APP_MISMATCH,
     FEDERATED_NO_MATCH,
     FEDERATED_ISSUER,
     FEDERATED_AUDIENCE,
@@ -104,6 +109,7 @@ pub fn remedy(code: u32) -> Option<&'static str> {
         APP_DISABLED => "the app is disabled in this tenant: ask the tenant's admin to enable it",
         CERTIFICATE_NOT_REGISTERED => "the certificate is not registered on the app registration: upload it under Certificates & secrets (check the thumbprint with `tokenbroker cert inspect`)",
         ASSERTION_TIME => "the assertion's time range was refused: check this host's clock (NTP)",
+        ASSERTION_APP_MISMATCH => "the credential belongs to another app registration than app.client_id: use this app's certificate, or fix app.client_id",
         c if CERTIFICATE_INVALID.contains(&c) => "the certificate is expired, not yet valid or revoked: rotate it (`tokenbroker cert new`, upload, configure)",
         FEDERATED_NO_MATCH => "no federated identity credential on the app matches the token's issuer and subject: add one (App registrations > your app > Certificates & secrets > Federated credentials) for the issuer and subject Entra names",
         FEDERATED_ISSUER | FEDERATED_SIGNATURE => "the federated token's issuer or signature is not one the app trusts: check the federated identity credential's issuer",

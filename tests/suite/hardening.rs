@@ -593,3 +593,57 @@ async fn one_account_holding_every_connection_cannot_starve_another() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_accounts_new_tenants_leave_upstream_slots_for_another_account() {
+    let f = common::Fixture::new(&format!(
+        "max_concurrent_requests = 4\n\
+         [[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
+         [[accounts]]\nname = \"wide\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\nmax_new_tenants_per_minute = 1000\n\
+         [[accounts]]\nname = \"mine\"\nsecret_sha256 = \"{}\"\ntenants = [\"contoso\"]\n",
+        common::sha256_hex("wide-secret"),
+        common::sha256_hex("mine-secret"),
+    ))
+    .await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    for i in 0..40 {
+        f.sim.consent(&format!("slow{i}.example.com"));
+    }
+    let server = std::sync::Arc::new(common::Server::start(&f, |_, _| {}).await);
+    // Contoso's token must be fetched while the flood is on.
+    assert_eq!(server.token("contoso", "mine-secret").await.status, 200);
+    server.app.broker().evict("contoso", None).await.unwrap();
+    // A slow Entra, and one account asking for 40 new tenants at once.
+    f.sim.set_latency(Duration::from_secs(1));
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            let server = std::sync::Arc::clone(&server);
+            tokio::spawn(async move {
+                server
+                    .token(&format!("slow{i}.example.com"), "wide-secret")
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The other account's configured tenant finds a slot free: one round
+    // trip (1 s), not a place behind the whole flood (10 s: 40 fetches, 4
+    // at a time).
+    let started = std::time::Instant::now();
+    let answer = server.token("contoso", "mine-secret").await;
+    let waited = started.elapsed();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        waited < Duration::from_secs(4),
+        "waited {waited:?} behind another account's new tenants"
+    );
+    for task in flood {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    assert!(f.sim.peak_concurrency() <= 4);
+    match std::sync::Arc::try_unwrap(server) {
+        Ok(server) => server.stop().await,
+        Err(_) => panic!("the server is still shared"),
+    }
+}
