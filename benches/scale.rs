@@ -196,7 +196,7 @@ fn main() {
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 4096\n\
                  [app]\nclient_id = \"{CLIENT_ID}\"\nauthority_host = \"{}\"\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\nmax_concurrent_requests = {}\n\
-                 [cache]\nstate_file = \"cache.sealed\"\nstate_key_file = \"state.key\"\n\
+                 [cache]\nstate_file = \"cache.sealed\"\nstate_key_file = \"state.key\"\nstate_interval = \"1s\"\n\
                  {}",
                 sim.url(),
                 opts.bound,
@@ -236,6 +236,9 @@ fn main() {
             .text()
             .await
             .expect("metrics body");
+        // The state file is written every second here (60 s by default):
+        // memory is read after a write, which must not copy the cache.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         let (rss_end, hwm_end) = memory_kib(pid);
         // One token's length: what the cache holds of Entra's per tenant.
         let token_len = http

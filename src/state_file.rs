@@ -200,9 +200,11 @@ impl StateFile {
     /// Writes `tokens` and `known` atomically: a temporary file beside the
     /// state file (mode 0600), synced, renamed over it, and the directory
     /// synced. Returns the number of bytes written.
+    /// `tokens` may make each record as it is asked for: only one is held
+    /// at a time.
     pub fn write<'a>(
         &self,
-        tokens: impl IntoIterator<Item = (&'a CacheKey, &'a TokenRecord)>,
+        tokens: impl IntoIterator<Item = (&'a CacheKey, TokenRecord)>,
         known: &[TenantKey],
     ) -> Result<u64, StateError> {
         let failed = |source| StateError::Write {
@@ -250,7 +252,7 @@ impl StateFile {
     fn write_to<'a>(
         &self,
         out: &mut impl Write,
-        tokens: impl IntoIterator<Item = (&'a CacheKey, &'a TokenRecord)>,
+        tokens: impl IntoIterator<Item = (&'a CacheKey, TokenRecord)>,
         known: &[TenantKey],
     ) -> std::io::Result<()> {
         let sealing = |e: Rejected| std::io::Error::other(format!("cannot seal: {e}"));
@@ -403,7 +405,7 @@ mod tests {
         let state = file(dir.path(), "app-a", KEY);
         let (tokens, known) = sample(2500);
         state
-            .write(tokens.iter().map(|(k, r)| (k, r)), &known)
+            .write(tokens.iter().map(|(k, r)| (k, r.clone())), &known)
             .unwrap();
         let mode = std::fs::metadata(state.path())
             .unwrap()
@@ -432,7 +434,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tokens, known) = sample(3);
         file(dir.path(), "app-a", KEY)
-            .write(tokens.iter().map(|(k, r)| (k, r)), &known)
+            .write(tokens.iter().map(|(k, r)| (k, r.clone())), &known)
             .unwrap();
         assert!(matches!(
             file(dir.path(), "app-b", KEY).read(10, 10),
@@ -477,7 +479,11 @@ mod tests {
         let (tokens, known) = sample(2);
         let mut bytes = Vec::new();
         state
-            .write_to(&mut bytes, tokens.iter().map(|(k, r)| (k, r)), &known)
+            .write_to(
+                &mut bytes,
+                tokens.iter().map(|(k, r)| (k, r.clone())),
+                &known,
+            )
             .unwrap();
         for cut in 0..bytes.len() {
             assert!(

@@ -3,7 +3,7 @@
 //! The file's format and I/O are [`crate::state_file`]'s.
 
 use super::Broker;
-use crate::cache::{schedule, CacheKey};
+use crate::cache::{schedule, CacheKey, CachedToken};
 use crate::seal::TokenRecord;
 use crate::state_file::{StateError, StateFile};
 use std::sync::atomic::Ordering;
@@ -87,11 +87,12 @@ impl Broker {
         if !force && changes == self.saved_changes.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let tokens: Vec<(CacheKey, TokenRecord)> = self
-            .cache
-            .tokens()
-            .into_iter()
-            .map(|(key, token)| {
+        // References to the cached tokens, not copies: each record is made
+        // as it is written, so a write holds one token's copy at a time.
+        let tokens: Vec<(CacheKey, Arc<CachedToken>)> = self.cache.tokens();
+        let known = self.known.snapshot();
+        let written = tokio::task::spawn_blocking(move || {
+            let records = tokens.iter().map(|(key, token)| {
                 let record = TokenRecord {
                     access_token: token.access_token.expose().to_owned(),
                     issued_on: token.obtained_on,
@@ -99,11 +100,8 @@ impl Broker {
                     refresh_on: None,
                 };
                 (key, record)
-            })
-            .collect();
-        let known = self.known.snapshot();
-        let written = tokio::task::spawn_blocking(move || {
-            file.write(tokens.iter().map(|(k, r)| (k, r)), &known)
+            });
+            file.write(records, &known)
         })
         .await
         .map_err(|e| StateError::Write {

@@ -23,7 +23,7 @@ pub enum TokenRecordError {
 }
 
 /// A token as kept outside this process (times in unix seconds).
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub access_token: String,
     pub issued_on: u64,
