@@ -359,9 +359,17 @@ mod tests {
             classify(400, "invalid_request", &[90002], Some(s(5))),
             Class::Permanent
         );
+        // An invalid certificate (7000274) or one of another app (700021)
+        // moves on to the next credential, as an unregistered one does.
+        for code in [7_000_274, 700_021, 700_027] {
+            assert_eq!(
+                classify(400, "invalid_client", &[code], None),
+                Class::CredentialRefused,
+                "{code}"
+            );
+        }
         for code in [
-            700_016, 65_001, 90_002, 90_038, 7_000_112, 1_000_502, 7_000_274, 7_000_214, 7_000_277,
-            53_003,
+            700_016, 65_001, 90_002, 90_038, 7_000_112, 1_000_502, 7_000_214, 7_000_277, 53_003,
         ] {
             assert_eq!(
                 classify(400, "invalid_request", &[code], None),
