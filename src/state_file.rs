@@ -44,6 +44,9 @@ pub struct StateFile {
     keys: Keys,
     /// The app's client ID and cloud: bound into every record.
     app: String,
+    /// One write at a time (the periodic one and the one at exit share
+    /// the temporary file).
+    writing: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for StateFile {
@@ -90,6 +93,7 @@ impl StateFile {
             path: path.to_owned(),
             keys,
             app: format!("{client_id}\0{cloud}"),
+            writing: std::sync::Mutex::new(()),
         }
     }
 
@@ -207,6 +211,7 @@ impl StateFile {
         tokens: impl IntoIterator<Item = (&'a CacheKey, TokenRecord)>,
         known: &[TenantKey],
     ) -> Result<u64, StateError> {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let failed = |source| StateError::Write {
             path: self.path.clone(),
             source,
