@@ -191,6 +191,10 @@ impl<E: LoadError> Inner<E> {
         // A configured tenant still healing (no token yet) is kept however
         // idle: nobody may ask for it until its consent arrives.
         let healing = slot.current.load().is_none() && self.slots.is_configured(&slot.key);
+        if healing {
+            // Not idle for the map's sweep either.
+            slot.touch(now, self.epoch);
+        }
         if !healing
             && now.saturating_duration_since(slot.idle_since(self.epoch))
                 >= self.settings.load().keep_warm

@@ -408,10 +408,9 @@ impl<E: LoadError> TokenCache<E> {
 
     /// The slot of `key` (made when missing), marked as used now.
     fn touch(&self, key: &CacheKey) -> (Arc<Slot<E>>, Instant) {
-        let slot = self
-            .inner
-            .slots
-            .get_with(key, || Arc::new(Slot::new(key.clone())));
+        let slot = self.inner.slots.get_with(key, || {
+            Arc::new(Slot::new(key.clone(), Instant::now(), self.inner.epoch))
+        });
         let now = Instant::now();
         slot.touch(now, self.inner.epoch);
         (slot, now)
@@ -498,7 +497,7 @@ impl<E: LoadError> TokenCache<E> {
             // A fresh slot holding only the throttle; the old slot's
             // timer sees it is no longer cached and leaves it.
             Some(blocked) => {
-                let fresh = Slot::new(key.clone());
+                let fresh = Slot::new(key.clone(), Instant::now(), self.inner.epoch);
                 fresh.lock().blocked = Some(blocked);
                 self.inner.slots.insert(key.clone(), Arc::new(fresh));
             }
@@ -701,12 +700,15 @@ impl<E: LoadError> Inner<E> {
 }
 
 impl<E> Slot<E> {
-    fn new(key: CacheKey) -> Slot<E> {
+    /// A new slot, used now (`now` and `epoch` are the cache's).
+    fn new(key: CacheKey, now: Instant, epoch: Instant) -> Slot<E> {
         Slot {
             key,
             current: ArcSwapOption::empty(),
             loading: AtomicBool::new(false),
-            last_access_ms: AtomicU64::new(0),
+            last_access_ms: AtomicU64::new(
+                u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX),
+            ),
             state: Mutex::new(SlotState {
                 in_flight: None,
                 blocked: None,

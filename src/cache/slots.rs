@@ -78,9 +78,12 @@ impl<V: Clone + LastUsed> Map<V> {
     }
 
     /// The value of `key`, made by `init` when missing; when it was made,
-    /// `Some` of the key pushed out to make room, if any.
-    #[allow(clippy::option_option)]
-    fn get_with(&self, key: &CacheKey, init: impl FnOnce() -> V) -> (V, Option<Option<CacheKey>>) {
+    /// the key pushed out to make room, if any, and whether a sweep is due.
+    fn get_with(
+        &self,
+        key: &CacheKey,
+        init: impl FnOnce() -> V,
+    ) -> (V, Option<(Option<CacheKey>, bool)>) {
         if let Some(v) = self.get(key) {
             return (v, None);
         }
@@ -93,22 +96,40 @@ impl<V: Clone + LastUsed> Map<V> {
         let evicted = self.make_room(&mut map);
         map.insert(key.clone(), value.clone());
         self.len.fetch_add(1, Ordering::Relaxed);
-        self.inserts.fetch_add(1, Ordering::Relaxed);
-        (value, Some(evicted))
+        let sweep = self.count_insert();
+        (value, Some((evicted, sweep)))
     }
 
-    /// Inserts or replaces; the key pushed out to make room, if any.
-    fn insert(&self, key: CacheKey, value: V) -> Option<CacheKey> {
+    /// Inserts or replaces; the key pushed out to make room, if any, and
+    /// whether a sweep is due.
+    fn insert(&self, key: CacheKey, value: V) -> (Option<CacheKey>, bool) {
         let mut map = Map::write(self.shard(&key));
         if let Some(old) = map.get_mut(&key) {
             *old = value;
+            return (None, false);
+        }
+        let evicted = self.make_room(&mut map);
+        map.insert(key, value);
+        self.len.fetch_add(1, Ordering::Relaxed);
+        (evicted, self.count_insert())
+    }
+
+    /// Inserts if absent (a slot already there wins); the key pushed out.
+    fn insert_absent(&self, key: CacheKey, value: V) -> Option<CacheKey> {
+        let mut map = Map::write(self.shard(&key));
+        if map.contains_key(&key) {
             return None;
         }
         let evicted = self.make_room(&mut map);
         map.insert(key, value);
         self.len.fetch_add(1, Ordering::Relaxed);
-        self.inserts.fetch_add(1, Ordering::Relaxed);
         evicted
+    }
+
+    /// Counts an insert; whether this one makes a sweep due (every
+    /// [`SWEEP_EVERY`], counted once however many threads insert).
+    fn count_insert(&self) -> bool {
+        (self.inserts.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(SWEEP_EVERY)
     }
 
     /// At the bound, removes the least recently used of a few entries of
@@ -162,11 +183,6 @@ impl<V: Clone + LastUsed> Map<V> {
                 .fetch_sub((before - map.len()) as u64, Ordering::Relaxed);
         }
         gone
-    }
-
-    fn due_for_sweep(&self) -> bool {
-        let n = self.inserts.load(Ordering::Relaxed);
-        n > 0 && n.is_multiple_of(SWEEP_EVERY)
     }
 
     fn len(&self) -> u64 {
@@ -228,12 +244,12 @@ impl<V: Clone + LastUsed> Slots<V> {
         self.tenants.load().contains(&key.tenant)
     }
 
-    /// Reports a key pushed out, and sweeps idle entries now and then.
-    fn after_insert(&self, map: &Map<V>, evicted: Option<CacheKey>) {
+    /// Reports a key pushed out, and sweeps idle entries when due.
+    fn after_insert(&self, map: &Map<V>, evicted: Option<CacheKey>, sweep: bool) {
         if let Some(key) = evicted {
             (self.on_evicted)(&key);
         }
-        if map.due_for_sweep() {
+        if sweep {
             let (idle, now) = self.sweep_bounds(Instant::now());
             for key in map.sweep(idle, now) {
                 (self.on_evicted)(&key);
@@ -242,23 +258,33 @@ impl<V: Clone + LastUsed> Slots<V> {
     }
 
     pub(super) fn get_with(&self, key: &CacheKey, init: impl FnOnce() -> V) -> V {
+        // A reload moving entries between the maps may have left this one
+        // in the other map for a moment: found there, it is used.
+        if let Some(value) = self.get(key) {
+            return value;
+        }
         let map = self.of(key);
         let (value, inserted) = map.get_with(key, init);
         // Only an insert may push out or sweep: a hit writes nothing.
-        if let Some(evicted) = inserted {
-            self.after_insert(map, evicted);
+        if let Some((evicted, sweep)) = inserted {
+            self.after_insert(map, evicted, sweep);
         }
         value
     }
 
     pub(super) fn get(&self, key: &CacheKey) -> Option<V> {
-        self.of(key).get(key)
+        let (first, second) = if self.is_configured(key) {
+            (&self.configured, &self.others)
+        } else {
+            (&self.others, &self.configured)
+        };
+        first.get(key).or_else(|| second.get(key))
     }
 
     pub(super) fn insert(&self, key: CacheKey, value: V) {
         let map = self.of(&key);
-        let evicted = map.insert(key, value);
-        self.after_insert(map, evicted);
+        let (evicted, sweep) = map.insert(key, value);
+        self.after_insert(map, evicted, sweep);
     }
 
     pub(super) fn invalidate(&self, key: &CacheKey) {
@@ -310,7 +336,8 @@ impl<V: Clone + LastUsed> Slots<V> {
                 .collect();
             for key in keys {
                 if let Some(value) = from.remove(&key) {
-                    if let Some(evicted) = to.insert(key, value) {
+                    // A slot a lookup made there meanwhile wins.
+                    if let Some(evicted) = to.insert_absent(key, value) {
                         (self.on_evicted)(&evicted);
                     }
                 }

@@ -622,3 +622,25 @@ async fn a_configured_tenant_that_failed_heals_without_callers() {
     tokio::time::sleep(Duration::from_secs(14 * 60)).await;
     assert_eq!(source.fetches("contoso.com"), before + 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_made_late_in_a_cache_is_not_idle_from_the_start() {
+    let source = FakeSource::new(HOUR);
+    source.fail_with(Some(FakeError {
+        kind: FailureKind::Throttled(Duration::from_secs(600)),
+        what: "429",
+    }));
+    let mut tuned = settings();
+    tuned.keep_warm = Duration::from_secs(3600);
+    let cache = cache_with(source.clone(), tuned);
+    // The cache has run longer than keep_warm before this tenant comes.
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    let key = graph("late.example.com");
+    assert!(cache.get(&key).await.is_err());
+    // An evict keeps the throttle in a fresh slot; a sweep must not take
+    // that slot for an idle one (it was made just now).
+    cache.evict(&key);
+    assert_eq!(cache.len(), 1);
+    assert!(cache.get(&key).await.is_err());
+    assert_eq!(source.fetches("late.example.com"), 1, "the throttle held");
+}

@@ -91,11 +91,17 @@ pub(super) fn serve(
             Err(e) => tracing::error!("cannot catch SIGHUP (reload with `tokenbroker reload` instead): {e}"),
         }
         daemon::spawn_watch(Arc::clone(&app));
-        daemon::spawn_state_saver(Arc::clone(&app));
+        let saver = daemon::spawn_state_saver(Arc::clone(&app));
         // Kept alive (the simulated authority stops when dropped) until serving ends.
         let _dev_mode = dev_mode.map(|dev| dev.announce(local));
         crate::server::run(Arc::clone(&app), listeners, shutdown_signal()).await;
         let limit = app.broker().with_config(|c| c.server.shutdown_timeout.0);
+        // The periodic writer stops first: an older snapshot must not land
+        // after the last one.
+        if let Some(saver) = saver {
+            saver.abort();
+            let _ = saver.await;
+        }
         daemon::save_state_at_exit(&app, limit).await;
         tracing::info!("stopped");
         Ok::<(), CliError>(())

@@ -234,17 +234,22 @@ impl Budget {
     }
 }
 
-/// The oldest idle connection of the account holding the most
-/// connections (where a full budget of authenticated callers makes room).
+/// The oldest idle connection of the account holding the most connections
+/// among those with one idle (where a full budget of authenticated callers
+/// makes room).
 fn busiest_accounts_oldest_idle(entries: &VecDeque<Entry>) -> Option<usize> {
     let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for account in entries.iter().filter_map(|e| e.conn.account()) {
         *counts.entry(account).or_default() += 1;
     }
-    let (busiest, _) = counts.into_iter().max_by_key(|(_, n)| *n)?;
     entries
         .iter()
-        .position(|e| e.conn.account() == Some(busiest) && e.conn.is_idle())
+        .enumerate()
+        .filter(|(_, e)| e.conn.is_idle())
+        .filter_map(|(i, e)| Some((i, counts.get(e.conn.account()?)?)))
+        // The most connections; among equals, the oldest (first) one.
+        .max_by_key(|(i, n)| (**n, std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
