@@ -41,6 +41,8 @@ struct Configured {
 pub struct Metrics {
     registry: Registry,
     http_requests: IntCounterVec,
+    /// `http_requests` with status 200, per route (by discriminant).
+    http_ok: [std::sync::OnceLock<IntCounter>; Route::ALL.len()],
     /// Per-route histograms in [`Route::ALL`] order, resolved once: the hot
     /// path skips the label lookup.
     route_durations: Vec<Histogram>,
@@ -262,6 +264,7 @@ impl Metrics {
         let metrics = Metrics {
             registry,
             http_requests,
+            http_ok: Default::default(),
             route_durations,
             lookups,
             upstream_requests,
@@ -328,9 +331,20 @@ impl Metrics {
 
     /// Counts an answered HTTP request.
     pub fn http_request(&self, route: Route, status: u16, elapsed: Duration) {
-        self.http_requests
-            .with_label_values(&[route.label(), &status_label(status)])
-            .inc();
+        // The common answer skips the label lookup (a hash and a lock); the
+        // series still appears only once a route first answers 200.
+        match self.http_ok.get(route as usize) {
+            Some(ok) if status == 200 => ok
+                .get_or_init(|| {
+                    self.http_requests
+                        .with_label_values(&[route.label(), "200"])
+                })
+                .inc(),
+            _ => self
+                .http_requests
+                .with_label_values(&[route.label(), &status_label(status)])
+                .inc(),
+        }
         if let Some(histogram) = self.route_durations.get(route as usize) {
             histogram.observe(elapsed.as_secs_f64());
         }

@@ -17,10 +17,16 @@ struct Inner {
     json_safe: bool,
 }
 
+/// Whether `value` can go into a JSON string as it is: no quote, backslash
+/// or control character.
+pub(crate) fn json_safe(value: &str) -> bool {
+    value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 impl AccessToken {
     /// Wraps a token string.
     pub fn new(token: String) -> AccessToken {
-        let json_safe = token.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        let json_safe = json_safe(&token);
         AccessToken(Arc::new(Inner {
             token: Zeroizing::new(token),
             json_safe,

@@ -28,8 +28,11 @@ pub struct Conn {
     pub close: Notify,
     /// Requests being answered on it (keep-alive connections idle between them).
     busy: AtomicU64,
-    /// When a request last started or ended (or the connection opened).
-    last_active: Mutex<Instant>,
+    /// When the connection opened.
+    opened: Instant,
+    /// When a request last started or ended, in µs since `opened` (an
+    /// atomic: every request writes it twice).
+    last_active_us: AtomicU64,
     /// The account its first authenticated request was for.
     account: OnceLock<Arc<str>>,
     /// Its place in its budget (none for a connection outside one).
@@ -49,7 +52,8 @@ impl Conn {
             authenticated: AtomicBool::new(false),
             close: Notify::new(),
             busy: AtomicU64::new(0),
-            last_active: Mutex::new(Instant::now()),
+            opened: Instant::now(),
+            last_active_us: AtomicU64::new(0),
             account: OnceLock::new(),
             budget,
             id,
@@ -61,7 +65,7 @@ impl Conn {
     /// account's share (the first account it authenticated as).
     pub fn authenticated_as(&self, account: &str) {
         self.authenticated.store(true, Ordering::Release);
-        if self.account.set(Arc::from(account)).is_ok() {
+        if self.account.get().is_none() && self.account.set(Arc::from(account)).is_ok() {
             if let Some(budget) = self.budget.upgrade() {
                 budget.keep_share(self.id, account);
             }
@@ -76,19 +80,26 @@ impl Conn {
         self.account.get().map(|a| &**a)
     }
 
-    fn touch(&self) {
-        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    fn touch(&self, at: Instant) {
+        let us = at.saturating_duration_since(self.opened).as_micros();
+        self.last_active_us
+            .fetch_max(u64::try_from(us).unwrap_or(u64::MAX), Ordering::AcqRel);
     }
 
-    /// A request starts on this connection.
-    pub fn request_started(&self) {
+    fn last_active(&self) -> Instant {
+        self.opened + Duration::from_micros(self.last_active_us.load(Ordering::Acquire))
+    }
+
+    /// A request starts on this connection at `at` (the handler's clock
+    /// reading, so the hot path reads the clock once for both).
+    pub fn request_started(&self, at: Instant) {
         self.busy.fetch_add(1, Ordering::AcqRel);
-        self.touch();
+        self.touch(at);
     }
 
-    /// A request on this connection was answered.
-    pub fn request_ended(&self) {
-        self.touch();
+    /// A request on this connection was answered at `at`.
+    pub fn request_ended(&self, at: Instant) {
+        self.touch(at);
         self.busy.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -96,8 +107,7 @@ impl Conn {
     /// for `limit`.
     pub async fn idle_for(&self, limit: Duration) {
         loop {
-            let last = *self.last_active.lock().unwrap_or_else(|p| p.into_inner());
-            let due = last + limit;
+            let due = self.last_active() + limit;
             if Instant::now() < due {
                 tokio::time::sleep_until(due).await;
             } else if self.busy.load(Ordering::Acquire) == 0 {
@@ -282,13 +292,13 @@ mod tests {
             .store(true, Ordering::Release);
         // Full of authenticated callers, each busy with a request: refused.
         for conn in [&a.conn, &c.conn, &d.as_ref().unwrap().conn] {
-            conn.request_started();
+            conn.request_started(Instant::now());
         }
         let (e, outcome) = budget.admit();
         assert!(e.is_none());
         assert_eq!(outcome, Outcome::Full);
         // A caller leaving frees its place.
-        c.conn.request_ended();
+        c.conn.request_ended(Instant::now());
         drop(c);
         let (f, outcome) = budget.admit();
         assert!(f.is_some());
@@ -319,7 +329,7 @@ mod tests {
         // Full, all authenticated: a new caller still gets in, in place of
         // the busiest account's oldest idle connection (the accounts tie at
         // two: either may give way, but never a busy one).
-        a2.conn.request_started();
+        a2.conn.request_started(Instant::now());
         c1.conn.authenticated_as("c");
         let (d, outcome) = budget.admit();
         assert!(d.is_some());
@@ -334,7 +344,7 @@ mod tests {
         let (ticket, _) = budget.admit();
         let conn = Arc::clone(&ticket.unwrap().conn);
         let started = Instant::now();
-        conn.request_started();
+        conn.request_started(Instant::now());
         // A slow request is not idleness.
         let idle = tokio::spawn({
             let conn = Arc::clone(&conn);
@@ -342,7 +352,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_secs(90)).await;
         assert!(!idle.is_finished());
-        conn.request_ended();
+        conn.request_ended(Instant::now());
         idle.await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(150));
     }

@@ -47,6 +47,7 @@ pub(super) struct Access {
 
 pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B>) -> Answer {
     let started = Instant::now();
+    conn.request_started(started);
     let mut access = Access {
         enabled: tracing::enabled!(target: "tokenbroker::access", tracing::Level::INFO),
         ..Access::default()
@@ -54,7 +55,9 @@ pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B
     let route = route_of(req.uri().path(), peer, app.separate_metrics);
     let answer = answer(app, route, peer, conn, &req, &mut access).await;
     let status = answer.status().as_u16();
-    let elapsed = started.elapsed();
+    let ended = Instant::now();
+    conn.request_ended(ended);
+    let elapsed = ended.saturating_duration_since(started);
     app.metrics.http_request(route, status, elapsed);
     if access.enabled {
         tracing::info!(

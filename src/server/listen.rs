@@ -261,9 +261,7 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
             let app = Arc::clone(&app_for_requests);
             let conn = Arc::clone(&conn);
             async move {
-                conn.request_started();
                 let answer = super::handle::handle(&app, peer, &conn, req).await;
-                conn.request_ended();
                 Ok::<_, std::convert::Infallible>(answer)
             }
         });

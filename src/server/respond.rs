@@ -128,7 +128,13 @@ impl TokenBody {
     /// Adds `,"key":"value"` (escaped).
     pub fn string(mut self, key: &'static str, value: &str) -> TokenBody {
         self.key(key);
-        let _ = serde_json::to_writer(&mut self.buf, value);
+        if crate::token::json_safe(value) {
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(value.as_bytes());
+            self.buf.push(b'"');
+        } else {
+            let _ = serde_json::to_writer(&mut self.buf, value);
+        }
         self
     }
 
@@ -140,9 +146,11 @@ impl TokenBody {
     }
 
     fn key(&mut self, key: &'static str) {
+        debug_assert!(crate::token::json_safe(key), "{key}");
         self.buf.push(b',');
-        let _ = serde_json::to_writer(&mut self.buf, key);
-        self.buf.push(b':');
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"\":");
     }
 
     /// The 200 answer.
