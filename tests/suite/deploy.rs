@@ -263,6 +263,57 @@ fn the_readme_walkthrough_uses_what_the_deploy_files_define() {
     assert!(unit_text.contains("LoadCredential=key-password:/etc/tokenbroker/key-password"));
 }
 
+/// The connections the shipped configuration allows, as the server counts
+/// them, fit under the unit's `LimitNOFILE=` with room for the files,
+/// Redis and the runtime (a full table of descriptors makes accept() fail
+/// for every caller).
+#[test]
+fn the_units_open_file_limit_fits_the_connection_limits() {
+    let d = deploy();
+    let shipped = repo().join("deploy/systemd/tokenbroker.toml");
+    let config = tokenbroker::config::Config::parse(
+        &std::fs::read_to_string(&shipped).unwrap(),
+        &d.config_path,
+    )
+    .unwrap();
+    // The metrics and admin listeners' fixed budget, read from the server's
+    // source so that a change there reaches this sum.
+    let listen = std::fs::read_to_string(repo().join("src/server/listen.rs")).unwrap();
+    let own_listener: usize = listen
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("const OWN_LISTENER_CONNECTIONS: usize = ")
+        })
+        .and_then(|v| v.trim_end_matches(';').parse().ok())
+        .expect("src/server/listen.rs defines OWN_LISTENER_CONNECTIONS");
+    let connections = config.server.max_connections
+        + config.server.max_socket_connections
+        + 2 * own_listener
+        + config.app.max_concurrent_requests;
+    // Listeners, configuration, credentials, the state file and its
+    // temporary, token files, Redis (a connection per cluster node), DNS
+    // lookups and the runtime's own descriptors.
+    const MARGIN: usize = 256;
+    // `LimitNOFILE=soft:hard` or one number for both: the soft limit counts.
+    let limit = one(&d.unit, "LimitNOFILE");
+    let soft: usize = limit
+        .split(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("LimitNOFILE={limit} is not a number"));
+    assert!(
+        soft >= connections + MARGIN,
+        "LimitNOFILE={limit} is below {connections} connections + {MARGIN} (server.max_connections \
+         {} + max_socket_connections {} + metrics and admin {own_listener} each + \
+         app.max_concurrent_requests {})",
+        config.server.max_connections,
+        config.server.max_socket_connections,
+        config.app.max_concurrent_requests,
+    );
+    eprintln!("LimitNOFILE={limit}: {connections} connections + {MARGIN} at least");
+}
+
 /// The unit with `ExecStart` pointing at the binary under test, and the
 /// manual pages its `Documentation=` names, in a scratch directory.
 fn unit_for_analysis(dir: &Path) -> (PathBuf, PathBuf) {
