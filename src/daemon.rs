@@ -100,8 +100,30 @@ pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError>
                 ),
             ));
         }
+        writable(dir).map_err(|e| {
+            invalid(
+                key,
+                format!(
+                    "cannot create the socket in {} as user {}: {e}; make the directory writable \
+                     by that user (deploy/systemd's tokenbroker.tmpfiles makes /run/tokenbroker for it)",
+                    dir.display(),
+                    crate::sys::process_user()
+                ),
+            )
+        })?;
     }
     Ok(())
+}
+
+/// Whether this process can create files in `dir`: made and removed, so
+/// modes, ACLs and read-only mounts all answer as they will for `serve`.
+pub fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".tokenbroker-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// Loads every credential `config` names, as of now. Returns the set and

@@ -65,7 +65,12 @@ fn failure(answer: &Answer) -> CliError {
     } else {
         message.to_owned()
     };
-    CliError::Other(format!("{} ({})", message, answer.status))
+    let message = format!("{} ({})", message, answer.status);
+    match answer.status {
+        // What was asked is wrong (an unknown tenant or resource): a usage error.
+        400 | 404 => CliError::Usage(message),
+        _ => CliError::Other(message),
+    }
 }
 
 fn current_uid() -> String {
@@ -148,6 +153,13 @@ fn table(status: &Value, rows: &[Value], now: u64) -> String {
             error,
         ));
     }
+    text.push_str(&tenant_rows(rows, now));
+    text
+}
+
+/// The tenants' rows as a table. Pure.
+fn tenant_rows(rows: &[Value], now: u64) -> String {
+    let mut text = String::new();
     let mut lines = vec![[
         "TENANT".to_owned(),
         "RESOURCE".to_owned(),
@@ -240,12 +252,14 @@ fn span(seconds: u64) -> String {
     }
 }
 
-/// `tokenbroker refresh` and `evict`: prints the tenant's rows as JSON.
+/// `tokenbroker refresh` and `evict`: what was done, then the tenant's
+/// rows (a table, or the admin API's JSON with `--json`).
 pub(super) fn act(
     socket: &Path,
     action: &str,
     tenant: &str,
     resource: Option<&str>,
+    json: bool,
 ) -> Result<(), CliError> {
     let mut target = format!("/admin/tenants/{}/{action}", encode(tenant));
     if let Some(resource) = resource {
@@ -255,13 +269,45 @@ pub(super) fn act(
     if answer.status != 200 {
         return Err(failure(&answer));
     }
-    out(format_args!("{}", answer.body))
+    if json {
+        return out(format_args!("{}", answer.body));
+    }
+    let rows = answer.body["tenants"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let now = crate::clock::unix_seconds(std::time::SystemTime::now());
+    out(format_args!(
+        "{}\n{}",
+        done(action, tenant, resource),
+        tenant_rows(&rows, now)
+    ))
 }
 
-/// `tokenbroker reload`: exit 2 when the new configuration is refused.
-pub(super) fn reload(socket: &Path) -> Result<(), CliError> {
+/// The line `refresh` or `evict` prints first. Pure.
+fn done(action: &str, tenant: &str, resource: Option<&str>) -> String {
+    let what = resource.unwrap_or(if action == "refresh" {
+        "Microsoft Graph"
+    } else {
+        "every resource"
+    });
+    match action {
+        "refresh" => format!("refreshed {tenant} ({what}): a new token from Entra"),
+        _ => format!(
+            "evicted {tenant} ({what}): cached tokens and remembered refusals dropped; nothing is fetched until a caller asks"
+        ),
+    }
+}
+
+/// `tokenbroker reload`: exit 2 when the daemon refuses the new
+/// configuration (it keeps serving the previous one).
+pub(super) fn reload(socket: &Path, json: bool) -> Result<(), CliError> {
     let answer = request(socket, "POST", "/admin/reload")?;
+    if json {
+        out(format_args!("{}", answer.body))?;
+    }
     match answer.status {
+        200 if json => Ok(()),
         200 => {
             let restart: Vec<&str> = answer.body["restart_needed"]
                 .as_array()
@@ -279,7 +325,7 @@ pub(super) fn reload(socket: &Path) -> Result<(), CliError> {
             }
         }
         400 if answer.body["error"] == "reload_failed" => Err(CliError::Usage(format!(
-            "reload failed, nothing changed: {}",
+            "the daemon refused the new configuration and keeps serving the previous one: {}",
             answer.body["message"].as_str().unwrap_or("?")
         ))),
         _ => Err(failure(&answer)),

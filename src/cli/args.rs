@@ -1,7 +1,7 @@
 //! The command line's arguments: every command and option, with its help.
 
 use super::CliError;
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError, ConfigLocation};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -15,8 +15,8 @@ use std::path::PathBuf;
 app-only Microsoft Graph tokens for each consenting customer tenant (OAuth 2.0 client \
 credentials), caches them, and serves them to local services over HTTP: its own /v1/token \
 API and the App Service managed-identity protocol at /msi/token.",
-    after_long_help = "FILES:\n  /etc/tokenbroker/tokenbroker.toml  configuration (default: config/tokenbroker.toml; \
-TOKENBROKER_CONFIG or --config)\n  /etc/tokenbroker/cert.pem, key.pem  the app's certificate and key\n  \
+    after_long_help = "FILES:\n  /etc/tokenbroker/tokenbroker.toml  configuration (when neither --config nor \
+TOKENBROKER_CONFIG names one)\n  /etc/tokenbroker/cert.pem, key.pem  the app's certificate and key\n  \
 /run/tokenbroker/tokenbroker.sock  the callers' Unix socket (server.unix_socket)\n\n\
 ENVIRONMENT:\n  TOKENBROKER_CONFIG  the configuration file, when --config is not given\n  \
 RUST_LOG  log filter (default: info)\n\n\
@@ -45,9 +45,8 @@ pub enum LogFormat {
 pub(super) enum Command {
     /// Run the daemon.
     Serve {
-        /// Configuration file.
-        #[arg(long, env = "TOKENBROKER_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Run with no Azure: a simulated authority, a throw-away certificate,
         /// two tenants and one account.
         #[arg(long)]
@@ -73,9 +72,9 @@ pub(super) enum Command {
         /// Opaque value echoed back to the redirect URI; check it there.
         #[arg(long)]
         state: Option<String>,
-        /// Configuration file to take the client ID and cloud from.
-        #[arg(long, env = "TOKENBROKER_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        /// The configuration names the client ID, the cloud and the tenants.
+        #[command(flatten)]
+        config: ConfigArg,
         /// Client ID (instead of the configuration's).
         #[arg(long)]
         client_id: Option<String>,
@@ -86,12 +85,14 @@ pub(super) enum Command {
     /// Validate the configuration, certificate and key; with --online, also
     /// acquire one token per configured tenant.
     Check {
-        /// Configuration file.
-        #[arg(long, env = "TOKENBROKER_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Also acquire a token for every configured tenant.
         #[arg(long)]
         online: bool,
+        /// Print one JSON document (also when a check fails) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the daemon's status and each tenant's (over the admin socket).
     Status {
@@ -108,26 +109,37 @@ pub(super) enum Command {
     Refresh {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Tenant name, GUID or verified domain.
         #[arg(long)]
         tenant: String,
         /// Resource (default: the cloud's Microsoft Graph).
         #[arg(long)]
         resource: Option<String>,
+        /// Print the tenant's rows as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Drop a tenant's cached tokens and remembered refusals (over the admin socket).
     Evict {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Tenant name, GUID or verified domain.
         #[arg(long)]
         tenant: String,
         /// Resource (default: every resource cached for the tenant).
         #[arg(long)]
         resource: Option<String>,
+        /// Print the tenant's rows as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Reload the configuration and credentials, as SIGHUP does (over the admin socket).
     Reload {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Print the daemon's answer as JSON instead of a line.
+        #[arg(long)]
+        json: bool,
     },
     /// The fleet's shared-cache key.
     #[command(subcommand, name = "cache-key")]
@@ -157,9 +169,8 @@ pub(super) enum Command {
         /// Resource (default: the cloud's Microsoft Graph).
         #[arg(long)]
         resource: Option<String>,
-        /// Configuration file.
-        #[arg(long, env = "TOKENBROKER_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Print the whole response as JSON instead.
         #[arg(long)]
         json: bool,
@@ -172,9 +183,26 @@ pub(super) struct AdminArgs {
     /// The admin socket (default: server.admin_socket of the configuration).
     #[arg(long)]
     admin_socket: Option<PathBuf>,
-    /// Configuration file naming server.admin_socket.
-    #[arg(long, env = "TOKENBROKER_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
+    /// The configuration names server.admin_socket.
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+/// `--config FILE`; without it `$TOKENBROKER_CONFIG`, else the packaged path.
+#[derive(Debug, Clone, clap::Args)]
+pub(super) struct ConfigArg {
+    /// Configuration file [default: $TOKENBROKER_CONFIG, else
+    /// /etc/tokenbroker/tokenbroker.toml].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The file this command reads, and why that one.
+    pub(super) fn locate(&self) -> ConfigLocation {
+        let env = std::env::var_os(config::CONFIG_ENV);
+        ConfigLocation::find(self.config.as_deref(), env.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,11 +292,21 @@ impl AdminArgs {
         if let Some(path) = &self.admin_socket {
             return Ok(path.clone());
         }
-        let config = Config::load(&self.config)?;
-        config.server.admin_socket.ok_or_else(|| {
+        let location = self.config.locate();
+        let socket = Config::admin_socket_of(&location.path).map_err(|e| {
+            let hint = match &e {
+                ConfigError::Read { .. } => format!(" ({})", location.explain()),
+                _ => String::new(),
+            };
+            CliError::Usage(format!(
+                "this command cannot find the admin socket, so the daemon was not asked: {e}{hint}; \
+                 fix the file, or pass --admin-socket PATH"
+            ))
+        })?;
+        socket.ok_or_else(|| {
             CliError::Usage(format!(
                 "{} sets no server.admin_socket; set it (and restart the daemon), or pass --admin-socket PATH",
-                self.config.display()
+                location.path.display()
             ))
         })
     }

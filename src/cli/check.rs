@@ -5,7 +5,7 @@
 use super::{load, out, runtime, CliError};
 use crate::authority::{AuthorityClient, AuthoritySettings};
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{Config, ConfigLocation};
 use crate::credentials::CredentialSet;
 use crate::daemon::StartError;
 use crate::sys::rfc3339;
@@ -25,50 +25,166 @@ pub(super) fn authority_client(
     .map_err(|e| StartError::from_build(config_path, e).into())
 }
 
-pub(super) fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
-    let (config, credentials, warnings) = load(config_path)?;
-    out(format_args!(
-        "configuration: {} is valid",
-        config_path.display()
-    ))?;
-    out(format_args!(
-        "  app {} in cloud {}, authority {}, signing {:?}",
-        config.app.client_id,
-        config.app.cloud,
-        config.app.authority_host(),
-        config.app.signing
-    ))?;
-    out(format_args!(
-        "  {} tenant(s), {} account(s), listening on {}",
-        config.tenants.len(),
-        config.accounts.len(),
-        config.server.listen
-    ))?;
+/// One finding of `check`: what was checked, whether it passed, and what it says.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct Finding {
+    /// `configuration`, `credential`, `shared_cache` or `tenant`.
+    check: &'static str,
+    /// The file, credential, cache or tenant it is about.
+    name: String,
+    ok: bool,
+    message: String,
+    /// Entra's AADSTS code (or "no AADSTS code"), for a tenant that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+}
+
+impl Finding {
+    /// The line for people (the same words as the JSON).
+    fn line(&self) -> String {
+        let verdict = match (&self.code, self.ok) {
+            (_, true) => String::new(),
+            (Some(code), false) => format!("FAILED ({code}): "),
+            (None, false) => "FAILED: ".to_owned(),
+        };
+        let (name, message) = (&self.name, &self.message);
+        match self.check {
+            "configuration" if self.ok => format!("configuration: {name} is valid\n  {message}"),
+            "credential" => format!("credential: {verdict}{message}"),
+            "shared_cache" => format!("shared cache {name}: {verdict}{message}"),
+            check => format!("{check} {name}: {verdict}{message}"),
+        }
+    }
+}
+
+/// What `check` found, for people (lines) or scripts (`--json`: one
+/// document, also when something failed).
+#[derive(Debug, Default, serde::Serialize)]
+pub(super) struct Report {
+    ok: bool,
+    config_file: String,
+    findings: Vec<Finding>,
+}
+
+impl Report {
+    fn add(&mut self, check: &'static str, name: impl Into<String>, ok: bool, message: String) {
+        self.findings.push(Finding {
+            check,
+            name: name.into(),
+            ok,
+            message,
+            code: None,
+        });
+    }
+
+    fn print(&self, json: bool) -> Result<(), CliError> {
+        if json {
+            let text = serde_json::to_string_pretty(self)
+                .map_err(|e| CliError::Other(format!("encoding the report: {e}")))?;
+            return out(format_args!("{text}"));
+        }
+        for finding in self.findings.iter().filter(|f| f.check != "warning") {
+            out(format_args!("{}", finding.line()))?;
+        }
+        if self.ok {
+            out(format_args!("ok"))?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn check(location: &ConfigLocation, online: bool, json: bool) -> Result<(), CliError> {
+    let mut report = Report {
+        config_file: location.path.display().to_string(),
+        ..Report::default()
+    };
+    let result = run_checks(location, online, json, &mut report);
+    if let Err(e) = &result {
+        // The failure is the report's last finding; the error line on
+        // stderr (and the exit code) come from the caller.
+        let already = report.findings.iter().any(|f| !f.ok);
+        if !already {
+            report.add(
+                "configuration",
+                report.config_file.clone(),
+                false,
+                e.to_string(),
+            );
+        }
+    }
+    report.ok = result.is_ok();
+    report.print(json)?;
+    result
+}
+
+fn run_checks(
+    location: &ConfigLocation,
+    online: bool,
+    json: bool,
+    report: &mut Report,
+) -> Result<(), CliError> {
+    let config_path = location.path.as_path();
+    let (config, credentials, warnings) = load(location)?;
+    report.add(
+        "configuration",
+        config_path.display().to_string(),
+        true,
+        format!(
+            "app {} in cloud {}, authority {}, signing {:?}; {} tenant(s), {} account(s), listening on {}",
+            config.app.client_id,
+            config.app.cloud,
+            config.app.authority_host(),
+            config.app.signing,
+            config.tenants.len(),
+            config.accounts.len(),
+            config.server.listen
+        ),
+    );
     for credential in credentials.all().iter() {
-        match credential.certificate() {
-            Some(info) => out(format_args!(
-                "credential: {} (thumbprint {}, RSA {} bits, valid until {})",
+        let message = match credential.certificate() {
+            Some(info) => format!(
+                "{} (thumbprint {}, RSA {} bits, valid until {})",
                 info.subject,
                 info.thumbprint_sha1,
                 info.key_bits,
                 rfc3339(info.not_after)
-            ))?,
-            None => out(format_args!(
-                "credential: {} ({})",
-                credential.id(),
-                credential.kind()
-            ))?,
+            ),
+            None => format!("{} ({})", credential.id(), credential.kind()),
+        };
+        report.add("credential", credential.id(), true, message);
+    }
+    let mut warnings = warnings;
+    if let Some(file) = &config.cache.state_file {
+        // Not fatal to `serve` (it serves cold and logs each failed write),
+        // and the unit's StateDirectory= makes the directory at the first start.
+        let dir = file.parent().unwrap_or(Path::new("."));
+        if let Err(e) = crate::daemon::writable(dir) {
+            warnings.push(format!(
+                "cache.state_file: cannot write in {} as user {}: {e}; until it can, a restart starts \
+                 with an empty cache (the unit's StateDirectory= makes the directory at its first start)",
+                dir.display(),
+                crate::sys::process_user()
+            ));
         }
     }
     for warning in &warnings {
-        eprintln!("warning: {warning}");
+        if json {
+            report.add(
+                "warning",
+                config_path.display().to_string(),
+                true,
+                warning.clone(),
+            );
+        } else {
+            eprintln!("warning: {warning}");
+        }
     }
     if online {
         if config.shared_cache.is_some() {
-            runtime()?.block_on(check_shared_cache(config_path, &config))?;
+            runtime()?.block_on(check_shared_cache(config_path, &config, report))?;
         }
         let client = authority_client(config_path, &config, credentials)?;
-        let failures = runtime()?.block_on(check_tenants(&config, &client))?;
+        let failures = runtime()?.block_on(check_tenants(&config, &client, location, report));
         if failures > 0 {
             return Err(CliError::Other(format!(
                 "{failures} of {} tenant(s) failed; see above",
@@ -76,7 +192,7 @@ pub(super) fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
             )));
         }
     }
-    out(format_args!("ok"))
+    Ok(())
 }
 
 /// Connects to the shared cache and round-trips a sealed probe value: the
@@ -84,6 +200,7 @@ pub(super) fn check(config_path: &Path, online: bool) -> Result<(), CliError> {
 pub(super) async fn check_shared_cache(
     config_path: &Path,
     config: &Config,
+    report: &mut Report,
 ) -> Result<(), CliError> {
     let observer: Arc<dyn crate::fleet::FleetObserver> = Arc::new(NoFleetObserver);
     let shared = crate::fleet::connect(config, Arc::new(SystemClock), observer)
@@ -95,17 +212,27 @@ pub(super) async fn check_shared_cache(
     for _ in 0..10 {
         match shared.probe().await {
             Ok(()) => {
-                return out(format_args!(
-                    "shared cache {target}: ok (wrote, read and opened a sealed value; key id {})",
-                    shared.status().key_id
-                ))
+                report.add(
+                    "shared_cache",
+                    target,
+                    true,
+                    format!(
+                        "ok (wrote, read and opened a sealed value; key id {})",
+                        shared.status().key_id
+                    ),
+                );
+                return Ok(());
             }
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
+    let message = format!(
+        "{last}; check shared_cache.url(s), the Redis user and password, and that every host has the same key_file"
+    );
+    report.add("shared_cache", target.clone(), false, message.clone());
     Err(CliError::Other(format!(
-        "shared cache {target}: FAILED: {last}; check shared_cache.url(s), the Redis user and password, and that every host has the same key_file"
+        "shared cache {target}: FAILED: {message}"
     )))
 }
 
@@ -119,7 +246,9 @@ impl crate::fleet::FleetObserver for NoFleetObserver {}
 pub(super) async fn check_tenants(
     config: &Config,
     client: &AuthorityClient,
-) -> Result<usize, CliError> {
+    location: &ConfigLocation,
+    report: &mut Report,
+) -> usize {
     let graph = config.app.graph();
     let graph = &graph;
     let results = futures_util::future::join_all(
@@ -144,36 +273,46 @@ pub(super) async fn check_tenants(
                     Some(r) => format!("roles {}", r.join(", ")),
                     None => "roles unreadable (opaque token)".to_owned(),
                 };
+                let name = format!("{} ({})", tenant.name, tenant.id);
                 if missing.is_empty() {
-                    out(format_args!(
-                        "tenant {} ({}): ok, token valid for {} s, {roles_text}",
-                        tenant.name,
-                        tenant.id,
-                        token.expires_in.as_secs()
-                    ))?;
+                    report.add(
+                        "tenant",
+                        name,
+                        true,
+                        format!(
+                            "ok, token valid for {} s, {roles_text}",
+                            token.expires_in.as_secs()
+                        ),
+                    );
                 } else {
                     failures += 1;
-                    out(format_args!(
-                        "tenant {} ({}): FAILED: missing permission(s) {}; add them to the app registration and have the tenant's admin consent again (`tokenbroker consent-url --tenant {}`); {roles_text}",
-                        tenant.name,
-                        tenant.id,
-                        missing.join(", "),
-                        tenant.id
-                    ))?;
+                    report.add(
+                        "tenant",
+                        name,
+                        false,
+                        format!(
+                            "missing permission(s) {}; add them to the app registration and have the tenant's admin consent again (`tokenbroker consent-url --tenant {}{}`); {roles_text}",
+                            missing.join(", "),
+                            tenant.name,
+                            location.flag()
+                        ),
+                    );
                 }
             }
             Err(e) => {
                 failures += 1;
-                let code = e
-                    .entra()
-                    .and_then(|x| x.aadsts())
-                    .unwrap_or_else(|| "no AADSTS code".into());
-                out(format_args!(
-                    "tenant {} ({}): FAILED ({code}): {e}",
-                    tenant.name, tenant.id
-                ))?;
+                let code = e.entra().and_then(|x| x.aadsts());
+                report.add(
+                    "tenant",
+                    format!("{} ({})", tenant.name, tenant.id),
+                    false,
+                    e.to_string(),
+                );
+                if let Some(finding) = report.findings.last_mut() {
+                    finding.code = Some(code.unwrap_or_else(|| "no AADSTS code".into()));
+                }
             }
         }
     }
-    Ok(failures)
+    failures
 }

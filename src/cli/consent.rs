@@ -2,20 +2,16 @@
 
 use super::{out, CliError};
 use crate::cloud::{self, Cloud};
-use crate::config::{self, Config, ConfigError};
-use std::path::Path;
+use crate::config::{self, Config, ConfigLocation};
 
 pub(super) fn consent_url(
     tenant: &str,
     redirect_uri: Option<&str>,
     state: Option<&str>,
-    config_path: &Path,
+    location: &ConfigLocation,
     client_id: Option<String>,
     cloud: Option<String>,
 ) -> Result<(), CliError> {
-    if tenant != "organizations" {
-        config::check_tenant_id(tenant).map_err(|e| CliError::Usage(format!("--tenant: {e}")))?;
-    }
     let cloud: Option<Cloud> = match cloud {
         Some(name) => Some(
             Cloud::ALL
@@ -29,24 +25,31 @@ pub(super) fn consent_url(
         ),
         None => None,
     };
-    let (client_id, cloud, authority) = match client_id {
-        Some(id) => {
+    // The configuration gives the client ID, the cloud and the tenants'
+    // names. Consent may come before the rest of the set-up, so with
+    // --client-id a missing file is no error.
+    let config = match (&client_id, super::load_config(location)) {
+        (_, Ok(config)) => Some(config),
+        (Some(_), Err(CliError::Usage(_))) => None,
+        (None, Err(CliError::Usage(e))) => {
+            return Err(CliError::Usage(format!(
+                "no client ID: pass --client-id <Application (client) ID>, or point the command at \
+                 the configuration: {e}"
+            )))
+        }
+        (_, Err(e)) => return Err(e),
+    };
+    let tenant = consent_tenant(tenant, config.as_ref())?;
+    let (client_id, cloud, authority) = match (client_id, &config) {
+        (Some(id), _) => {
             config::Guid::try_from(id.clone())
                 .map_err(|e| CliError::Usage(format!("--client-id: {e}")))?;
-            let cloud = cloud.unwrap_or_default();
+            let cloud = cloud
+                .or(config.as_ref().map(|c| c.app.cloud))
+                .unwrap_or_default();
             (id, cloud, cloud.authority_host().to_owned())
         }
-        None => {
-            let config = Config::load(config_path).map_err(|e| match e {
-                // Consent comes before the configuration in the set-up: the
-                // client ID is all this command needs.
-                ConfigError::Read { path, source } => CliError::Usage(format!(
-                    "no client ID: pass --client-id <Application (client) ID>, or --config FILE \
-                     (cannot read {}: {source})",
-                    path.display()
-                )),
-                other => CliError::Config(other),
-            })?;
+        (None, Some(config)) => {
             let cloud = cloud.unwrap_or(config.app.cloud);
             let authority = match &config.app.authority_host {
                 Some(host) => host.as_str().to_owned(),
@@ -54,7 +57,13 @@ pub(super) fn consent_url(
             };
             (config.app.client_id.as_str().to_owned(), cloud, authority)
         }
+        (None, None) => {
+            return Err(CliError::Usage(
+                "no client ID: pass --client-id <Application (client) ID> or --config FILE".into(),
+            ))
+        }
     };
+    let tenant = tenant.as_str();
     if let Some(uri) = redirect_uri {
         url::Url::parse(uri)
             .map_err(|e| CliError::Usage(format!("--redirect-uri \"{uri}\": {e}")))?;
@@ -69,4 +78,90 @@ pub(super) fn consent_url(
     )
     .map_err(|e| CliError::Other(format!("building the consent URL: {e}")))?;
     out(format_args!("{url}"))
+}
+
+/// The tenant a consent URL names: `organizations`, a configured tenant's
+/// name (its ID is used), or a tenant GUID or verified domain.
+fn consent_tenant(tenant: &str, config: Option<&Config>) -> Result<String, CliError> {
+    if tenant == "organizations" {
+        return Ok(tenant.to_owned());
+    }
+    if let Some(configured) = config.and_then(|c| {
+        c.tenants
+            .iter()
+            .find(|t| t.name.as_str().eq_ignore_ascii_case(tenant))
+    }) {
+        return Ok(configured.id.as_str().to_owned());
+    }
+    config::check_tenant_id(tenant).map_err(|e| {
+        let names = config
+            .map(|c| {
+                c.tenants
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|names| !names.is_empty())
+            .map(|names| format!("; configured tenants: {names}"))
+            .unwrap_or_default();
+        CliError::Usage(format!(
+            "--tenant \"{tenant}\" is no configured tenant's name, and {e}{names}"
+        ))
+    })?;
+    Ok(tenant.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let text = r#"
+[app]
+client_id = "11111111-2222-3333-4444-555555555555"
+certificate = "cert.pem"
+private_key = "key.pem"
+
+[[tenants]]
+name = "northwind"
+id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+[[accounts]]
+name = "svc"
+secret_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+tenants = ["northwind"]
+"#;
+        Config::parse(text, std::path::Path::new("/etc/tokenbroker/t.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_configured_name_becomes_its_id_and_others_must_be_ids_or_domains() {
+        let config = config();
+        assert_eq!(
+            consent_tenant("northwind", Some(&config)).unwrap(),
+            "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+        );
+        assert_eq!(
+            consent_tenant("Northwind", Some(&config)).unwrap(),
+            "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+        );
+        assert_eq!(
+            consent_tenant("contoso.onmicrosoft.com", Some(&config)).unwrap(),
+            "contoso.onmicrosoft.com"
+        );
+        assert_eq!(
+            consent_tenant("organizations", None).unwrap(),
+            "organizations"
+        );
+        let refused = consent_tenant("southwind", Some(&config)).unwrap_err();
+        assert_eq!(refused.exit_code(), 2);
+        assert!(
+            refused
+                .to_string()
+                .contains("configured tenants: northwind"),
+            "{refused}"
+        );
+        assert!(consent_tenant("northwind", None).is_err());
+    }
 }

@@ -4,11 +4,10 @@
 //! configuration error (bad config, unusable certificate or key), 1 anything
 //! else.
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConfigLocation};
 use crate::credentials::{CredentialError, CredentialSet};
 use crate::daemon::{self, StartError};
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 /// A command failure and its exit code.
@@ -23,6 +22,11 @@ pub enum CliError {
     /// Unusable certificate or key (exit 2).
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    /// The host cannot run it as configured: permission denied, a missing
+    /// directory, an address this host does not have (exit 2: restarting
+    /// does not fix it).
+    #[error("{0}")]
+    Environment(String),
     /// Anything else (exit 1).
     #[error("{0}")]
     Other(String),
@@ -32,7 +36,10 @@ impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::Config(_) | CliError::Credential(_) => 2,
+            CliError::Usage(_)
+            | CliError::Config(_)
+            | CliError::Credential(_)
+            | CliError::Environment(_) => 2,
             CliError::Other(_) => 1,
         }
     }
@@ -79,7 +86,7 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             config,
             dev,
             listen,
-        } => serve(&config, dev, listen, cli.log_format),
+        } => serve(&config.locate(), dev, listen, cli.log_format),
         Command::Cert(CertCommand::New {
             subject,
             days,
@@ -114,17 +121,21 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             &tenant,
             redirect_uri.as_deref(),
             state.as_deref(),
-            &config,
+            &config.locate(),
             client_id,
             cloud,
         ),
-        Command::Check { config, online } => check(&config, online),
+        Command::Check {
+            config,
+            online,
+            json,
+        } => check(&config.locate(), online, json),
         Command::Token {
             tenant,
             resource,
             config,
             json,
-        } => token(&tenant, resource.as_deref(), &config, json),
+        } => token(&tenant, resource.as_deref(), &config.locate(), json),
         Command::Status {
             admin,
             tenant,
@@ -134,13 +145,27 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             admin,
             tenant,
             resource,
-        } => admin::act(&admin.socket()?, "refresh", &tenant, resource.as_deref()),
+            json,
+        } => admin::act(
+            &admin.socket()?,
+            "refresh",
+            &tenant,
+            resource.as_deref(),
+            json,
+        ),
         Command::Evict {
             admin,
             tenant,
             resource,
-        } => admin::act(&admin.socket()?, "evict", &tenant, resource.as_deref()),
-        Command::Reload { admin } => admin::reload(&admin.socket()?),
+            json,
+        } => admin::act(
+            &admin.socket()?,
+            "evict",
+            &tenant,
+            resource.as_deref(),
+            json,
+        ),
+        Command::Reload { admin, json } => admin::reload(&admin.socket()?, json),
         Command::CacheKey(CacheKeyCommand::New { out, force }) => cache_key_new(&out, force),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -205,9 +230,21 @@ pub(super) fn out(text: std::fmt::Arguments<'_>) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(format!("writing to stdout: {e}")))
 }
 
+/// Reads the configuration at `location`; a file that cannot be read is
+/// explained with where the command looked.
+pub(super) fn load_config(location: &ConfigLocation) -> Result<Config, CliError> {
+    Config::load(&location.path).map_err(|e| match e {
+        ConfigError::Read { .. } => CliError::Usage(format!("{e}\n  ({})", location.explain())),
+        other => CliError::Config(other),
+    })
+}
+
 /// Loads configuration and credentials as `check`, `token` and `serve` need them.
-pub(super) fn load(config_path: &Path) -> Result<(Config, CredentialSet, Vec<String>), CliError> {
-    let config = Config::load(config_path)?;
+pub(super) fn load(
+    location: &ConfigLocation,
+) -> Result<(Config, CredentialSet, Vec<String>), CliError> {
+    let config = load_config(location)?;
+    let config_path = location.path.as_path();
     daemon::preflight(&config, config_path)?;
     let (credentials, warnings) = daemon::load_credentials(&config, config_path)?;
     Ok((config, credentials, warnings))
@@ -218,6 +255,18 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Other(format!("starting the async runtime: {e}")))
+}
+
+impl From<crate::server::BindError> for CliError {
+    /// An address in use may pass (the old process still stopping): exit 1,
+    /// so the unit restarts. Any other bind failure will not: exit 2.
+    fn from(e: crate::server::BindError) -> CliError {
+        if e.source.kind() == std::io::ErrorKind::AddrInUse {
+            CliError::Other(e.to_string())
+        } else {
+            CliError::Environment(format!("{e}; fix {} or the host", e.key))
+        }
+    }
 }
 
 impl From<StartError> for CliError {
@@ -274,10 +323,14 @@ mod tests {
                 admin,
                 tenant,
                 resource,
+                json: false,
             } => {
                 assert_eq!(tenant, "contoso");
                 assert_eq!(resource, None);
-                assert_eq!(admin.socket().unwrap(), Path::new("/run/tb/admin.sock"));
+                assert_eq!(
+                    admin.socket().unwrap(),
+                    std::path::Path::new("/run/tb/admin.sock")
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -2,10 +2,9 @@
 //! `serve --dev`'s simulated authority).
 
 use super::{load, runtime, CliError, LogFormat};
-use crate::config::Config;
+use crate::config::{Config, ConfigLocation};
 use crate::credentials::{Credential, CredentialSet};
 use crate::daemon::{self};
-use std::path::Path;
 use std::sync::Arc;
 
 /// Sets up logging to stderr: `RUST_LOG` filters (default `info`).
@@ -45,12 +44,13 @@ pub(super) async fn shutdown_signal() {
 }
 
 pub(super) fn serve(
-    config_path: &Path,
+    location: &ConfigLocation,
     dev: bool,
     listen: Option<std::net::SocketAddr>,
     log_format: LogFormat,
 ) -> Result<(), CliError> {
     init_logging(log_format);
+    let config_path = location.path.as_path();
     let runtime = runtime()?;
     let result = runtime.block_on(async move {
         // First of all: until SIGHUP is caught, it would end the process.
@@ -59,7 +59,7 @@ pub(super) fn serve(
             let (config, credential, dev_mode) = dev_setup(listen).await?;
             (config, CredentialSet::single(credential), Some(dev_mode))
         } else {
-            let (mut config, credentials, warnings) = load(config_path)?;
+            let (mut config, credentials, warnings) = load(location)?;
             for warning in warnings {
                 tracing::warn!("{warning}");
             }
@@ -76,7 +76,7 @@ pub(super) fn serve(
         }
         let listeners = crate::server::Listeners::bind(server)
             .await
-            .map_err(|e| CliError::Other(e.to_string()))?;
+            .map_err(CliError::from)?;
         let local = listeners
             .local_addr()
             .map_err(|e| CliError::Other(format!("listener address: {e}")))?;

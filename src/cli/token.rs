@@ -4,17 +4,18 @@ use super::check::authority_client;
 use super::{load, out, runtime, CliError};
 use crate::access::Policy;
 use crate::clock::unix_seconds;
+use crate::config::ConfigLocation;
 use crate::sys::rfc3339;
-use std::path::Path;
 use std::time::SystemTime;
 
 pub(super) fn token(
     tenant: &str,
     resource: Option<&str>,
-    config_path: &Path,
+    location: &ConfigLocation,
     json: bool,
 ) -> Result<(), CliError> {
-    let (config, credentials, warnings) = load(config_path)?;
+    let (config, credentials, warnings) = load(location)?;
+    let config_path = location.path.as_path();
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }

@@ -25,8 +25,75 @@ pub use types::{
 
 use std::path::{Path, PathBuf};
 
-/// Where commands look when neither `--config` nor `TOKENBROKER_CONFIG` is given.
-pub const DEFAULT_CONFIG_PATH: &str = "config/tokenbroker.toml";
+/// Where commands look when neither `--config` nor `TOKENBROKER_CONFIG` is
+/// given: the path the package installs.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tokenbroker/tokenbroker.toml";
+
+/// The environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "TOKENBROKER_CONFIG";
+
+/// Where a command's configuration file came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFrom {
+    /// `--config FILE`.
+    Flag,
+    /// `$TOKENBROKER_CONFIG`.
+    Env,
+    /// Neither: [`DEFAULT_CONFIG_PATH`].
+    Default,
+}
+
+/// The configuration file a command uses, and why that one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigLocation {
+    pub path: PathBuf,
+    pub from: ConfigFrom,
+}
+
+impl ConfigLocation {
+    /// `--config`, else `$TOKENBROKER_CONFIG` (when set and not empty), else
+    /// the packaged path.
+    pub fn find(flag: Option<&Path>, env: Option<&std::ffi::OsStr>) -> ConfigLocation {
+        match (flag, env) {
+            (Some(path), _) => ConfigLocation {
+                path: path.to_owned(),
+                from: ConfigFrom::Flag,
+            },
+            (None, Some(value)) if !value.is_empty() => ConfigLocation {
+                path: PathBuf::from(value),
+                from: ConfigFrom::Env,
+            },
+            _ => ConfigLocation {
+                path: PathBuf::from(DEFAULT_CONFIG_PATH),
+                from: ConfigFrom::Default,
+            },
+        }
+    }
+
+    /// Where the file came from and the other places, for an error that
+    /// says how to point the command at the right file.
+    pub fn explain(&self) -> String {
+        let chosen = match self.from {
+            ConfigFrom::Flag => "given with --config".to_owned(),
+            ConfigFrom::Env => format!("from ${CONFIG_ENV}"),
+            ConfigFrom::Default => {
+                format!("the default: no --config given and ${CONFIG_ENV} is not set")
+            }
+        };
+        format!(
+            "{chosen}; a command reads --config FILE, else ${CONFIG_ENV}, else {DEFAULT_CONFIG_PATH}"
+        )
+    }
+
+    /// ` --config PATH` for a command line this one suggests, when the file
+    /// was not found by default (empty when it was).
+    pub fn flag(&self) -> String {
+        match self.from {
+            ConfigFrom::Default => String::new(),
+            ConfigFrom::Flag | ConfigFrom::Env => format!(" --config {}", self.path.display()),
+        }
+    }
+}
 
 /// A configuration problem, naming the file and the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +150,43 @@ impl Config {
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
         config.resolve_paths(&base);
         Ok(config)
+    }
+
+    /// `server.admin_socket` of the file at `path`, read leniently: only
+    /// the TOML syntax must hold, so an admin command still reaches the
+    /// daemon when the rest of the file is one it would refuse (and the
+    /// daemon then says why). A relative path is anchored as `load` does.
+    pub fn admin_socket_of(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+        let bytes = crate::sys::read_bounded(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let text =
+            std::str::from_utf8(&bytes).map_err(|_| parse_error("not UTF-8 text".to_owned()))?;
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| parse_error(e.to_string().trim_end().to_owned()))?;
+        let Some(value) = table.get("server").and_then(|s| s.get("admin_socket")) else {
+            return Ok(None);
+        };
+        let socket = value.as_str().ok_or_else(|| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: "server.admin_socket".to_owned(),
+            message: "must be a path (a string)".to_owned(),
+        })?;
+        let socket = PathBuf::from(socket);
+        if socket.is_absolute() {
+            return Ok(Some(socket));
+        }
+        let base = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
+        Ok(Some(base.join(socket)))
     }
 
     /// Runs the cross-key rules again, after a command-line override (such
@@ -143,6 +247,68 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_configuration_is_found_by_flag_then_environment_then_etc() {
+        use super::{ConfigFrom, ConfigLocation};
+        use std::ffi::OsStr;
+        use std::path::Path;
+        let flag = ConfigLocation::find(Some(Path::new("a.toml")), Some(OsStr::new("b.toml")));
+        assert_eq!(
+            (flag.path.to_str(), flag.from),
+            (Some("a.toml"), ConfigFrom::Flag)
+        );
+        assert_eq!(flag.flag(), " --config a.toml");
+        let env = ConfigLocation::find(None, Some(OsStr::new("b.toml")));
+        assert_eq!(
+            (env.path.to_str(), env.from),
+            (Some("b.toml"), ConfigFrom::Env)
+        );
+        for unset in [None, Some(OsStr::new(""))] {
+            let default = ConfigLocation::find(None, unset);
+            assert_eq!(
+                (default.path.to_str(), default.from),
+                (
+                    Some("/etc/tokenbroker/tokenbroker.toml"),
+                    ConfigFrom::Default
+                )
+            );
+            assert_eq!(default.flag(), "");
+            let explained = default.explain();
+            assert!(
+                explained.contains("--config")
+                    && explained.contains("$TOKENBROKER_CONFIG")
+                    && explained.contains("/etc/tokenbroker/tokenbroker.toml"),
+                "{explained}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_admin_socket_is_read_from_a_file_the_daemon_would_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "[app]\nclient_id = 1\n[server]\nadmin_socket = \"a.sock\"\n",
+        )
+        .unwrap();
+        let socket = super::Config::admin_socket_of(&path).unwrap().unwrap();
+        assert!(
+            socket.is_absolute() && socket.ends_with("a.sock"),
+            "{socket:?}"
+        );
+        std::fs::write(&path, "[server]\nlisten = \"x\"\n").unwrap();
+        assert_eq!(super::Config::admin_socket_of(&path).unwrap(), None);
+        std::fs::write(&path, "[server\n").unwrap();
+        let broken = super::Config::admin_socket_of(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            broken.contains("t.toml") && broken.contains("line 1"),
+            "{broken}"
+        );
+    }
+
     use super::*;
     use crate::cloud::Cloud;
     use std::time::Duration;

@@ -246,3 +246,171 @@ fn usage_errors_and_bad_configuration_exit_2() {
         "{err}"
     );
 }
+
+/// Runs `tokenbroker ARGS` with `TOKENBROKER_CONFIG` set to `env` (or unset).
+fn with_config_env(args: &[&str], env: Option<&std::path::Path>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenbroker"));
+    command.args(args);
+    match env {
+        Some(path) => command.env("TOKENBROKER_CONFIG", path),
+        None => command.env_remove("TOKENBROKER_CONFIG"),
+    };
+    command.output().expect("run tokenbroker")
+}
+
+#[test]
+fn every_command_finds_its_configuration_by_flag_then_environment_then_etc() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("from-env.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[app]\nclient_id = \"{CLIENT_ID}\"\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\n\
+             [server]\nadmin_socket = \"admin.sock\"\n\
+             [[tenants]]\nname = \"northwind\"\nid = \"northwind.onmicrosoft.com\"\n\
+             [[accounts]]\nname = \"svc\"\nsecret_sha256 = \"{}\"\ntenants = [\"northwind\"]\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    // No flag, no variable: the packaged path, and the error names all three.
+    for args in [
+        &["status"][..],
+        &["check"],
+        &["token", "--tenant", "northwind"],
+        &["reload"],
+        &["serve"],
+    ] {
+        let output = with_config_env(args, None);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {said}");
+        if std::path::Path::new("/etc/tokenbroker/tokenbroker.toml").exists() {
+            continue; // this host has the package's file: it was read.
+        }
+        assert!(
+            said.contains("/etc/tokenbroker/tokenbroker.toml")
+                && said.contains("--config")
+                && said.contains("TOKENBROKER_CONFIG"),
+            "{args:?}: {said}"
+        );
+    }
+    // The variable is read by every command: consent-url takes the client
+    // ID and the tenant's name from that file.
+    let output = with_config_env(&["consent-url", "--tenant", "northwind"], Some(&config));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let url = stdout(&output);
+    assert!(
+        url.starts_with(
+            "https://login.microsoftonline.com/northwind.onmicrosoft.com/v2.0/adminconsent"
+        ) && url.contains(CLIENT_ID),
+        "{url}"
+    );
+    // An admin command finds the socket there (no daemon listens: exit 1).
+    let output = with_config_env(&["status"], Some(&config));
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&dir.path().join("admin.sock").display().to_string()),
+        "{said}"
+    );
+    // --config wins over the variable.
+    let output = with_config_env(
+        &["check", "--config", "/nonexistent/flag.toml"],
+        Some(&config),
+    );
+    let said = stderr(&output);
+    assert!(
+        said.contains("/nonexistent/flag.toml") && said.contains("given with --config"),
+        "{said}"
+    );
+    // An unknown name is a usage error that lists the configured ones.
+    let output = with_config_env(&["consent-url", "--tenant", "southwind"], Some(&config));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("configured tenants: northwind"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn check_json_is_one_document_also_when_it_fails() {
+    let output = with_config_env(
+        &[
+            "check",
+            "--json",
+            "--config",
+            "/nonexistent/tokenbroker.toml",
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["config_file"], "/nonexistent/tokenbroker.toml");
+    let finding = &report["findings"][0];
+    assert_eq!(finding["check"], "configuration");
+    assert_eq!(finding["ok"], false);
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read configuration file"),
+        "{report}"
+    );
+}
+
+#[test]
+fn serve_exits_1_only_for_an_address_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = tokenbroker(&[
+        "cert",
+        "new",
+        "--subject",
+        "CN=t",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = |listen: &str| {
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[app]\nclient_id = \"{CLIENT_ID}\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
+                 [server]\nlisten = \"{listen}\"\n\
+                 [[accounts]]\nname = \"svc\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\n",
+                cert.display(),
+                key.display(),
+                "0".repeat(64)
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // In use: may pass once the old process is gone, so the unit restarts it.
+    let path = config(&busy.local_addr().unwrap().to_string());
+    let output = tokenbroker(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("server.listen"),
+        "{}",
+        stderr(&output)
+    );
+    // A socket directory that does not exist will not appear by itself: exit 2.
+    let path = config("127.0.0.1:0");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[server]\n",
+        "[server]\nunix_socket = \"/nonexistent-dir/tb.sock\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let output = tokenbroker(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("server.unix_socket"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -513,6 +513,37 @@ fn sysusers_and_tmpfiles_make_what_the_walkthrough_needs() {
         "no permission warning: {}",
         text(&after.stderr)
     );
+
+    // A socket directory the daemon's user cannot write in: `check` says so
+    // as that user, and `serve` exits 2 (the unit does not restart it).
+    set_mode(&socket_dir, 0o2550);
+    let refused = check_as_daemon();
+    let said = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("server.unix_socket")
+            && said.contains("cannot create the socket in")
+            && said.contains(&socket_dir.display().to_string()),
+        "{said}"
+    );
+    let serve = {
+        use std::os::unix::process::CommandExt;
+        Command::new(&binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("TOKENBROKER_CONFIG")
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(serve.status.code(), Some(2), "{}", text(&serve.stderr));
+    assert!(
+        text(&serve.stderr).contains("cannot create the socket in"),
+        "{}",
+        text(&serve.stderr)
+    );
+    set_mode(&socket_dir, 0o2750);
 }
 
 fn set_mode(path: &Path, mode: u32) {

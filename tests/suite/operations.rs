@@ -243,6 +243,33 @@ async fn a_broken_reload_changes_nothing_and_says_why() {
             0.0
         );
     }
+    // Without --admin-socket the command finds the socket in the file. One
+    // the daemon refuses still reaches it, and the error says who refused.
+    let by_file = || {
+        cli(vec![
+            "reload".into(),
+            "--config".into(),
+            f.config_path.display().to_string(),
+        ])
+    };
+    std::fs::write(&f.config_path, &cases[1].0).unwrap();
+    let out = by_file().await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("the daemon refused the new configuration") && said.contains(cases[1].1),
+        "{said}"
+    );
+    // A file that is not TOML: the command cannot even find the socket.
+    std::fs::write(&f.config_path, format!("{good}\n[server\n")).unwrap();
+    let out = by_file().await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("cannot find the admin socket, so the daemon was not asked")
+            && said.contains("line "),
+        "{said}"
+    );
     std::fs::write(&f.config_path, &good).unwrap();
     let out = cli(vec![
         "reload".into(),
@@ -766,6 +793,7 @@ async fn status_shows_consent_and_missing_permissions_and_refresh_clears_them() 
         socket.display().to_string(),
         "--tenant".into(),
         "tailspin".into(),
+        "--json".into(),
     ])
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -796,6 +824,25 @@ async fn status_shows_consent_and_missing_permissions_and_refresh_clears_them() 
         1.0
     );
 
+    // For people: what was done, then the rows as a table.
+    let admin_cli = |args: &[&str]| {
+        let mut all = vec!["--admin-socket".to_owned(), socket.display().to_string()];
+        all.splice(0..0, args.iter().map(|a| (*a).to_owned()));
+        cli(all)
+    };
+    let out = admin_cli(&["refresh", "--tenant", "tailspin"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("refreshed tailspin")
+            && said.contains("TENANT")
+            && said.contains("granted"),
+        "{said}"
+    );
+    // A tenant the daemon does not know is a usage error: exit 2.
+    let out = admin_cli(&["refresh", "--tenant", "no-such-name"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
     // Evicting a configured tenant drops its token and its expiry series
     // (a stale expiry would look like a failing refresh to the alert).
     let expiry = "tokenbroker_tenant_token_expiry_timestamp_seconds{tenant=\"contoso\"}";
@@ -819,6 +866,7 @@ async fn status_shows_consent_and_missing_permissions_and_refresh_clears_them() 
         socket.display().to_string(),
         "--tenant".into(),
         "fabrikam".into(),
+        "--json".into(),
     ])
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
