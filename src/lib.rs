@@ -92,6 +92,11 @@
 //! - Secrets (keys, passwords, assertions, tokens, caller secrets) live in
 //!   zeroizing or redacting types and never reach `Debug`, logs or metrics.
 
+/// This build's version (Cargo.toml).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit this binary was built from (build.rs; "unknown" outside git).
+pub const COMMIT: &str = env!("TOKENBROKER_COMMIT");
+
 pub mod access;
 pub mod assertion;
 pub mod authority;

@@ -40,6 +40,9 @@ struct Configured {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The standard `process_*` series (no `tokenbroker_` prefix: the
+    /// names dashboards and alerts for any process use).
+    process: Registry,
     http_requests: IntCounterVec,
     /// `http_requests` with status 200, per route (by discriminant).
     http_ok: [std::sync::OnceLock<IntCounter>; Route::ALL.len()],
@@ -261,8 +264,27 @@ impl Metrics {
         for trigger in ["admin", "token_hash"] {
             forced_refreshes.with_label_values(&[trigger]);
         }
+        register(
+            &registry,
+            prometheus::IntGaugeVec::new(
+                Opts::new("build_info", "Always 1; the labels say which build runs"),
+                &["version", "commit"],
+            )
+            .inspect(|info| {
+                info.with_label_values(&[crate::VERSION, crate::COMMIT])
+                    .set(1);
+            })
+            .unwrap_or_else(|e| unreachable_metric("build_info", e)),
+        );
+        let process = Registry::new();
+        if let Err(e) = process.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            tracing::warn!("the process_* metrics are not available: {e}");
+        }
         let metrics = Metrics {
             registry,
+            process,
             http_requests,
             http_ok: Default::default(),
             route_durations,
@@ -416,7 +438,9 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn encode(&self) -> String {
         let mut out = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!("encoding the metrics failed: {e}");
         }
         String::from_utf8(out).unwrap_or_default()

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "tokenbroker",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TOKENBROKER_COMMIT"), ")"),
     about = "Local broker for Microsoft Graph app-only tokens",
     long_about = "tokenbroker holds a multi-tenant Entra ID app's certificate and key, acquires \
 app-only Microsoft Graph tokens for each consenting customer tenant (OAuth 2.0 client \

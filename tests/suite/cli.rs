@@ -414,3 +414,29 @@ fn serve_exits_1_only_for_an_address_in_use() {
         stderr(&output)
     );
 }
+
+#[test]
+fn version_names_the_commit() {
+    let output = tokenbroker(&["--version"]);
+    assert!(output.status.success());
+    let said = stdout(&output);
+    let commit = said
+        .trim()
+        .strip_prefix(&format!(
+            "tokenbroker {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert_eq!(commit, tokenbroker::COMMIT);
+    // Built from a checkout: the commit's hash, not "unknown".
+    if std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".git")
+        .exists()
+    {
+        assert!(
+            commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{said}"
+        );
+    }
+}

@@ -446,6 +446,24 @@ async fn health_readiness_and_metrics() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let before = parse_metrics(&server.get("/metrics", &[]).await.body);
+    // Which build runs, and the process as any exporter shows one.
+    let build = format!(
+        "tokenbroker_build_info{{commit=\"{}\",version=\"{}\"}}",
+        tokenbroker::COMMIT,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(before.get(&build), Some(&1.0), "{build}");
+    assert_ne!(tokenbroker::COMMIT, "", "build.rs records the commit");
+    for series in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(before.get(series).is_some_and(|v| *v > 0.0), "{series}");
+    }
+    // Whole seconds: a young process may show 0.
+    assert!(before.contains_key("process_cpu_seconds_total"));
     for _ in 0..3 {
         assert_eq!(
             server
@@ -614,7 +632,11 @@ fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
             .rsplit_once(' ')
             .unwrap_or_else(|| panic!("bad sample: {line}"));
         let metric = name.split('{').next().unwrap();
-        assert!(metric.starts_with("tokenbroker_"), "{line}");
+        // The broker's own series, and the standard process ones.
+        assert!(
+            metric.starts_with("tokenbroker_") || metric.starts_with("process_"),
+            "{line}"
+        );
         assert!(
             metric
                 .bytes()

@@ -1,0 +1,48 @@
+//! Records the commit the binary is built from (`tokenbroker --version`,
+//! `tokenbroker_build_info`): `TOKENBROKER_COMMIT` when the builder sets it
+//! (a package built from a tarball), else `git rev-parse`, else "unknown".
+
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=TOKENBROKER_COMMIT");
+    let commit = std::env::var("TOKENBROKER_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(git_commit)
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=TOKENBROKER_COMMIT={commit}");
+}
+
+fn git_commit() -> Option<String> {
+    let git_dir = Command::new("git")
+        .args(["rev-parse", "--git-dir"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let git_dir = String::from_utf8(git_dir.stdout).ok()?;
+    let git_dir = Path::new(git_dir.trim());
+    // A new commit moves the branch HEAD points at, or HEAD itself.
+    println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
+    if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD")) {
+        if let Some(reference) = head.trim().strip_prefix("ref: ") {
+            println!(
+                "cargo:rerun-if-changed={}",
+                git_dir.join(reference).display()
+            );
+        }
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        git_dir.join("packed-refs").display()
+    );
+    let out = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let commit = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    // Only a hash goes into the binary.
+    (!commit.is_empty() && commit.bytes().all(|b| b.is_ascii_hexdigit())).then_some(commit)
+}
