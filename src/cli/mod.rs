@@ -177,9 +177,12 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         }
         Command::Man { out } => {
             use clap::CommandFactory;
+            // The pages name the release, not the commit: a package's
+            // committed pages stay the same from one commit to the next.
+            let command = Cli::command().version(crate::VERSION);
             if let Some(dir) = out {
                 return std::fs::create_dir_all(&dir)
-                    .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+                    .and_then(|()| clap_mangen::generate_to(command, &dir))
                     .map_err(|e| {
                         CliError::Other(format!(
                             "writing the manual pages to {}: {e}",
@@ -188,7 +191,7 @@ fn execute(cli: Cli) -> Result<(), CliError> {
                     });
             }
             let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command())
+            clap_mangen::Man::new(command)
                 .render(&mut page)
                 .map_err(|e| CliError::Other(format!("rendering the manual page: {e}")))?;
             write_stdout(&page)
