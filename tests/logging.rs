@@ -53,6 +53,16 @@ async fn no_secret_token_or_assertion_reaches_the_log() {
     let auth = format!("Bearer {SECRET}");
     let mut tokens = Vec::new();
 
+    // A uid no account names, on the callers' socket: refused, and the
+    // access line carries the uid.
+    assert_eq!(
+        server
+            .get_unix("/v1/token?tenant=contoso", &[])
+            .await
+            .status,
+        401
+    );
+
     // Successes on both routes.
     let answer = server
         .get("/v1/token?tenant=contoso", &[("Authorization", &auth)])
@@ -173,6 +183,30 @@ async fn no_secret_token_or_assertion_reaches_the_log() {
     assert!(
         log.contains("AADSTS700016") && log.contains("AADSTS700027"),
         "failures are logged with their codes:\n{log}"
+    );
+    // A refused caller's access line says why, in the metric's words.
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("tokenbroker::access") && l.contains("status=401"))
+        .collect();
+    assert_eq!(refused.len(), 3, "{log}");
+    let own_uid = common::own_uid();
+    assert!(
+        refused[0].contains("reason=\"unknown_uid\"")
+            && refused[0].contains(&format!("uid={own_uid}")),
+        "{}",
+        refused[0]
+    );
+    for line in &refused[1..] {
+        assert!(
+            line.contains("reason=\"unknown_secret\"") && !line.contains("uid="),
+            "{line}"
+        );
+    }
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("status=200") && l.contains("reason=")),
+        "an answered request has no reason:\n{log}"
     );
     for line in log.lines() {
         for forbidden in [

@@ -43,6 +43,18 @@ pub(super) struct Access {
     account: Option<String>,
     tenant: Option<String>,
     cache: Option<Lookup>,
+    /// Why a caller was refused (the `auth_failures_total` label).
+    reason: Option<&'static str>,
+    /// The peer's uid, on the Unix sockets.
+    uid: Option<u32>,
+}
+
+impl Access {
+    /// Counts a refusal and keeps its reason for the access line.
+    fn refused(&mut self, app: &App, reason: &'static str) {
+        app.metrics.auth_failure(reason);
+        self.reason = Some(reason);
+    }
 }
 
 pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B>) -> Answer {
@@ -50,6 +62,10 @@ pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B
     conn.request_started(started);
     let mut access = Access {
         enabled: tracing::enabled!(target: "tokenbroker::access", tracing::Level::INFO),
+        uid: match peer {
+            Peer::Unix(uid) | Peer::Admin(uid) => uid,
+            Peer::Tcp | Peer::Metrics => None,
+        },
         ..Access::default()
     };
     let route = route_of(req.uri().path(), peer, app.separate_metrics);
@@ -69,6 +85,8 @@ pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B
             account = access.account.as_deref(),
             tenant = access.tenant.as_deref(),
             cache = access.cache.map(Lookup::as_str),
+            reason = access.reason,
+            uid = access.uid,
             "request"
         );
     }
@@ -139,7 +157,7 @@ pub(super) async fn answer<B>(
     // scraped and probed by address (a pod IP), so the DNS-rebinding
     // defence does not apply there.
     if !hosts_ok && peer != Peer::Metrics {
-        app.metrics.auth_failure("bad_host");
+        access.refused(app, "bad_host");
         return fail(Failure::new(421, "host_not_allowed", "the Host header is not in server.allowed_hosts (DNS-rebinding defence); call the broker as localhost or 127.0.0.1"));
     }
     match route {
@@ -216,7 +234,7 @@ pub(super) async fn token_request<B>(
         Peer::Tcp | Peer::Metrics | Peer::Admin(_) => None,
     };
     let caller = app.broker.authenticate(secret, uid).map_err(|failure| {
-        app.metrics.auth_failure(failure.as_str());
+        access.refused(app, failure.as_str());
         let what = match failure {
             AuthFailure::Missing if is_msi => {
                 "missing X-IDENTITY-HEADER (set IDENTITY_HEADER to the account secret)"
@@ -255,7 +273,7 @@ pub(super) async fn token_request<B>(
         .await
         .map_err(|e| {
             if let TokenError::Forbidden(forbidden) = &e {
-                app.metrics.auth_failure(forbidden.reason());
+                access.refused(app, forbidden.reason());
             }
             Failure::from(&e)
         })?;
