@@ -114,6 +114,7 @@ pub mod dev;
 pub(crate) mod fetch;
 pub mod fleet;
 pub(crate) mod jitter;
+pub(crate) mod log_limit;
 pub mod metrics;
 pub(crate) mod route;
 pub mod seal;

@@ -544,13 +544,41 @@ fn transport_error(e: &reqwest::Error) -> AttemptError {
         reason.push_str(&s.to_string());
         source = s.source();
     }
+    reason.push_str(tls_remedy(&reason));
     AttemptError::Transport(reason)
+}
+
+/// What to do when the authority's TLS certificate was not trusted (the
+/// usual cause: a TLS-inspecting proxy whose root is not in the system's
+/// store). Pure.
+fn tls_remedy(reason: &str) -> &'static str {
+    let untrusted = [
+        "invalid peer certificate",
+        "UnknownIssuer",
+        "certificate verify failed",
+    ]
+    .iter()
+    .any(|sign| reason.contains(sign));
+    if untrusted {
+        ". What to do: the authority's TLS certificate is not trusted. If a TLS-inspecting \
+         proxy sits in between, put its root CA certificate (PEM) in a file and name it in \
+         app.ca_file; otherwise check app.authority_host and this host's clock"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cache::{FailureKind, LoadError};
+
+    #[test]
+    fn an_untrusted_certificate_names_app_ca_file() {
+        let reason = "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer";
+        assert!(tls_remedy(reason).contains("app.ca_file"));
+        assert_eq!(tls_remedy("connection refused"), "");
+    }
 
     #[test]
     fn failure_kinds_for_the_cache() {

@@ -143,8 +143,16 @@ impl<E: LoadError> Inner<E> {
                     state.refresher_started = true;
                     self.schedule(slot, retry);
                 }
-                tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,
-                    failures = state.failures, keeps_token, "token load failed: {error}");
+                // The same failure for many tenants (Entra down, a TLS
+                // proxy) is one line a minute, with how many were held back.
+                let text = error.to_string();
+                let kind = text.replace(slot.key.tenant.as_str(), "<tenant>");
+                if let Some(held_back) = crate::log_limit::per_minute().admit(&kind, Instant::now())
+                {
+                    tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,
+                        failures = state.failures, keeps_token, held_back,
+                        "token load failed: {text}");
+                }
                 Err(error)
             }
         }

@@ -581,7 +581,17 @@ impl<E: LoadError> TokenCache<E> {
             let cache = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = cache.get(&key).await {
-                    tracing::warn!(tenant = %key.tenant, resource = %key.resource, "prefetch failed: {e}");
+                    let text = e.to_string();
+                    let kind = format!(
+                        "prefetch: {}",
+                        text.replace(key.tenant.as_str(), "<tenant>")
+                    );
+                    if let Some(held_back) =
+                        crate::log_limit::per_minute().admit(&kind, tokio::time::Instant::now())
+                    {
+                        tracing::warn!(tenant = %key.tenant, resource = %key.resource, held_back,
+                            "prefetch failed: {text}");
+                    }
                 }
             });
         }

@@ -68,11 +68,17 @@ pub(super) async fn answer<B>(
 ) -> Answer {
     let config = app.broker().config();
     if !uid_allowed(uid, app.own_uid, &config.server.admin_uids) {
-        tracing::warn!(
-            uid,
-            path = req.uri().path(),
-            "admin request refused: uid not allowed"
-        );
+        let kind = format!("admin refused: {uid:?}");
+        if let Some(held_back) =
+            crate::log_limit::per_minute().admit(&kind, tokio::time::Instant::now())
+        {
+            tracing::warn!(
+                uid,
+                path = req.uri().path(),
+                held_back,
+                "admin request refused: uid not allowed"
+            );
+        }
         return api_error(&Failure::new(
             403,
             "forbidden",

@@ -393,9 +393,26 @@ pub(super) async fn accept_tcp(
     }
 }
 
-/// Accept errors (out of file descriptors, …) are logged and slowed down,
-/// never fatal.
+/// Accept errors (out of file descriptors, …) are logged once a minute
+/// per kind, slowed down, and never fatal.
 pub(super) async fn accept_failed(e: io::Error) {
-    tracing::warn!("accept failed: {e}");
+    let text = e.to_string();
+    if let Some(held_back) = crate::log_limit::per_minute()
+        .admit(&format!("accept: {text}"), tokio::time::Instant::now())
+    {
+        tracing::warn!(held_back, "accept failed: {text}{}", accept_remedy(&e));
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// What to do about an accept error, when the error says.
+fn accept_remedy(e: &io::Error) -> &'static str {
+    // EMFILE and ENFILE: out of file descriptors.
+    match e.raw_os_error() {
+        Some(24 | 23) => {
+            "; the process is out of file descriptors: raise LimitNOFILE in the unit (or ulimit -n) \
+             above server.max_connections + server.max_socket_connections + 256, or lower those"
+        }
+        _ => "",
+    }
 }

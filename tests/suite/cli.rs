@@ -440,3 +440,97 @@ fn version_names_the_commit() {
         );
     }
 }
+
+#[test]
+fn an_untrusted_authority_certificate_names_app_ca_file() {
+    use crate::common;
+    if !common::available(
+        "openssl (Debian package openssl)",
+        common::has_program("openssl"),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let made = tokenbroker(&[
+        "cert",
+        "new",
+        "--subject",
+        "CN=app",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    // A TLS server whose certificate no trusted root signed, as a
+    // TLS-inspecting proxy presents one.
+    let (server_cert, server_key) = (dir.path().join("srv.pem"), dir.path().join("srv.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&server_key)
+        .arg("-out")
+        .arg(&server_cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let port = common::free_port();
+    let proxy = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(port.to_string())
+        .arg("-cert")
+        .arg(&server_cert)
+        .arg("-key")
+        .arg(&server_key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _proxy = Stop(proxy);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let config = dir.path().join("t.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[app]\nclient_id = \"{CLIENT_ID}\"\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n\
+             authority_host = \"https://127.0.0.1:{port}\"\nrequest_timeout = \"3s\"\n\
+             [[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
+             [[accounts]]\nname = \"svc\"\nsecret_sha256 = \"{}\"\ntenants = [\"contoso\"]\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let output = tokenbroker(&[
+        "token",
+        "--tenant",
+        "contoso",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("not trusted") && said.contains("app.ca_file"),
+        "{said}"
+    );
+}
