@@ -302,7 +302,10 @@ fn done(action: &str, tenant: &str, resource: Option<&str>) -> String {
 /// `tokenbroker reload`: exit 2 when the daemon refuses the new
 /// configuration (it keeps serving the previous one).
 pub(super) fn reload(socket: &Path, json: bool) -> Result<(), CliError> {
-    let answer = request(socket, "POST", "/admin/reload")?;
+    let answer = match request(socket, "POST", "/admin/reload") {
+        Ok(answer) => answer,
+        Err(e) => return super::or_json_error(json, Err(e)),
+    };
     if json {
         out(format_args!("{}", answer.body))?;
     }

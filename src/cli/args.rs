@@ -240,6 +240,9 @@ pub(super) enum CertCommand {
         /// Check the key in a PKCS#11 token instead of a key file.
         #[command(flatten)]
         pkcs11: Pkcs11Args,
+        /// Print one JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 

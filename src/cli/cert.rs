@@ -259,11 +259,37 @@ pub(super) fn print_info(info: &CertificateInfo) -> Result<(), CliError> {
     }
 }
 
+/// What `cert inspect` found, for scripts (`--json`).
+#[derive(Debug, serde::Serialize)]
+struct Inspection<'a> {
+    file: String,
+    subject: &'a str,
+    issuer: &'a str,
+    not_before: String,
+    not_after: String,
+    /// SHA-1, upper-case hex, as the Azure portal shows it.
+    thumbprint_sha1: &'a str,
+    x5t: &'a str,
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: &'a str,
+    key_algorithm: &'a str,
+    key_bits: usize,
+    /// `valid`, `expires_soon`, `expired` or `not_yet_valid`.
+    status: &'static str,
+    /// Whole days left (0 once expired).
+    days_left: u64,
+    /// Certificates after the leaf in the file.
+    chain: usize,
+    /// Whether the key (file, PKCS#11 token or PFX) matches; null when none was checked.
+    key_matches: Option<bool>,
+}
+
 pub(super) fn cert_inspect(
     path: &Path,
     key: Option<&Path>,
     password_env: Option<&str>,
     token: Option<crate::config::Pkcs11Config>,
+    json: bool,
 ) -> Result<(), CliError> {
     let password = password_env.map(|name| PasswordSource::from_env(name, "--password-env"));
     let (infos, embedded_match) = credentials::inspect_file(path, password.as_ref())?;
@@ -273,23 +299,23 @@ pub(super) fn cert_inspect(
             path.display()
         )));
     };
-    print_info(leaf)?;
-    let status = match leaf.validity_at(SystemTime::now()) {
-        Validity::Valid => "valid".to_owned(),
-        Validity::ExpiresSoon(left) => format!(
-            "valid, expires in {} days: rotate soon",
-            left.as_secs() / 86_400
+    let now = SystemTime::now();
+    let days_left = leaf
+        .not_after
+        .duration_since(now)
+        .map_or(0, |left| left.as_secs() / 86_400);
+    let (status, status_text) = match leaf.validity_at(now) {
+        Validity::Valid => ("valid", "valid".to_owned()),
+        Validity::ExpiresSoon(left) => (
+            "expires_soon",
+            format!(
+                "valid, expires in {} days: rotate soon",
+                left.as_secs() / 86_400
+            ),
         ),
-        Validity::Expired => "EXPIRED".to_owned(),
-        Validity::NotYetValid => "NOT YET VALID".to_owned(),
+        Validity::Expired => ("expired", "EXPIRED".to_owned()),
+        Validity::NotYetValid => ("not_yet_valid", "NOT YET VALID".to_owned()),
     };
-    out(format_args!("status:         {status}"))?;
-    if infos.len() > 1 {
-        out(format_args!(
-            "chain:          {} more certificate(s)",
-            infos.len() - 1
-        ))?;
-    }
     let matches = match (key, &token) {
         (Some(key_path), _) => Some(credentials::key_matches(leaf, key_path, password.as_ref())?),
         (None, Some(config)) => {
@@ -299,20 +325,51 @@ pub(super) fn cert_inspect(
         }
         (None, None) => embedded_match,
     };
-    match matches {
-        Some(true) => out(format_args!("key matches:    yes")),
-        Some(false) => {
-            out(format_args!("key matches:    NO"))?;
-            Err(CliError::Credential(CredentialError::KeyMismatch {
-                certificate: path.to_owned(),
-                key: match (key, &token) {
-                    (Some(key), _) => key.to_owned(),
-                    (None, Some(t)) => PathBuf::from(format!("pkcs11:{}/{}", t.token, t.key_label)),
-                    (None, None) => path.to_owned(),
-                },
-                thumbprint: leaf.thumbprint_sha1.clone(),
-            }))
+    if json {
+        let inspection = Inspection {
+            file: path.display().to_string(),
+            subject: &leaf.subject,
+            issuer: &leaf.issuer,
+            not_before: rfc3339(leaf.not_before),
+            not_after: rfc3339(leaf.not_after),
+            thumbprint_sha1: &leaf.thumbprint_sha1,
+            x5t: &leaf.x5t,
+            x5t_s256: &leaf.x5t_s256,
+            key_algorithm: &leaf.key_algorithm,
+            key_bits: leaf.key_bits,
+            status,
+            days_left,
+            chain: infos.len() - 1,
+            key_matches: matches,
+        };
+        let text = serde_json::to_string_pretty(&inspection)
+            .map_err(|e| CliError::Other(format!("encoding the inspection: {e}")))?;
+        out(format_args!("{text}"))?;
+    } else {
+        print_info(leaf)?;
+        out(format_args!("status:         {status_text}"))?;
+        if infos.len() > 1 {
+            out(format_args!(
+                "chain:          {} more certificate(s)",
+                infos.len() - 1
+            ))?;
         }
-        None => Ok(()),
+        match matches {
+            Some(true) => out(format_args!("key matches:    yes"))?,
+            Some(false) => out(format_args!("key matches:    NO"))?,
+            None => {}
+        }
     }
+    if matches == Some(false) {
+        return Err(CliError::Credential(CredentialError::KeyMismatch {
+            certificate: path.to_owned(),
+            key: match (key, &token) {
+                (Some(key), _) => key.to_owned(),
+                (None, Some(t)) => PathBuf::from(format!("pkcs11:{}/{}", t.token, t.key_label)),
+                (None, None) => path.to_owned(),
+            },
+            thumbprint: leaf.thumbprint_sha1.clone(),
+        }));
+    }
+    Ok(())
 }

@@ -103,11 +103,12 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             key,
             password_env,
             pkcs11,
-        }) => cert_inspect(
-            &cert,
-            key.as_deref(),
-            password_env.as_deref(),
-            pkcs11.config()?,
+            json,
+        }) => or_json_error(
+            json,
+            pkcs11.config().and_then(|token| {
+                cert_inspect(&cert, key.as_deref(), password_env.as_deref(), token, json)
+            }),
         ),
         Command::Secret(SecretCommand::New { account }) => secret_new(&account),
         Command::ConsentUrl {
@@ -140,32 +141,38 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             admin,
             tenant,
             json,
-        } => admin::status(&admin.socket()?, tenant.as_deref(), json),
+        } => or_json_error(
+            json,
+            admin
+                .socket()
+                .and_then(|socket| admin::status(&socket, tenant.as_deref(), json)),
+        ),
         Command::Refresh {
             admin,
             tenant,
             resource,
             json,
-        } => admin::act(
-            &admin.socket()?,
-            "refresh",
-            &tenant,
-            resource.as_deref(),
+        } => or_json_error(
             json,
+            admin.socket().and_then(|socket| {
+                admin::act(&socket, "refresh", &tenant, resource.as_deref(), json)
+            }),
         ),
         Command::Evict {
             admin,
             tenant,
             resource,
             json,
-        } => admin::act(
-            &admin.socket()?,
-            "evict",
-            &tenant,
-            resource.as_deref(),
+        } => or_json_error(
             json,
+            admin.socket().and_then(|socket| {
+                admin::act(&socket, "evict", &tenant, resource.as_deref(), json)
+            }),
         ),
-        Command::Reload { admin, json } => admin::reload(&admin.socket()?, json),
+        Command::Reload { admin, json } => match admin.socket() {
+            Ok(socket) => admin::reload(&socket, json),
+            Err(e) => or_json_error(json, Err(e)),
+        },
         Command::CacheKey(CacheKeyCommand::New { out, force }) => cache_key_new(&out, force),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -216,6 +223,17 @@ use consent::consent_url;
 use secrets::{cache_key_new, secret_new};
 use serve::serve;
 use token::token;
+
+/// With `--json`, a failure is a JSON document on stdout too (the error
+/// line still goes to stderr), so a script always has one to parse.
+fn or_json_error(json: bool, result: Result<(), CliError>) -> Result<(), CliError> {
+    if let (true, Err(e)) = (json, &result) {
+        let document = serde_json::json!({"error": e.to_string(), "exit_code": e.exit_code()});
+        // The error itself is what the caller learns; a closed stdout adds nothing.
+        let _ = out(format_args!("{document}"));
+    }
+    result
+}
 
 pub(super) fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();

@@ -534,3 +534,69 @@ fn an_untrusted_authority_certificate_names_app_ca_file() {
         "{said}"
     );
 }
+
+#[test]
+fn cert_inspect_and_the_admin_commands_speak_json_also_when_they_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = tokenbroker(&[
+        "cert",
+        "new",
+        "--subject",
+        "CN=json",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let output = tokenbroker(&[
+        "cert",
+        "inspect",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let inspection: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(inspection["subject"], "CN=json");
+    assert_eq!(inspection["status"], "valid");
+    assert_eq!(inspection["key_matches"], true);
+    assert_eq!(inspection["key_bits"], 2048);
+    let people = stdout(&tokenbroker(&["cert", "inspect", cert.to_str().unwrap()]));
+    let thumbprint = inspection["thumbprint_sha1"].as_str().unwrap();
+    assert!(
+        people.contains(thumbprint) && people.contains("x5t#S256:"),
+        "{people}"
+    );
+    // A file that is not there: still one document, and exit 2.
+    let output = tokenbroker(&["cert", "inspect", "/nonexistent/cert.pem", "--json"]);
+    assert_eq!(output.status.code(), Some(2));
+    let failed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(failed["exit_code"], 2);
+    assert!(failed["error"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/cert.pem"));
+    // An admin command with no daemon behind the socket: exit 1, as JSON.
+    for command in [
+        &["status", "--json"][..],
+        &["reload", "--json"],
+        &["evict", "--tenant", "t", "--json"],
+    ] {
+        let mut args = command.to_vec();
+        let socket = dir.path().join("admin.sock");
+        args.extend(["--admin-socket", socket.to_str().unwrap()]);
+        let output = tokenbroker(&args);
+        assert_eq!(output.status.code(), Some(1), "{command:?}");
+        let failed: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{command:?}: {e}: {}", stdout(&output)));
+        assert!(
+            failed["error"]
+                .as_str()
+                .unwrap()
+                .contains("no daemon is listening"),
+            "{failed}"
+        );
+    }
+}
