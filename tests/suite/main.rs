@@ -28,6 +28,7 @@ mod fleet;
 mod fuzz_corpus;
 mod hardening;
 mod operations;
+mod package;
 mod pkcs11;
 mod prometheus;
 mod properties;
