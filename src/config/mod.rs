@@ -115,6 +115,75 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// As `Invalid`, at a line of the file.
+    #[error("{path}: line {line}: {key}: {message}")]
+    InvalidAt {
+        path: PathBuf,
+        key: String,
+        /// 1-based.
+        line: usize,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// An `Invalid` error with the line of its key in `text` (the file it
+    /// was parsed from), when the key is found there.
+    fn at_line_in(self, text: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid { path, key, message } => match key_line(text, &key) {
+                Some(line) => ConfigError::InvalidAt {
+                    path,
+                    key,
+                    line,
+                    message,
+                },
+                None => ConfigError::Invalid { path, key, message },
+            },
+            other => other,
+        }
+    }
+}
+
+/// The line (1-based) of `key` (`accounts[1].tenants`, `server.listen`) in
+/// the TOML `text`; for a key the file does not set, the line of the
+/// nearest table that holds it. Pure.
+pub fn key_line(text: &str, key: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut span = None;
+    let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
+    let mut value: Option<&DeValue<'_>> = None;
+    for segment in key.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let current = match (table, value) {
+            (Some(t), _) => t,
+            (None, Some(DeValue::Table(t))) => t,
+            _ => break,
+        };
+        let Some((found_key, found)) = current.iter().find(|(k, _)| k.get_ref().as_ref() == name)
+        else {
+            break;
+        };
+        span = Some(found_key.span());
+        let mut found = found;
+        if let (Some(i), DeValue::Array(items)) = (index, found.get_ref()) {
+            match items.get(i) {
+                Some(item) => {
+                    span = Some(item.span());
+                    found = item;
+                }
+                None => break,
+            }
+        }
+        table = None;
+        value = Some(found.get_ref());
+    }
+    let start = span?.start;
+    Some(text.get(..start)?.matches('\n').count() + 1)
 }
 
 impl Config {
@@ -140,7 +209,7 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        config.validate(path)?;
+        config.validate(path).map_err(|e| e.at_line_in(text))?;
         // Anchored at an absolute directory, so errors and logs show the path
         // the daemon really opens, whatever its working directory.
         let base = match path.parent() {
@@ -281,6 +350,30 @@ mod tests {
                 "{explained}"
             );
         }
+    }
+
+    #[test]
+    fn a_key_is_found_on_its_line() {
+        let text = "[app]\nclient_id = \"x\"\n\n[[accounts]]\nname = \"a\"\n\n[[accounts]]\nname = \"b\"\ntenants = [\"t\"]\n[server]\nlisten = \"127.0.0.1:1\"\n";
+        assert_eq!(super::key_line(text, "app.client_id"), Some(2));
+        assert_eq!(super::key_line(text, "accounts[1].tenants"), Some(9));
+        assert_eq!(super::key_line(text, "accounts[1].name"), Some(8));
+        assert_eq!(super::key_line(text, "server.listen"), Some(11));
+        // A key the file does not set: its table's line.
+        assert_eq!(super::key_line(text, "accounts[0].tenants"), Some(4));
+        assert_eq!(super::key_line(text, "cache.state_file"), None);
+        assert_eq!(super::key_line("[app\n", "app"), None);
+    }
+
+    #[test]
+    fn a_broken_rule_names_the_line() {
+        let text = "[app]\nclient_id = \"11111111-2222-3333-4444-555555555555\"\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\n\n[server]\nlisten = \"0.0.0.0:8080\"\n";
+        let e = super::Config::parse(text, std::path::Path::new("/etc/t.toml")).unwrap_err();
+        let said = e.to_string();
+        assert!(
+            said.starts_with("/etc/t.toml: line 7: server.listen: "),
+            "{said}"
+        );
     }
 
     #[test]
