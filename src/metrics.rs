@@ -40,6 +40,8 @@ struct Configured {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Every metric of `registry`, described (for the manual).
+    descs: Vec<MetricDesc>,
     /// The standard `process_*` series (no `tokenbroker_` prefix: the
     /// names dashboards and alerts for any process use).
     process: Registry,
@@ -77,21 +79,44 @@ fn latency_buckets() -> Vec<f64> {
     exponential_buckets(0.0001, 4.0, 10).unwrap_or_default()
 }
 
+/// A metric as the manual lists it: every one, also those with no series yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricDesc {
+    /// The full name (`tokenbroker_…`).
+    pub name: String,
+    pub help: String,
+    pub labels: Vec<String>,
+}
+
+/// The registry being filled, and a description of each metric put in it.
+struct Registrar {
+    registry: Registry,
+    descs: std::cell::RefCell<Vec<MetricDesc>>,
+}
+
 /// Registers `collector` (names are fixed and unique, so this cannot clash).
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
-    if let Err(e) = registry.register(Box::new(c.clone())) {
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registrar, c: C) -> C {
+    registry
+        .descs
+        .borrow_mut()
+        .extend(c.desc().into_iter().map(|d| MetricDesc {
+            name: format!("tokenbroker_{}", d.fq_name),
+            help: d.help.clone(),
+            labels: d.variable_labels.clone(),
+        }));
+    if let Err(e) = registry.registry.register(Box::new(c.clone())) {
         tracing::error!("registering a metric failed: {e}");
     }
     c
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+fn counter_vec(registry: &Registrar, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let vec = IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| unreachable_metric(name, e));
     register(registry, vec)
 }
 
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+fn gauge_vec(registry: &Registrar, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let vec = GaugeVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| unreachable_metric(name, e));
     register(registry, vec)
@@ -107,8 +132,11 @@ fn unreachable_metric<T>(name: &str, e: prometheus::Error) -> T {
 impl Metrics {
     /// Registers every metric; per-tenant series only for `config`'s tenants.
     pub fn new(config: &Config) -> Metrics {
-        let registry = Registry::new_custom(Some("tokenbroker".into()), None)
-            .unwrap_or_else(|e| unreachable_metric("registry", e));
+        let registry = Registrar {
+            registry: Registry::new_custom(Some("tokenbroker".into()), None)
+                .unwrap_or_else(|e| unreachable_metric("registry", e)),
+            descs: std::cell::RefCell::new(Vec::new()),
+        };
         let http_requests = counter_vec(
             &registry,
             "http_requests_total",
@@ -282,8 +310,10 @@ impl Metrics {
         )) {
             tracing::warn!("the process_* metrics are not available: {e}");
         }
+        let descs = registry.descs.into_inner();
         let metrics = Metrics {
-            registry,
+            registry: registry.registry,
+            descs,
             process,
             http_requests,
             http_ok: Default::default(),
@@ -435,12 +465,30 @@ impl Metrics {
             .inc();
     }
 
+    /// Every metric of the broker, also those with no series yet, and the
+    /// process ones.
+    pub fn describe(&self) -> Vec<MetricDesc> {
+        let mut all = self.descs.clone();
+        for d in self.process.gather() {
+            all.push(MetricDesc {
+                name: d.name().to_owned(),
+                help: d.help().to_owned(),
+                labels: Vec::new(),
+            });
+        }
+        all
+    }
+
+    fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        families
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn encode(&self) -> String {
         let mut out = Vec::new();
-        let mut families = self.registry.gather();
-        families.extend(self.process.gather());
-        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        if let Err(e) = TextEncoder::new().encode(&self.families(), &mut out) {
             tracing::error!("encoding the metrics failed: {e}");
         }
         String::from_utf8(out).unwrap_or_default()

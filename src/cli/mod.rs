@@ -32,6 +32,23 @@ pub enum CliError {
     Other(String),
 }
 
+/// The exit codes every command uses (the manual lists them from here).
+pub const EXIT_CODES: [(u8, &str); 3] = [
+    (0, "Success."),
+    (
+        1,
+        "Anything else: the daemon or Entra could not be reached, a tenant failed, the address is \
+         in use (it may pass; the unit restarts).",
+    ),
+    (
+        2,
+        "A usage or configuration error: an unknown flag or tenant, a bad or unreadable \
+         configuration, certificate or key, a socket directory missing or not writable, a \
+         listener that cannot bind for any reason but an address in use. Restarting does not \
+         fix it (the unit's RestartPreventExitStatus=2).",
+    ),
+];
+
 impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
@@ -182,27 +199,10 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             clap_complete::generate(shell, &mut Cli::command(), "tokenbroker", &mut script);
             write_stdout(&script)
         }
-        Command::Man { out } => {
-            use clap::CommandFactory;
-            // The pages name the release, not the commit: a package's
-            // committed pages stay the same from one commit to the next.
-            let command = Cli::command().version(crate::VERSION);
-            if let Some(dir) = out {
-                return std::fs::create_dir_all(&dir)
-                    .and_then(|()| clap_mangen::generate_to(command, &dir))
-                    .map_err(|e| {
-                        CliError::Other(format!(
-                            "writing the manual pages to {}: {e}",
-                            dir.display()
-                        ))
-                    });
-            }
-            let mut page = Vec::new();
-            clap_mangen::Man::new(command)
-                .render(&mut page)
-                .map_err(|e| CliError::Other(format!("rendering the manual page: {e}")))?;
-            write_stdout(&page)
-        }
+        // The pages name the release, not the commit: a package's
+        // committed pages stay the same from one commit to the next.
+        Command::Man { out: Some(dir) } => manual::write_pages(&dir),
+        Command::Man { out: None } => write_stdout(&manual::main_page()?),
     }
 }
 
@@ -211,6 +211,7 @@ mod args;
 mod cert;
 mod check;
 mod consent;
+mod manual;
 mod secrets;
 mod serve;
 mod token;

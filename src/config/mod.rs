@@ -11,7 +11,7 @@
 
 pub mod schema;
 pub mod types;
-mod validate;
+pub(crate) mod validate;
 
 pub use schema::{
     AccountConfig, AppConfig, CacheConfig, Config, CredentialConfig, ManagedIdentityConfig,
