@@ -255,6 +255,11 @@ fn with_config_env(args: &[&str], env: Option<&std::path::Path>) -> Output {
         Some(path) => command.env("TOKENBROKER_CONFIG", path),
         None => command.env_remove("TOKENBROKER_CONFIG"),
     };
+    // Unset, the command reads /etc/tokenbroker/tokenbroker.toml, which the
+    // package test installs for a few seconds: not meanwhile.
+    let _host = crate::package::HOST
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     command.output().expect("run tokenbroker")
 }
 

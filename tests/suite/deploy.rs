@@ -583,6 +583,11 @@ fn a_missing_credential_file_names_the_configuration_the_key_and_the_resolved_pa
 
 #[test]
 fn consent_url_without_a_client_id_says_to_pass_one() {
+    // Without --config it reads /etc/tokenbroker/tokenbroker.toml, which the
+    // package test installs for a few seconds: not meanwhile.
+    let _host = crate::package::HOST
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
         .args(["consent-url", "--tenant", "contoso.onmicrosoft.com"])
