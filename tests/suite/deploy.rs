@@ -836,3 +836,50 @@ async fn the_start_up_log_says_what_runs_with_typed_fields() {
         }
     }
 }
+
+/// The README's operator sections say what the code and the manifests do.
+#[test]
+fn the_readme_covers_logging_upgrading_and_the_rollout_as_built() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = |title: &str| -> String {
+        let start = readme
+            .find(&format!("\n## {title}\n"))
+            .unwrap_or_else(|| panic!("README has no \"## {title}\" section"));
+        let rest = &readme[start + 1..];
+        let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
+        rest[..end].to_owned()
+    };
+    // Logging: the filter it shows names the target the server logs under.
+    let logging = section("Logging");
+    let handler = std::fs::read_to_string(repo().join("src/server/handle.rs")).unwrap();
+    assert!(handler.contains("target: \"tokenbroker::access\""));
+    assert!(
+        logging.contains("RUST_LOG=info,tokenbroker::access=warn"),
+        "{logging}"
+    );
+    // Upgrading: the package keeps the configuration and the state file makes
+    // a restart cheap, as the shipped configuration sets it.
+    let upgrading = section("Upgrading");
+    let shipped = std::fs::read_to_string(repo().join("deploy/systemd/tokenbroker.toml")).unwrap();
+    assert!(
+        shipped
+            .lines()
+            .any(|l| l.trim_start().starts_with("state_file")),
+        "{shipped}"
+    );
+    assert!(
+        upgrading.contains("cache.state_file") && upgrading.contains("conffile"),
+        "{upgrading}"
+    );
+    // The rollout: what the README says is what the DaemonSet does.
+    let daemonset =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/daemonset.yaml")).unwrap();
+    assert!(daemonset.contains("maxSurge: 0"));
+    let kubernetes = section("Deployment");
+    assert!(
+        kubernetes.contains("`maxSurge: 0`") && kubernetes.contains("retries"),
+        "{kubernetes}"
+    );
+    // The quick start warns that the first test run builds and fetches.
+    assert!(readme[..readme.find("## Install").unwrap()].contains("package registries"));
+}
