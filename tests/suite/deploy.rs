@@ -475,10 +475,10 @@ fn sysusers_and_tmpfiles_make_what_the_walkthrough_needs() {
     set_mode(&binary, 0o755);
     set_mode(&root.path().join("usr"), 0o755);
     set_mode(&root.path().join("usr/bin"), 0o755);
-    let check_as_daemon = || {
+    let as_daemon = |command: &str| {
         use std::os::unix::process::CommandExt;
         Command::new(&binary)
-            .args(["check", "--config"])
+            .args([command, "--config"])
             .arg(&config)
             .env_remove("TOKENBROKER_CONFIG")
             .uid(uid)
@@ -486,6 +486,7 @@ fn sysusers_and_tmpfiles_make_what_the_walkthrough_needs() {
             .output()
             .unwrap()
     };
+    let check_as_daemon = || as_daemon("check");
     // Before the chown, the root-owned key cannot be read, and the error
     // says by whom, in which file, for which key.
     let before = check_as_daemon();
@@ -526,17 +527,7 @@ fn sysusers_and_tmpfiles_make_what_the_walkthrough_needs() {
             && said.contains(&socket_dir.display().to_string()),
         "{said}"
     );
-    let serve = {
-        use std::os::unix::process::CommandExt;
-        Command::new(&binary)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("TOKENBROKER_CONFIG")
-            .uid(uid)
-            .gid(gid)
-            .output()
-            .unwrap()
-    };
+    let serve = as_daemon("serve");
     assert_eq!(serve.status.code(), Some(2), "{}", text(&serve.stderr));
     assert!(
         text(&serve.stderr).contains("cannot create the socket in"),
