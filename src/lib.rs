@@ -113,6 +113,7 @@ pub mod daemon;
 pub mod dev;
 pub(crate) mod fetch;
 pub mod fleet;
+pub mod gateway;
 pub(crate) mod jitter;
 pub(crate) mod log_limit;
 pub mod metrics;

@@ -12,6 +12,8 @@ mod authority_response;
 mod config;
 #[path = "../../fuzz/targets/credentials.rs"]
 mod credentials;
+#[path = "../../fuzz/targets/graph_path.rs"]
+mod graph_path;
 #[path = "../../fuzz/targets/host.rs"]
 mod host;
 #[path = "../../fuzz/targets/query.rs"]
@@ -80,6 +82,13 @@ const INTERESTING: &[&[u8]] = &[
     b"#",
     b"?",
     b"..",
+    b"%2e",
+    b"%5C",
+    b"%40",
+    b"('",
+    b"')",
+    b"(",
+    b")",
     b"\xff",
     b"\xc3\xa9",
     b"-1",
@@ -163,6 +172,11 @@ fn check(target: &str, name: &str, input: &[u8], run: fn(&[u8])) {
 #[test]
 fn query_corpus() {
     replay("query", 20_000, query::run);
+}
+
+#[test]
+fn graph_path_corpus() {
+    replay("graph_path", 20_000, graph_path::run);
 }
 
 #[test]
