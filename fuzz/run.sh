@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 seconds="${1:-30}"
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-targets=(query host config authority_response credentials)
+targets=(query host config authority_response credentials graph_path)
 
 cargo fuzz build --release
 status=0
