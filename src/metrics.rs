@@ -403,7 +403,7 @@ impl Metrics {
     }
 
     /// Counts a refused caller (`missing`, `unknown_secret`, `unknown_uid`,
-    /// `bad_host`, `forbidden_tenant`, `forbidden_resource`).
+    /// `bad_host`, `forbidden_tenant`, `forbidden_resource`, `graph_only`).
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures.with_label_values(&[reason]).inc();
     }

@@ -56,6 +56,8 @@ pub enum Forbidden {
     Tenant { account: Name, tenant: TenantId },
     #[error("account \"{account}\" may not request resource {resource}; add it to the account's resources")]
     Resource { account: Name, resource: Resource },
+    #[error("account \"{account}\" is for the Graph gateway only (graph_only = true): it gets no token; send its Graph requests to /graph/{{tenant}}/v1.0/...")]
+    GraphOnly { account: Name },
 }
 
 impl Forbidden {
@@ -64,6 +66,7 @@ impl Forbidden {
         match self {
             Forbidden::Tenant { .. } => "forbidden_tenant",
             Forbidden::Resource { .. } => "forbidden_resource",
+            Forbidden::GraphOnly { .. } => "graph_only",
         }
     }
 }
@@ -105,6 +108,8 @@ struct Account {
     resources: Option<Vec<Resource>>,
     default_tenant: Option<ResolvedTenant>,
     max_new_tenants_per_minute: u32,
+    /// Gateway only: never a raw token.
+    graph_only: bool,
 }
 
 /// An authenticated account (an index into the policy it came from).
@@ -169,6 +174,7 @@ impl Policy {
                 resources: a.resources.clone(),
                 default_tenant,
                 max_new_tenants_per_minute: a.max_new_tenants_per_minute,
+                graph_only: a.graph_only,
             });
             policy
                 .by_uid
@@ -302,6 +308,11 @@ impl Policy {
     /// Whether `account` may have a token for `target`.
     pub fn authorize(&self, account: AccountId, target: &Target) -> Result<(), Forbidden> {
         let a = self.account(account);
+        if a.graph_only {
+            return Err(Forbidden::GraphOnly {
+                account: a.name.clone(),
+            });
+        }
         if !a.may_use(&target.tenant.id) {
             return Err(Forbidden::Tenant {
                 account: a.name.clone(),

@@ -14,9 +14,9 @@ pub mod types;
 pub(crate) mod validate;
 
 pub use schema::{
-    AccountConfig, AppConfig, CacheConfig, Config, CredentialConfig, ManagedIdentityConfig,
-    ManagedIdentityProtocol, Pkcs11Config, ServerConfig, SharedCacheConfig, SigningAlgorithm,
-    TenantConfig,
+    AccountConfig, AppConfig, CacheConfig, Config, CredentialConfig, GraphConfig, GraphRuleConfig,
+    ManagedIdentityConfig, ManagedIdentityProtocol, Pkcs11Config, ServerConfig, SharedCacheConfig,
+    SigningAlgorithm, TenantConfig,
 };
 pub use types::{
     check_tenant_id, is_guid, AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name,
@@ -431,6 +431,60 @@ private_key = "key.pem"
 
     fn with_tenants_and_accounts(tenants: &str, accounts: &str) -> String {
         format!("{MINIMAL}\n{tenants}\n{accounts}")
+    }
+
+    #[test]
+    fn graph_rules_are_checked_and_named_by_their_place() {
+        let account = |rules: &str| {
+            format!(
+                "{MINIMAL}\n[[accounts]]\nname = \"a\"\nsecret_sha256 = \"{HASH_A}\"\ntenants = [\"*\"]\n{rules}"
+            )
+        };
+        let good = account(
+            "[[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/users/{mailbox}/messages/**\"]\n\
+             mailboxes = [\"alice@contoso.com\", \"7d6c2f0e-1111-2222-3333-444444444444\"]\n\
+             [[accounts.graph]]\nmethods = [\"POST\"]\npaths = [\"/users/{mailbox}/sendMail\"]\nmailboxes = [\"*\"]\n",
+        );
+        let config = parse(&good).unwrap();
+        assert_eq!(config.accounts[0].graph.len(), 2);
+        assert!(!config.accounts[0].graph_only);
+        assert!(parse(&good.replace("tenants = [", "graph_only = true\ntenants = [")).is_ok());
+        for (rules, key, what) in [
+            ("[[accounts.graph]]\nmethods = []\npaths = [\"/users\"]\n", "accounts[0].graph[0].methods", "is empty"),
+            ("[[accounts.graph]]\nmethods = [\"get\"]\npaths = [\"/users\"]\n", "accounts[0].graph[0].methods", "\"get\" is not one of"),
+            ("[[accounts.graph]]\nmethods = [\"GET\"]\npaths = []\n", "accounts[0].graph[0].paths", "is empty"),
+            ("[[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/users/**/x\"]\n", "accounts[0].graph[0].paths", "only be the last"),
+            ("[[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/me/messages\"]\n", "accounts[0].graph[0].paths", "/me"),
+            ("[[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/users/{mailbox}\"]\n", "accounts[0].graph[0].mailboxes", "is empty"),
+            ("[[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/users/{mailbox}\"]\nmailboxes = [\"alice\"]\n", "accounts[0].graph[0].mailboxes", "\"alice\" is neither"),
+            ("[[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/users/{mailbox}\"]\nmailboxes = [\"a/b@c.com\"]\n", "accounts[0].graph[0].mailboxes", "is neither"),
+            ("graph_only = true\n", "accounts[0].graph_only", "no [[accounts.graph]] rules"),
+        ] {
+            let message = error(&account(rules));
+            assert!(message.contains(key) && message.contains(what), "{rules}: {message}");
+        }
+        let message = error(&account(
+            "[[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/users\"]\nverbs = 1\n",
+        ));
+        assert!(message.contains("unknown field `verbs`"), "{message}");
+        // [graph] limits, and graph_host as authority_host is checked.
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.graph.max_request_bytes, 32 << 20);
+        assert_eq!(config.graph.timeout.0, Duration::from_secs(100));
+        let message = error(&format!("{MINIMAL}[graph]\ntimeout = \"0s\"\n"));
+        assert!(
+            message.contains("graph.timeout: 0s is out of bounds"),
+            "{message}"
+        );
+        let message = error(&MINIMAL.replace(
+            "[app]\n",
+            "[app]\ngraph_host = \"http://graph.example.com\"\n",
+        ));
+        assert!(message.contains("graph_host"), "{message}");
+        assert!(
+            parse(&MINIMAL.replace("[app]\n", "[app]\ngraph_host = \"http://127.0.0.1:9\"\n"))
+                .is_ok()
+        );
     }
 
     #[test]

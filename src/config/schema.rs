@@ -32,6 +32,35 @@ pub struct Config {
     /// The fleet's shared token cache on Redis; without it each host caches alone.
     #[serde(default)]
     pub shared_cache: Option<SharedCacheConfig>,
+    /// The Graph gateway's limits.
+    #[serde(default)]
+    pub graph: GraphConfig,
+}
+
+/// `[graph]`: the Graph gateway's limits (`/graph/{tenant}/{version}/…`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphConfig {
+    /// Largest request body forwarded (bigger: 413).
+    pub max_request_bytes: u64,
+    /// Largest JSON answer whose links are rewritten to the gateway (bigger
+    /// ones pass unchanged, counted).
+    pub max_rewrite_bytes: u64,
+    /// One whole request to Graph.
+    pub timeout: ConfigDuration,
+    /// How long a mailbox looked up in the directory is remembered.
+    pub directory_ttl: ConfigDuration,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        GraphConfig {
+            max_request_bytes: 32 * 1024 * 1024,
+            max_rewrite_bytes: 16 * 1024 * 1024,
+            timeout: ConfigDuration(Duration::from_secs(100)),
+            directory_ttl: ConfigDuration(Duration::from_secs(3600)),
+        }
+    }
 }
 
 /// `[shared_cache]`: hosts share one encrypted token cache on Redis.
@@ -188,6 +217,10 @@ pub struct AppConfig {
     /// Overrides the cloud's authority host (tests, sovereign proxies).
     #[serde(default)]
     pub authority_host: Option<AuthorityHost>,
+    /// Overrides where Graph requests go (tests; http only for loopback);
+    /// the token's resource stays the cloud's Graph.
+    #[serde(default)]
+    pub graph_host: Option<AuthorityHost>,
     /// PEM certificate (leaf first), DER certificate, or a PFX holding cert
     /// and key: the one credential, when `credentials` is not used.
     #[serde(default)]
@@ -433,6 +466,26 @@ pub struct AccountConfig {
     /// cached (a bucket refilled evenly over the minute).
     #[serde(default = "AccountConfig::default_max_new_tenants_per_minute")]
     pub max_new_tenants_per_minute: u32,
+    /// What the account may do through the Graph gateway (none: nothing).
+    #[serde(default)]
+    pub graph: Vec<GraphRuleConfig>,
+    /// Gateway only: `/v1/token` and `/msi/token` refuse the account, so it
+    /// never holds a raw token.
+    #[serde(default)]
+    pub graph_only: bool,
+}
+
+/// `[[accounts.graph]]`: methods on path patterns, for listed mailboxes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphRuleConfig {
+    /// HTTP methods, e.g. `["GET"]`.
+    pub methods: Vec<String>,
+    /// Patterns: literal segments, `*`, `**` (last), `{mailbox}`.
+    pub paths: Vec<String>,
+    /// What `{mailbox}` may name: user principal names, object ids, or `"*"`.
+    #[serde(default)]
+    pub mailboxes: Vec<String>,
 }
 
 impl AccountConfig {

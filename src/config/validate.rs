@@ -66,7 +66,7 @@ fn server(config: &Config) -> Result<(), Broken> {
 /// daemon would not do its job (a zero timeout answers every request 504).
 pub(crate) fn duration_bounds(
     config: &Config,
-) -> [(&'static str, ConfigDuration, Duration, Duration); 14] {
+) -> [(&'static str, ConfigDuration, Duration, Duration); 16] {
     let (s, app, c) = (&config.server, &config.app, &config.cache);
     let ms = Duration::from_millis;
     let secs = Duration::from_secs;
@@ -136,11 +136,18 @@ pub(crate) fn duration_bounds(
             secs(1),
             secs(3600),
         ),
+        ("graph.timeout", config.graph.timeout, secs(1), secs(600)),
+        (
+            "graph.directory_ttl",
+            config.graph.directory_ttl,
+            secs(1),
+            secs(7 * 86_400),
+        ),
     ]
 }
 
 /// The bounds of every number key: `(key, value, low, high)`.
-pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 7] {
+pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 9] {
     let (s, app, c) = (&config.server, &config.app, &config.cache);
     let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
     [
@@ -171,6 +178,18 @@ pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 
             1024,
         ),
         ("cache.max_entries", c.max_entries, 1, 10_000_000),
+        (
+            "graph.max_request_bytes",
+            config.graph.max_request_bytes,
+            0,
+            1 << 30,
+        ),
+        (
+            "graph.max_rewrite_bytes",
+            config.graph.max_rewrite_bytes,
+            0,
+            256 << 20,
+        ),
     ]
 }
 
@@ -531,6 +550,7 @@ fn accounts(config: &Config, tenants: &HashMap<&Name, &TenantId>) -> Result<(), 
         for entry in &account.tenants {
             allowed.push(id_of(format!("accounts[{i}].tenants"), entry)?);
         }
+        graph_rules(i, account)?;
         if let Some(default) = &account.default_tenant {
             let key = format!("accounts[{i}].default_tenant");
             let Some(id) = id_of(key.clone(), default)? else {
@@ -543,6 +563,76 @@ fn accounts(config: &Config, tenants: &HashMap<&Name, &TenantId>) -> Result<(), 
                 return Err(broken(
                     key,
                     format!("\"{default}\" is not in this account's tenants"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The methods a Graph rule may name.
+const GRAPH_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// An account's `[[accounts.graph]]` rules.
+fn graph_rules(i: usize, account: &crate::config::AccountConfig) -> Result<(), Broken> {
+    use crate::gateway::rules::Pattern;
+    if account.graph_only && account.graph.is_empty() {
+        return Err(broken(
+            format!("accounts[{i}].graph_only"),
+            "is true but the account has no [[accounts.graph]] rules: it could do nothing; add rules or drop graph_only",
+        ));
+    }
+    for (j, rule) in account.graph.iter().enumerate() {
+        let key = |field: &str| format!("accounts[{i}].graph[{j}].{field}");
+        if rule.methods.is_empty() {
+            return Err(broken(
+                key("methods"),
+                "is empty; list methods, e.g. [\"GET\"]",
+            ));
+        }
+        if let Some(bad) = rule
+            .methods
+            .iter()
+            .find(|m| !GRAPH_METHODS.contains(&m.as_str()))
+        {
+            return Err(broken(
+                key("methods"),
+                format!("\"{bad}\" is not one of {}", GRAPH_METHODS.join(", ")),
+            ));
+        }
+        if rule.paths.is_empty() {
+            return Err(broken(
+                key("paths"),
+                "is empty; list path patterns, e.g. [\"/users/{mailbox}/messages/**\"]",
+            ));
+        }
+        for path in &rule.paths {
+            if path.len() > crate::gateway::path::MAX_PATH_BYTES {
+                return Err(broken(key("paths"), "a pattern is longer than 2048 bytes"));
+            }
+            Pattern::parse(path).map_err(|e| broken(key("paths"), e.to_string()))?;
+        }
+        let names_mailbox = rule.paths.iter().any(|p| p.contains("{mailbox}"));
+        if names_mailbox && rule.mailboxes.is_empty() {
+            return Err(broken(
+                key("mailboxes"),
+                "is empty but a pattern has {mailbox}; list user principal names or object ids, or \"*\" for any",
+            ));
+        }
+        for mailbox in &rule.mailboxes {
+            let ok = mailbox == "*"
+                || crate::config::is_guid(mailbox)
+                || (mailbox.len() <= 256
+                    && mailbox.split_once('@').is_some_and(|(user, domain)| {
+                        !user.is_empty()
+                            && !domain.is_empty()
+                            && !mailbox.contains(['/', '\\', '?', '#', '%'])
+                            && !mailbox.chars().any(|c| c.is_control() || c.is_whitespace())
+                    }));
+            if !ok {
+                return Err(broken(
+                    key("mailboxes"),
+                    format!("\"{mailbox}\" is neither a user principal name (user@domain), an object id (GUID) nor \"*\""),
                 ));
             }
         }

@@ -647,3 +647,51 @@ async fn one_accounts_new_tenants_leave_upstream_slots_for_another_account() {
         Err(_) => panic!("the server is still shared"),
     }
 }
+
+/// A gateway-only account never gets a raw token, on either route; the
+/// refusal is counted and says where to send its requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graph_only_account_gets_no_raw_token() {
+    let f = common::Fixture::new(&format!(
+        "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
+         [[accounts]]\nname = \"gateway\"\nsecret_sha256 = \"{}\"\ntenants = [\"contoso\"]\n\
+         default_tenant = \"contoso\"\ngraph_only = true\n\
+         [[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/users/{{mailbox}}/messages\"]\nmailboxes = [\"*\"]\n",
+        common::sha256_hex("gateway-secret"),
+    ))
+    .await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    let server = common::Server::start(&f, |_, _| {}).await;
+    // Other accounts are served as before (and the tenant is cached).
+    assert_eq!(
+        server.token("contoso", common::TESTER_SECRET).await.status,
+        200
+    );
+    let before = f.sim.total_requests();
+    let refused = server.token("contoso", "gateway-secret").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("graph_only") && refused.body.contains("/graph/"),
+        "{}",
+        refused.body
+    );
+    let msi = server
+        .get(
+            "/msi/token?api-version=2019-08-01&resource=https://graph.microsoft.com",
+            &[("X-IDENTITY-HEADER", "gateway-secret")],
+        )
+        .await;
+    // The App Service protocol answers every refusal 400 (an SDK retries a
+    // 404 and reads a 403 as "no managed identity here"), with the reason.
+    assert_eq!(msi.status, 400, "{}", msi.body);
+    assert!(msi.body.contains("graph_only"), "{}", msi.body);
+    assert_eq!(
+        f.sim.total_requests(),
+        before,
+        "the refusals cost Entra nothing"
+    );
+    assert!(server
+        .metrics()
+        .encode()
+        .contains("tokenbroker_auth_failures_total{reason=\"graph_only\"} 2"));
+}
