@@ -68,14 +68,26 @@ fn first_difference(a: &str, b: &str) -> String {
     unreachable!()
 }
 
+fn manifest() -> toml::Table {
+    std::fs::read_to_string(repo().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The Cargo profile `cargo deb` builds the packaged binary with: the
+/// `profile` of `[package.metadata.deb]`, else cargo-deb's default.
+fn deb_profile() -> String {
+    manifest()["package"]["metadata"]["deb"]
+        .get("profile")
+        .map_or("release", |p| p.as_str().unwrap())
+        .to_owned()
+}
+
 /// `[package.metadata.deb]` assets: destination (without the leading `/`)
 /// to source.
 fn deb_assets() -> BTreeMap<String, String> {
-    let manifest: toml::Table = std::fs::read_to_string(repo().join("Cargo.toml"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    manifest["package"]["metadata"]["deb"]["assets"]
+    manifest()["package"]["metadata"]["deb"]["assets"]
         .as_array()
         .expect("Cargo.toml has [package.metadata.deb] assets")
         .iter()
@@ -84,6 +96,63 @@ fn deb_assets() -> BTreeMap<String, String> {
             (asset[1].as_str().unwrap().to_owned(), source)
         })
         .collect()
+}
+
+/// The shipped binary (BENCHMARKS.md, "the shipped binary"): plain
+/// `cargo deb` builds it with `[profile.dist]`, the release profile with
+/// fat LTO, one codegen unit and no symbols (a fifth smaller); the release
+/// profile itself stays quick to rebuild for `cargo run --release`,
+/// `benches/load.sh` and `cargo bench`.
+#[test]
+fn cargo_deb_builds_the_binary_with_the_dist_profile() {
+    let manifest = manifest();
+    assert_eq!(
+        deb_profile(),
+        "dist",
+        "[package.metadata.deb] has profile = \"dist\": the documented `cargo deb`, with no \
+         --profile, builds the package's binary with it"
+    );
+    let dist = manifest
+        .get("profile")
+        .and_then(|p| p.get("dist"))
+        .and_then(toml::Value::as_table)
+        .expect("Cargo.toml has [profile.dist]");
+    let setting = |key: &str| dist.get(key).cloned();
+    assert_eq!(setting("inherits"), Some("release".into()), "{dist:#?}");
+    assert!(
+        matches!(setting("lto"), Some(lto) if lto == "fat".into() || lto == true.into()),
+        "[profile.dist] lto = \"fat\": {dist:#?}"
+    );
+    assert_eq!(setting("codegen-units"), Some(1.into()), "{dist:#?}");
+    assert!(
+        matches!(setting("strip"), Some(strip) if strip == "symbols".into() || strip == true.into()),
+        "[profile.dist] strip = true: {dist:#?}"
+    );
+    // Panics unwind, as in every other build of it.
+    assert_eq!(setting("panic"), None, "{dist:#?}");
+    // The release profile stays the developers' one.
+    let release = manifest.get("profile").and_then(|p| p.get("release"));
+    for key in ["lto", "codegen-units"] {
+        assert!(
+            release.and_then(|r| r.get(key)).is_none(),
+            "[profile.release] {key}: set it in [profile.dist], which only `cargo deb` builds"
+        );
+    }
+    // cargo-deb reads `target/release/` in an asset as the selected
+    // profile's directory (target/dist/); any other spelling of the path
+    // would package whatever binary is there instead of building one.
+    assert_eq!(
+        deb_assets().get("usr/bin/").map(String::as_str),
+        Some("target/release/tokenbroker")
+    );
+    // The README's command is plain `cargo deb`.
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(
+        readme
+            .lines()
+            .any(|line| line.starts_with("cargo deb ") && !line.contains("--profile")),
+        "README's \"From the Debian package\" runs `cargo deb`"
+    );
 }
 
 /// The packaged unit is the deploy unit with the binary in /usr/bin, and
@@ -275,15 +344,16 @@ impl Drop for Cleanup {
 }
 
 /// Builds the package from the binary under test with `cargo deb --no-build`,
-/// in `dir`. cargo-deb takes the binary from `<target dir>/release`; a
-/// target directory of its own in `dir`, holding a copy of the test build's
-/// binary, spares a release build (minutes) and stays clear of the target
-/// directory `cargo test` holds locked.
+/// in `dir`. cargo-deb takes the binary from `<target dir>/<profile>` (the
+/// `dist` profile's); a target directory of its own in `dir`, holding a copy
+/// of the test build's binary, spares an optimised build (many minutes) and
+/// stays clear of the target directory `cargo test` holds locked.
 /// Returns the package and what its binary's `--version` printed.
 fn build_package(dir: &Path) -> (PathBuf, String) {
     let target = dir.join("target");
-    std::fs::create_dir_all(target.join("release")).unwrap();
-    let binary = target.join("release/tokenbroker");
+    let built = target.join(deb_profile());
+    std::fs::create_dir_all(&built).unwrap();
+    let binary = built.join("tokenbroker");
     std::fs::copy(env!("CARGO_BIN_EXE_tokenbroker"), &binary).unwrap();
     let version = ok(Command::new(&binary).arg("--version"));
     let arch = ok(Command::new("dpkg").arg("--print-architecture"));
