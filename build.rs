@@ -22,21 +22,27 @@ fn git_commit() -> Option<String> {
         .ok()
         .filter(|o| o.status.success())?;
     let git_dir = String::from_utf8(git_dir.stdout).ok()?;
-    let git_dir = Path::new(git_dir.trim());
-    // A new commit moves the branch HEAD points at, or HEAD itself.
-    println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
+    let git_dir = Path::new(git_dir.trim()).to_owned();
+    // Branch refs live in the common directory (a worktree has its own HEAD).
+    let common = Command::new("git")
+        .args(["rev-parse", "--git-common-dir"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|d| Path::new(d.trim()).to_owned())
+        .unwrap_or_else(|| git_dir.clone());
+    // A new commit moves the branch HEAD points at, or HEAD itself. Only
+    // files that exist are watched: cargo reruns for a missing one every time.
+    let mut watched = vec![git_dir.join("HEAD"), common.join("packed-refs")];
     if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD")) {
         if let Some(reference) = head.trim().strip_prefix("ref: ") {
-            println!(
-                "cargo:rerun-if-changed={}",
-                git_dir.join(reference).display()
-            );
+            watched.push(common.join(reference));
         }
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        git_dir.join("packed-refs").display()
-    );
+    for path in watched.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
     let out = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

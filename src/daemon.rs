@@ -63,7 +63,7 @@ impl StartError {
 /// Every check `serve` makes before binding, beyond parsing: the
 /// `ca_file` loads, and the directories of the sockets exist. (`check`
 /// runs it too, so `check` passing means `serve` starts.)
-pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError> {
+pub fn preflight(config: &Config, config_path: &Path, sockets: bool) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         path: config_path.to_owned(),
         key: key.to_owned(),
@@ -78,10 +78,12 @@ pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError>
         StartError::Config(e) => e,
         other => invalid("cache.state_key_file", other.to_string()),
     })?;
-    for (key, socket) in [
+    // Only a command that listens needs the socket directories.
+    let listens = [
         ("server.unix_socket", &config.server.unix_socket),
         ("server.admin_socket", &config.server.admin_socket),
-    ] {
+    ];
+    for (key, socket) in listens.into_iter().filter(|_| sockets) {
         let Some(dir) = socket.as_deref().and_then(Path::parent) else {
             continue;
         };
@@ -119,10 +121,23 @@ pub fn preflight(config: &Config, config_path: &Path) -> Result<(), ConfigError>
 /// modes, ACLs and read-only mounts all answer as they will for `serve`.
 pub fn writable(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".tokenbroker-probe-{}", std::process::id()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)?;
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+    };
+    match create() {
+        // Left by a process with this pid that was killed mid-probe (PID 1
+        // in a container): ours to replace.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&probe)?;
+            create()?;
+        }
+        other => {
+            other?;
+        }
+    }
     std::fs::remove_file(&probe)
 }
 

@@ -31,18 +31,24 @@ impl Route {
     /// What the route serves, for the manual (`None`: not a route of its own).
     pub fn summary(self) -> Option<&'static str> {
         Some(match self {
-            Route::Token => {
-                "GET ?tenant=T[&resource=R][&token_sha256_to_refresh=H] with Authorization: Bearer                  <account secret> (or a peer uid on server.unix_socket): {access_token, token_type,                  expires_on, expires_in, tenant_id, resource}. Errors are {error, message}, with                  Entra's aadsts, correlation_id and trace_id when it refused."
-            }
-            Route::Msi => {
-                "The App Service managed-identity protocol: GET ?resource=R[&client_id=C] with                  X-IDENTITY-HEADER: <account secret>; every value a string, as Azure SDKs expect."
-            }
+            Route::Token => concat!(
+                "GET ?tenant=T[&resource=R][&token_sha256_to_refresh=H] with Authorization: Bearer ",
+                "<account secret> (or a peer uid on server.unix_socket): {access_token, token_type, ",
+                "expires_on, expires_in, tenant_id, resource}. Errors are {error, message}, with ",
+                "Entra's aadsts, correlation_id and trace_id when it refused."
+            ),
+            Route::Msi => concat!(
+                "The App Service managed-identity protocol: GET ?resource=R[&client_id=C] with ",
+                "X-IDENTITY-HEADER: <account secret>; every value a string, as Azure SDKs expect."
+            ),
             Route::Healthz => "200 while the process serves.",
             Route::Readyz => "200 once the credentials are loaded and the listeners accept; 503 before.",
             Route::Metrics => "Prometheus metrics (see METRICS).",
-            Route::Admin => {
-                "On server.admin_socket only (root, the daemon's uid, server.admin_uids): GET                  /admin/status, GET /admin/tenants[/T], POST /admin/tenants/T/refresh, POST                  /admin/tenants/T/evict, POST /admin/reload."
-            }
+            Route::Admin => concat!(
+                "On server.admin_socket only (root, the daemon's uid, server.admin_uids): GET ",
+                "/admin/status, GET /admin/tenants[/T], POST /admin/tenants/T/refresh, POST ",
+                "/admin/tenants/T/evict, POST /admin/reload."
+            ),
             Route::Other => return None,
         })
     }

@@ -56,7 +56,7 @@ pub enum Forbidden {
     Tenant { account: Name, tenant: TenantId },
     #[error("account \"{account}\" may not request resource {resource}; add it to the account's resources")]
     Resource { account: Name, resource: Resource },
-    #[error("account \"{account}\" is for the Graph gateway only (graph_only = true): it gets no token; send its Graph requests to /graph/{{tenant}}/v1.0/...")]
+    #[error("account \"{account}\" is for the Graph gateway only (graph_only = true): it gets no raw token; it reaches Graph only through the gateway, within its [[accounts.graph]] rules")]
     GraphOnly { account: Name },
 }
 

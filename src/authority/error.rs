@@ -146,6 +146,36 @@ impl AcquireError {
 }
 
 impl LoadError for AcquireError {
+    fn log_kind(&self) -> String {
+        let entra = |e: &EntraError| {
+            format!(
+                "HTTP {} {} {}",
+                e.status,
+                e.error,
+                e.aadsts().unwrap_or_default()
+            )
+        };
+        match self {
+            AcquireError::Refused { entra: e, .. } => format!("refused {}", entra(e)),
+            AcquireError::Throttled { .. } => "throttled".to_owned(),
+            AcquireError::Unavailable { entra: Some(e), .. } => format!("unavailable {}", entra(e)),
+            // A transport failure's text names the authority's URL, not the tenant's
+            // answer; the tenant is in its path.
+            AcquireError::Unavailable {
+                tenant,
+                reason,
+                entra: None,
+            } => {
+                format!(
+                    "unavailable {}",
+                    reason.replace(tenant.as_str(), "<tenant>")
+                )
+            }
+            AcquireError::Timeout { .. } => "timeout".to_owned(),
+            AcquireError::Credential(reason) => format!("credential {reason}"),
+        }
+    }
+
     fn kind(&self) -> FailureKind {
         match self {
             // A credential that cannot sign needs an operator, as a refusal does.

@@ -574,6 +574,47 @@ mod tests {
     use crate::cache::{FailureKind, LoadError};
 
     #[test]
+    fn the_same_failure_for_many_tenants_is_one_log_kind() {
+        let refused = |tenant: &str, correlation: &str| AcquireError::Refused {
+            tenant: tenant.into(),
+            entra: Arc::new(EntraError {
+                status: 401,
+                error: "invalid_client".into(),
+                description: format!("AADSTS700027: ... Trace ID: {correlation} Timestamp: now"),
+                codes: vec![700_027],
+                correlation_id: Some(correlation.into()),
+                ..EntraError::default()
+            }),
+        };
+        assert_eq!(
+            refused("a.com", "1").log_kind(),
+            refused("b.com", "2").log_kind()
+        );
+        let consent = AcquireError::Refused {
+            tenant: "a.com".into(),
+            entra: Arc::new(EntraError {
+                codes: vec![700_016],
+                ..EntraError::default()
+            }),
+        };
+        assert_ne!(consent.log_kind(), refused("a.com", "1").log_kind());
+        let down = |tenant: &str| {
+            AcquireError::Unavailable {
+            tenant: tenant.into(),
+            reason: format!("error sending request for url (https://login/{tenant}/oauth2/v2.0/token): connection refused"),
+            entra: None,
+        }
+        };
+        assert_eq!(down("a.com").log_kind(), down("b.com").log_kind());
+        let throttled = |s| AcquireError::Throttled {
+            tenant: "a.com".into(),
+            retry_after: Duration::from_secs(s),
+            entra: None,
+        };
+        assert_eq!(throttled(3).log_kind(), throttled(30).log_kind());
+    }
+
+    #[test]
     fn an_untrusted_certificate_names_app_ca_file() {
         let reason = "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer";
         assert!(tls_remedy(reason).contains("app.ca_file"));

@@ -146,7 +146,7 @@ impl<E: LoadError> Inner<E> {
                 // The same failure for many tenants (Entra down, a TLS
                 // proxy) is one line a minute, with how many were held back.
                 let text = error.to_string();
-                let kind = text.replace(slot.key.tenant.as_str(), "<tenant>");
+                let kind = error.log_kind();
                 if let Some(held_back) = crate::log_limit::per_minute().admit(&kind, Instant::now())
                 {
                     tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,

@@ -582,10 +582,7 @@ impl<E: LoadError> TokenCache<E> {
             tokio::spawn(async move {
                 if let Err(e) = cache.get(&key).await {
                     let text = e.to_string();
-                    let kind = format!(
-                        "prefetch: {}",
-                        text.replace(key.tenant.as_str(), "<tenant>")
-                    );
+                    let kind = format!("prefetch: {}", e.log_kind());
                     if let Some(held_back) =
                         crate::log_limit::per_minute().admit(&kind, tokio::time::Instant::now())
                     {

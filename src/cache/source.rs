@@ -67,6 +67,22 @@ pub trait LoadError: std::error::Error + Clone + Send + Sync + 'static {
     /// The same error with the time left to wait replaced (a remembered
     /// throttle answered locally says how long is left).
     fn with_retry_after(&self, left: Duration) -> Self;
+    /// What makes two failures "the same" for the log (one line a minute
+    /// per kind): the error without what differs per tenant or per answer
+    /// (ids, correlation ids, times).
+    fn log_kind(&self) -> String;
+}
+
+impl<E: LoadError> CacheError<E> {
+    /// As [`LoadError::log_kind`], for every way the cache fails.
+    pub fn log_kind(&self) -> String {
+        match self {
+            CacheError::Load(e) => e.log_kind(),
+            CacheError::Deadline { .. } => "deadline".to_owned(),
+            CacheError::TooShortLived { .. } => "too short-lived".to_owned(),
+            CacheError::Abandoned { .. } => "abandoned".to_owned(),
+        }
+    }
 }
 
 /// Why the cache could not hand out a token.

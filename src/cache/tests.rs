@@ -21,6 +21,10 @@ impl LoadError for FakeError {
         self.kind
     }
 
+    fn log_kind(&self) -> String {
+        self.what.to_owned()
+    }
+
     fn with_retry_after(&self, left: Duration) -> Self {
         match self.kind {
             FailureKind::Throttled(_) => FakeError {

@@ -284,12 +284,31 @@ struct Inspection<'a> {
     key_matches: Option<bool>,
 }
 
+/// `cert inspect`. With `--json`, one document on stdout whatever happens:
+/// the inspection (also when the key does not match), or the error.
 pub(super) fn cert_inspect(
     path: &Path,
     key: Option<&Path>,
     password_env: Option<&str>,
     token: Option<crate::config::Pkcs11Config>,
     json: bool,
+) -> Result<(), CliError> {
+    let mut printed = false;
+    let result = inspect(path, key, password_env, token, json, &mut printed);
+    if printed {
+        result
+    } else {
+        super::or_json_error(json, result)
+    }
+}
+
+fn inspect(
+    path: &Path,
+    key: Option<&Path>,
+    password_env: Option<&str>,
+    token: Option<crate::config::Pkcs11Config>,
+    json: bool,
+    printed: &mut bool,
 ) -> Result<(), CliError> {
     let password = password_env.map(|name| PasswordSource::from_env(name, "--password-env"));
     let (infos, embedded_match) = credentials::inspect_file(path, password.as_ref())?;
@@ -344,6 +363,7 @@ pub(super) fn cert_inspect(
         };
         let text = serde_json::to_string_pretty(&inspection)
             .map_err(|e| CliError::Other(format!("encoding the inspection: {e}")))?;
+        *printed = true;
         out(format_args!("{text}"))?;
     } else {
         print_info(leaf)?;

@@ -124,7 +124,7 @@ fn run_checks(
     report: &mut Report,
 ) -> Result<(), CliError> {
     let config_path = location.path.as_path();
-    let (config, credentials, warnings) = load(location)?;
+    let (config, credentials, warnings) = load(location, true)?;
     report.add(
         "configuration",
         config_path.display().to_string(),

@@ -121,12 +121,10 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             password_env,
             pkcs11,
             json,
-        }) => or_json_error(
-            json,
-            pkcs11.config().and_then(|token| {
-                cert_inspect(&cert, key.as_deref(), password_env.as_deref(), token, json)
-            }),
-        ),
+        }) => match pkcs11.config() {
+            Ok(token) => cert_inspect(&cert, key.as_deref(), password_env.as_deref(), token, json),
+            Err(e) => or_json_error(json, Err(e)),
+        },
         Command::Secret(SecretCommand::New { account }) => secret_new(&account),
         Command::ConsentUrl {
             tenant,
@@ -227,7 +225,7 @@ use token::token;
 
 /// With `--json`, a failure is a JSON document on stdout too (the error
 /// line still goes to stderr), so a script always has one to parse.
-fn or_json_error(json: bool, result: Result<(), CliError>) -> Result<(), CliError> {
+pub(super) fn or_json_error(json: bool, result: Result<(), CliError>) -> Result<(), CliError> {
     if let (true, Err(e)) = (json, &result) {
         let document = serde_json::json!({"error": e.to_string(), "exit_code": e.exit_code()});
         // The error itself is what the caller learns; a closed stdout adds nothing.
@@ -261,13 +259,16 @@ pub(super) fn load_config(location: &ConfigLocation) -> Result<Config, CliError>
     })
 }
 
-/// Loads configuration and credentials as `check`, `token` and `serve` need them.
+/// Loads configuration and credentials as `check`, `token` and `serve` need
+/// them; `sockets`: also check the socket directories (not for `token`,
+/// which listens on none).
 pub(super) fn load(
     location: &ConfigLocation,
+    sockets: bool,
 ) -> Result<(Config, CredentialSet, Vec<String>), CliError> {
     let config = load_config(location)?;
     let config_path = location.path.as_path();
-    daemon::preflight(&config, config_path)?;
+    daemon::preflight(&config, config_path, sockets)?;
     let (credentials, warnings) = daemon::load_credentials(&config, config_path)?;
     Ok((config, credentials, warnings))
 }

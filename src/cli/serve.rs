@@ -59,7 +59,7 @@ pub(super) fn serve(
             let (config, credential, dev_mode) = dev_setup(listen).await?;
             (config, CredentialSet::single(credential), Some(dev_mode))
         } else {
-            let (mut config, credentials, warnings) = load(location)?;
+            let (mut config, credentials, warnings) = load(location, true)?;
             for warning in warnings {
                 tracing::warn!("{warning}");
             }

@@ -14,7 +14,7 @@ pub(super) fn token(
     location: &ConfigLocation,
     json: bool,
 ) -> Result<(), CliError> {
-    let (config, credentials, warnings) = load(location)?;
+    let (config, credentials, warnings) = load(location, false)?;
     let config_path = location.path.as_path();
     for warning in &warnings {
         eprintln!("warning: {warning}");

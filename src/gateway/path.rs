@@ -88,7 +88,13 @@ impl GraphPath {
         {
             return Err(PathError::Me);
         }
-        Ok(GraphPath { segments })
+        let path = GraphPath { segments };
+        // What is forwarded is bounded too (encoding can triple a length),
+        // so the forwarded form always parses again.
+        if path.encoded().len() > MAX_PATH_BYTES {
+            return Err(PathError::TooLong);
+        }
+        Ok(path)
     }
 
     /// The decoded segments.
@@ -244,5 +250,16 @@ mod tests {
             refused(&format!("/{}", "a".repeat(MAX_PATH_BYTES))),
             PathError::TooLong
         );
+        // Short as sent, long once encoded: refused, so what is forwarded parses.
+        assert_eq!(
+            refused(&format!("/{}", "{".repeat(1000))),
+            PathError::TooLong
+        );
+        assert_eq!(
+            refused(&format!("/{}", "\u{e9}".repeat(400))),
+            PathError::TooLong
+        );
+        let near = GraphPath::parse(&format!("/{}", "{".repeat(682))).unwrap();
+        assert_eq!(GraphPath::parse(&near.encoded()).as_ref(), Ok(&near));
     }
 }

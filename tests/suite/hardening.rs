@@ -671,7 +671,7 @@ async fn a_graph_only_account_gets_no_raw_token() {
     let refused = server.token("contoso", "gateway-secret").await;
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert!(
-        refused.body.contains("graph_only") && refused.body.contains("/graph/"),
+        refused.body.contains("graph_only") && refused.body.contains("gateway"),
         "{}",
         refused.body
     );
