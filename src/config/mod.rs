@@ -145,6 +145,17 @@ impl ConfigError {
     }
 }
 
+/// The directory relative paths in the file at `path` are anchored at,
+/// made absolute so errors and logs show the path the daemon really opens,
+/// whatever its working directory.
+fn base_dir(path: &Path) -> PathBuf {
+    let base = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::path::absolute(base).unwrap_or_else(|_| base.to_owned())
+}
+
 /// The line (1-based) of `key` (`accounts[1].tenants`, `server.listen`) in
 /// the TOML `text`; for a key the file does not set, the line of the
 /// nearest table that holds it. Pure.
@@ -212,12 +223,7 @@ impl Config {
         config.validate(path).map_err(|e| e.at_line_in(text))?;
         // Anchored at an absolute directory, so errors and logs show the path
         // the daemon really opens, whatever its working directory.
-        let base = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
-        config.resolve_paths(&base);
+        config.resolve_paths(&base_dir(path));
         Ok(config)
     }
 
@@ -250,12 +256,7 @@ impl Config {
         if socket.is_absolute() {
             return Ok(Some(socket));
         }
-        let base = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
-        Ok(Some(base.join(socket)))
+        Ok(Some(base_dir(path).join(socket)))
     }
 
     /// Runs the cross-key rules again, after a command-line override (such
