@@ -72,11 +72,14 @@ impl LogLimit {
     }
 }
 
-/// The limit the daemon's own repeated warnings share: one line a minute
-/// per kind.
-pub fn per_minute() -> &'static LogLimit {
+/// Whether to write this occurrence of `kind` now, under the limit the
+/// daemon's own repeated warnings share (one line a minute per kind); see
+/// [`LogLimit::admit`].
+pub fn admit(kind: &str) -> Option<u64> {
     static LIMIT: std::sync::OnceLock<LogLimit> = std::sync::OnceLock::new();
-    LIMIT.get_or_init(|| LogLimit::new(Duration::from_secs(60)))
+    LIMIT
+        .get_or_init(|| LogLimit::new(Duration::from_secs(60)))
+        .admit(kind, Instant::now())
 }
 
 #[cfg(test)]

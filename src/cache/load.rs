@@ -147,8 +147,7 @@ impl<E: LoadError> Inner<E> {
                 // proxy) is one line a minute, with how many were held back.
                 let text = error.to_string();
                 let kind = error.log_kind();
-                if let Some(held_back) = crate::log_limit::per_minute().admit(&kind, Instant::now())
-                {
+                if let Some(held_back) = crate::log_limit::admit(&kind) {
                     tracing::warn!(tenant = %slot.key.tenant, resource = %slot.key.resource,
                         failures = state.failures, keeps_token, held_back,
                         "token load failed: {text}");

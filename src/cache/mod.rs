@@ -583,9 +583,7 @@ impl<E: LoadError> TokenCache<E> {
                 if let Err(e) = cache.get(&key).await {
                     let text = e.to_string();
                     let kind = format!("prefetch: {}", e.log_kind());
-                    if let Some(held_back) =
-                        crate::log_limit::per_minute().admit(&kind, tokio::time::Instant::now())
-                    {
+                    if let Some(held_back) = crate::log_limit::admit(&kind) {
                         tracing::warn!(tenant = %key.tenant, resource = %key.resource, held_back,
                             "prefetch failed: {text}");
                     }

@@ -69,9 +69,7 @@ pub(super) async fn answer<B>(
     let config = app.broker().config();
     if !uid_allowed(uid, app.own_uid, &config.server.admin_uids) {
         let kind = format!("admin refused: {uid:?}");
-        if let Some(held_back) =
-            crate::log_limit::per_minute().admit(&kind, tokio::time::Instant::now())
-        {
+        if let Some(held_back) = crate::log_limit::admit(&kind) {
             tracing::warn!(
                 uid,
                 path = req.uri().path(),

@@ -397,9 +397,7 @@ pub(super) async fn accept_tcp(
 /// per kind, slowed down, and never fatal.
 pub(super) async fn accept_failed(e: io::Error) {
     let text = e.to_string();
-    if let Some(held_back) = crate::log_limit::per_minute()
-        .admit(&format!("accept: {text}"), tokio::time::Instant::now())
-    {
+    if let Some(held_back) = crate::log_limit::admit(&format!("accept: {text}")) {
         tracing::warn!(held_back, "accept failed: {text}{}", accept_remedy(&e));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
