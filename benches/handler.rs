@@ -86,7 +86,7 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| {
             let req = hyper::Request::get("/healthz")
                 .header("host", "127.0.0.1:8765")
-                .body(())
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
                 .expect("request");
             let answer = rt.block_on(tokenbroker::server::handle_request(&app, req));
             assert_eq!(answer.status(), 200);
@@ -100,7 +100,7 @@ fn hot_path(c: &mut Criterion) {
             let req = hyper::Request::get("/v1/token?tenant=contoso")
                 .header("host", "127.0.0.1:8765")
                 .header("authorization", &auth)
-                .body(())
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
                 .expect("request");
             let answer = rt.block_on(tokenbroker::server::handle_request(&app, req));
             assert_eq!(answer.status(), 200);

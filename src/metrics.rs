@@ -68,6 +68,10 @@ pub struct Metrics {
     credential_rejections: IntCounterVec,
     forced_refreshes: IntCounterVec,
     connections_rejected: IntCounterVec,
+    graph_requests: IntCounterVec,
+    graph_denied: IntCounterVec,
+    graph_duration: HistogramVec,
+    graph_rewrite_skipped: IntCounter,
     shared_ops: IntCounterVec,
     /// Registered only with `[shared_cache]`.
     shared_up: Option<IntGauge>,
@@ -268,6 +272,38 @@ impl Metrics {
             "Connections closed by the broker, by listener and reason (cap: refused at the cap; displaced: an unauthenticated one, or the busiest account's idle one, gave way to a new connection; header_timeout; idle)",
             &["listener", "reason"],
         );
+        let graph_requests = counter_vec(
+            &registry,
+            "graph_requests_total",
+            "Requests through the Graph gateway, by account, method and status class (2xx, 3xx, 4xx, 5xx)",
+            &["account", "method", "status"],
+        );
+        let graph_denied = counter_vec(
+            &registry,
+            "graph_denied_total",
+            "Graph gateway requests refused before any upstream request, by account and reason (no_rule, no_graph_rules, bad_request, forbidden_tenant, too_large, directory)",
+            &["account", "reason"],
+        );
+        let graph_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "graph_request_duration_seconds",
+                    "Time to answer a Graph gateway request (until Graph's headers), by account",
+                )
+                .buckets(latency_buckets()),
+                &["account"],
+            )
+            .unwrap_or_else(|e| unreachable_metric("graph_request_duration_seconds", e)),
+        );
+        let graph_rewrite_skipped = register(
+            &registry,
+            IntCounter::new(
+                "graph_rewrite_skipped_total",
+                "JSON answers larger than graph.max_rewrite_bytes, passed on with their links to Graph unchanged",
+            )
+            .unwrap_or_else(|e| unreachable_metric("graph_rewrite_skipped_total", e)),
+        );
         let shared_ops = counter_vec(
             &registry,
             "shared_cache_operations_total",
@@ -334,6 +370,10 @@ impl Metrics {
             credential_rejections,
             forced_refreshes,
             connections_rejected,
+            graph_requests,
+            graph_denied,
+            graph_duration,
+            graph_rewrite_skipped,
             shared_ops,
             shared_up,
             configured: ArcSwap::default(),
@@ -463,6 +503,39 @@ impl Metrics {
         self.connections_rejected
             .with_label_values(&[listener, reason])
             .inc();
+    }
+
+    /// Counts a Graph gateway answer. `method` is one the rules can name, or
+    /// `other`, so callers cannot grow the label set.
+    pub fn graph_request(&self, account: &str, method: &str, status: u16, elapsed: Duration) {
+        let method = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+            .into_iter()
+            .find(|m| m.eq_ignore_ascii_case(method))
+            .unwrap_or("other");
+        let class = match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.graph_requests
+            .with_label_values(&[account, method, class])
+            .inc();
+        self.graph_duration
+            .with_label_values(&[account])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a gateway request refused before any upstream request.
+    pub fn graph_denied(&self, account: &str, reason: &'static str) {
+        self.graph_denied
+            .with_label_values(&[account, reason])
+            .inc();
+    }
+
+    /// Counts a JSON answer too large to rewrite.
+    pub fn graph_rewrite_skipped(&self) {
+        self.graph_rewrite_skipped.inc();
     }
 
     /// Every metric of the broker, also those with no series yet, and the

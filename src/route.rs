@@ -8,6 +8,8 @@
 pub enum Route {
     Token,
     Msi,
+    /// `/graph/{tenant}/{version}/{path}`: the Graph gateway.
+    Graph,
     Healthz,
     Readyz,
     Metrics,
@@ -18,9 +20,10 @@ pub enum Route {
 
 impl Route {
     /// Every route, in the order of their discriminants.
-    pub const ALL: [Route; 7] = [
+    pub const ALL: [Route; 8] = [
         Route::Token,
         Route::Msi,
+        Route::Graph,
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -41,6 +44,12 @@ impl Route {
                 "The App Service managed-identity protocol: GET ?resource=R[&client_id=C] with ",
                 "X-IDENTITY-HEADER: <account secret>; every value a string, as Azure SDKs expect."
             ),
+            Route::Graph => concat!(
+                "ANY /graph/{tenant}/{v1.0|beta}/{path}[?query] with Authorization: Bearer <account ",
+                "secret> (or a peer uid): the Graph request, checked against the account's ",
+                "[[accounts.graph]] rules and forwarded with the tenant's token. Refusals in Graph's ",
+                "error shape: tokenbroker.bad_request (400), tokenbroker.forbidden (403)."
+            ),
             Route::Healthz => "200 while the process serves.",
             Route::Readyz => "200 once the credentials are loaded and the listeners accept; 503 before.",
             Route::Metrics => "Prometheus metrics (see METRICS).",
@@ -58,6 +67,7 @@ impl Route {
         match self {
             Route::Token => "/v1/token",
             Route::Msi => "/msi/token",
+            Route::Graph => "/graph",
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",

@@ -12,7 +12,9 @@
 pub mod secret;
 
 use crate::config::{Config, Name, ResolvedTenant, Resource, TenantId, TenantKey, TenantRef};
+use crate::gateway::rules::Rule;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Why a caller was refused before any lookup (the `reason` metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub enum Forbidden {
     Resource { account: Name, resource: Resource },
     #[error("account \"{account}\" is for the Graph gateway only (graph_only = true): it gets no raw token; it reaches Graph only through the gateway, within its [[accounts.graph]] rules")]
     GraphOnly { account: Name },
+    #[error("account \"{account}\" has no [[accounts.graph]] rules, so the Graph gateway allows it nothing; add rules naming the methods, paths and mailboxes it needs")]
+    NoGraphRules { account: Name },
 }
 
 impl Forbidden {
@@ -67,6 +71,7 @@ impl Forbidden {
             Forbidden::Tenant { .. } => "forbidden_tenant",
             Forbidden::Resource { .. } => "forbidden_resource",
             Forbidden::GraphOnly { .. } => "graph_only",
+            Forbidden::NoGraphRules { .. } => "no_graph_rules",
         }
     }
 }
@@ -110,6 +115,8 @@ struct Account {
     max_new_tenants_per_minute: u32,
     /// Gateway only: never a raw token.
     graph_only: bool,
+    /// What it may do through the Graph gateway (none: nothing).
+    graph: Arc<[Rule]>,
 }
 
 /// An authenticated account (an index into the policy it came from).
@@ -175,6 +182,12 @@ impl Policy {
                 default_tenant,
                 max_new_tenants_per_minute: a.max_new_tenants_per_minute,
                 graph_only: a.graph_only,
+                // Validated with the configuration, so every rule compiles.
+                graph: a
+                    .graph
+                    .iter()
+                    .filter_map(|r| Rule::new(&r.methods, &r.paths, &r.mailboxes).ok())
+                    .collect(),
             });
             policy
                 .by_uid
@@ -326,6 +339,39 @@ impl Policy {
             });
         }
         Ok(())
+    }
+
+    /// Whether `account` may send Graph requests for `tenant` through the
+    /// gateway (the rules then judge each request). `graph_only` accounts
+    /// may; the token is the cloud's Graph token and never leaves the broker.
+    pub fn authorize_gateway(
+        &self,
+        account: AccountId,
+        tenant: &ResolvedTenant,
+    ) -> Result<(), Forbidden> {
+        let a = self.account(account);
+        if a.graph.is_empty() {
+            return Err(Forbidden::NoGraphRules {
+                account: a.name.clone(),
+            });
+        }
+        if !a.may_use(&tenant.id) {
+            return Err(Forbidden::Tenant {
+                account: a.name.clone(),
+                tenant: tenant.id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The account's Graph rules.
+    pub fn graph_rules(&self, account: AccountId) -> &Arc<[Rule]> {
+        &self.account(account).graph
+    }
+
+    /// The cloud's Graph resource (the gateway's tokens are for it).
+    pub fn graph(&self) -> &Resource {
+        &self.graph
     }
 
     /// For an account with `"*"`, how many fetches a minute it may start for

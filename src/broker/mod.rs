@@ -27,7 +27,7 @@ use crate::cache::{
     NoObserver, TokenCache, TokenSource,
 };
 use crate::clock::SharedClock;
-use crate::config::{Config, TenantId};
+use crate::config::{Config, ResolvedTenant, TenantId};
 use crate::credentials::{CredentialSet, ReadSet};
 use crate::fleet::{SharedCache, SharedSource};
 use crate::jitter::Jitter;
@@ -173,6 +173,11 @@ impl Caller {
     /// The account's name (for the access log).
     pub fn account_name(&self) -> &str {
         self.state.policy.account_name(self.account).as_str()
+    }
+
+    /// The account's Graph gateway rules.
+    pub fn graph_rules(&self) -> &std::sync::Arc<[crate::gateway::rules::Rule]> {
+        self.state.policy.graph_rules(self.account)
     }
 
     /// The app's client ID (the App Service answer carries it).
@@ -428,6 +433,50 @@ impl Broker {
         let policy = &caller.state.policy;
         let target = policy.resolve(caller.account, tenant, resource)?;
         policy.authorize(caller.account, &target)?;
+        self.issue(caller, target, rejected).await
+    }
+
+    /// The tenant a gateway request names (`tenant` as in [`Broker::token`]),
+    /// when `caller` may send Graph requests there: it has Graph rules and
+    /// the tenant is one of its tenants. Gateway-only accounts may.
+    pub fn gateway_tenant(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+    ) -> Result<ResolvedTenant, TokenError> {
+        let policy = &caller.state.policy;
+        let tenant = policy.resolve_tenant(tenant)?;
+        policy.authorize_gateway(caller.account, &tenant)?;
+        Ok(tenant)
+    }
+
+    /// The Graph token the gateway forwards `caller`'s request with, for a
+    /// tenant [`Broker::gateway_tenant`] allowed. Served from the same
+    /// cache, single flight and budget as `/v1/token`; the token never
+    /// reaches the caller. With `rejected`, a cached token with that hash
+    /// (one Graph refused) is replaced first.
+    pub async fn graph_token(
+        &self,
+        caller: &Caller,
+        tenant: ResolvedTenant,
+        rejected: Option<&[u8; 32]>,
+    ) -> Result<Issued, TokenError> {
+        let target = Target {
+            tenant,
+            resource: caller.state.policy.graph().clone(),
+        };
+        self.issue(caller, target, rejected).await
+    }
+
+    /// Serves an authorised `target` from the cache (charging the new-tenant
+    /// budget when it would go upstream for a tenant nobody configured).
+    async fn issue(
+        &self,
+        caller: &Caller,
+        target: Target,
+        rejected: Option<&[u8; 32]>,
+    ) -> Result<Issued, TokenError> {
+        let policy = &caller.state.policy;
         let key = CacheKey::new(&target.tenant.id, &target.resource);
         // An account with "*" spends a bounded budget on fetches for tenants
         // nobody configured and this broker does not know: per minute, and

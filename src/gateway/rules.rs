@@ -201,6 +201,25 @@ pub struct Rule {
     pub mailboxes: Mailboxes,
 }
 
+impl Rule {
+    /// A configured rule (`methods`, `paths`, `mailboxes`), methods
+    /// upper-cased. Configuration validation has checked each pattern.
+    pub fn new(
+        methods: &[String],
+        paths: &[String],
+        mailboxes: &[String],
+    ) -> Result<Rule, PatternError> {
+        Ok(Rule {
+            methods: methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+            paths: paths
+                .iter()
+                .map(|p| Pattern::parse(p))
+                .collect::<Result<_, _>>()?,
+            mailboxes: Mailboxes::new(mailboxes),
+        })
+    }
+}
+
 /// The answer for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -9,8 +9,6 @@ use crate::access::AuthFailure;
 use crate::broker::{Caller, Issued, TokenError};
 use crate::cache::Lookup;
 use crate::route::Route;
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response};
 use serde_json::json;
@@ -31,6 +29,7 @@ pub(super) fn route_of(path: &str, peer: Peer, separate_metrics: bool) -> Route 
         ("/v1/token", _) => Route::Token,
         ("/msi/token", _) => Route::Msi,
         ("/readyz", _) => Route::Readyz,
+        (p, _) if p.starts_with("/graph/") => Route::Graph,
         _ => Route::Other,
     }
 }
@@ -39,25 +38,34 @@ pub(super) fn route_of(path: &str, peer: Peer, separate_metrics: bool) -> Route 
 /// only when the line will be written (it costs an allocation).
 #[derive(Debug, Default)]
 pub(super) struct Access {
-    enabled: bool,
+    pub(super) enabled: bool,
     account: Option<String>,
-    tenant: Option<String>,
+    pub(super) tenant: Option<String>,
     cache: Option<Lookup>,
     /// Why a caller was refused (the `auth_failures_total` label).
     reason: Option<&'static str>,
     /// The peer's uid, on the Unix sockets.
     uid: Option<u32>,
+    /// Gateway requests: the method, the normalised Graph path (mailbox
+    /// included, never the query) and the body's bytes when known.
+    pub(super) method: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) bytes: Option<u64>,
 }
 
 impl Access {
     /// Counts a refusal and keeps its reason for the access line.
-    fn refused(&mut self, app: &App, reason: &'static str) {
+    pub(super) fn refused(&mut self, app: &App, reason: &'static str) {
         app.metrics.auth_failure(reason);
         self.reason = Some(reason);
     }
 }
 
-pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B>) -> Answer {
+pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B>) -> Answer
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    B::Error: Into<super::respond::BoxError>,
+{
     let started = Instant::now();
     conn.request_started(started);
     let mut access = Access {
@@ -69,7 +77,11 @@ pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B
         ..Access::default()
     };
     let route = route_of(req.uri().path(), peer, app.separate_metrics);
-    let answer = answer(app, route, peer, conn, &req, &mut access).await;
+    let answer = if route == Route::Graph {
+        super::graph::answer(app, peer, conn, req, &mut access).await
+    } else {
+        answer(app, route, peer, conn, &req, &mut access).await
+    };
     let status = answer.status().as_u16();
     let ended = Instant::now();
     conn.request_ended(ended);
@@ -87,6 +99,9 @@ pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B
             cache = access.cache.map(Lookup::as_str),
             reason = access.reason,
             uid = access.uid,
+            method = access.method.as_deref(),
+            path = access.path.as_deref(),
+            bytes = access.bytes,
             "request"
         );
     }
@@ -95,7 +110,11 @@ pub(super) async fn handle<B>(app: &App, peer: Peer, conn: &Conn, req: Request<B
 
 /// Answers one request as the TCP listener would (benchmarks drive the
 /// whole handler in-process with this). The body is never read.
-pub async fn handle_request<B>(app: &App, req: Request<B>) -> Answer {
+pub async fn handle_request<B>(app: &App, req: Request<B>) -> Answer
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+    B::Error: Into<super::respond::BoxError>,
+{
     handle(app, Peer::Tcp, &Conn::default(), req).await
 }
 
@@ -126,7 +145,7 @@ pub(super) async fn answer<B>(
         return fail(Failure::new(
             404,
             "not_found",
-            "no such route; see /v1/token, /msi/token, /healthz, /readyz, /metrics",
+            "no such route; see /v1/token, /msi/token, /graph/{tenant}/{version}/{path}, /healthz, /readyz, /metrics",
         ));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -136,30 +155,15 @@ pub(super) async fn answer<B>(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return answer;
     }
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let host = hosts.next().and_then(|h| h.to_str().ok());
-    if hosts.next().is_some() {
-        // RFC 9112: a request with more than one Host is answered 400.
-        return fail(Failure::new(
-            400,
-            "invalid_request",
-            "more than one Host header",
-        ));
-    }
-    // An absolute-form target (`GET http://host/…`) names its host too.
-    let target_host = req.uri().authority().map(|a| a.as_str());
-    let (hosts_ok, max_query) = app.broker.with_config(|config| {
-        let allowed = |h: Option<&str>| auth::host_allowed(h, &config.server.allowed_hosts);
-        let ok = allowed(host) && target_host.is_none_or(|t| allowed(Some(t)));
-        (ok, config.server.max_query_bytes)
-    });
-    // The metrics listener serves no token and takes no secret, and is
-    // scraped and probed by address (a pod IP), so the DNS-rebinding
-    // defence does not apply there.
-    if !hosts_ok && peer != Peer::Metrics {
-        access.refused(app, "bad_host");
-        return fail(Failure::new(421, "host_not_allowed", "the Host header is not in server.allowed_hosts (DNS-rebinding defence); call the broker as localhost or 127.0.0.1"));
-    }
+    let max_query = match hosts_allowed(app, req, peer) {
+        Ok(max_query) => max_query,
+        Err(failure) => {
+            if failure.status == 421 {
+                access.refused(app, "bad_host");
+            }
+            return fail(failure);
+        }
+    };
     match route {
         Route::Healthz => json(200, &json!({"status": "ok"})),
         Route::Readyz if app.is_ready() => json(200, &json!({"status": "ready"})),
@@ -169,7 +173,7 @@ pub(super) async fn answer<B>(
             "credentials or listeners are not up yet",
         )),
         Route::Metrics => metrics(app),
-        Route::Token | Route::Msi | Route::Admin | Route::Other => {
+        Route::Token | Route::Msi | Route::Graph | Route::Admin | Route::Other => {
             match token_request(app, peer, conn, req, is_msi, max_query, access).await {
                 Ok(answer) => answer,
                 Err(failure) => {
@@ -191,12 +195,41 @@ pub(super) async fn answer<B>(
     }
 }
 
+/// The Host checks every API request passes (one Host, in
+/// `server.allowed_hosts`); `Ok` carries `server.max_query_bytes`.
+pub(super) fn hosts_allowed<B>(app: &App, req: &Request<B>, peer: Peer) -> Result<usize, Failure> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next().and_then(|h| h.to_str().ok());
+    if hosts.next().is_some() {
+        // RFC 9112: a request with more than one Host is answered 400.
+        return Err(Failure::new(
+            400,
+            "invalid_request",
+            "more than one Host header",
+        ));
+    }
+    // An absolute-form target (`GET http://host/…`) names its host too.
+    let target_host = req.uri().authority().map(|a| a.as_str());
+    let (hosts_ok, max_query) = app.broker.with_config(|config| {
+        let allowed = |h: Option<&str>| auth::host_allowed(h, &config.server.allowed_hosts);
+        let ok = allowed(host) && target_host.is_none_or(|t| allowed(Some(t)));
+        (ok, config.server.max_query_bytes)
+    });
+    // The metrics listener serves no token and takes no secret, and is
+    // scraped and probed by address (a pod IP), so the DNS-rebinding
+    // defence does not apply there.
+    if !hosts_ok && peer != Peer::Metrics {
+        return Err(Failure::new(421, "host_not_allowed", "the Host header is not in server.allowed_hosts (DNS-rebinding defence); call the broker as localhost or 127.0.0.1"));
+    }
+    Ok(max_query)
+}
+
 pub(super) fn metrics(app: &App) -> Answer {
     // Gauges read at scrape time, so they follow a reloaded certificate.
     app.metrics
         .set_cached_tokens(app.broker.cached_token_count());
     app.metrics.set_certificates(&app.broker.certificates());
-    let mut answer = Response::new(Full::new(Bytes::from(app.metrics.encode())));
+    let mut answer = Response::new(super::respond::whole(app.metrics.encode()));
     answer.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -218,6 +251,53 @@ pub(super) async fn token_request<B>(
     access: &mut Access,
 ) -> Result<Answer, Failure> {
     // 1. Who is calling.
+    let caller = authenticate(app, peer, conn, req, is_msi, access)?;
+
+    // 2. What is asked.
+    let asked = query::token_query(
+        req.uri().query().unwrap_or_default(),
+        is_msi,
+        max_query_bytes,
+    )?;
+
+    // 3. The broker's answer.
+    let issued = app
+        .broker
+        .token(
+            &caller,
+            asked.tenant.as_deref(),
+            asked.resource.as_deref(),
+            asked.rejected.as_ref(),
+        )
+        .await
+        .map_err(|e| {
+            if let TokenError::Forbidden(forbidden) = &e {
+                access.refused(app, forbidden.reason());
+            }
+            Failure::from(&e)
+        })?;
+    if access.enabled {
+        access.tenant = Some(issued.target.tenant_label().to_owned());
+    }
+    access.cache = Some(issued.grant.lookup);
+    Ok(if is_msi {
+        msi_success(&caller, &issued)
+    } else {
+        api_success(&issued)
+    })
+}
+
+/// Who is calling: the secret (`Authorization: Bearer`, or
+/// `X-IDENTITY-HEADER` on `/msi/token`), else the Unix peer uid. A caller
+/// with a valid credential keeps its connection at the cap.
+pub(super) fn authenticate<B>(
+    app: &App,
+    peer: Peer,
+    conn: &Conn,
+    req: &Request<B>,
+    is_msi: bool,
+    access: &mut Access,
+) -> Result<Caller, Failure> {
     let secret = if is_msi {
         req.headers()
             .get("x-identity-header")
@@ -253,39 +333,7 @@ pub(super) async fn token_request<B>(
     if access.enabled {
         access.account = Some(caller.account_name().to_owned());
     }
-
-    // 2. What is asked.
-    let asked = query::token_query(
-        req.uri().query().unwrap_or_default(),
-        is_msi,
-        max_query_bytes,
-    )?;
-
-    // 3. The broker's answer.
-    let issued = app
-        .broker
-        .token(
-            &caller,
-            asked.tenant.as_deref(),
-            asked.resource.as_deref(),
-            asked.rejected.as_ref(),
-        )
-        .await
-        .map_err(|e| {
-            if let TokenError::Forbidden(forbidden) = &e {
-                access.refused(app, forbidden.reason());
-            }
-            Failure::from(&e)
-        })?;
-    if access.enabled {
-        access.tenant = Some(issued.target.tenant_label().to_owned());
-    }
-    access.cache = Some(issued.grant.lookup);
-    Ok(if is_msi {
-        msi_success(&caller, &issued)
-    } else {
-        api_success(&issued)
-    })
+    Ok(caller)
 }
 
 pub(super) fn expires_in(issued: &Issued) -> u64 {

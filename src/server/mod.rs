@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod auth;
 pub mod budget;
+mod graph;
 mod handle;
 mod listen;
 pub mod query;
@@ -38,6 +39,9 @@ pub struct App {
     /// Fixed at start (listeners need a restart to change).
     separate_metrics: bool,
     own_uid: Option<u32>,
+    /// The Graph gateway's connection pool and directory.
+    graph: crate::gateway::upstream::GraphClient,
+    directory: crate::gateway::directory::DirectoryCache,
 }
 
 impl App {
@@ -45,10 +49,12 @@ impl App {
     pub fn new(broker: Broker, metrics: Arc<Metrics>) -> App {
         App {
             separate_metrics: broker.config().server.metrics_listen.is_some(),
+            graph: graph_client(&broker),
             broker,
             metrics,
             ready: AtomicBool::new(false),
             own_uid: Some(crate::sys::own_uid()),
+            directory: Default::default(),
         }
     }
 
@@ -64,6 +70,18 @@ impl App {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
+}
+
+/// The Graph gateway's client, trusting `app.ca_file` as the authority
+/// does. The file was read at start-up already, so it failing now is rare:
+/// then the system roots alone are trusted, and the error logged.
+fn graph_client(broker: &Broker) -> crate::gateway::upstream::GraphClient {
+    use crate::gateway::upstream::GraphClient;
+    let config = broker.config();
+    GraphClient::new(config.app.ca_file.as_deref()).unwrap_or_else(|e| {
+        tracing::error!("the Graph gateway trusts only the system roots: app.ca_file: {e}");
+        GraphClient::new(None).unwrap_or_else(|_| GraphClient::unusable())
+    })
 }
 
 /// Who is on the other end of a connection.

@@ -3,14 +3,28 @@
 
 use crate::broker::{Refusal, TokenError};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{Either, Full};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 use std::time::Duration;
 
 /// The response type of every route.
-pub type Answer = Response<Full<Bytes>>;
+pub type Answer = Response<Body>;
+
+/// A response body: whole (every answer the broker makes itself) or
+/// streamed (what the Graph gateway passes through as Graph sends it).
+/// An enum rather than a box, so the token path allocates no body box.
+pub type Body = Either<Full<Bytes>, BoxBody<Bytes, BoxError>>;
+
+/// A streamed body's error (the upstream connection failed mid-body).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A whole body.
+pub fn whole(bytes: impl Into<Bytes>) -> Body {
+    Either::Left(Full::new(bytes.into()))
+}
 
 /// After a transient failure, callers are told to come back in this long:
 /// the time the cache answers it locally.
@@ -91,7 +105,7 @@ pub fn json(status: u16, body: &impl serde::Serialize) -> Answer {
     // Serialising a typed value straight to bytes: the token path's bodies
     // are structs, not `Value` maps (no tree, no formatter on the hot path).
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut answer = Response::new(Full::new(Bytes::from(bytes)));
+    let mut answer = Response::new(whole(bytes));
     *answer.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = answer.headers_mut();
@@ -156,7 +170,7 @@ impl TokenBody {
     /// The 200 answer.
     pub fn answer(mut self) -> Answer {
         self.buf.push(b'}');
-        let mut answer = Response::new(Full::new(Bytes::from(self.buf)));
+        let mut answer = Response::new(whole(self.buf));
         let headers = answer.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -187,6 +201,34 @@ pub fn api_error(failure: &Failure) -> Answer {
             }
         }
     }
+    with_retry_after(json(failure.status, &body), failure.retry_after)
+}
+
+/// The Graph gateway's error body, in Microsoft Graph's own shape so Graph
+/// SDKs raise it with its message: `{"error": {"code": "tokenbroker.…",
+/// "message": …, "innerError": {…}}}`. 400 is `tokenbroker.bad_request` and
+/// 403 `tokenbroker.forbidden`; others name the broker's code.
+pub fn graph_error(failure: &Failure) -> Answer {
+    let code = match failure.status {
+        400 => "tokenbroker.bad_request".to_owned(),
+        403 => "tokenbroker.forbidden".to_owned(),
+        _ => format!("tokenbroker.{}", failure.code),
+    };
+    let mut inner = json!({
+        "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    });
+    if let Some(entra) = &failure.entra {
+        for (key, value) in [
+            ("aadsts", &entra.aadsts),
+            ("correlation_id", &entra.correlation_id),
+            ("trace_id", &entra.trace_id),
+        ] {
+            if let Some(value) = value {
+                inner[key] = json!(value);
+            }
+        }
+    }
+    let body = json!({"error": {"code": code, "message": failure.message, "innerError": inner}});
     with_retry_after(json(failure.status, &body), failure.retry_after)
 }
 

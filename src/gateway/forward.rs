@@ -1,0 +1,364 @@
+//! What the gateway changes on the way through, and nothing else: which
+//! headers pass, the upstream URL, and the links back to Graph in answers
+//! (`@odata.nextLink`, `@odata.deltaLink`, `Location`) rewritten to point at
+//! the gateway, so an SDK's page iterator keeps paging through it. Pure.
+
+use super::path::GraphPath;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// Graph API versions the gateway forwards.
+pub const VERSIONS: [&str; 2] = ["v1.0", "beta"];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Request headers that stay here: the caller's credentials (its secret
+/// must never reach Graph), the broker's own, `Host` (the client sets
+/// Graph's), and `Accept-Encoding`: answers come back uncompressed, so the
+/// gateway can rewrite links in any JSON page; the caller still gets a
+/// correct body (HTTP lets a server answer identity to any request).
+const KEPT_BACK: [&str; 6] = [
+    "authorization",
+    "x-identity-header",
+    "x-tokenbroker-app",
+    "host",
+    "accept-encoding",
+    "content-length",
+];
+
+/// Whether `name` is a hop-by-hop header, or one the `Connection` header
+/// names (RFC 9110: those are this hop's too).
+fn hop_by_hop(name: &HeaderName, connection: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection.iter().any(|c| c == name.as_str())
+}
+
+/// The header names a `Connection` header lists, lower-cased.
+fn connection_names(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// The headers to send Graph: the caller's, less hop-by-hop ones and those
+/// kept back, plus `Authorization: Bearer <token>`.
+pub fn request_headers(from_caller: &HeaderMap, bearer: &HeaderValue) -> HeaderMap {
+    let connection = connection_names(from_caller);
+    let mut out = HeaderMap::with_capacity(from_caller.len() + 1);
+    for (name, value) in from_caller {
+        if hop_by_hop(name, &connection) || KEPT_BACK.contains(&name.as_str()) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out.insert(hyper::header::AUTHORIZATION, bearer.clone());
+    out
+}
+
+/// The headers to answer with: Graph's, less hop-by-hop ones (and
+/// `Content-Length` when the body is rewritten; the server sets it).
+pub fn response_headers(from_graph: &HeaderMap, rewritten: bool) -> HeaderMap {
+    let connection = connection_names(from_graph);
+    let mut out = HeaderMap::with_capacity(from_graph.len());
+    for (name, value) in from_graph {
+        if hop_by_hop(name, &connection) || (rewritten && name == hyper::header::CONTENT_LENGTH) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// `{base}/{version}{path}[?query]`: `base` is `https://graph.microsoft.com`
+/// (or `app.graph_host`), `path` the normalised one re-encoded.
+pub fn upstream_url(base: &str, version: &str, path: &GraphPath, query: Option<&str>) -> String {
+    let mut url = format!("{}/{version}{}", base.trim_end_matches('/'), path.encoded());
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+/// Where links to Graph point once rewritten.
+#[derive(Debug, Clone)]
+pub struct Links {
+    /// Prefixes of links to Graph (`https://graph.microsoft.com`, and
+    /// `app.graph_host` when set), without a trailing `/`.
+    pub graph_bases: Vec<String>,
+    /// `http://{Host}/graph/{tenant as the caller wrote it}`.
+    pub gateway_base: String,
+}
+
+impl Links {
+    /// `link` pointed at the gateway, when it is a link to a Graph version
+    /// this gateway serves; `None` leaves it as it is.
+    pub fn rewrite(&self, link: &str) -> Option<String> {
+        self.graph_bases.iter().find_map(|base| {
+            let rest = strip_prefix_ignore_case(link, base)?;
+            let after_slash = rest.strip_prefix('/')?;
+            let version = after_slash.split(['/', '?']).next()?;
+            VERSIONS
+                .contains(&version)
+                .then(|| format!("{}{rest}", self.gateway_base))
+        })
+    }
+
+    /// A JSON answer with its links rewritten: the top-level
+    /// `@odata.nextLink` and `@odata.deltaLink`, and in a `$batch` answer
+    /// each response's (and its `Location` header). `None`: not JSON, or
+    /// nothing to rewrite (send the body as it came).
+    pub fn rewrite_json(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let mut changed = self.rewrite_page(&mut value);
+        if let Some(responses) = value
+            .get_mut("responses")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for response in responses {
+                if let Some(body) = response.get_mut("body") {
+                    changed |= self.rewrite_page(body);
+                }
+                if let Some(headers) = response
+                    .get_mut("headers")
+                    .and_then(serde_json::Value::as_object_mut)
+                {
+                    for (name, value) in headers.iter_mut() {
+                        if name.eq_ignore_ascii_case("location") {
+                            changed |= self.rewrite_string(value);
+                        }
+                    }
+                }
+            }
+        }
+        if !changed {
+            return None;
+        }
+        serde_json::to_vec(&value).ok()
+    }
+
+    fn rewrite_page(&self, page: &mut serde_json::Value) -> bool {
+        let Some(object) = page.as_object_mut() else {
+            return false;
+        };
+        let mut changed = false;
+        for key in ["@odata.nextLink", "@odata.deltaLink"] {
+            if let Some(link) = object.get_mut(key) {
+                changed |= self.rewrite_string(link);
+            }
+        }
+        changed
+    }
+
+    fn rewrite_string(&self, value: &mut serde_json::Value) -> bool {
+        let Some(rewritten) = value.as_str().and_then(|link| self.rewrite(link)) else {
+            return false;
+        };
+        *value = serde_json::Value::String(rewritten);
+        true
+    }
+}
+
+/// `text` without `prefix`, comparing ASCII case-insensitively (scheme and
+/// host are case-insensitive).
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// Whether a `Content-Type` is JSON (`application/json`, with parameters).
+pub fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn links() -> Links {
+        Links {
+            graph_bases: vec![
+                "https://graph.microsoft.com".into(),
+                "http://127.0.0.1:9000".into(),
+            ],
+            gateway_base: "http://localhost:8765/graph/contoso".into(),
+        }
+    }
+
+    #[test]
+    fn the_callers_credentials_and_hop_by_hop_headers_stay_here() {
+        let mut caller = HeaderMap::new();
+        caller.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer account-secret"),
+        );
+        caller.insert(
+            "x-identity-header",
+            HeaderValue::from_static("account-secret"),
+        );
+        caller.insert("host", HeaderValue::from_static("localhost:8765"));
+        caller.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Trace"),
+        );
+        caller.insert("x-trace", HeaderValue::from_static("1"));
+        caller.insert("te", HeaderValue::from_static("trailers"));
+        caller.insert("accept-encoding", HeaderValue::from_static("gzip"));
+        caller.insert("consistencylevel", HeaderValue::from_static("eventual"));
+        caller.append("prefer", HeaderValue::from_static("a"));
+        caller.append("prefer", HeaderValue::from_static("b"));
+        let out = request_headers(&caller, &HeaderValue::from_static("Bearer graph-token"));
+        assert_eq!(out.get("authorization").unwrap(), "Bearer graph-token");
+        assert_eq!(out.get_all("authorization").iter().count(), 1);
+        for gone in [
+            "x-identity-header",
+            "host",
+            "connection",
+            "x-trace",
+            "te",
+            "accept-encoding",
+        ] {
+            assert!(out.get(gone).is_none(), "{gone} was forwarded");
+        }
+        assert_eq!(out.get("consistencylevel").unwrap(), "eventual");
+        assert_eq!(out.get_all("prefer").iter().count(), 2);
+    }
+
+    #[test]
+    fn answers_keep_graphs_headers_but_hop_by_hop_ones() {
+        let mut graph = HeaderMap::new();
+        graph.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        graph.insert("retry-after", HeaderValue::from_static("7"));
+        graph.insert("content-length", HeaderValue::from_static("12"));
+        graph.insert("request-id", HeaderValue::from_static("abc"));
+        let out = response_headers(&graph, false);
+        assert!(out.get("transfer-encoding").is_none());
+        assert_eq!(out.get("retry-after").unwrap(), "7");
+        assert_eq!(out.get("content-length").unwrap(), "12");
+        assert!(response_headers(&graph, true)
+            .get("content-length")
+            .is_none());
+    }
+
+    #[test]
+    fn the_upstream_url_is_the_normalised_path_and_the_query_as_sent() {
+        let path = GraphPath::parse("/users('alice%40contoso.com')/messages").unwrap();
+        assert_eq!(
+            upstream_url(
+                "https://graph.microsoft.com/",
+                "v1.0",
+                &path,
+                Some("%24top=5")
+            ),
+            "https://graph.microsoft.com/v1.0/users/alice@contoso.com/messages?%24top=5"
+        );
+        assert_eq!(
+            upstream_url("http://127.0.0.1:9", "beta", &path, Some("")),
+            "http://127.0.0.1:9/beta/users/alice@contoso.com/messages"
+        );
+    }
+
+    #[test]
+    fn links_to_graph_point_back_at_the_gateway() {
+        let l = links();
+        assert_eq!(
+            l.rewrite("https://graph.microsoft.com/v1.0/users/a/messages?%24skiptoken=x")
+                .as_deref(),
+            Some("http://localhost:8765/graph/contoso/v1.0/users/a/messages?%24skiptoken=x")
+        );
+        assert_eq!(
+            l.rewrite("HTTPS://GRAPH.microsoft.com/beta/users")
+                .as_deref(),
+            Some("http://localhost:8765/graph/contoso/beta/users")
+        );
+        assert_eq!(
+            l.rewrite("http://127.0.0.1:9000/v1.0/x").as_deref(),
+            Some("http://localhost:8765/graph/contoso/v1.0/x")
+        );
+        // Other hosts, look-alike hosts and unknown versions stay as they are.
+        for other in [
+            "https://graph.microsoft.com.evil.example/v1.0/x",
+            "https://example.com/v1.0/x",
+            "https://graph.microsoft.com/v2.0/x",
+            "https://graph.microsoft.com",
+            "http://127.0.0.1:90001/v1.0/x",
+        ] {
+            assert_eq!(l.rewrite(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn json_pages_and_batch_answers_have_their_links_rewritten() {
+        let l = links();
+        let page = br#"{"value":[{"id":"1","note":"https://graph.microsoft.com/v1.0/keep"}],"@odata.nextLink":"https://graph.microsoft.com/v1.0/users/a/messages?$skiptoken=2"}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&l.rewrite_json(page).unwrap()).unwrap();
+        assert_eq!(
+            out["@odata.nextLink"],
+            "http://localhost:8765/graph/contoso/v1.0/users/a/messages?$skiptoken=2"
+        );
+        // Links inside values are data, not paging: untouched.
+        assert_eq!(
+            out["value"][0]["note"],
+            "https://graph.microsoft.com/v1.0/keep"
+        );
+
+        let delta = br#"{"value":[],"@odata.deltaLink":"https://graph.microsoft.com/v1.0/users/a/messages/delta?$deltatoken=z"}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&l.rewrite_json(delta).unwrap()).unwrap();
+        assert_eq!(
+            out["@odata.deltaLink"],
+            "http://localhost:8765/graph/contoso/v1.0/users/a/messages/delta?$deltatoken=z"
+        );
+
+        let batch = br#"{"responses":[{"id":"1","status":200,"body":{"@odata.nextLink":"https://graph.microsoft.com/v1.0/u?$skiptoken=3"}},{"id":"2","status":201,"headers":{"Location":"https://graph.microsoft.com/v1.0/users/a/messages/9"},"body":{}}]}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&l.rewrite_json(batch).unwrap()).unwrap();
+        assert_eq!(
+            out["responses"][0]["body"]["@odata.nextLink"],
+            "http://localhost:8765/graph/contoso/v1.0/u?$skiptoken=3"
+        );
+        assert_eq!(
+            out["responses"][1]["headers"]["Location"],
+            "http://localhost:8765/graph/contoso/v1.0/users/a/messages/9"
+        );
+
+        // Nothing to rewrite, or not JSON: the body goes as it came.
+        assert_eq!(l.rewrite_json(br#"{"value":[]}"#), None);
+        assert_eq!(l.rewrite_json(b"not json"), None);
+        assert_eq!(
+            l.rewrite_json(br#"["https://graph.microsoft.com/v1.0/x"]"#),
+            None
+        );
+    }
+
+    #[test]
+    fn json_content_types_are_recognised_with_parameters() {
+        assert!(is_json(Some(&HeaderValue::from_static("application/json"))));
+        assert!(is_json(Some(&HeaderValue::from_static(
+            "application/json; odata.metadata=minimal; charset=utf-8"
+        ))));
+        assert!(!is_json(Some(&HeaderValue::from_static("text/plain"))));
+        assert!(!is_json(Some(&HeaderValue::from_static(
+            "application/jsonx"
+        ))));
+        assert!(!is_json(None));
+    }
+}

@@ -1,0 +1,670 @@
+//! `/graph/{tenant}/{version}/{path}`: the Graph gateway's HTTP side. In
+//! order: Host and caller as on `/v1/token`; the path normalised and the
+//! account's rules asked (every `$batch` sub-request too), looking a mailbox
+//! up in the directory when a rule lists its other form; then the tenant's
+//! token from the broker's one door, the request forwarded with bodies
+//! streaming both ways, and the answer's links to Graph rewritten. Nothing
+//! goes upstream before the rules allowed it.
+
+use super::budget::Conn;
+use super::handle::{authenticate, hosts_allowed, Access};
+use super::respond::{graph_error, whole, Answer, BoxError, Failure};
+use super::{App, Peer};
+use crate::broker::{Caller, TokenError};
+use crate::config::ResolvedTenant;
+use crate::gateway::batch;
+use crate::gateway::forward::{self, Links, VERSIONS};
+use crate::gateway::path::GraphPath;
+use crate::gateway::rules::{self, DirectoryEntry, Verdict};
+use crate::gateway::upstream::UpstreamError;
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, WWW_AUTHENTICATE};
+use hyper::{Request, Response, StatusCode};
+use tokio::time::Instant;
+
+/// Request bodies up to this size are held, so a request Graph refused for
+/// an invalid token can be sent again with a fresh one.
+pub const RETRY_BODY_BYTES: u64 = 1024 * 1024;
+
+/// Longest query string forwarded (Graph's `$filter`s can be long).
+const MAX_QUERY_BYTES: usize = 8192;
+
+/// Directory lookups one request may need (one per `{mailbox}`).
+const MAX_LOOKUPS: usize = 4;
+
+/// A refusal, and its `graph_denied_total` reason when it was one.
+struct Refused {
+    failure: Failure,
+    denied: Option<&'static str>,
+}
+
+impl From<Failure> for Refused {
+    fn from(failure: Failure) -> Refused {
+        Refused {
+            failure,
+            denied: None,
+        }
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Refused {
+    Refused {
+        failure: Failure::new(400, "bad_request", message),
+        denied: Some("bad_request"),
+    }
+}
+
+/// What the route names: `{tenant}` as written, `{version}`, the path.
+struct Named<'a> {
+    tenant: &'a str,
+    version: &'static str,
+    path: GraphPath,
+    query: Option<&'a str>,
+}
+
+/// Splits `/graph/{tenant}/{version}/{path}` (the path normalised).
+fn named<'a>(path: &'a str, query: Option<&'a str>) -> Result<Named<'a>, Refused> {
+    let rest = path.strip_prefix("/graph/").unwrap_or_default();
+    let mut parts = rest.splitn(3, '/');
+    let tenant = parts.next().filter(|t| !t.is_empty());
+    let version = parts.next();
+    let (Some(tenant), Some(version), Some(graph_path)) = (tenant, version, parts.next()) else {
+        return Err(bad_request(
+            "the route is /graph/{tenant}/{v1.0|beta}/{path}, e.g. /graph/contoso/v1.0/users/alice@contoso.com/messages",
+        ));
+    };
+    let Some(version) = VERSIONS.into_iter().find(|v| *v == version) else {
+        return Err(bad_request(format!(
+            "the Graph version must be {}",
+            VERSIONS.join(" or ")
+        )));
+    };
+    let path =
+        GraphPath::parse(&format!("/{graph_path}")).map_err(|e| bad_request(e.to_string()))?;
+    if query.is_some_and(|q| q.len() > MAX_QUERY_BYTES) {
+        return Err(bad_request(format!(
+            "the query is longer than {MAX_QUERY_BYTES} bytes"
+        )));
+    }
+    Ok(Named {
+        tenant,
+        version,
+        path,
+        query,
+    })
+}
+
+/// Answers a gateway request.
+pub(super) async fn answer<B>(
+    app: &App,
+    peer: Peer,
+    conn: &Conn,
+    req: Request<B>,
+    access: &mut Access,
+) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let mut account = None;
+    let answer = match forward(app, peer, conn, req, access, &mut account).await {
+        Ok(answer) => answer,
+        Err(refused) => {
+            if let (Some(reason), Some(account)) = (refused.denied, account.as_deref()) {
+                app.metrics.graph_denied(account, reason);
+            }
+            let mut answer = graph_error(&refused.failure);
+            if answer.status() == StatusCode::UNAUTHORIZED {
+                answer.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tokenbroker\""),
+                );
+            }
+            answer
+        }
+    };
+    app.metrics.graph_request(
+        account.as_deref().unwrap_or("unauthenticated"),
+        &method,
+        answer.status().as_u16(),
+        started.elapsed(),
+    );
+    answer
+}
+
+async fn forward<B>(
+    app: &App,
+    peer: Peer,
+    conn: &Conn,
+    req: Request<B>,
+    access: &mut Access,
+    account: &mut Option<String>,
+) -> Result<Answer, Refused>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    hosts_allowed(app, &req, peer).map_err(|failure| {
+        if failure.status == 421 {
+            access.refused(app, "bad_host");
+        }
+        Refused::from(failure)
+    })?;
+    let caller = authenticate(app, peer, conn, &req, false, access)?;
+    *account = Some(caller.account_name().to_owned());
+    access.method = Some(req.method().as_str().to_owned());
+
+    // What is asked, normalised and judged before anything goes upstream.
+    let uri = req.uri().clone();
+    let named = named(uri.path(), uri.query())?;
+    if access.enabled {
+        access.path = Some(named.path.encoded());
+    }
+    let tenant = app
+        .broker
+        .gateway_tenant(&caller, named.tenant)
+        .map_err(|e| denied_by(app, &e))?;
+    if access.enabled {
+        access.tenant = Some(
+            tenant
+                .name
+                .as_ref()
+                .map_or(tenant.id.as_str(), |n| n.as_str())
+                .to_owned(),
+        );
+    }
+    let limits = app.broker.with_config(|c| c.graph.clone());
+    let max_request = usize::try_from(limits.max_request_bytes).unwrap_or(usize::MAX);
+    let max_rewrite = usize::try_from(limits.max_rewrite_bytes).unwrap_or(usize::MAX);
+    if let Some(length) = content_length(&req) {
+        if length > limits.max_request_bytes {
+            return Err(too_large(limits.max_request_bytes));
+        }
+    }
+    let method = req.method().clone();
+    let is_batch = batch::is_batch(&named.path) && method == hyper::Method::POST;
+
+    // The body: held when small (a retry may need it) or a $batch (its
+    // sub-requests are judged first); otherwise streamed, bounded.
+    let (parts, body) = req.into_parts();
+    let hold = is_batch
+        || hyper::body::Body::size_hint(&body)
+            .exact()
+            .is_some_and(|n| n <= RETRY_BODY_BYTES);
+    let mut held = None;
+    let mut streamed = None;
+    if hold {
+        let limit = if is_batch {
+            batch::MAX_BODY_BYTES.min(max_request)
+        } else {
+            max_request
+        };
+        let bytes = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    too_large(limit as u64)
+                } else {
+                    Refused::from(Failure::new(
+                        400,
+                        "bad_request",
+                        "the request body broke off",
+                    ))
+                }
+            })?
+            .to_bytes();
+        held = Some(bytes);
+    } else {
+        streamed = Some(Limited::new(body, max_request));
+    }
+
+    // The rules, for the request or each of its sub-requests.
+    let asked: Vec<(Option<String>, String, GraphPath)> = match (&held, is_batch) {
+        (Some(bytes), true) => batch::parse(bytes)
+            .map_err(|e| bad_request(e.to_string()))?
+            .into_iter()
+            .map(|s| (Some(s.id), s.method, s.path))
+            .collect(),
+        _ => vec![(None, method.as_str().to_owned(), named.path.clone())],
+    };
+    let rules = caller.graph_rules();
+    for (id, method, path) in &asked {
+        // $batch itself is open to any account with rules; what it runs is not.
+        if id.is_none() && is_batch {
+            continue;
+        }
+        judge(
+            app,
+            &caller,
+            &tenant,
+            rules,
+            &limits,
+            id.as_deref(),
+            method,
+            path,
+        )
+        .await?;
+    }
+
+    // Forwarded with the tenant's token: once, and once more with a fresh
+    // token if Graph says it is invalid and the body can be sent again.
+    let base = app.broker.with_config(|c| {
+        c.app.graph_host.as_ref().map_or_else(
+            || c.app.graph().as_str().to_owned(),
+            |h| h.as_str().to_owned(),
+        )
+    });
+    let url = forward::upstream_url(&base, named.version, &named.path, named.query);
+    let mut rejected = None;
+    let mut streamed = streamed.map(|b| reqwest::Body::wrap(b.map_err(|e| -> BoxError { e })));
+    let response = loop {
+        let issued = app
+            .broker
+            .graph_token(&caller, tenant.clone(), rejected.as_ref())
+            .await
+            .map_err(|e| Refused::from(Failure::from(&e)))?;
+        let token = &issued.grant.token.access_token;
+        let bearer =
+            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                Refused::from(Failure::new(
+                    502,
+                    "bad_token",
+                    "the token from Entra is not a valid header value",
+                ))
+            })?;
+        let mut headers = forward::request_headers(&parts.headers, &bearer);
+        let body = match (&held, streamed.take()) {
+            (Some(bytes), _) => reqwest::Body::from(bytes.clone()),
+            (None, Some(body)) => {
+                if let Some(length) = parts.headers.get(CONTENT_LENGTH) {
+                    headers.insert(CONTENT_LENGTH, length.clone());
+                }
+                body
+            }
+            (None, None) => reqwest::Body::from(Bytes::new()),
+        };
+        let response = app
+            .graph
+            .send(parts.method.clone(), &url, headers, body, limits.timeout.0)
+            .await
+            .map_err(upstream_failure)?;
+        if response.status() == StatusCode::UNAUTHORIZED && held.is_some() && rejected.is_none() {
+            let (head, body) = response.into_parts();
+            let bytes = read_at_most(body, 64 * 1024).await;
+            if invalid_token(&bytes.0) {
+                rejected = Some(token.sha256());
+                tracing::info!(
+                    account = caller.account_name(),
+                    "Graph refused the token as invalid; refreshing it and sending the request again"
+                );
+                continue;
+            }
+            break Response::from_parts(head, Either::Left(Full::new(bytes.0)));
+        }
+        let (head, body) = response.into_parts();
+        break Response::from_parts(
+            head,
+            Either::Right(body.map_err(|e| -> BoxError { Box::new(e) }).boxed()),
+        );
+    };
+
+    // The answer, with its links to Graph pointing back here.
+    let host = parts
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let links = Links {
+        graph_bases: graph_bases(app),
+        gateway_base: format!("http://{host}/graph/{}", named.tenant),
+    };
+    Ok(rewrite(app, response, &links, max_rewrite, access).await)
+}
+
+/// Judges one request (or sub-request) against the rules, looking up a
+/// mailbox named in the form a rule does not list.
+#[allow(clippy::too_many_arguments)]
+async fn judge(
+    app: &App,
+    caller: &Caller,
+    tenant: &ResolvedTenant,
+    rules: &[rules::Rule],
+    limits: &crate::config::GraphConfig,
+    id: Option<&str>,
+    method: &str,
+    path: &GraphPath,
+) -> Result<(), Refused> {
+    let key = tenant.id.key();
+    for _ in 0..=MAX_LOOKUPS {
+        let verdict = rules::check(rules, method, path, &app.directory.of(&key, Instant::now()));
+        match verdict {
+            Verdict::Allowed => return Ok(()),
+            Verdict::Denied => {
+                let what = format!("{method} {}", path.encoded());
+                let message = match id {
+                    Some(id) => format!(
+                        "account \"{}\" may not {what} (the $batch request with id \"{id}\"): no [[accounts.graph]] rule allows it; the whole batch was refused",
+                        caller.account_name()
+                    ),
+                    None => format!(
+                        "account \"{}\" may not {what}: no [[accounts.graph]] rule allows this method, path and mailbox",
+                        caller.account_name()
+                    ),
+                };
+                return Err(Refused {
+                    failure: Failure::new(403, "forbidden", message),
+                    denied: Some("no_rule"),
+                });
+            }
+            Verdict::Lookup(name) => {
+                let entry = look_up(app, caller, tenant, &name, limits).await?;
+                app.directory
+                    .remember(&key, &name, entry, Instant::now(), limits.directory_ttl.0);
+            }
+        }
+    }
+    Err(Refused {
+        failure: Failure::new(
+            403,
+            "forbidden",
+            "the path names more mailboxes than the gateway looks up",
+        ),
+        denied: Some("no_rule"),
+    })
+}
+
+/// Asks Graph, with the broker's own token, who `name` is:
+/// `GET /users/{name}?$select=id,userPrincipalName`.
+async fn look_up(
+    app: &App,
+    caller: &Caller,
+    tenant: &ResolvedTenant,
+    name: &str,
+    limits: &crate::config::GraphConfig,
+) -> Result<Option<DirectoryEntry>, Refused> {
+    let issued = app
+        .broker
+        .graph_token(caller, tenant.clone(), None)
+        .await
+        .map_err(|e| Refused::from(Failure::from(&e)))?;
+    let bearer = HeaderValue::from_str(&format!(
+        "Bearer {}",
+        issued.grant.token.access_token.expose()
+    ))
+    .map_err(|_| {
+        Refused::from(Failure::new(
+            502,
+            "bad_token",
+            "the token from Entra is not a valid header value",
+        ))
+    })?;
+    let base = graph_bases(app).pop().unwrap_or_default();
+    let path = GraphPath::parse(&format!(
+        "/users/{}",
+        percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+    ))
+    .map_err(|e| bad_request(e.to_string()))?;
+    let url = forward::upstream_url(&base, "v1.0", &path, Some("$select=id,userPrincipalName"));
+    let mut headers = hyper::HeaderMap::new();
+    headers.insert(hyper::header::AUTHORIZATION, bearer);
+    let response = app
+        .graph
+        .send(
+            hyper::Method::GET,
+            &url,
+            headers,
+            reqwest::Body::from(Bytes::new()),
+            limits.timeout.0,
+        )
+        .await
+        .map_err(upstream_failure)?;
+    let status = response.status();
+    let (body, _) = read_at_most(response.into_body(), 64 * 1024).await;
+    let tenant_label = tenant
+        .name
+        .as_ref()
+        .map_or(tenant.id.as_str(), |n| n.as_str());
+    match status.as_u16() {
+        200 => {
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let field = |k: &str| value.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+            match (field("id"), field("userPrincipalName")) {
+                (Some(id), Some(upn)) => Ok(Some(DirectoryEntry { id, upn })),
+                _ => Err(Refused::from(Failure::new(502, "directory", "Graph's answer about a mailbox had no id and userPrincipalName"))),
+            }
+        }
+        404 => Ok(None),
+        401 | 403 => Err(Refused {
+            failure: Failure::new(
+                403,
+                "forbidden",
+                format!(
+                    "the rule lists this mailbox in its other form (object id or user principal name), and looking it up in tenant {tenant_label} was refused: the app needs User.Read.All or User.ReadBasic.All there (admin consent), or list the mailbox in the form the request uses"
+                ),
+            ),
+            denied: Some("directory"),
+        }),
+        _ => Err(Refused::from(Failure::new(
+            502,
+            "directory",
+            format!("looking a mailbox up in tenant {tenant_label} failed: Graph answered {status}"),
+        ))),
+    }
+}
+
+/// Where links to Graph may point: the cloud's Graph, then `graph_host`
+/// (the last is where the gateway sends its own requests).
+fn graph_bases(app: &App) -> Vec<String> {
+    app.broker.with_config(|c| {
+        let mut bases = vec![c.app.graph().as_str().trim_end_matches('/').to_owned()];
+        if let Some(host) = &c.app.graph_host {
+            bases.push(host.as_str().trim_end_matches('/').to_owned());
+        }
+        bases
+    })
+}
+
+/// Rewrites `Location` and, for JSON bodies up to `max_rewrite_bytes`,
+/// the paging links; everything else streams through as Graph sent it.
+async fn rewrite(
+    app: &App,
+    response: Response<super::respond::Body>,
+    links: &Links,
+    max_rewrite_bytes: usize,
+    access: &mut Access,
+) -> Answer {
+    let (mut head, body) = response.into_parts();
+    if let Some(location) = head.headers.get(LOCATION).and_then(|l| l.to_str().ok()) {
+        if let Some(value) = links
+            .rewrite(location)
+            .and_then(|l| HeaderValue::from_str(&l).ok())
+        {
+            head.headers.insert(LOCATION, value);
+        }
+    }
+    let declared = head
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let json = forward::is_json(head.headers.get(CONTENT_TYPE));
+    let encoded = head.headers.contains_key(hyper::header::CONTENT_ENCODING);
+    if !json || encoded || declared.is_some_and(|n| n > max_rewrite_bytes as u64) {
+        if json && !encoded {
+            app.metrics.graph_rewrite_skipped();
+        }
+        access.bytes = declared;
+        head.headers = forward::response_headers(&head.headers, false);
+        return Response::from_parts(head, body);
+    }
+    let (bytes, rest) = read_at_most(body, max_rewrite_bytes).await;
+    let Some(rest) = rest else {
+        let rewritten = links.rewrite_json(&bytes);
+        head.headers = forward::response_headers(&head.headers, rewritten.is_some());
+        let bytes = rewritten.map_or(bytes, Bytes::from);
+        access.bytes = Some(bytes.len() as u64);
+        return Response::from_parts(head, whole(bytes));
+    };
+    // Larger than we rewrite: what was read, then the rest, unchanged.
+    app.metrics.graph_rewrite_skipped();
+    head.headers = forward::response_headers(&head.headers, false);
+    let first =
+        futures_util::stream::once(
+            async move { Ok::<_, BoxError>(hyper::body::Frame::data(bytes)) },
+        );
+    let rest = http_body_util::BodyStream::new(rest);
+    let chained = futures_util::StreamExt::chain(first, rest);
+    Response::from_parts(
+        head,
+        Either::Right(http_body_util::StreamBody::new(chained).boxed()),
+    )
+}
+
+/// Reads up to `limit` bytes of `body`: all of it (`None` left), or what
+/// was read and the body to go on with. A body that breaks off ends there.
+async fn read_at_most<B>(mut body: B, limit: usize) -> (Bytes, Option<B>)
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            break;
+        };
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() > limit {
+                return (buf.freeze(), Some(body));
+            }
+        }
+    }
+    (buf.freeze(), None)
+}
+
+/// Whether a 401 from Graph says the token is invalid (expired, revoked).
+fn invalid_token(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/code")
+                .and_then(|c| c.as_str())
+                .map(str::to_owned)
+        })
+        .is_some_and(|code| code == "InvalidAuthenticationToken")
+}
+
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn too_large(limit: u64) -> Refused {
+    Refused {
+        failure: Failure::new(
+            413,
+            "request_too_large",
+            format!("the request body is larger than graph.max_request_bytes ({limit} bytes)"),
+        ),
+        denied: Some("too_large"),
+    }
+}
+
+/// A refusal by the broker's policy (tenant not allowed, no rules) is a
+/// denial; anything else (Entra down, …) is the broker's failure.
+fn denied_by(app: &App, error: &TokenError) -> Refused {
+    let failure = Failure::from(error);
+    let denied = match error {
+        TokenError::Forbidden(forbidden) => {
+            app.metrics.auth_failure(forbidden.reason());
+            Some(match forbidden.reason() {
+                "no_graph_rules" => "no_graph_rules",
+                _ => "forbidden_tenant",
+            })
+        }
+        TokenError::BadRequest(_) => Some("bad_request"),
+        _ => None,
+    };
+    Refused { failure, denied }
+}
+
+fn upstream_failure(e: UpstreamError) -> Refused {
+    let (status, code) = match &e {
+        UpstreamError::Timeout(_) => (504, "upstream_timeout"),
+        UpstreamError::BodyTooLarge => (413, "request_too_large"),
+        UpstreamError::Unreachable(_) => (502, "upstream_unavailable"),
+    };
+    Refused::from(Failure::new(status, code, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_names_tenant_version_and_a_normalised_path() {
+        let n = named(
+            "/graph/contoso/v1.0/users('alice%40contoso.com')/messages",
+            Some("$top=5"),
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(n.tenant, "contoso");
+        assert_eq!(n.version, "v1.0");
+        assert_eq!(
+            n.path.segments(),
+            ["users", "alice@contoso.com", "messages"]
+        );
+        assert_eq!(n.query, Some("$top=5"));
+        for bad in [
+            "/graph/",
+            "/graph/contoso",
+            "/graph/contoso/v1.0",
+            "/graph/contoso/v2.0/users",
+            "/graph//v1.0/users",
+            "/graph/contoso/v1.0/users/../me",
+            "/graph/contoso/v1.0/me/messages",
+            "/graph/contoso/v1.0/users/a%2Fb",
+        ] {
+            let refused = named(bad, None).err().unwrap();
+            assert_eq!(refused.failure.status, 400, "{bad}");
+            assert_eq!(refused.denied, Some("bad_request"));
+        }
+        let long = "a".repeat(MAX_QUERY_BYTES + 1);
+        assert!(named("/graph/contoso/v1.0/users", Some(&long)).is_err());
+    }
+
+    #[test]
+    fn only_graphs_invalid_token_answer_is_retried() {
+        assert!(invalid_token(
+            br#"{"error":{"code":"InvalidAuthenticationToken","message":"expired"}}"#
+        ));
+        assert!(!invalid_token(
+            br#"{"error":{"code":"Authorization_RequestDenied"}}"#
+        ));
+        assert!(!invalid_token(b"not json"));
+    }
+
+    #[tokio::test]
+    async fn reading_stops_at_the_limit_and_hands_back_the_rest() {
+        let body = Full::new(Bytes::from(vec![b'x'; 100]));
+        let (read, rest) = read_at_most(body, 1000).await;
+        assert_eq!(read.len(), 100);
+        assert!(rest.is_none());
+        let chunks = futures_util::stream::iter((0..10).map(|_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![
+                b'y';
+                100
+            ])))
+        }));
+        let (read, rest) = read_at_most(http_body_util::StreamBody::new(chunks), 250).await;
+        assert_eq!(read.len(), 300);
+        let rest = rest.unwrap().collect().await.unwrap().to_bytes();
+        assert_eq!(rest.len(), 700);
+    }
+}
