@@ -10,10 +10,15 @@
 //! the tenant, `iss` = `sub` = client ID, `exp` in the future and at most an
 //! hour after `nbf`/`iat`. Unconsented tenants get AADSTS700016 and unknown
 //! certificates AADSTS700027, worded as Entra words them.
+//!
+//! [`SimulatedGraph`] is a strict stand-in for Microsoft Graph's mail routes
+//! that trusts this authority's tokens (`graph.rs`).
 
+mod graph;
 mod identity;
 mod verify;
 
+pub use graph::{value_bytes, SeenRequest, SimulatedGraph};
 pub use identity::{IdentityProtocol, ManagedIdentityEndpoint};
 
 /// The v2.0 token endpoint of `tenant` under `base` (`http://127.0.0.1:PORT`).
@@ -358,6 +363,33 @@ impl SimulatedAuthority {
     pub fn token_signing_key(&self) -> Vec<u8> {
         self.shared.signer.public_key().as_ref().to_vec()
     }
+
+    /// An access token for `resource` in `tenant_id` with `roles`, signed
+    /// and shaped as the token endpoint issues them (current lifetime), but
+    /// without a client assertion: for tests of resource servers such as
+    /// [`SimulatedGraph`]. Not counted in `requests`.
+    pub fn issue_token_for_tests(&self, tenant_id: &str, resource: &str, roles: &[&str]) -> String {
+        let (lifetime, client_id) = {
+            let state = self.shared.lock();
+            (state.lifetime, state.client_id.clone())
+        };
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        // Signing into a buffer of the modulus size cannot fail.
+        sign_access_token(
+            &self.shared.signer,
+            tenant_id,
+            resource,
+            &roles,
+            &client_id,
+            now,
+            lifetime,
+        )
+        .unwrap_or_default()
+    }
 }
 
 impl Drop for SimulatedAuthority {
@@ -620,14 +652,47 @@ fn issue_token(shared: &Shared, grant: &verify::Grant, now: u64) -> Answer {
             state.client_id.clone(),
         )
     };
+    let Some(token) = sign_access_token(
+        &shared.signer,
+        &grant.tid,
+        &grant.resource,
+        &roles,
+        &client_id,
+        now,
+        lifetime,
+    ) else {
+        return raw(500, "application/json", "{\"error\":\"server_error\"}");
+    };
+    let mut body = serde_json::json!({
+        "token_type": "Bearer",
+        "expires_in": lifetime.as_secs(),
+        "ext_expires_in": lifetime.as_secs(),
+        "access_token": token,
+    });
+    if let Some(refresh_in) = refresh_in {
+        body["refresh_in"] = serde_json::json!(refresh_in.as_secs());
+    }
+    json(200, &body)
+}
+
+/// An RS256 access token with the claims Entra puts in app-only tokens.
+fn sign_access_token(
+    signer: &RsaKeyPair,
+    tid: &str,
+    resource: &str,
+    roles: &[String],
+    client_id: &str,
+    now: u64,
+    lifetime: Duration,
+) -> Option<String> {
     let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "kid": "sim"});
     let claims = serde_json::json!({
-        "aud": grant.resource,
-        "iss": format!("https://sts.windows.net/{}/", grant.tid),
+        "aud": resource,
+        "iss": format!("https://sts.windows.net/{tid}/"),
         "iat": now,
         "nbf": now,
         "exp": now + lifetime.as_secs(),
-        "tid": grant.tid,
+        "tid": tid,
         "roles": roles,
         "idtyp": "app",
         "appid": client_id,
@@ -641,29 +706,18 @@ fn issue_token(shared: &Shared, grant: &verify::Grant, now: u64) -> Answer {
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let mut signature = vec![0; shared.signer.public_modulus_len()];
+    let mut signature = vec![0; signer.public_modulus_len()];
     let rng = aws_lc_rs::rand::SystemRandom::new();
-    if shared
-        .signer
+    signer
         .sign(
             &aws_lc_rs::signature::RSA_PKCS1_SHA256,
             &rng,
             signing_input.as_bytes(),
             &mut signature,
         )
-        .is_err()
-    {
-        return raw(500, "application/json", "{\"error\":\"server_error\"}");
-    }
-    let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(&signature));
-    let mut body = serde_json::json!({
-        "token_type": "Bearer",
-        "expires_in": lifetime.as_secs(),
-        "ext_expires_in": lifetime.as_secs(),
-        "access_token": token,
-    });
-    if let Some(refresh_in) = refresh_in {
-        body["refresh_in"] = serde_json::json!(refresh_in.as_secs());
-    }
-    json(200, &body)
+        .ok()?;
+    Some(format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(&signature)
+    ))
 }
