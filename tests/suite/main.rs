@@ -26,6 +26,7 @@ mod dev_mode;
 mod federated;
 mod fleet;
 mod fuzz_corpus;
+mod gateway;
 mod hardening;
 mod operations;
 mod package;
