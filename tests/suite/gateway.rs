@@ -6,26 +6,26 @@
 use crate::common::*;
 use entra_sim::SimulatedGraph;
 
-const MAIL_SYNC_SECRET: &str = "mail-sync-secret";
-const NOTIFIER_SECRET: &str = "notifier-secret";
-const NO_RULES_SECRET: &str = "no-rules-secret";
+pub(crate) const MAIL_SYNC_SECRET: &str = "mail-sync-secret";
+pub(crate) const NOTIFIER_SECRET: &str = "notifier-secret";
+pub(crate) const NO_RULES_SECRET: &str = "no-rules-secret";
 
 /// A broker with `graph_host` on a Graph stand-in, tenant `contoso` with
 /// alice, bob and noreply, and three accounts: `mail-sync` (read alice's
 /// mail, by UPN), `notifier` (gateway only: send as noreply, read users by
 /// object id) and `no-rules`.
-struct Gateway {
-    f: Fixture,
-    graph: SimulatedGraph,
-    server: Server,
-    tid: String,
-    alice_id: String,
-    http: reqwest::Client,
+pub(crate) struct Gateway {
+    pub(crate) f: Fixture,
+    pub(crate) graph: SimulatedGraph,
+    pub(crate) server: Server,
+    pub(crate) tid: String,
+    pub(crate) alice_id: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Gateway {
     /// Roles: Mail.ReadWrite, Mail.Send and User.Read.All.
-    async fn start(graph_section: &str) -> Gateway {
+    pub(crate) async fn start(graph_section: &str) -> Gateway {
         Gateway::start_with(
             graph_section,
             &["Mail.ReadWrite", "Mail.Send", "User.Read.All"],
@@ -33,7 +33,7 @@ impl Gateway {
         .await
     }
 
-    async fn start_with(graph_section: &str, roles: &[&str]) -> Gateway {
+    pub(crate) async fn start_with(graph_section: &str, roles: &[&str]) -> Gateway {
         let f = Fixture::new("").await;
         f.sim.set_roles(roles);
         let tid = f.sim.consent("contoso.onmicrosoft.com");
@@ -104,7 +104,7 @@ tenants = ["contoso"]
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!(
             "http://localhost:{}/graph/contoso/v1.0{path}",
             self.server.addr.port()
