@@ -6,7 +6,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::credentials::{Credential, CredentialError};
-use entra_sim::{SimError, SimulatedAuthority};
+use entra_sim::{SimError, SimulatedAuthority, SimulatedGraph};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::SystemTime;
@@ -19,6 +19,8 @@ pub const DEV_TENANTS: [(&str, &str); 2] = [
 ];
 /// The dev account.
 pub const DEV_ACCOUNT: &str = "dev";
+/// The dev mailbox the dev account may read and send as through the gateway.
+pub const DEV_MAILBOX: &str = "alice@contoso.com";
 /// The dev app's client ID.
 pub const DEV_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000d3e7";
 
@@ -27,6 +29,8 @@ pub const DEV_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000d3e7";
 pub struct DevSetup {
     /// The simulated authority (stops when dropped).
     pub authority: SimulatedAuthority,
+    /// The Graph stand-in the gateway forwards to (stops when dropped).
+    pub graph: SimulatedGraph,
     /// The configuration pointing at it.
     pub config: Config,
     /// The throw-away credential, registered with the authority.
@@ -56,6 +60,10 @@ pub enum DevError {
 /// credential; the broker will listen on `listen`.
 pub async fn setup(listen: SocketAddr) -> Result<DevSetup, DevError> {
     let authority = SimulatedAuthority::start(DEV_CLIENT_ID).await?;
+    // What the dev gateway's rules need: reading mail, sending it, and
+    // looking up users named by object id.
+    authority.set_roles(&["Mail.ReadWrite", "Mail.Send", "User.Read.All"]);
+    let graph = SimulatedGraph::start(&authority).await?;
     let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
         .map_err(|e| DevError::Generate(e.to_string()))?;
     let mut params = rcgen::CertificateParams::default();
@@ -67,8 +75,12 @@ pub async fn setup(listen: SocketAddr) -> Result<DevSetup, DevError> {
         .map_err(|e| DevError::Generate(e.to_string()))?;
     authority.register_certificate(cert.der())?;
     let mut tenants = String::new();
-    for (name, domain) in DEV_TENANTS {
-        authority.consent(domain);
+    for (i, (name, domain)) in DEV_TENANTS.into_iter().enumerate() {
+        let tid = authority.consent(domain);
+        if i == 0 {
+            graph.add_messages(&tid, DEV_MAILBOX, 25);
+            graph.add_user(&tid, "bob@contoso.com");
+        }
         tenants.push_str(&format!(
             "[[tenants]]\nname = \"{name}\"\nid = \"{domain}\"\n"
         ));
@@ -83,15 +95,19 @@ pub async fn setup(listen: SocketAddr) -> Result<DevSetup, DevError> {
     let hash = crate::access::secret::sha256_hex(&secret);
     let text = format!(
         "[server]\nlisten = \"{listen}\"\n\
-         [app]\nclient_id = \"{DEV_CLIENT_ID}\"\nauthority_host = \"{}\"\ncertificate = \"<in-memory certificate>\"\n\
+         [app]\nclient_id = \"{DEV_CLIENT_ID}\"\nauthority_host = \"{}\"\ngraph_host = \"{}\"\ncertificate = \"<in-memory certificate>\"\n\
          {tenants}\
-         [[accounts]]\nname = \"{DEV_ACCOUNT}\"\nsecret_sha256 = \"{hash}\"\ntenants = [\"*\"]\ndefault_tenant = \"{}\"\n",
+         [[accounts]]\nname = \"{DEV_ACCOUNT}\"\nsecret_sha256 = \"{hash}\"\ntenants = [\"*\"]\ndefault_tenant = \"{}\"\n\
+         [[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/users/{{mailbox}}/messages\", \"/users/{{mailbox}}/messages/**\"]\nmailboxes = [\"{DEV_MAILBOX}\"]\n\
+         [[accounts.graph]]\nmethods = [\"POST\"]\npaths = [\"/users/{{mailbox}}/sendMail\"]\nmailboxes = [\"{DEV_MAILBOX}\"]\n",
         authority.url(),
+        graph.url(),
         DEV_TENANTS[0].0,
     );
     let config = Config::parse(&text, Path::new("<dev configuration>"))?;
     Ok(DevSetup {
         authority,
+        graph,
         config,
         credential,
         secret,
@@ -104,6 +120,7 @@ impl DevSetup {
     pub fn into_parts(self) -> (Config, Credential, Running) {
         let running = Running {
             authority: self.authority,
+            graph: self.graph,
             secret: self.secret,
         };
         (self.config, self.credential, running)
@@ -114,6 +131,7 @@ impl DevSetup {
 #[derive(Debug)]
 pub struct Running {
     authority: SimulatedAuthority,
+    graph: SimulatedGraph,
     secret: Zeroizing<String>,
 }
 
@@ -127,6 +145,7 @@ impl Running {
     pub fn announce(self, local: SocketAddr) -> Running {
         let view = Banner {
             authority_url: self.authority.url(),
+            graph_url: self.graph.url(),
             secret: &self.secret,
         };
         print!("{}", banner(&view, local));
@@ -141,6 +160,8 @@ impl Running {
 pub struct Banner<'a> {
     /// The simulated authority's URL.
     pub authority_url: String,
+    /// The Graph stand-in's URL.
+    pub graph_url: String,
     /// The dev account's secret.
     pub secret: &'a str,
 }
@@ -150,7 +171,8 @@ pub fn banner(setup: &Banner<'_>, addr: SocketAddr) -> String {
     let base = format!("http://{addr}");
     let secret = setup.secret;
     format!(
-        "tokenbroker dev mode: no Azure involved. A simulated Entra authority runs at {authority};\n\
+        "tokenbroker dev mode: no Azure involved. A simulated Entra authority runs at {authority},\n\
+         a Microsoft Graph stand-in at {graph_url} (mailbox {DEV_MAILBOX} has 25 messages);\n\
          tenants \"{name}\" ({domain}) and \"{other}\" ({other_domain}) have consented;\n\
          account \"{DEV_ACCOUNT}\" may use any tenant (default: {name}).\n\
          \n\
@@ -163,8 +185,13 @@ pub fn banner(setup: &Banner<'_>, addr: SocketAddr) -> String {
          \x20 export IDENTITY_ENDPOINT={base}/msi/token\n\
          \x20 export IDENTITY_HEADER={secret}\n\
          \n\
+         Or let the broker call Graph (the caller never holds a token; its rules allow\n\
+         reading and sending as {DEV_MAILBOX} only):\n\
+         \x20 curl -s -H 'Authorization: Bearer {secret}' '{base}/graph/{name}/v1.0/users/{DEV_MAILBOX}/messages?$top=2'\n\
+         \n\
          Metrics: {base}/metrics    Stop: Ctrl-C\n",
         authority = setup.authority_url,
+        graph_url = setup.graph_url,
         name = DEV_TENANTS[0].0,
         domain = DEV_TENANTS[0].1,
         other = DEV_TENANTS[1].0,

@@ -77,6 +77,28 @@ async fn dev_mode_prints_working_instructions() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["access_token"], token.as_str());
+    // The gateway line: Graph through the broker, no token for the caller.
+    let gateway = banner
+        .iter()
+        .find(|l| l.contains("/graph/"))
+        .unwrap_or_else(|| panic!("no gateway line in {banner:#?}"));
+    let target = gateway
+        .split(&base)
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap();
+    assert!(gateway.contains(&secret), "{gateway}");
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let answer = common::request(stream, "GET", target, &[("Authorization", &auth)]).await;
+    assert_eq!(answer.status, 200, "{target}: {}", answer.body);
+    let page = answer.json();
+    assert_eq!(page["value"].as_array().unwrap().len(), 2);
+    let next = page["@odata.nextLink"].as_str().unwrap();
+    assert!(
+        next.starts_with(&format!("http://localhost/graph/contoso/v1.0/")),
+        "{next}"
+    );
+    assert!(!answer.body.contains(&token));
     // The README's selector example: the second dev tenant, by name.
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let answer = common::request(
