@@ -37,13 +37,24 @@ async fn no_secret_token_or_assertion_reaches_the_log() {
         .with_writer(move || writer.clone())
         .init();
 
-    let f = Fixture::new(&format!(
-        "[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
-         [[accounts]]\nname = \"svc\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\ndefault_tenant = \"contoso\"\n",
-        sha256_hex(SECRET)
-    ))
-    .await;
-    f.sim.consent("contoso.onmicrosoft.com");
+    let f = Fixture::new("").await;
+    // The Graph gateway too: its access lines name account, tenant, method
+    // and path (never the query), and its tokens stay out of the log.
+    let graph = entra_sim::SimulatedGraph::start(&f.sim).await.unwrap();
+    f.write_config(
+        "certificate = \"app.crt\"\nprivate_key = \"app.key\"\n",
+        &format!(
+            "graph_host = \"{}\"\n\
+             [[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n\
+             [[accounts]]\nname = \"svc\"\nsecret_sha256 = \"{}\"\ntenants = [\"*\"]\ndefault_tenant = \"contoso\"\n\
+             [[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/users/{{mailbox}}/messages\"]\nmailboxes = [\"alice@contoso.com\"]\n",
+            graph.url(),
+            sha256_hex(SECRET)
+        ),
+    );
+    let tid = f.sim.consent("contoso.onmicrosoft.com");
+    graph.add_messages(&tid, "alice@contoso.com", 3);
+    graph.add_user(&tid, "bob@contoso.com");
     f.sim.consent("fabrikam.com");
     f.sim.add_unconsented_tenant("unconsented.example.com");
     let server = Server::start(&f, |authority, _| {
@@ -74,6 +85,26 @@ async fn no_secret_token_or_assertion_reaches_the_log() {
         .await;
     assert_eq!(answer.status, 200);
     tokens.push(answer.json()["access_token"].as_str().unwrap().to_owned());
+    // Through the gateway: one allowed, one denied.
+    let answer = server
+        .get(
+            "/graph/contoso/v1.0/users/alice%40contoso.com/messages?$top=2",
+            &[("Authorization", &auth)],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answer = server
+        .get(
+            "/graph/contoso/v1.0/users/bob@contoso.com/messages?$top=2",
+            &[("Authorization", &auth)],
+        )
+        .await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    for seen in graph.requests() {
+        if let Some((_, bearer)) = seen.headers.iter().find(|(n, _)| n == "authorization") {
+            tokens.push(bearer.trim_start_matches("Bearer ").to_owned());
+        }
+    }
     // Failures: wrong secrets, bad input, refusals, throttling, garbage, drops, timeouts.
     assert_eq!(
         server
@@ -184,6 +215,28 @@ async fn no_secret_token_or_assertion_reaches_the_log() {
         log.contains("AADSTS700016") && log.contains("AADSTS700027"),
         "failures are logged with their codes:\n{log}"
     );
+    // A gateway request's access line: who touched which mailbox.
+    let gateway: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("tokenbroker::access") && l.contains("route=\"/graph\""))
+        .collect();
+    assert_eq!(gateway.len(), 2, "{log}");
+    for (line, (mailbox, status)) in gateway.iter().zip([("alice", 200), ("bob", 403)]) {
+        for part in [
+            "account=\"svc\"".to_owned(),
+            "tenant=\"contoso\"".to_owned(),
+            "method=\"GET\"".to_owned(),
+            format!("path=\"/users/{mailbox}@contoso.com/messages\""),
+            format!("status={status}"),
+            "bytes=".to_owned(),
+        ] {
+            assert!(line.contains(&part), "{part} missing: {line}");
+        }
+        assert!(
+            !line.contains("top=2"),
+            "the query reached the access line: {line}"
+        );
+    }
     // A refused caller's access line says why, in the metric's words.
     let refused: Vec<&str> = log
         .lines()

@@ -155,7 +155,9 @@ where
     })?;
     let caller = authenticate(app, peer, conn, &req, false, access)?;
     *account = Some(caller.account_name().to_owned());
-    access.method = Some(req.method().as_str().to_owned());
+    if access.enabled {
+        access.method = Some(req.method().as_str().to_owned());
+    }
 
     // What is asked, normalised and judged before anything goes upstream.
     let uri = req.uri().clone();
@@ -322,7 +324,7 @@ where
         graph_bases: graph_bases(app),
         gateway_base: format!("http://{host}/graph/{}", named.tenant),
     };
-    Ok(rewrite(app, response, &links, max_rewrite, access).await)
+    Ok(rewrite(app, response, &links, max_rewrite).await)
 }
 
 /// Judges one request (or sub-request) against the rules, looking up a
@@ -475,7 +477,6 @@ async fn rewrite(
     response: Response<super::respond::Body>,
     links: &Links,
     max_rewrite_bytes: usize,
-    access: &mut Access,
 ) -> Answer {
     let (mut head, body) = response.into_parts();
     if let Some(location) = head.headers.get(LOCATION).and_then(|l| l.to_str().ok()) {
@@ -497,7 +498,6 @@ async fn rewrite(
         if json && !encoded {
             app.metrics.graph_rewrite_skipped();
         }
-        access.bytes = declared;
         head.headers = forward::response_headers(&head.headers, false);
         return Response::from_parts(head, body);
     }
@@ -506,7 +506,6 @@ async fn rewrite(
         let rewritten = links.rewrite_json(&bytes);
         head.headers = forward::response_headers(&head.headers, rewritten.is_some());
         let bytes = rewritten.map_or(bytes, Bytes::from);
-        access.bytes = Some(bytes.len() as u64);
         return Response::from_parts(head, whole(bytes));
     };
     // Larger than we rewrite: what was read, then the rest, unchanged.

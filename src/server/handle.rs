@@ -47,10 +47,10 @@ pub(super) struct Access {
     /// The peer's uid, on the Unix sockets.
     uid: Option<u32>,
     /// Gateway requests: the method, the normalised Graph path (mailbox
-    /// included, never the query) and the body's bytes when known.
+    /// included, never the query) and the answer's bytes when known.
     pub(super) method: Option<String>,
     pub(super) path: Option<String>,
-    pub(super) bytes: Option<u64>,
+    bytes: Option<u64>,
 }
 
 impl Access {
@@ -83,6 +83,10 @@ where
         answer(app, route, peer, conn, &req, &mut access).await
     };
     let status = answer.status().as_u16();
+    if access.enabled && route == Route::Graph {
+        // Known for whole bodies and for streams Graph gave a length.
+        access.bytes = hyper::body::Body::size_hint(answer.body()).exact();
+    }
     let ended = Instant::now();
     conn.request_ended(ended);
     let elapsed = ended.saturating_duration_since(started);

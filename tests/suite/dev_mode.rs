@@ -95,7 +95,7 @@ async fn dev_mode_prints_working_instructions() {
     assert_eq!(page["value"].as_array().unwrap().len(), 2);
     let next = page["@odata.nextLink"].as_str().unwrap();
     assert!(
-        next.starts_with(&format!("http://localhost/graph/contoso/v1.0/")),
+        next.starts_with("http://localhost/graph/contoso/v1.0/"),
         "{next}"
     );
     assert!(!answer.body.contains(&token));

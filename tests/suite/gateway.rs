@@ -630,3 +630,31 @@ async fn a_unix_socket_peer_uses_the_gateway_by_its_uid() {
     assert_eq!(answer.status, 403, "{}", answer.body);
     g.server.stop().await;
 }
+
+#[tokio::test]
+async fn the_rules_reload_with_the_configuration() {
+    let g = Gateway::start("").await;
+    let bob = "/users/bob@contoso.com/messages";
+    assert_eq!(g.get(bob, MAIL_SYNC_SECRET).await.0, 403);
+    let text = std::fs::read_to_string(&g.f.config_path).unwrap();
+    let widened = text.replacen(
+        "mailboxes = [\"alice@contoso.com\"]",
+        "mailboxes = [\"alice@contoso.com\", \"bob@contoso.com\"]",
+        1,
+    );
+    assert_ne!(text, widened);
+    std::fs::write(&g.f.config_path, widened).unwrap();
+    g.server.app.broker().reload().await.unwrap();
+    assert_eq!(g.get(bob, MAIL_SYNC_SECRET).await.0, 200);
+    // And back: a rule removed by a reload allows nothing any more.
+    std::fs::write(&g.f.config_path, text).unwrap();
+    g.server.app.broker().reload().await.unwrap();
+    assert_eq!(g.get(bob, MAIL_SYNC_SECRET).await.0, 403);
+    assert_eq!(
+        g.get("/users/alice@contoso.com/messages", MAIL_SYNC_SECRET)
+            .await
+            .0,
+        200
+    );
+    g.server.stop().await;
+}
