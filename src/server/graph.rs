@@ -440,7 +440,12 @@ async fn look_up(
             }
         }
         404 => Ok(None),
-        401 | 403 => Err(Refused {
+        401 => Err(Refused::from(Failure::new(
+            502,
+            "directory",
+            format!("looking a mailbox up in tenant {tenant_label} failed: Graph refused the tenant's token (401)"),
+        ))),
+        403 => Err(Refused {
             failure: Failure::new(
                 403,
                 "forbidden",
