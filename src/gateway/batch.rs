@@ -10,12 +10,13 @@ pub const MAX_REQUESTS: usize = 20;
 /// The longest `$batch` body read to check it (Graph takes at most 4 MB).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// One sub-request: its id, method and normalised path.
+/// One sub-request: its id, method, normalised path and query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubRequest {
     pub id: String,
     pub method: String,
     pub path: GraphPath,
+    pub query: Option<String>,
 }
 
 /// Why a batch was refused before any rule looked at it (400).
@@ -40,6 +41,41 @@ pub enum BatchError {
 pub fn parse(body: &[u8]) -> Result<Vec<SubRequest>, BatchError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| BatchError::NotBatch)?;
+    parse_value(&value)
+}
+
+/// The body to forward: the caller's, with each sub-request's method and
+/// URL replaced by the normalised ones the rules judged, so Graph runs
+/// exactly what was allowed (as for a request of its own).
+pub fn canonical(body: &[u8]) -> Result<(Vec<SubRequest>, Vec<u8>), BatchError> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| BatchError::NotBatch)?;
+    let subs = parse_value(&value)?;
+    if let Some(requests) = value
+        .get_mut("requests")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for (request, sub) in requests.iter_mut().zip(&subs) {
+            let mut url = sub.path.encoded();
+            if let Some(query) = &sub.query {
+                url.push('?');
+                url.push_str(query);
+            }
+            // Each is an object: parse_value read its fields.
+            if let Some(fields) = request.as_object_mut() {
+                fields.insert("url".into(), serde_json::Value::String(url));
+                fields.insert(
+                    "method".into(),
+                    serde_json::Value::String(sub.method.clone()),
+                );
+            }
+        }
+    }
+    let bytes = serde_json::to_vec(&value).map_err(|_| BatchError::NotBatch)?;
+    Ok((subs, bytes))
+}
+
+fn parse_value(value: &serde_json::Value) -> Result<Vec<SubRequest>, BatchError> {
     let requests = value
         .get("requests")
         .and_then(serde_json::Value::as_array)
@@ -61,7 +97,11 @@ pub fn parse(body: &[u8]) -> Result<Vec<SubRequest>, BatchError> {
             if url.contains("://") || url.starts_with("//") {
                 return Err(BatchError::NotRelative(id));
             }
-            let raw = url.split(['?', '#']).next().unwrap_or_default();
+            let without_fragment = url.split('#').next().unwrap_or_default();
+            let (raw, query) = match without_fragment.split_once('?') {
+                Some((raw, query)) => (raw, Some(query.to_owned())),
+                None => (without_fragment, None),
+            };
             let raw = if raw.starts_with('/') {
                 raw.to_owned()
             } else {
@@ -82,6 +122,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<SubRequest>, BatchError> {
                 id,
                 method: method.to_ascii_uppercase(),
                 path,
+                query,
             })
         })
         .collect()
@@ -163,6 +204,33 @@ mod tests {
             parse(br#"{"requests":[{"id":"9","method":"POST","url":"/$batch"}]}"#),
             Err(BatchError::Nested("9".into()))
         );
+    }
+
+    #[test]
+    fn the_forwarded_batch_runs_exactly_what_was_judged() {
+        let body = br#"{"requests":[
+            {"id":"1","method":"get","url":"users('alice%40contoso.com')/Messages?$top=2","headers":{"x":"y"}},
+            {"id":"2","method":"POST","url":"/users/bob@contoso.com/sendMail","body":{"message":{}}}
+        ]}"#;
+        let (subs, forwarded) = canonical(body).unwrap();
+        assert_eq!(subs[0].query.as_deref(), Some("$top=2"));
+        let value: serde_json::Value = serde_json::from_slice(&forwarded).unwrap();
+        assert_eq!(
+            value["requests"][0]["url"],
+            "/users/alice@contoso.com/Messages?$top=2"
+        );
+        assert_eq!(value["requests"][0]["method"], "GET");
+        assert_eq!(value["requests"][0]["headers"]["x"], "y");
+        assert_eq!(
+            value["requests"][1]["url"],
+            "/users/bob@contoso.com/sendMail"
+        );
+        assert_eq!(
+            value["requests"][1]["body"],
+            serde_json::json!({"message": {}})
+        );
+        // What is forwarded parses to the same sub-requests.
+        assert_eq!(parse(&forwarded).unwrap(), subs);
     }
 
     #[test]

@@ -226,11 +226,14 @@ where
 
     // The rules, for the request or each of its sub-requests.
     let asked: Vec<(Option<String>, String, GraphPath)> = match (&held, is_batch) {
-        (Some(bytes), true) => batch::parse(bytes)
-            .map_err(|e| bad_request(e.to_string()))?
-            .into_iter()
-            .map(|s| (Some(s.id), s.method, s.path))
-            .collect(),
+        (Some(bytes), true) => {
+            let (subs, forwarded) =
+                batch::canonical(bytes).map_err(|e| bad_request(e.to_string()))?;
+            held = Some(Bytes::from(forwarded));
+            subs.into_iter()
+                .map(|s| (Some(s.id), s.method, s.path))
+                .collect()
+        }
         _ => vec![(None, method.as_str().to_owned(), named.path.clone())],
     };
     let rules = caller.graph_rules();
