@@ -27,6 +27,8 @@ mod federated;
 mod fleet;
 mod fuzz_corpus;
 mod gateway;
+mod graph_sdk;
+mod graph_sdk_js;
 mod hardening;
 mod operations;
 mod package;
