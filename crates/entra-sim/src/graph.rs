@@ -1481,8 +1481,19 @@ fn send_mail(call: &Call<'_>, key: &str) -> Reply {
     if call.shared.lock().user(&call.token.tid, key).is_none() {
         return invalid_user(key);
     }
-    let input = match json_body(call) {
-        Ok(map) => map,
+    // Graph reads action parameter names case-insensitively: the SDKs send
+    // the metadata's `Message` and `SaveToSentItems`, the docs `message`
+    // and `saveToSentItems`.
+    let input: Map<String, Value> = match json_body(call) {
+        Ok(map) => map
+            .into_iter()
+            .map(|(name, value)| {
+                let canonical = ["message", "saveToSentItems"]
+                    .into_iter()
+                    .find(|p| p.eq_ignore_ascii_case(&name));
+                (canonical.map_or(name, str::to_owned), value)
+            })
+            .collect(),
         Err(reply) => return reply,
     };
     for name in input.keys() {
