@@ -103,6 +103,12 @@ impl Pattern {
     }
 }
 
+/// Whether `name` is an object id (a GUID, 8-4-4-4-12) rather than a user
+/// principal name.
+fn is_object_id(name: &str) -> bool {
+    name.len() == 36 && uuid::Uuid::try_parse(name).is_ok()
+}
+
 /// The mailboxes a rule's `{mailbox}` may name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mailboxes {
@@ -125,7 +131,7 @@ impl Mailboxes {
         let (ids, upns) = listed
             .iter()
             .map(|m| m.to_ascii_lowercase())
-            .partition(|m| crate::config::is_guid(m));
+            .partition(|m| is_object_id(m));
         Mailboxes::Listed { upns, ids }
     }
 
@@ -140,7 +146,7 @@ impl Mailboxes {
             return Allowed::Yes;
         }
         // The other form is listed only if the rule lists any of that form.
-        let other_form_listed = if crate::config::is_guid(&named) {
+        let other_form_listed = if is_object_id(&named) {
             !upns.is_empty()
         } else {
             !ids.is_empty()

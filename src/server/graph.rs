@@ -6,8 +6,8 @@
 //! streaming both ways, and the answer's links to Graph rewritten. Nothing
 //! goes upstream before the rules allowed it.
 
+use super::access::{authenticate, hosts_allowed, Access};
 use super::budget::Conn;
-use super::handle::{authenticate, hosts_allowed, Access};
 use super::respond::{graph_error, whole, Answer, BoxError, Failure};
 use super::{App, Peer};
 use crate::broker::{Caller, TokenError};

@@ -9,6 +9,7 @@
 //! (401), query (400); then the broker answers the one question "a token for
 //! this caller, tenant and resource" (400, 403, 200, 502, 503, 504).
 
+mod access;
 pub mod admin;
 pub mod auth;
 pub mod budget;
