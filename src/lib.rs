@@ -51,6 +51,21 @@
 //! maps it, or the broker's [`broker::Refusal`], to HTTP
 //! ([`server::respond`]).
 //!
+//! # A Graph request through the gateway
+//!
+//! `/graph/{tenant}/{version}/{path}` takes the same first steps (Host,
+//! then who is calling: `server::access`), then the [`gateway`] decides
+//! with pure code: the path comes down to one normal form
+//! ([`gateway::path`]), the account's rules allow or deny it, every
+//! `$batch` sub-request too ([`gateway::rules`], [`gateway::batch`]), and
+//! a mailbox named in its other form is looked up once and remembered
+//! ([`gateway::directory`]). Only then does the broker's one door hand
+//! over the tenant's token ([`broker::Broker::graph_token`], the same cache
+//! as above), and the request goes to Graph with its headers filtered
+//! ([`gateway::forward`]) over a pooled client ([`gateway::upstream`]).
+//! The answer streams back; paging links and `Location` are pointed at the
+//! gateway, and an invalid-token 401 is retried once with a fresh token.
+//!
 //! # Changes of state: the control door
 //!
 //! Reloads go through the broker too ([`broker::Control`]): SIGHUP, the
@@ -71,7 +86,8 @@
 //!   client and the fleet through observer traits; [`route`]: the routes
 //!   and their metric labels, below both the server and the metrics.
 //! - `dev` (feature `dev-mode`, on by default): `serve --dev`, backed by the
-//!   `entra-sim` crate of this workspace, a strict simulated Entra authority.
+//!   `entra-sim` crate of this workspace: a strict simulated Entra authority
+//!   and a Microsoft Graph stand-in behind the gateway.
 //! - [`sys`]: what the broker asks of the operating system (bounded file
 //!   reads, secrets from environment or file, the own uid, user and group
 //!   names through the name service, time formats).
