@@ -1,0 +1,499 @@
+//! The Graph gateway's cost: a real `tokenbroker serve` process in front of
+//! the Graph stand-in (`entra_sim::SimulatedGraph`), both against the
+//! simulated Entra, all on this machine.
+//!
+//! 1. Added latency of a small GET (`/users/{upn}/messages?$top=1`, a JSON
+//!    page whose `@odata.nextLink` the gateway rewrites): interleaved
+//!    rounds of N sequential requests on one keep-alive connection, straight
+//!    to the stand-in (with a token from `issue_token_for_tests`) and through
+//!    the gateway, the order alternating between rounds. Reported: p50 and
+//!    p99 of each (median over the rounds), the added latency (gateway −
+//!    direct, per round, then the median), and the broker's own CPU time per
+//!    gateway request (from `/proc/PID/stat`), steadier than wall time on a
+//!    shared VM. Target: at most 150 µs added at p50.
+//! 2. A 100 MiB `$value` download through the gateway, read and discarded as
+//!    it arrives: the broker's peak RSS is reset (`/proc/PID/clear_refs`)
+//!    before, and its growth is VmHWM after − VmRSS before. Target: at most
+//!    16 MiB. Also timed (MiB/s), direct and through the gateway.
+//!
+//! `cargo bench --bench gateway` (options: `-- --requests N --rounds R
+//! --downloads D --no-access-log`; by default the broker logs as shipped,
+//! `info` with an access line per request).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use entra_sim::{SimulatedAuthority, SimulatedGraph};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+const SECRET: &str = "tb_gateway-bench-secret";
+const MAILBOX: &str = "alice@contoso.com";
+const GRAPH: &str = "https://graph.microsoft.com";
+const ROLES: &[&str] = &["Mail.ReadWrite"];
+const DOWNLOAD_BYTES: usize = 100 * 1024 * 1024;
+const TARGET_ADDED_P50_US: f64 = 150.0;
+const TARGET_RSS_GROWTH_MIB: f64 = 16.0;
+
+struct Options {
+    requests: usize,
+    rounds: usize,
+    downloads: usize,
+    access_log: bool,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Options {
+        requests: value("--requests", 2_000).max(1),
+        rounds: value("--rounds", 7).max(1),
+        downloads: value("--downloads", 3).max(1),
+        access_log: !args.iter().any(|a| a == "--no-access-log"),
+    }
+}
+
+/// VmRSS and VmHWM of `pid`, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Resets the peak RSS (VmHWM) of `pid` to its current RSS.
+fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, 100 if that fails).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// User + system CPU time of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces: fields count from after its ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after ')'.
+    let at = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    at(11) + at(12)
+}
+
+/// A running `tokenbroker serve`, its address once it listens.
+struct Broker {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Broker {
+    /// Starts the broker on `config` and waits until it serves; its log
+    /// lines are read (and dropped) for as long as it runs.
+    fn start(config: &std::path::Path, access_log: bool) -> Broker {
+        let filter = if access_log {
+            "info"
+        } else {
+            "info,tokenbroker::access=warn"
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(config)
+            .env("RUST_LOG", filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tokenbroker");
+        let stderr = child.stderr.take().expect("stderr");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut address = None;
+            let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+            for line in lines.by_ref() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if v["message"] == "listening" && v["listener"] == "tcp" {
+                    address = v["address"].as_str().map(str::to_owned);
+                }
+                if v["message"] == "serving" {
+                    if let Some(address) = address.take() {
+                        let _ = addr_tx.send(address);
+                        break;
+                    }
+                }
+            }
+            // Keep the pipe drained (access lines) without parsing them.
+            for _ in lines {}
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("broker serving");
+        Broker {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// One target of the latency rounds.
+struct Target {
+    name: &'static str,
+    url: String,
+    bearer: String,
+}
+
+/// `n` sequential GETs of `target`, each timed to its last body byte;
+/// the latencies in µs, sorted.
+async fn run(http: &reqwest::Client, target: &Target, n: usize) -> Vec<f64> {
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let response = http
+            .get(&target.url)
+            .bearer_auth(&target.bearer)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let body = response.bytes().await.expect("body");
+        latencies.push(started.elapsed().as_secs_f64() * 1e6);
+        assert!(
+            status.is_success(),
+            "{}: {status} {}",
+            target.name,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+/// The `q` quantile of sorted `values` (nearest rank).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// Downloads `url`, reading and discarding each chunk as it comes; checks
+/// every byte against `expected`. Returns (bytes, seconds).
+async fn download(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: &str,
+    expected: &[u8],
+) -> (usize, f64) {
+    let started = Instant::now();
+    let mut response = http
+        .get(url)
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .expect("download");
+    assert!(
+        response.status().is_success(),
+        "download: {}",
+        response.status()
+    );
+    let mut received = 0usize;
+    let mut same = true;
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        let end = received + chunk.len();
+        same &= expected.get(received..end) == Some(&chunk[..]);
+        received = end;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(same, "the download differs from the message's $value");
+    (received, seconds)
+}
+
+fn main() {
+    let opts = options();
+    // The authority and the stand-in run on their own runtime; the client
+    // on this thread's.
+    let sims = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["gateway".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).expect("write");
+
+    let (sim, graph, tid) = sims.block_on(async {
+        let sim = SimulatedAuthority::start(CLIENT_ID)
+            .await
+            .expect("authority");
+        sim.register_certificate(cert.der()).expect("register");
+        sim.set_roles(ROLES);
+        let tid = sim.consent("contoso.onmicrosoft.com");
+        let graph = SimulatedGraph::start(&sim).await.expect("graph");
+        graph.add_user(&tid, MAILBOX);
+        graph.add_messages(&tid, MAILBOX, 25);
+        (sim, graph, tid)
+    });
+
+    let config = dir.path().join("tokenbroker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+
+[app]
+client_id = "{CLIENT_ID}"
+authority_host = "{authority}"
+certificate = "cert.pem"
+private_key = "key.pem"
+graph_host = "{graph}"
+
+[[tenants]]
+name = "contoso"
+id = "{tid}"
+
+[[accounts]]
+name = "bench"
+secret_sha256 = "{secret}"
+tenants = ["contoso"]
+[[accounts.graph]]
+methods = ["GET"]
+paths = ["/users/{{mailbox}}/messages", "/users/{{mailbox}}/messages/**"]
+mailboxes = ["{MAILBOX}"]
+"#,
+            authority = sim.url(),
+            graph = graph.url(),
+            secret = tokenbroker::access::secret::sha256_hex(SECRET),
+        ),
+    )
+    .expect("config");
+
+    let broker = Broker::start(&config, opts.access_log);
+    let pid = broker.pid();
+    let base = broker.base.clone();
+    let direct = Target {
+        name: "direct",
+        url: format!("{}/v1.0/users/{MAILBOX}/messages?$top=1", graph.url()),
+        bearer: sim.issue_token_for_tests(&tid, GRAPH, ROLES),
+    };
+    let gateway = Target {
+        name: "gateway",
+        url: format!("{base}/graph/contoso/v1.0/users/{MAILBOX}/messages?$top=1"),
+        bearer: SECRET.to_owned(),
+    };
+    let tick = 1.0 / clock_ticks();
+
+    client_rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("client");
+
+        // Warm-up: the gateway's first request fetches the token.
+        for target in [&direct, &gateway] {
+            run(&http, target, 200.min(opts.requests)).await;
+        }
+        let token_requests = sim.total_requests();
+        let (idle_rss, _) = memory_kib(pid);
+
+        // Latency rounds, the order alternating.
+        println!(
+            "gateway bench: {} rounds of {} sequential GETs per target ({} access log)",
+            opts.rounds,
+            opts.requests,
+            if opts.access_log { "with" } else { "no" }
+        );
+        let mut p50 = [Vec::new(), Vec::new()];
+        let mut p99 = [Vec::new(), Vec::new()];
+        let mut added50 = Vec::new();
+        let mut added99 = Vec::new();
+        let mut cpu_per_request = Vec::new();
+        for round in 0..opts.rounds {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            let mut round50 = [0.0; 2];
+            let mut round99 = [0.0; 2];
+            let mut cpu = 0.0;
+            for i in order {
+                let target = [&direct, &gateway][i];
+                let before = cpu_ticks(pid);
+                let latencies = run(&http, target, opts.requests).await;
+                if i == 1 {
+                    cpu = (cpu_ticks(pid) - before) as f64 * tick * 1e6 / opts.requests as f64;
+                }
+                round50[i] = quantile(&latencies, 0.50);
+                round99[i] = quantile(&latencies, 0.99);
+                p50[i].push(round50[i]);
+                p99[i].push(round99[i]);
+            }
+            added50.push(round50[1] - round50[0]);
+            added99.push(round99[1] - round99[0]);
+            cpu_per_request.push(cpu);
+            println!(
+                "  round {}: direct p50 {:6.1} µs p99 {:6.1} µs | gateway p50 {:6.1} µs p99 {:6.1} µs | added p50 {:6.1} µs p99 {:6.1} µs | broker CPU {:5.1} µs/req",
+                round + 1,
+                round50[0],
+                round99[0],
+                round50[1],
+                round99[1],
+                round50[1] - round50[0],
+                round99[1] - round99[0],
+                cpu
+            );
+        }
+        let token_requests_after = sim.total_requests();
+
+        // The download.
+        graph.set_value_size(DOWNLOAD_BYTES);
+        let id = graph.messages(&tid, MAILBOX)[0]["id"]
+            .as_str()
+            .expect("message id")
+            .to_owned();
+        let expected = entra_sim::value_bytes(&id, DOWNLOAD_BYTES);
+        let value = |base: &str| format!("{base}/users/{MAILBOX}/messages/{id}/$value");
+        let direct_value = value(&format!("{}/v1.0", graph.url()));
+        let gateway_value = value(&format!("{base}/graph/contoso/v1.0"));
+        let mut growth_kib = Vec::new();
+        let mut speed = [Vec::new(), Vec::new()];
+        let mut all_bytes_ok = true;
+        let mut peak_reset = true;
+        for round in 0..opts.downloads {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                if i == 0 {
+                    let (bytes, secs) =
+                        download(&http, &direct_value, &direct.bearer, &expected).await;
+                    all_bytes_ok &= bytes == DOWNLOAD_BYTES;
+                    speed[0].push(bytes as f64 / 1048576.0 / secs);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    peak_reset &= reset_peak(pid);
+                    let (rss_before, _) = memory_kib(pid);
+                    let (bytes, secs) =
+                        download(&http, &gateway_value, SECRET, &expected).await;
+                    let (_, hwm_after) = memory_kib(pid);
+                    all_bytes_ok &= bytes == DOWNLOAD_BYTES;
+                    speed[1].push(bytes as f64 / 1048576.0 / secs);
+                    growth_kib.push(hwm_after.saturating_sub(rss_before) as f64);
+                    println!(
+                        "  download {}: {bytes} B through the gateway, RSS before {:.1} MiB, peak after {:.1} MiB (+{:.2} MiB), {:.0} MiB/s",
+                        round + 1,
+                        rss_before as f64 / 1024.0,
+                        hwm_after as f64 / 1024.0,
+                        hwm_after.saturating_sub(rss_before) as f64 / 1024.0,
+                        bytes as f64 / 1048576.0 / secs
+                    );
+                }
+            }
+        }
+        let (rss_end, _) = memory_kib(pid);
+        broker.stop();
+
+        let added_p50 = median(&added50);
+        let added_p99 = median(&added99);
+        let worst_growth = growth_kib.iter().copied().fold(0.0, f64::max) / 1024.0;
+        println!();
+        println!("summary (medians over {} rounds of {} requests)", opts.rounds, opts.requests);
+        println!("  direct   p50 {:7.1} µs   p99 {:7.1} µs", median(&p50[0]), median(&p99[0]));
+        println!("  gateway  p50 {:7.1} µs   p99 {:7.1} µs", median(&p50[1]), median(&p99[1]));
+        println!("  added    p50 {added_p50:7.1} µs   p99 {added_p99:7.1} µs   (per-round gateway − direct)");
+        println!("  broker CPU per gateway request {:6.1} µs", median(&cpu_per_request));
+        println!("  token requests to the authority: {token_requests} after warm-up, {} after the rounds", token_requests_after);
+        println!("  broker RSS idle {:.1} MiB, at the end {:.1} MiB", idle_rss as f64 / 1024.0, rss_end as f64 / 1024.0);
+        println!(
+            "  100 MiB download: direct {:.0} MiB/s, gateway {:.0} MiB/s (medians of {}); broker RSS growth, worst {:.2} MiB",
+            median(&speed[0]),
+            median(&speed[1]),
+            opts.downloads,
+            worst_growth
+        );
+        let checks = [
+            (
+                format!("added latency at p50 <= {TARGET_ADDED_P50_US} µs ({added_p50:.1} µs)"),
+                added_p50 <= TARGET_ADDED_P50_US,
+            ),
+            (
+                format!("100 MiB download grows the broker's RSS by <= {TARGET_RSS_GROWTH_MIB} MiB ({worst_growth:.2} MiB)"),
+                worst_growth <= TARGET_RSS_GROWTH_MIB && peak_reset,
+            ),
+            ("every download exactly 100 MiB, byte for byte".to_owned(), all_bytes_ok),
+            ("one token request for the whole run".to_owned(), token_requests_after == token_requests && token_requests == 1),
+        ];
+        let mut all = true;
+        for (what, ok) in checks {
+            println!("  [{}] {what}", if ok { "ok" } else { "MISSED" });
+            all &= ok;
+        }
+        if !peak_reset {
+            println!("  (could not write /proc/{pid}/clear_refs: the peak is the process's lifetime peak)");
+        }
+        if !all {
+            std::process::exit(1);
+        }
+    });
+    drop(graph);
+    drop(sim);
+}
