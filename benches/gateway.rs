@@ -172,6 +172,83 @@ impl Broker {
     }
 }
 
+/// nginx (one worker) as a plain reverse proxy to the stand-in: the cost
+/// of one more hop through a lean proxy on this machine, the baseline the
+/// gateway's added latency is read against. `None` without nginx.
+struct Nginx {
+    child: std::process::Child,
+    base: String,
+    worker: Option<u32>,
+}
+
+impl Nginx {
+    fn start(dir: &std::path::Path, upstream: &str) -> Option<Nginx> {
+        let binary = std::path::Path::new("/usr/sbin/nginx");
+        if !binary.exists() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .ok()?;
+        let upstream = upstream.trim_start_matches("http://");
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx.err;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{\n  access_log off;\n  upstream graph {{ server {upstream}; keepalive 8; }}\n\
+                 \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://graph;\n\
+                 \x20     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
+                dir = dir.display(),
+            ),
+        )
+        .ok()?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.join("nginx.err"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let master = child.id().to_string();
+        let worker = Command::new("pgrep")
+            .args(["-P", &master])
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()
+            });
+        Some(Nginx {
+            child,
+            base,
+            worker,
+        })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One target of the latency rounds.
 struct Target {
     name: &'static str,
@@ -344,6 +421,12 @@ mailboxes = ["{MAILBOX}"]
         url: format!("{base}/graph/contoso/v1.0/users/{MAILBOX}/messages?$top=1"),
         bearer: SECRET.to_owned(),
     };
+    let nginx = Nginx::start(dir.path(), &graph.url());
+    let proxied = nginx.as_ref().map(|n| Target {
+        name: "nginx",
+        url: format!("{}/v1.0/users/{MAILBOX}/messages?$top=1", n.base),
+        bearer: direct.bearer.clone(),
+    });
     let tick = 1.0 / clock_ticks();
 
     client_rt.block_on(async {
@@ -354,7 +437,7 @@ mailboxes = ["{MAILBOX}"]
             .expect("client");
 
         // Warm-up: the gateway's first request fetches the token.
-        for target in [&direct, &gateway] {
+        for target in [Some(&direct), Some(&gateway), proxied.as_ref()].into_iter().flatten() {
             run(&http, target, 200.min(opts.requests)).await;
         }
         let token_requests = sim.total_requests();
@@ -367,22 +450,40 @@ mailboxes = ["{MAILBOX}"]
             opts.requests,
             if opts.access_log { "with" } else { "no" }
         );
-        let mut p50 = [Vec::new(), Vec::new()];
-        let mut p99 = [Vec::new(), Vec::new()];
+        // Targets: 0 direct, 1 gateway, 2 nginx as a plain proxy (if any).
+        let targets: Vec<&Target> = [Some(&direct), Some(&gateway), proxied.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut p50 = vec![Vec::new(); targets.len()];
+        let mut p99 = vec![Vec::new(); targets.len()];
         let mut added50 = Vec::new();
         let mut added99 = Vec::new();
+        let mut nginx_added50 = Vec::new();
         let mut cpu_per_request = Vec::new();
+        let mut nginx_cpu = Vec::new();
         for round in 0..opts.rounds {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            let mut round50 = [0.0; 2];
-            let mut round99 = [0.0; 2];
+            // Rotate the order, so no target always runs first.
+            let mut order: Vec<usize> = (0..targets.len()).collect();
+            order.rotate_left(round % targets.len());
+            let mut round50 = vec![0.0; targets.len()];
+            let mut round99 = vec![0.0; targets.len()];
             let mut cpu = 0.0;
             for i in order {
-                let target = [&direct, &gateway][i];
-                let before = cpu_ticks(pid);
-                let latencies = run(&http, target, opts.requests).await;
-                if i == 1 {
-                    cpu = (cpu_ticks(pid) - before) as f64 * tick * 1e6 / opts.requests as f64;
+                let cpu_of = match i {
+                    1 => Some(pid),
+                    2 => nginx.as_ref().and_then(|n| n.worker),
+                    _ => None,
+                };
+                let before = cpu_of.map(cpu_ticks);
+                let latencies = run(&http, targets[i], opts.requests).await;
+                if let (Some(of), Some(before)) = (cpu_of, before) {
+                    let used = (cpu_ticks(of) - before) as f64 * tick * 1e6 / opts.requests as f64;
+                    if i == 1 {
+                        cpu = used;
+                    } else {
+                        nginx_cpu.push(used);
+                    }
                 }
                 round50[i] = quantile(&latencies, 0.50);
                 round99[i] = quantile(&latencies, 0.99);
@@ -391,9 +492,12 @@ mailboxes = ["{MAILBOX}"]
             }
             added50.push(round50[1] - round50[0]);
             added99.push(round99[1] - round99[0]);
+            if targets.len() > 2 {
+                nginx_added50.push(round50[2] - round50[0]);
+            }
             cpu_per_request.push(cpu);
             println!(
-                "  round {}: direct p50 {:6.1} µs p99 {:6.1} µs | gateway p50 {:6.1} µs p99 {:6.1} µs | added p50 {:6.1} µs p99 {:6.1} µs | broker CPU {:5.1} µs/req",
+                "  round {}: direct p50 {:6.1} µs p99 {:6.1} µs | gateway p50 {:6.1} µs p99 {:6.1} µs | added p50 {:6.1} µs p99 {:6.1} µs | broker CPU {:5.1} µs/req{}",
                 round + 1,
                 round50[0],
                 round99[0],
@@ -401,7 +505,12 @@ mailboxes = ["{MAILBOX}"]
                 round99[1],
                 round50[1] - round50[0],
                 round99[1] - round99[0],
-                cpu
+                cpu,
+                if targets.len() > 2 {
+                    format!(" | nginx proxy p50 {:6.1} µs (added {:6.1} µs)", round50[2], round50[2] - round50[0])
+                } else {
+                    String::new()
+                }
             );
         }
         let token_requests_after = sim.total_requests();
@@ -461,6 +570,17 @@ mailboxes = ["{MAILBOX}"]
         println!("  gateway  p50 {:7.1} µs   p99 {:7.1} µs", median(&p50[1]), median(&p99[1]));
         println!("  added    p50 {added_p50:7.1} µs   p99 {added_p99:7.1} µs   (per-round gateway − direct)");
         println!("  broker CPU per gateway request {:6.1} µs", median(&cpu_per_request));
+        if !nginx_added50.is_empty() {
+            let nginx_added = median(&nginx_added50);
+            println!(
+                "  nginx as a plain proxy: p50 {:7.1} µs, added p50 {nginx_added:7.1} µs, worker CPU {:6.1} µs/req; the gateway adds {:.2}x what one more hop through nginx adds",
+                median(&p50[2]),
+                median(&nginx_cpu),
+                added_p50 / nginx_added
+            );
+        } else {
+            println!("  (no /usr/sbin/nginx: no plain-proxy baseline; apt-get install nginx-light)");
+        }
         println!("  token requests to the authority: {token_requests} after warm-up, {} after the rounds", token_requests_after);
         println!("  broker RSS idle {:.1} MiB, at the end {:.1} MiB", idle_rss as f64 / 1024.0, rss_end as f64 / 1024.0);
         println!(
