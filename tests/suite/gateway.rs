@@ -208,6 +208,13 @@ async fn a_caller_pages_through_a_mailbox_and_never_holds_a_token() {
             auth.is_some_and(|a| a.starts_with("Bearer eyJ")),
             "{auth:?}"
         );
+        // The caller asked for gzip; Graph is asked for identity, so every
+        // page's links can be rewritten (the caller still parsed each).
+        assert!(
+            r.headers.iter().all(|(n, _)| n != "accept-encoding"),
+            "{:?}",
+            r.headers
+        );
         assert_eq!(r.path, "/v1.0/users/alice@contoso.com/messages");
     }
     // One token for all three: from the broker's cache.
