@@ -273,14 +273,13 @@ where
             .await
             .map_err(|e| Refused::from(Failure::from(&e)))?;
         let token = &issued.grant.token.access_token;
-        let bearer =
-            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                Refused::from(Failure::new(
-                    502,
-                    "bad_token",
-                    "the token from Entra is not a valid header value",
-                ))
-            })?;
+        let bearer = bearer(token.expose()).map_err(|_| {
+            Refused::from(Failure::new(
+                502,
+                "bad_token",
+                "the token from Entra is not a valid header value",
+            ))
+        })?;
         let mut headers = forward::request_headers(&parts.headers, &bearer);
         let body = match (&held, streamed.take()) {
             (Some(bytes), _) => reqwest::Body::from(bytes.clone()),
@@ -396,11 +395,7 @@ async fn look_up(
         .graph_token(caller, tenant.clone(), None)
         .await
         .map_err(|e| Refused::from(Failure::from(&e)))?;
-    let bearer = HeaderValue::from_str(&format!(
-        "Bearer {}",
-        issued.grant.token.access_token.expose()
-    ))
-    .map_err(|_| {
+    let bearer = bearer(issued.grant.token.access_token.expose()).map_err(|_| {
         Refused::from(Failure::new(
             502,
             "bad_token",
@@ -562,6 +557,14 @@ fn invalid_token(body: &[u8]) -> bool {
                 .map(str::to_owned)
         })
         .is_some_and(|code| code == "InvalidAuthenticationToken")
+}
+
+/// `Authorization: Bearer <token>`, marked sensitive so no `Debug` of the
+/// headers shows it.
+fn bearer(token: &str) -> Result<HeaderValue, hyper::header::InvalidHeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 fn content_length<B>(req: &Request<B>) -> Option<u64> {
