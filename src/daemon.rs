@@ -270,6 +270,13 @@ pub fn spawn_state_saver(app: Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
+/// Keeps the `[[token_files]]` current ([`crate::token_files::run`]):
+/// written at start (after the state file's tokens are back), whenever the
+/// cached token changes, and after each reload, whose file set it follows.
+pub fn spawn_token_files(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { crate::token_files::run(app.broker()).await })
+}
+
 /// The last write of the state file, as the daemon stops: within `limit`,
 /// so a stuck disk cannot keep the process from exiting.
 pub async fn save_state_at_exit(app: &App, limit: std::time::Duration) {

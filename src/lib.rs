@@ -82,6 +82,10 @@
 //! - [`daemon`]: start-up, one path for `serve`, `serve --dev`, tests and
 //!   benches, and the triggers of reloads; [`cli`]: the command line, one
 //!   file per command (the binary only calls [`cli::run`]).
+//! - [`token_files`]: for callers that can only read a file, a current
+//!   token kept in one (`[[token_files]]`): asked of the broker's one door
+//!   like any token ([`broker::Broker::token_for_file`]), written whole
+//!   by rename whenever the cache's token changes.
 //! - [`metrics`]: Prometheus metrics, fed by the cache, the authority
 //!   client and the fleet through observer traits; [`route`]: the routes
 //!   and their metric labels, below both the server and the metrics.
@@ -139,3 +143,4 @@ pub mod server;
 pub mod state_file;
 pub(crate) mod sys;
 pub(crate) mod token;
+pub mod token_files;

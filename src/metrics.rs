@@ -73,6 +73,8 @@ pub struct Metrics {
     graph_duration: HistogramVec,
     graph_rewrite_skipped: IntCounter,
     shared_ops: IntCounterVec,
+    /// success, failure.
+    token_file_writes: [IntCounter; 2],
     /// Registered only with `[shared_cache]`.
     shared_up: Option<IntGauge>,
     configured: ArcSwap<Configured>,
@@ -310,6 +312,14 @@ impl Metrics {
             "Operations on the fleet's shared cache, by op (get, set, delete, lease) and result (hit, miss, ok, busy: a lease another host holds, error, timeout, rejected: a value that failed decryption or verification)",
             &["op", "result"],
         );
+        let token_file_writes = counter_vec(
+            &registry,
+            "token_file_writes_total",
+            "Token files written ([[token_files]]), by result (failure: no token could be had, or the file could not be replaced; the status says why)",
+            &["result"],
+        );
+        let token_file_writes =
+            ["success", "failure"].map(|r| token_file_writes.with_label_values(&[r]));
         let shared_up = config.shared_cache.as_ref().map(|_| {
             register(
                 &registry,
@@ -375,6 +385,7 @@ impl Metrics {
             graph_duration,
             graph_rewrite_skipped,
             shared_ops,
+            token_file_writes,
             shared_up,
             configured: ArcSwap::default(),
         };
@@ -649,6 +660,10 @@ impl crate::broker::Observer for Metrics {
             self.set_configured(config);
         }
         self.config_reload(config.is_some(), at_unix);
+    }
+
+    fn token_file_written(&self, ok: bool) {
+        self.token_file_writes[usize::from(!ok)].inc();
     }
 }
 

@@ -23,7 +23,6 @@
 use crate::cache::CacheKey;
 use crate::config::{Resource, TenantId, TenantKey};
 use crate::seal::{Keys, Rejected, TokenRecord};
-use std::fs::File;
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -216,42 +215,14 @@ impl StateFile {
             path: self.path.clone(),
             source,
         };
-        let name = self
-            .path
-            .file_name()
-            .ok_or_else(|| failed(ErrorKind::InvalidInput.into()))?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(".tmp");
-        let temp = dir.join(temp_name);
-        let result = (|| -> std::io::Result<u64> {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temp)?;
-            // A temporary file left by a crash may have had another mode.
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        crate::sys::replace_file(&self.path, 0o600, None, |file| {
             let mut out = Counting::new(BufWriter::new(file));
             self.write_to(&mut out, tokens, known)?;
             let written = out.count;
-            let file = out.inner.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &self.path)?;
-            File::open(dir)?.sync_all()?;
+            out.inner.into_inner().map_err(|e| e.into_error())?;
             Ok(written)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        result.map_err(failed)
+        })
+        .map_err(failed)
     }
 
     fn write_to<'a>(

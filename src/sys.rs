@@ -2,8 +2,8 @@
 //! reads of small files (and their SHA-256, to see them change), the
 //! process's own uid, user and group names through the system's name
 //! service (so LDAP or sssd users and groups work as local ones do),
-//! secrets kept in the environment or in files, and the time format
-//! operators read.
+//! secrets kept in the environment or in files, files replaced whole
+//! (the state file, token files), and the time format operators read.
 
 use std::io::{Error, ErrorKind, Read};
 use std::path::Path;
@@ -76,6 +76,63 @@ pub fn file_sha256(path: &Path) -> std::io::Result<[u8; 32]> {
     let mut out = [0u8; 32];
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
     Ok(out)
+}
+
+/// Replaces `path` whole, so a reader sees the old content or the new,
+/// never part of either: `write` fills a temporary file beside it (created
+/// exclusively with mode 0600, so nobody else can open it meanwhile),
+/// which is synced, given `mode` and `gid` (the owner stays this process's
+/// user), renamed over `path`, and the directory synced so the rename
+/// survives a crash. Returns what `write` returns; on failure nothing but
+/// the old file is left.
+pub fn replace_file<T>(
+    path: &Path,
+    mode: u32,
+    gid: Option<u32>,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "names no file"))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(".tmp");
+    let temp = dir.join(temp_name);
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+    };
+    let mut file = match create() {
+        // Left by a crash mid-write (one writer per path): ours to replace.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&temp)?;
+            create()?
+        }
+        other => other?,
+    };
+    let result = (|| {
+        let out = write(&mut file)?;
+        file.sync_all()?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if gid.is_some() {
+            std::os::unix::fs::fchown(&file, None, gid)?;
+        }
+        std::fs::rename(&temp, path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(out)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
 }
 
 /// No secret (a key or PFX password, a Redis username or password, an HSM
@@ -201,6 +258,43 @@ mod tests {
         }
         let error = read_bounded(Path::new("/dev/zero")).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::InvalidInput, "{error}");
+    }
+
+    #[test]
+    fn a_replaced_file_is_whole_with_its_mode_and_group_and_nothing_beside_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.token");
+        std::fs::write(&path, b"old").unwrap();
+        // A temporary file a crash left (another mode) is replaced.
+        std::fs::write(dir.path().join(".t.token.tmp"), b"crash").unwrap();
+        let gid = std::fs::metadata(dir.path()).unwrap().gid();
+        let n = replace_file(&path, 0o640, Some(gid), |f| {
+            std::io::Write::write_all(f, b"new")?;
+            Ok(3)
+        })
+        .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o640, gid));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A failed write leaves the old file, and nothing beside it.
+        let failed = replace_file(&path, 0o600, None, |f| {
+            std::io::Write::write_all(f, b"half")?;
+            Err::<(), _>(Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A directory that is not there is an error, not a panic.
+        let missing = dir.path().join("none/t.token");
+        assert_eq!(
+            replace_file(&missing, 0o600, None, |_| Ok(()))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::NotFound
+        );
     }
 
     #[test]

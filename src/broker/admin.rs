@@ -22,6 +22,8 @@ pub struct Status {
     pub shared_cache: Option<crate::fleet::FleetStatus>,
     /// Configured tenants.
     pub tenants: usize,
+    /// Each `[[token_files]]` entry and its last write.
+    pub token_files: Vec<crate::token_files::FileView>,
 }
 
 /// One credential in the status.
@@ -115,6 +117,9 @@ impl Broker {
             credentials,
             shared_cache: self.fleet().map(|f| f.status()),
             tenants: state.config.tenants.len(),
+            token_files: self
+                .token_files
+                .views(&state.config.token_files, state.config.app.graph().as_str()),
         }
     }
 

@@ -194,6 +194,8 @@ pub trait Observer: CacheObserver + UpstreamObserver {
     fn forced_by_admin(&self) {}
     /// A reload succeeded (with the configuration now in force) or failed.
     fn reloaded(&self, _config: Option<&Config>, _at_unix: u64) {}
+    /// A token file was written, or could not be.
+    fn token_file_written(&self, _ok: bool) {}
 }
 
 impl UpstreamObserver for NoObserver {}
@@ -271,6 +273,10 @@ pub struct Broker {
     observer: Arc<dyn Observer>,
     clock: SharedClock,
     started_at: u64,
+    /// What happened to each token file (the status).
+    token_files: crate::token_files::Book,
+    /// Marked changed by every reload (token files follow at once).
+    reloads: tokio::sync::watch::Sender<()>,
 }
 
 impl Broker {
@@ -356,6 +362,8 @@ impl Broker {
             observer,
             clock,
             started_at: now,
+            token_files: crate::token_files::Book::default(),
+            reloads: tokio::sync::watch::Sender::new(()),
         })
     }
 
@@ -506,11 +514,55 @@ impl Broker {
                 );
             }
         }
+        self.serve(target, key, rejected).await
+    }
+
+    /// Serves a resolved `target` from the cache, as every door does once
+    /// the caller (if any) may have it.
+    async fn serve(
+        &self,
+        target: Target,
+        key: CacheKey,
+        rejected: Option<&[u8; 32]>,
+    ) -> Result<Issued, TokenError> {
         let grant = match rejected {
             Some(hash) => self.cache.get_replacing(&key, hash).await?,
             None => self.cache.get(&key).await?,
         };
         Ok(Issued { target, grant })
+    }
+
+    /// The token a `[[token_files]]` entry holds: `tenant` (a configured
+    /// name, GUID or domain) and `resource` (the cloud's Graph when `None`)
+    /// resolved as for any caller, served from the same cache and single
+    /// flight. No account: the operator who configured the file is the
+    /// authority, so no account's budget of new tenants is charged.
+    pub async fn token_for_file(
+        &self,
+        tenant: &str,
+        resource: Option<&str>,
+    ) -> Result<Issued, TokenError> {
+        let target = self.state.load().policy.target(tenant, resource)?;
+        let key = CacheKey::new(&target.tenant.id, &target.resource);
+        self.serve(target, key, None).await
+    }
+
+    /// Records a token file's write (`Ok(expires_on)`) or why it failed:
+    /// the status and the metric.
+    pub fn token_file_written(&self, path: &Path, outcome: Result<u64, String>) {
+        self.observer.token_file_written(outcome.is_ok());
+        self.token_files
+            .record(path, outcome, self.clock.unix_now());
+    }
+
+    /// Marked changed by every successful reload.
+    pub fn watch_reloads(&self) -> tokio::sync::watch::Receiver<()> {
+        self.reloads.subscribe()
+    }
+
+    /// Marked changed whenever the cache stores or drops a token.
+    pub fn watch_cache_changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.cache.watch_changes()
     }
 
     /// Starts fetching a Graph token for every configured tenant that has
@@ -633,9 +685,19 @@ impl Broker {
             self.credentials.forget_rejections();
             applied.cleared = true;
         } else {
-            applied.dropped = self
-                .cache
-                .retain(|key| policy.anyone_may_have(&key.tenant, &key.resource));
+            // Token files' tokens stay too: no account needs to cover them.
+            let files: Vec<CacheKey> = config
+                .token_files
+                .iter()
+                .filter_map(|f| {
+                    let resource = f.resource.as_ref().map(|r| r.as_str());
+                    let target = policy.target(&f.tenant.to_string(), resource).ok()?;
+                    Some(CacheKey::new(&target.tenant.id, &target.resource))
+                })
+                .collect();
+            applied.dropped = self.cache.retain(|key| {
+                policy.anyone_may_have(&key.tenant, &key.resource) || files.contains(key)
+            });
         }
         self.state.store(Arc::new(State {
             config: Arc::clone(&config),
@@ -644,6 +706,7 @@ impl Broker {
         }));
         self.observer.reloaded(Some(&config), self.clock.unix_now());
         self.prefetch_configured_tenants();
+        self.reloads.send_replace(());
         Ok(applied)
     }
 

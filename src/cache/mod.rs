@@ -246,6 +246,9 @@ struct Inner<E: LoadError> {
     /// Bumped whenever a token is stored or dropped (the state file is
     /// rewritten only when it moved).
     changes: AtomicU64,
+    /// Told of every change as `changes` is (token files are rewritten
+    /// when their token changed, without polling the cache for it).
+    changed: watch::Sender<()>,
     /// When each slot's background refresh is due.
     timers: load::Timers<E>,
     /// What slots count their last use from.
@@ -307,6 +310,7 @@ impl<E: LoadError> TokenCache<E> {
                 pacer: pacing::Pacer::new(),
                 observer,
                 changes: AtomicU64::new(0),
+                changed: watch::Sender::new(()),
                 timers: load::Timers::new(),
                 epoch,
             }),
@@ -667,6 +671,11 @@ impl<E: LoadError> TokenCache<E> {
         self.inner.changes.load(Ordering::Relaxed)
     }
 
+    /// Marked changed whenever a token is stored or dropped.
+    pub fn watch_changes(&self) -> watch::Receiver<()> {
+        self.inner.changed.subscribe()
+    }
+
     /// Whether `key` has a slot.
     pub fn contains(&self, key: &CacheKey) -> bool {
         self.inner.slots.contains_key(key)
@@ -701,6 +710,7 @@ async fn wait<E: LoadError>(
 impl<E: LoadError> Inner<E> {
     fn changed(&self) {
         self.changes.fetch_add(1, Ordering::Relaxed);
+        self.changed.send_replace(());
     }
 }
 

@@ -153,6 +153,27 @@ fn table(status: &Value, rows: &[Value], now: u64) -> String {
             error,
         ));
     }
+    for f in status["token_files"].as_array().into_iter().flatten() {
+        let field = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("?");
+        let written = match f.get("last_written_at").and_then(Value::as_u64) {
+            Some(at) => format!(
+                "written {}, token expires in {}",
+                ago(Some(at), now),
+                until(f.get("expires_on").and_then(Value::as_u64), now)
+            ),
+            None => "not written yet".to_owned(),
+        };
+        let error = match f.get("last_error").and_then(Value::as_str) {
+            Some(e) => format!("; FAILING: {e}"),
+            None => String::new(),
+        };
+        text.push_str(&format!(
+            "token file {} ({}, tenant {}): {written}{error}\n",
+            field("path"),
+            field("format"),
+            field("tenant"),
+        ));
+    }
     text.push_str(&tenant_rows(rows, now));
     text
 }
@@ -344,7 +365,11 @@ mod tests {
     fn the_status_table_reads_at_a_glance() {
         let status = json!({"version": "0.1.0", "config_file": "/etc/t.toml", "config_loaded_at": 900,
             "tenants": 2, "credentials": [{"thumbprint": "AB12", "not_after": 1000 + 40 * 86_400,
-            "in_use": true, "last_rejection": null}]});
+            "in_use": true, "last_rejection": null}],
+            "token_files": [{"path": "/run/t/c.token", "tenant": "contoso", "format": "token",
+                "last_written_at": 990, "expires_on": 1000 + 3000, "last_error": null},
+                {"path": "/run/t/f.json", "tenant": "f.com", "format": "json",
+                "last_written_at": null, "expires_on": null, "last_error": "cannot write it: denied"}]});
         let rows = vec![
             json!({"name": "contoso", "id": "contoso.com", "resource": "https://graph.microsoft.com",
                 "consent": "granted", "token": {"expires_on": 1000 + 3000}, "missing_permissions": ["Mail.Send"],
@@ -358,7 +383,18 @@ mod tests {
             text.contains("credential AB12 (in use): expires in 40d"),
             "{text}"
         );
-        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            text.contains("token file /run/t/c.token (token, tenant contoso): written 10s ago, token expires in 50m\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("token file /run/t/f.json (json, tenant f.com): not written yet; FAILING: cannot write it: denied\n"),
+            "{text}"
+        );
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with("token file"))
+            .collect();
         assert!(lines[2].starts_with("TENANT"), "{text}");
         assert!(
             lines[3].starts_with("contoso")

@@ -28,7 +28,7 @@ pub(super) fn authority_client(
 /// One finding of `check`: what was checked, whether it passed, and what it says.
 #[derive(Debug, serde::Serialize)]
 pub(super) struct Finding {
-    /// `configuration`, `credential`, `shared_cache` or `tenant`.
+    /// `configuration`, `credential`, `token_file`, `shared_cache` or `tenant`.
     check: &'static str,
     /// The file, credential, cache or tenant it is about.
     name: String,
@@ -51,6 +51,7 @@ impl Finding {
         match self.check {
             "configuration" if self.ok => format!("configuration: {name} is valid\n  {message}"),
             "credential" => format!("credential: {verdict}{message}"),
+            "token_file" => format!("token file: {verdict}{message}"),
             "shared_cache" => format!("shared cache {name}: {verdict}{message}"),
             check => format!("{check} {name}: {verdict}{message}"),
         }
@@ -152,6 +153,19 @@ fn run_checks(
             None => format!("{} ({})", credential.id(), credential.kind()),
         };
         report.add("credential", credential.id(), true, message);
+    }
+    // Not fatal to `serve` (a file it cannot write is an error in its log
+    // and status), but a token file that is never written is a broken
+    // deployment: exit 2, naming the key.
+    let files = crate::token_files::check(&config.token_files).map_err(|(key, message)| {
+        crate::config::ConfigError::Invalid {
+            path: config_path.to_owned(),
+            key,
+            message,
+        }
+    })?;
+    for (file, message) in config.token_files.iter().zip(files) {
+        report.add("token_file", file.path.display().to_string(), true, message);
     }
     let mut warnings = warnings;
     if let Some(file) = &config.cache.state_file {

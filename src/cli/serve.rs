@@ -91,6 +91,7 @@ pub(super) fn serve(
             Err(e) => tracing::error!("cannot catch SIGHUP (reload with `tokenbroker reload` instead): {e}"),
         }
         daemon::spawn_watch(Arc::clone(&app));
+        daemon::spawn_token_files(Arc::clone(&app));
         let saver = daemon::spawn_state_saver(Arc::clone(&app));
         // Kept alive (the simulated authority stops when dropped) until serving ends.
         let _dev_mode = dev_mode.map(|dev| dev.announce(local));

@@ -16,11 +16,12 @@ pub(crate) mod validate;
 pub use schema::{
     AccountConfig, AppConfig, CacheConfig, Config, CredentialConfig, GraphConfig, GraphRuleConfig,
     ManagedIdentityConfig, ManagedIdentityProtocol, Pkcs11Config, ServerConfig, SharedCacheConfig,
-    SigningAlgorithm, TenantConfig,
+    SigningAlgorithm, TenantConfig, TokenFileConfig, TokenFileFormat,
 };
 pub use types::{
-    check_tenant_id, is_guid, AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name,
-    Permission, ResolvedTenant, Resource, SecretHash, SecretHashes, TenantId, TenantKey, TenantRef,
+    check_tenant_id, is_guid, parse_file_mode, AuthorityHost, ConfigDuration, EnvVarName, Guid,
+    HostName, Name, Permission, ResolvedTenant, Resource, SecretHash, SecretHashes, TenantId,
+    TenantKey, TenantRef,
 };
 
 use std::path::{Path, PathBuf};
@@ -306,6 +307,7 @@ impl Config {
         .into_iter()
         .chain(credentials)
         .chain(shared)
+        .chain(self.token_files.iter_mut().map(|f| Some(&mut f.path)))
         .flatten()
         {
             if path.is_relative() {
@@ -432,6 +434,75 @@ private_key = "key.pem"
 
     fn with_tenants_and_accounts(tenants: &str, accounts: &str) -> String {
         format!("{MINIMAL}\n{tenants}\n{accounts}")
+    }
+
+    #[test]
+    fn token_files_are_checked_and_named_by_their_place() {
+        let files = |body: &str| {
+            format!("{MINIMAL}\n[[tenants]]\nname = \"contoso\"\nid = \"contoso.onmicrosoft.com\"\n{body}")
+        };
+        let good = files(
+            "[[token_files]]\npath = \"files/contoso.token\"\ntenant = \"contoso\"\n\
+             [[token_files]]\npath = \"/run/t/f.json\"\ntenant = \"fabrikam.onmicrosoft.com\"\n\
+             resource = \"https://outlook.office365.com\"\nformat = \"json\"\nmode = \"0640\"\ngroup = \"mail-sync\"\n",
+        );
+        let config = parse(&good).unwrap();
+        let [first, second] = &config.token_files[..] else {
+            panic!("two files")
+        };
+        // Relative to the configuration file, like every path.
+        assert_eq!(
+            first.path,
+            Path::new("/etc/tokenbroker/files/contoso.token")
+        );
+        assert_eq!(
+            (first.format, first.mode_bits()),
+            (TokenFileFormat::Token, Ok(0o600))
+        );
+        assert_eq!(
+            (second.format, second.mode_bits()),
+            (TokenFileFormat::Json, Ok(0o640))
+        );
+        assert_eq!(second.group.as_deref(), Some("mail-sync"));
+        let one = |extra: &str| {
+            files(&format!(
+                "[[token_files]]\npath = \"a.token\"\ntenant = \"contoso\"\n{extra}"
+            ))
+        };
+        for (text, key, what) in [
+            (one("mode = \"0666\"\n"), "token_files[0].mode", "world-writable"),
+            (one("mode = \"777x\"\n"), "token_files[0].mode", "not an octal"),
+            (one("mode = \"1777\"\n"), "token_files[0].mode", "sticky"),
+            (one("group = \"a b\"\n"), "token_files[0].group", "not a group name"),
+            (files("[[token_files]]\npath = \"a\"\ntenant = \"*\"\n"), "token_files[0].tenant", "\"*\" is not a tenant"),
+            (files("[[token_files]]\npath = \"a\"\ntenant = \"nobody\"\n"), "token_files[0].tenant", "\"nobody\" is neither"),
+            (files("[[token_files]]\npath = \"dir/\"\ntenant = \"contoso\"\n"), "token_files[0].path", "names no file"),
+            (
+                files("[[token_files]]\npath = \"a\"\ntenant = \"contoso\"\n[[token_files]]\npath = \"a\"\ntenant = \"contoso\"\n"),
+                "token_files[1].path",
+                "used by two",
+            ),
+        ] {
+            let message = error(&text);
+            assert!(message.contains(key) && message.contains(what), "{text}: {message}");
+        }
+        // The line of the key at fault is named.
+        let text = one("mode = \"0666\"\n");
+        let line = text.lines().position(|l| l.starts_with("mode")).unwrap() + 1;
+        assert!(error(&text).contains(&format!("line {line}: token_files[0].mode")));
+        // `app` belongs to several app registrations, not built yet: an unknown key.
+        let message = error(&one("app = \"mail\"\n"));
+        assert!(message.contains("unknown field `app`"), "{message}");
+        let message = error(&one("format = \"xml\"\n"));
+        assert!(message.contains("unknown variant `xml`"), "{message}");
+        let many: String = (0..257)
+            .map(|i| format!("[[token_files]]\npath = \"f{i}\"\ntenant = \"contoso\"\n"))
+            .collect();
+        let message = error(&files(&many));
+        assert!(
+            message.contains("token_files: lists 257 files; at most 256"),
+            "{message}"
+        );
     }
 
     #[test]

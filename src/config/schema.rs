@@ -35,6 +35,61 @@ pub struct Config {
     /// The Graph gateway's limits.
     #[serde(default)]
     pub graph: GraphConfig,
+    /// Files the daemon keeps a current token in, for callers that can only read a file.
+    #[serde(default)]
+    pub token_files: Vec<TokenFileConfig>,
+}
+
+/// `[[token_files]]`: a file kept holding a current token of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFileConfig {
+    /// The file, replaced whole (rename) whenever the token changes.
+    pub path: PathBuf,
+    /// A configured tenant name, or a tenant GUID or domain.
+    pub tenant: TenantRef,
+    /// The audience; default: the cloud's Graph.
+    #[serde(default)]
+    pub resource: Option<Resource>,
+    #[serde(default)]
+    pub format: TokenFileFormat,
+    /// Octal, as a string (`"0640"`); checked by validation, which names the key.
+    #[serde(default = "TokenFileConfig::default_mode")]
+    pub mode: String,
+    /// The file's group, through the name service (the owner stays the daemon's user).
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl TokenFileConfig {
+    fn default_mode() -> String {
+        "0600".into()
+    }
+
+    /// The permission bits of `mode` (validated at load).
+    pub fn mode_bits(&self) -> Result<u32, String> {
+        super::types::parse_file_mode(&self.mode)
+    }
+}
+
+/// What a token file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFileFormat {
+    /// The access token alone, no newline.
+    #[default]
+    Token,
+    /// `{"access_token", "expires_on", "tenant_id", "resource"}`.
+    Json,
+}
+
+impl TokenFileFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenFileFormat::Token => "token",
+            TokenFileFormat::Json => "json",
+        }
+    }
 }
 
 /// `[graph]`: the Graph gateway's limits (`/graph/{tenant}/{version}/…`).

@@ -397,6 +397,36 @@ pub fn check_tenant_id(v: &str) -> Result<(), String> {
     }
 }
 
+/// The permission bits of a file mode written as an octal string
+/// (`"0640"`, `"640"`). World-writable modes are refused (anyone could
+/// replace the token a reader trusts), and so are setuid, setgid and
+/// sticky bits (meaningless on a token file). Pure.
+pub fn parse_file_mode(v: &str) -> Result<u32, String> {
+    let digits = v.strip_prefix("0o").unwrap_or(v);
+    let octal =
+        (3..=4).contains(&digits.len()) && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    let bits = octal
+        .then(|| u32::from_str_radix(digits, 8).ok())
+        .flatten()
+        .ok_or_else(|| {
+            format!(
+                "\"{}\" is not an octal file mode; write it as a string such as \"0640\"",
+                v.escape_debug()
+            )
+        })?;
+    if bits > 0o777 {
+        return Err(format!(
+            "\"{v}\" sets setuid, setgid or sticky bits; a token file needs none (e.g. \"0640\")"
+        ));
+    }
+    if bits & 0o002 != 0 {
+        return Err(format!(
+            "\"{v}\" is world-writable; anyone could replace the token; use \"0600\", or \"0640\" with group"
+        ));
+    }
+    Ok(bits)
+}
+
 fn check_resource(v: &str) -> Result<(), String> {
     // The URL parser silently drops tabs and newlines; the value also goes
     // into the scope and log lines, so only visible ASCII passes.
@@ -468,5 +498,39 @@ impl TryFrom<String> for ConfigDuration {
 impl fmt::Display for ConfigDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_file_mode;
+
+    #[test]
+    fn file_modes_are_octal_strings_never_world_writable() {
+        assert_eq!(parse_file_mode("0600"), Ok(0o600));
+        assert_eq!(parse_file_mode("0640"), Ok(0o640));
+        assert_eq!(parse_file_mode("440"), Ok(0o440));
+        assert_eq!(parse_file_mode("0o660"), Ok(0o660));
+        for refused in ["0666", "777", "0602"] {
+            let e = parse_file_mode(refused).unwrap_err();
+            assert!(e.contains("world-writable"), "{refused}: {e}");
+        }
+        for not_octal in [
+            "777x",
+            "0680",
+            "",
+            "64",
+            "00640",
+            "-640",
+            "rw-r-----",
+            "0x1a0",
+        ] {
+            let e = parse_file_mode(not_octal).unwrap_err();
+            assert!(e.contains("not an octal file mode"), "{not_octal}: {e}");
+        }
+        for special in ["1777", "4640", "2750", "1640"] {
+            let e = parse_file_mode(special).unwrap_err();
+            assert!(e.contains("setuid"), "{special}: {e}");
+        }
     }
 }

@@ -37,4 +37,5 @@ mod prometheus;
 mod properties;
 mod server;
 mod shutdown;
+mod token_files;
 mod warm_restart;
