@@ -624,6 +624,22 @@ private_key = "key.pem"
             Path::new("/etc/tokenbroker/shared-cache.key")
         );
         assert_eq!(shared.timeout.0, Duration::from_millis(250));
+        // Its [[token_files]] block, uncommented.
+        let (_, files) = text.split_once("# [[token_files]]").unwrap();
+        let (files, _) = files.split_once("\n\n").unwrap();
+        let mut block = String::from("[[token_files]]\n");
+        for setting in files.lines().filter_map(|l| l.strip_prefix("# ")) {
+            if setting.contains(" = ") {
+                block.push_str(setting);
+                block.push('\n');
+            }
+        }
+        let config = parse(&format!("{text}\n{block}")).unwrap();
+        let file = &config.token_files[0];
+        assert_eq!(
+            (file.format, file.mode_bits(), file.group.as_deref()),
+            (TokenFileFormat::Token, Ok(0o640), Some("mail-sync"))
+        );
     }
 
     #[test]
