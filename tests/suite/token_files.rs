@@ -317,3 +317,54 @@ fn check_refuses_a_token_file_directory_that_is_not_there() {
         "{report}"
     );
 }
+
+/// `tokenbroker serve` keeps the files (the task `serve` spawns), logs a
+/// failed write as an ERROR without the token, and `tokenbroker status`
+/// shows each file.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_writes_the_files_and_status_shows_them() {
+    let f = Fixture::new(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_socket = \"admin.sock\"\n{TENANT}\
+         [[token_files]]\npath = \"later/contoso.token\"\ntenant = \"contoso\"\n"
+    ))
+    .await;
+    f.sim.consent("contoso.onmicrosoft.com");
+    let mut daemon = common::Daemon::spawn(&f.config_path).await;
+    let failed = daemon
+        .wait_for(Duration::from_secs(10), |l| {
+            l["level"] == "ERROR"
+                && l["token_file"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("later/contoso.token"))
+        })
+        .await;
+    assert!(failed.is_some(), "{}", daemon.log.join("\n"));
+    std::fs::create_dir(f.dir.path().join("later")).unwrap();
+    let path = f.dir.path().join("later/contoso.token");
+    assert!(common::eventually(Duration::from_secs(10), || path.exists()).await);
+    let token = check_token(&std::fs::read(&path).unwrap()).unwrap();
+    let status = {
+        let _host = crate::package::HOST
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+            .args(["status", "--config"])
+            .arg(&f.config_path)
+            .output()
+            .unwrap()
+    };
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        said.contains(&format!(
+            "token file {} (token, tenant contoso): written",
+            path.display()
+        )),
+        "{said}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    daemon.signal("-TERM");
+    let log = daemon.drain().await;
+    let all = log.iter().map(|l| l.to_string()).collect::<String>();
+    assert!(!all.contains(&token), "the token is never logged");
+    assert!(all.contains("token file written again"), "{all}");
+}
