@@ -1,0 +1,263 @@
+//! The token endpoint's server: the accept loop, and for each request the
+//! counting, latency and injected faults, the checks of `verify.rs`, and
+//! answers and refusals in Entra's shape.
+
+use crate::token::issue_token;
+use crate::{verify, Fault, Refusal, Shared, State};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = stopped.changed() => {}
+            }
+        });
+    }
+}
+
+/// Decrements the in-flight gauge however the request ends.
+struct InFlight<'a>(&'a Shared);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(crate) type Answer = Response<Full<Bytes>>;
+
+/// The error a service returns to make hyper drop the connection.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by fault injection")]
+struct Dropped;
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dropped> {
+    let now_in_flight = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.peak.fetch_max(now_in_flight, Ordering::SeqCst);
+    let _guard = InFlight(&shared);
+
+    let tenant = token_path_tenant(req.uri().path());
+    if let Some(tenant) = &tenant {
+        shared.total.fetch_add(1, Ordering::SeqCst);
+        *shared
+            .lock()
+            .requests
+            .entry(tenant.to_ascii_lowercase())
+            .or_default() += 1;
+    }
+    let (latency, fault) = {
+        let mut state = shared.lock();
+        let fault = state
+            .faults
+            .pop_front()
+            .or_else(|| state.persistent_fault.clone());
+        (state.latency, fault)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::Drop) => return Err(Dropped),
+        Some(Fault::Garbage) => {
+            return Ok(raw(
+                200,
+                "text/html",
+                "<html><body>Service Unavailable</body></html>",
+            ))
+        }
+        Some(Fault::Truncated) => {
+            return Ok(raw(
+                200,
+                "application/json",
+                "{\"token_type\":\"Bearer\",\"expires_in\":35",
+            ))
+        }
+        Some(Fault::Throttle(seconds)) => {
+            let mut answer = entra_error(429, "temporarily_unavailable", 50196, "The server is temporarily unable to service your request due to throttling. Please retry later.", &req);
+            if let Ok(value) = hyper::header::HeaderValue::from_str(&seconds.to_string()) {
+                answer.headers_mut().insert("retry-after", value);
+            }
+            return Ok(answer);
+        }
+        Some(Fault::Status(status)) => {
+            let error = if status == 503 {
+                "temporarily_unavailable"
+            } else {
+                "server_error"
+            };
+            return Ok(entra_error(
+                status,
+                error,
+                90033,
+                "A transient error has occurred. Please try again.",
+                &req,
+            ));
+        }
+        Some(Fault::Aadsts {
+            status,
+            error,
+            code,
+        }) => {
+            return Ok(entra_error(status, &error, code, "Injected refusal.", &req));
+        }
+        None => {}
+    }
+
+    let Some(tenant) = tenant else {
+        return Ok(raw(404, "application/json", "{\"error\":\"not_found\"}"));
+    };
+    if req.method() != hyper::Method::POST {
+        return Ok(entra_error(
+            400,
+            "invalid_request",
+            900_561,
+            "The endpoint only accepts POST requests.",
+            &req,
+        ));
+    }
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let correlation = correlation_id(&req);
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(Dropped),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let checked = {
+        let state = shared.lock();
+        verify::check_request(&state_view(&state), &tenant, &content_type, &body, now)
+    };
+    match checked {
+        Ok(grant) => Ok(issue_token(&shared, &grant, now)),
+        Err(refusal) => {
+            let answer = refusal_answer(&refusal, &correlation);
+            shared.lock().refusals.push(refusal);
+            Ok(answer)
+        }
+    }
+}
+
+fn state_view(state: &State) -> verify::Registry<'_> {
+    verify::Registry {
+        client_id: &state.client_id,
+        base_url: &state.base_url,
+        keys: &state.keys,
+        tenants: &state.tenants,
+        federated: &state.federated,
+    }
+}
+
+/// `/{tenant}/oauth2/v2.0/token` → the tenant.
+fn token_path_tenant(path: &str) -> Option<String> {
+    let mut parts = path.strip_prefix('/')?.split('/');
+    let tenant = parts.next()?;
+    let rest: Vec<&str> = parts.collect();
+    (rest == ["oauth2", "v2.0", "token"] && !tenant.is_empty()).then(|| tenant.to_owned())
+}
+
+fn correlation_id(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get("client-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| uuid::Uuid::parse_str(v).is_ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+pub(crate) fn raw(status: u16, content_type: &str, body: &'static str) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *answer.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        answer
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    answer
+}
+
+pub(crate) fn json(status: u16, body: &serde_json::Value) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+    *answer.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    answer.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    answer.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store, no-cache"),
+    );
+    answer
+}
+
+fn entra_error(status: u16, error: &str, code: u32, text: &str, req: &Request<Incoming>) -> Answer {
+    let refusal = Refusal {
+        status,
+        error: error.to_owned(),
+        code,
+        message: text.to_owned(),
+    };
+    refusal_answer(&refusal, &correlation_id(req))
+}
+
+/// Entra's error body: the description carries the code, trace and
+/// correlation ids and a timestamp; the ids are also separate fields.
+fn refusal_answer(refusal: &Refusal, correlation: &str) -> Answer {
+    let trace = uuid::Uuid::new_v4().to_string();
+    let timestamp = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace('T', " ");
+    let description = format!(
+        "AADSTS{}: {}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}\r\nTimestamp: {timestamp}",
+        refusal.code, refusal.message
+    );
+    json(
+        refusal.status,
+        &serde_json::json!({
+            "error": refusal.error,
+            "error_description": description,
+            "error_codes": [refusal.code],
+            "timestamp": timestamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": format!("https://login.microsoftonline.com/error?code={}", refusal.code),
+        }),
+    )
+}
