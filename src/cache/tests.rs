@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::clock::TokioClock;
+use crate::config::Resource;
+use crate::token::AccessToken;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;

@@ -6,6 +6,12 @@ use super::types::{ConfigDuration, Name, TenantId, TenantKey, TenantRef};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+mod graph;
+mod token_files;
+
+use graph::graph_rules;
+use token_files::token_files;
+
 /// A broken rule: the key path and the message.
 pub(super) type Broken = (String, String);
 
@@ -21,83 +27,7 @@ pub(super) fn validate(config: &Config) -> Result<(), Broken> {
     token_files(config, &tenants)
 }
 
-/// At most this many `[[token_files]]`: each is a file rewritten at every
-/// token change, checked every few seconds.
-pub(crate) const MAX_TOKEN_FILES: usize = 256;
-
-/// `[[token_files]]`: a bounded count, unique paths naming a file, a tenant
-/// that is one (a configured name, or a GUID or domain; never `"*"`), a
-/// mode that is not world-writable, a group name that is one.
-fn token_files(config: &Config, tenants: &HashMap<&Name, &TenantId>) -> Result<(), Broken> {
-    if config.token_files.len() > MAX_TOKEN_FILES {
-        return Err(broken(
-            "token_files",
-            format!(
-                "lists {} files; at most {MAX_TOKEN_FILES} are kept (callers that can share one should read the same file)",
-                config.token_files.len()
-            ),
-        ));
-    }
-    let mut paths = HashSet::new();
-    for (i, file) in config.token_files.iter().enumerate() {
-        let key = |k: &str| format!("token_files[{i}].{k}");
-        let named_file = file.path.file_name().is_some_and(|n| n != "." && n != "..");
-        if !named_file || file.path.as_os_str().to_string_lossy().ends_with('/') {
-            return Err(broken(
-                key("path"),
-                format!("\"{}\" names no file; give the file's path, e.g. /run/tokenbroker/files/contoso.token", file.path.display()),
-            ));
-        }
-        if !paths.insert(&file.path) {
-            return Err(broken(
-                key("path"),
-                format!(
-                    "\"{}\" is used by two token files; each file holds one token",
-                    file.path.display()
-                ),
-            ));
-        }
-        if config.cache.state_file.as_ref() == Some(&file.path) {
-            return Err(broken(
-                key("path"),
-                "is cache.state_file's path; give the token file a path of its own",
-            ));
-        }
-        match &file.tenant {
-            TenantRef::Any => {
-                return Err(broken(
-                    key("tenant"),
-                    "\"*\" is not a tenant; a file holds one tenant's token (a configured name, GUID or domain)",
-                ))
-            }
-            TenantRef::Name(name) if !tenants.contains_key(name) => {
-                return Err(broken(
-                    key("tenant"),
-                    format!("\"{name}\" is neither a configured tenant name nor a tenant GUID or domain"),
-                ))
-            }
-            _ => {}
-        }
-        file.mode_bits().map_err(|e| broken(key("mode"), e))?;
-        if let Some(group) = &file.group {
-            let ok = !group.is_empty()
-                && group.len() <= 64
-                && !group.starts_with('-')
-                && group
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.$".contains(&b));
-            if !ok {
-                return Err(broken(
-                    key("group"),
-                    format!("\"{}\" is not a group name", group.escape_debug()),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn broken(key: impl Into<String>, message: impl Into<String>) -> Broken {
+pub(super) fn broken(key: impl Into<String>, message: impl Into<String>) -> Broken {
     (key.into(), message.into())
 }
 
@@ -640,76 +570,6 @@ fn accounts(config: &Config, tenants: &HashMap<&Name, &TenantId>) -> Result<(), 
                 return Err(broken(
                     key,
                     format!("\"{default}\" is not in this account's tenants"),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The methods a Graph rule may name.
-const GRAPH_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
-
-/// An account's `[[accounts.graph]]` rules.
-fn graph_rules(i: usize, account: &crate::config::AccountConfig) -> Result<(), Broken> {
-    use crate::gateway::rules::Pattern;
-    if account.graph_only && account.graph.is_empty() {
-        return Err(broken(
-            format!("accounts[{i}].graph_only"),
-            "is true but the account has no [[accounts.graph]] rules: it could do nothing; add rules or drop graph_only",
-        ));
-    }
-    for (j, rule) in account.graph.iter().enumerate() {
-        let key = |field: &str| format!("accounts[{i}].graph[{j}].{field}");
-        if rule.methods.is_empty() {
-            return Err(broken(
-                key("methods"),
-                "is empty; list methods, e.g. [\"GET\"]",
-            ));
-        }
-        if let Some(bad) = rule
-            .methods
-            .iter()
-            .find(|m| !GRAPH_METHODS.contains(&m.as_str()))
-        {
-            return Err(broken(
-                key("methods"),
-                format!("\"{bad}\" is not one of {}", GRAPH_METHODS.join(", ")),
-            ));
-        }
-        if rule.paths.is_empty() {
-            return Err(broken(
-                key("paths"),
-                "is empty; list path patterns, e.g. [\"/users/{mailbox}/messages/**\"]",
-            ));
-        }
-        for path in &rule.paths {
-            if path.len() > crate::gateway::path::MAX_PATH_BYTES {
-                return Err(broken(key("paths"), "a pattern is longer than 2048 bytes"));
-            }
-            Pattern::parse(path).map_err(|e| broken(key("paths"), e.to_string()))?;
-        }
-        let names_mailbox = rule.paths.iter().any(|p| p.contains("{mailbox}"));
-        if names_mailbox && rule.mailboxes.is_empty() {
-            return Err(broken(
-                key("mailboxes"),
-                "is empty but a pattern has {mailbox}; list user principal names or object ids, or \"*\" for any",
-            ));
-        }
-        for mailbox in &rule.mailboxes {
-            let ok = mailbox == "*"
-                || crate::config::is_guid(mailbox)
-                || (mailbox.len() <= 256
-                    && mailbox.split_once('@').is_some_and(|(user, domain)| {
-                        !user.is_empty()
-                            && !domain.is_empty()
-                            && !mailbox.contains(['/', '\\', '?', '#', '%'])
-                            && !mailbox.chars().any(|c| c.is_control() || c.is_whitespace())
-                    }));
-            if !ok {
-                return Err(broken(
-                    key("mailboxes"),
-                    format!("\"{mailbox}\" is neither a user principal name (user@domain), an object id (GUID) nor \"*\""),
                 ));
             }
         }
