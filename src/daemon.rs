@@ -102,7 +102,7 @@ pub fn preflight(config: &Config, config_path: &Path, sockets: bool) -> Result<(
                 ),
             ));
         }
-        writable(dir).map_err(|e| {
+        crate::sys::writable(dir).map_err(|e| {
             invalid(
                 key,
                 format!(
@@ -115,30 +115,6 @@ pub fn preflight(config: &Config, config_path: &Path, sockets: bool) -> Result<(
         })?;
     }
     Ok(())
-}
-
-/// Whether this process can create files in `dir`: made and removed, so
-/// modes, ACLs and read-only mounts all answer as they will for `serve`.
-pub fn writable(dir: &Path) -> std::io::Result<()> {
-    let probe = dir.join(format!(".tokenbroker-probe-{}", std::process::id()));
-    let create = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&probe)
-    };
-    match create() {
-        // Left by a process with this pid that was killed mid-probe (PID 1
-        // in a container): ours to replace.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::remove_file(&probe)?;
-            create()?;
-        }
-        other => {
-            other?;
-        }
-    }
-    std::fs::remove_file(&probe)
 }
 
 /// Loads every credential `config` names, as of now. Returns the set and
@@ -270,11 +246,11 @@ pub fn spawn_state_saver(app: Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
-/// Keeps the `[[token_files]]` current ([`crate::token_files::run`]):
+/// Keeps the `[[token_files]]` current ([`crate::token_files::writer::run`]):
 /// written at start (after the state file's tokens are back), whenever the
 /// cached token changes, and after each reload, whose file set it follows.
 pub fn spawn_token_files(app: Arc<App>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move { crate::token_files::run(app.broker()).await })
+    tokio::spawn(async move { crate::token_files::writer::run(app.broker()).await })
 }
 
 /// The last write of the state file, as the daemon stops: within `limit`,

@@ -218,6 +218,30 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Whether this process can create files in `dir`: made and removed, so
+/// modes, ACLs and read-only mounts all answer as they will for `serve`.
+pub fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".tokenbroker-probe-{}", std::process::id()));
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+    };
+    match create() {
+        // Left by a process with this pid that was killed mid-probe (PID 1
+        // in a container): ours to replace.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&probe)?;
+            create()?;
+        }
+        other => {
+            other?;
+        }
+    }
+    std::fs::remove_file(&probe)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

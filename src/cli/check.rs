@@ -172,7 +172,7 @@ fn run_checks(
         // Not fatal to `serve` (it serves cold and logs each failed write),
         // and the unit's StateDirectory= makes the directory at the first start.
         let dir = file.parent().unwrap_or(Path::new("."));
-        if let Err(e) = crate::daemon::writable(dir) {
+        if let Err(e) = crate::sys::writable(dir) {
             warnings.push(format!(
                 "cache.state_file: cannot write in {} as user {}: {e}; until it can, a restart starts \
                  with an empty cache (the unit's StateDirectory= makes the directory at its first start)",
