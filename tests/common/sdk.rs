@@ -6,6 +6,7 @@
 use super::{claims, sha256_hex, Fixture, Server, GRAPH};
 use serde_json::Value;
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -206,4 +207,120 @@ pub fn assert_graph_token(server: &Server, run: &SdkRun, tid: &str) {
     );
     assert_eq!(msi_requests(server, Some(200)), 1, "one request, no probe");
     assert!(run.elapsed < SDK_DEADLINE);
+}
+
+/// Installs an SDK once per test binary: `install` runs on a blocking
+/// thread the first time, and later callers get its result. `None` (the
+/// test skips, saying it `needs` what failed) when it could not be had;
+/// with `TOKENBROKER_TEST_ALL=1` that is a failure instead.
+pub async fn installed<T: Send + Sync + 'static>(
+    cell: &'static std::sync::OnceLock<Result<T, String>>,
+    install: fn() -> Result<T, String>,
+    needs: &str,
+    versions: fn(&T) -> &str,
+) -> Option<&'static T> {
+    let sdk = tokio::task::spawn_blocking(move || cell.get_or_init(install))
+        .await
+        .expect("the install task panicked");
+    match sdk {
+        Ok(sdk) => {
+            eprintln!("using {}", versions(sdk));
+            Some(sdk)
+        }
+        Err(e) => {
+            super::available(&format!("{needs} ({e})"), false);
+            None
+        }
+    }
+}
+
+/// A virtualenv at `target/{name}` with `packages` installed from PyPI
+/// (blocking). Reused while `current` accepts what `versions` reports of
+/// it. Returns its python and that report.
+pub fn python_venv(
+    name: &str,
+    packages: &[&str],
+    versions: fn(&Path) -> Result<String, String>,
+    current: impl Fn(&str) -> bool,
+) -> Result<(PathBuf, String), String> {
+    let venv = super::manifest_dir().join("target").join(name);
+    let python = venv.join("bin/python");
+    if let Ok(found) = versions(&python) {
+        if current(&found) {
+            return Ok((python, found));
+        }
+    }
+    super::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+        .map_err(|e| format!("creating the virtualenv {}: {e}", venv.display()))?;
+    super::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(packages),
+    )
+    .map_err(|e| format!("installing {} from PyPI: {e}", packages.join(" ")))?;
+    let found = versions(&python).map_err(|e| {
+        format!(
+            "{} still not importable after pip install: {e}",
+            packages.join(" ")
+        )
+    })?;
+    Ok((python, found))
+}
+
+/// `node --version`, when it is at least `major`.
+pub fn node_at_least(major: u32) -> Result<String, String> {
+    let node = super::run(Command::new("node").arg("--version"))
+        .map_err(|e| format!("node is not available: {e}"))?;
+    let found: u32 = node
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| format!("cannot read node --version {node:?}"))?;
+    if found < major {
+        return Err(format!("node {node} is older than {major}"));
+    }
+    Ok(node)
+}
+
+/// `target/{name}` with `package_json` in it and `npm install` run there
+/// (blocking), unless `current(dir)` says the install there is the one
+/// wanted already. `what` names the package in errors.
+pub fn npm_install(
+    name: &str,
+    package_json: &str,
+    what: &str,
+    current: impl Fn(&Path) -> bool,
+) -> Result<PathBuf, String> {
+    let dir = super::manifest_dir().join("target").join(name);
+    let manifest = dir.join("package.json");
+    let same_manifest = std::fs::read_to_string(&manifest).ok().as_deref() == Some(package_json);
+    if same_manifest && current(&dir) {
+        eprintln!("reusing {}", dir.display());
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::write(&manifest, package_json)
+        .map_err(|e| format!("writing {}: {e}", manifest.display()))?;
+    let started = Instant::now();
+    super::run(Command::new("npm").current_dir(&dir).args([
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--no-update-notifier",
+    ]))
+    .map_err(|e| format!("installing {what} from the npm registry: {e}"))?;
+    eprintln!("npm install of {what} took {:.1?}", started.elapsed());
+    Ok(dir)
+}
+
+/// Copies `tests/{source}` into `dir` as `name`, beside its
+/// `node_modules` so its imports resolve as in an application. Written
+/// whole, then renamed into place: tests of this binary may be starting it.
+pub fn place_program(dir: &Path, source: &str, name: &str) -> Result<(), String> {
+    let program = std::fs::read(super::manifest_dir().join("tests").join(source))
+        .map_err(|e| format!("reading {source}: {e}"))?;
+    let partial = dir.join(format!("{name}.{}", std::process::id()));
+    std::fs::write(&partial, program).map_err(|e| format!("writing {}: {e}", partial.display()))?;
+    std::fs::rename(&partial, dir.join(name)).map_err(|e| format!("installing {name}: {e}"))
 }

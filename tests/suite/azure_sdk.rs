@@ -52,54 +52,28 @@ const PINNED: &str = "1.27.0";
 /// for it: azure-core's default is aiohttp.
 const AIOHTTP: &str = "aiohttp>=3.9,<4";
 
-/// Makes sure the virtualenv exists with azure-identity and aiohttp
-/// installed (blocking).
+/// Makes sure the virtualenv exists with azure-identity [`PINNED`] and
+/// aiohttp installed (blocking); an older one, or one without aiohttp, is
+/// upgraded.
 fn install_sdk() -> Result<Sdk, String> {
-    let venv = manifest_dir().join("target/azure-sdk-venv");
-    let python = venv.join("bin/python");
-    // The version the README says was verified, and aiohttp; an older
-    // virtualenv, or one without aiohttp, is upgraded.
-    if let Ok(versions) = installed_versions(&python) {
-        if versions.contains(&format!("azure-identity {PINNED}")) {
-            return Ok(Sdk { python, versions });
-        }
-    }
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
-        .map_err(|e| format!("creating the virtualenv {}: {e}", venv.display()))?;
-    run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        &format!("azure-identity=={PINNED}"),
-        AIOHTTP,
-    ]))
-    .map_err(|e| format!("installing azure-identity and aiohttp from PyPI: {e}"))?;
-    let versions = installed_versions(&python).map_err(|e| {
-        format!("azure-identity or aiohttp is still not importable after pip install: {e}")
-    })?;
+    let (python, versions) = common::sdk::python_venv(
+        "azure-sdk-venv",
+        &[&format!("azure-identity=={PINNED}"), AIOHTTP],
+        installed_versions,
+        |found| found.contains(&format!("azure-identity {PINNED}")),
+    )?;
     Ok(Sdk { python, versions })
 }
 
-/// The installed SDK; installs it once per test binary. `None` (the test
-/// skips, saying why) when python3 with venv or PyPI cannot be had here;
-/// with `TOKENBROKER_TEST_ALL=1` that is a failure instead.
+/// The installed SDK, once per test binary (`None`: skipped, saying why).
 async fn sdk() -> Option<&'static Sdk> {
-    let sdk = tokio::task::spawn_blocking(|| SDK.get_or_init(install_sdk))
-        .await
-        .expect("the install task panicked");
-    match sdk {
-        Ok(sdk) => {
-            eprintln!("using {}", sdk.versions);
-            Some(sdk)
-        }
-        Err(e) => {
-            common::available(
-                &format!("python3 with venv and PyPI, for the real azure-identity package ({e})"),
-                false,
-            );
-            None
-        }
-    }
+    common::sdk::installed(
+        &SDK,
+        install_sdk,
+        "python3 with venv and PyPI, for the real azure-identity package",
+        |sdk| &sdk.versions,
+    )
+    .await
 }
 
 /// How `get_token.py` is to run: which credential, and the environment.

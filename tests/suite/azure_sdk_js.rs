@@ -13,16 +13,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
+use crate::common::run;
 use crate::common::sdk::{
     assert_graph_token, msi_requests, run_sdk, two_tenant_broker, SdkRun, SDK_DEADLINE,
 };
-use crate::common::{manifest_dir, run};
 
 use common::Server;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Instant;
 
 /// The `@azure/identity` version under test: the newest 4.13.x whose
 /// `engines` still admit Node 20 (4.13.2 and later ask for Node 22).
@@ -71,41 +70,13 @@ fn installed_versions(dir: &Path) -> Result<(String, String), String> {
 /// Makes sure `target/azure-sdk-js` has [`PINNED`] installed and the script
 /// beside it (blocking).
 fn install_sdk() -> Result<Sdk, String> {
-    let node = run(Command::new("node").arg("--version"))
-        .map_err(|e| format!("node is not available: {e}"))?;
-    let major: u32 = node
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .ok_or_else(|| format!("cannot read node --version {node:?}"))?;
-    if major < NODE_MAJOR {
-        return Err(format!("node {node} is older than {NODE_MAJOR}"));
-    }
-    let dir = manifest_dir().join("target/azure-sdk-js");
-    let manifest = dir.join("package.json");
-    let wanted = package_json();
-    let reusable = std::fs::read_to_string(&manifest).ok().as_deref() == Some(wanted.as_str())
-        && installed_versions(&dir).is_ok_and(|(identity, _)| identity == PINNED);
-    if reusable {
-        eprintln!("reusing {}", dir.display());
-    } else {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        std::fs::write(&manifest, &wanted)
-            .map_err(|e| format!("writing {}: {e}", manifest.display()))?;
-        let started = Instant::now();
-        run(Command::new("npm").current_dir(&dir).args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--no-update-notifier",
-        ]))
-        .map_err(|e| format!("installing @azure/identity@{PINNED} from the npm registry: {e}"))?;
-        eprintln!(
-            "npm install of @azure/identity@{PINNED} took {:.1?}",
-            started.elapsed()
-        );
-    }
+    let node = common::sdk::node_at_least(NODE_MAJOR)?;
+    let dir = common::sdk::npm_install(
+        "azure-sdk-js",
+        &package_json(),
+        &format!("@azure/identity@{PINNED}"),
+        |dir| installed_versions(dir).is_ok_and(|(identity, _)| identity == PINNED),
+    )?;
     let (identity, msal) = installed_versions(&dir)
         .map_err(|e| format!("@azure/identity is still not resolvable after npm install: {e}"))?;
     if identity != PINNED {
@@ -113,42 +84,24 @@ fn install_sdk() -> Result<Sdk, String> {
             "npm installed @azure/identity {identity}, not {PINNED}"
         ));
     }
-    // Beside node_modules, so that its `import "@azure/identity"` resolves
-    // as in an application. Written whole, then renamed into place.
-    let script = std::fs::read(manifest_dir().join("tests/azure_sdk/get_token.mjs"))
-        .map_err(|e| format!("reading get_token.mjs: {e}"))?;
-    let partial = dir.join(format!("get_token.mjs.{}", std::process::id()));
-    std::fs::write(&partial, script).map_err(|e| format!("writing {}: {e}", partial.display()))?;
-    std::fs::rename(&partial, dir.join("get_token.mjs"))
-        .map_err(|e| format!("installing get_token.mjs: {e}"))?;
+    common::sdk::place_program(&dir, "azure_sdk/get_token.mjs", "get_token.mjs")?;
     Ok(Sdk {
         dir,
         versions: format!("@azure/identity {identity}, @azure/msal-node {msal}, node {node}"),
     })
 }
 
-/// The installed SDK; installs it once per test binary. `None` (the test
-/// skips, saying why) when Node.js, npm or the npm registry cannot be had
-/// here; with `TOKENBROKER_TEST_ALL=1` that is a failure instead.
+/// The installed SDK, once per test binary (`None`: skipped, saying why).
 async fn sdk() -> Option<&'static Sdk> {
-    let sdk = tokio::task::spawn_blocking(|| SDK.get_or_init(install_sdk))
-        .await
-        .expect("the install task panicked");
-    match sdk {
-        Ok(sdk) => {
-            eprintln!("using {}", sdk.versions);
-            Some(sdk)
-        }
-        Err(e) => {
-            common::available(
-                &format!(
-                    "node >= {NODE_MAJOR}, npm and the npm registry, for the real @azure/identity package ({e})"
-                ),
-                false,
-            );
-            None
-        }
-    }
+    common::sdk::installed(
+        &SDK,
+        install_sdk,
+        &format!(
+            "node >= {NODE_MAJOR}, npm and the npm registry, for the real @azure/identity package"
+        ),
+        |sdk| &sdk.versions,
+    )
+    .await
 }
 
 /// What the SDK's message carries of the broker's 401 (its `error` and

@@ -46,47 +46,24 @@ fn installed_versions(python: &Path) -> Result<String, String> {
 
 /// Makes sure the virtualenv exists with msgraph-sdk [`PINNED`] (blocking).
 fn install_sdk() -> Result<Sdk, String> {
-    let venv = manifest_dir().join("target/graph-sdk-venv");
-    let python = venv.join("bin/python");
-    if let Ok(versions) = installed_versions(&python) {
-        if versions.starts_with(&format!("msgraph-sdk {PINNED},")) {
-            return Ok(Sdk { python, versions });
-        }
-    }
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
-        .map_err(|e| format!("creating the virtualenv {}: {e}", venv.display()))?;
-    run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        &format!("msgraph-sdk=={PINNED}"),
-    ]))
-    .map_err(|e| format!("installing msgraph-sdk from PyPI: {e}"))?;
-    let versions = installed_versions(&python)
-        .map_err(|e| format!("msgraph-sdk is still not importable after pip install: {e}"))?;
+    let (python, versions) = common::sdk::python_venv(
+        "graph-sdk-venv",
+        &[&format!("msgraph-sdk=={PINNED}")],
+        installed_versions,
+        |found| found.starts_with(&format!("msgraph-sdk {PINNED},")),
+    )?;
     Ok(Sdk { python, versions })
 }
 
-/// The installed SDK; installs it once per test binary. `None` (the test
-/// skips, saying why) when python3 with venv or PyPI cannot be had here;
-/// with `TOKENBROKER_TEST_ALL=1` that is a failure instead.
+/// The installed SDK, once per test binary (`None`: skipped, saying why).
 async fn sdk() -> Option<&'static Sdk> {
-    let sdk = tokio::task::spawn_blocking(|| SDK.get_or_init(install_sdk))
-        .await
-        .expect("the install task panicked");
-    match sdk {
-        Ok(sdk) => {
-            eprintln!("using {}", sdk.versions);
-            Some(sdk)
-        }
-        Err(e) => {
-            common::available(
-                &format!("python3 with venv and PyPI, for the real msgraph-sdk package ({e})"),
-                false,
-            );
-            None
-        }
-    }
+    common::sdk::installed(
+        &SDK,
+        install_sdk,
+        "python3 with venv and PyPI, for the real msgraph-sdk package",
+        |sdk| &sdk.versions,
+    )
+    .await
 }
 
 /// Runs `mail.py ACTION` as the account with `secret`.

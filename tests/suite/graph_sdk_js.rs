@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
-use crate::common::{manifest_dir, run};
+use crate::common::run;
 use crate::gateway::{Gateway, MAIL_SYNC_SECRET, NOTIFIER_SECRET};
 use crate::graph_sdk::{assert_denied, assert_listed, assert_sent, run_program};
 
@@ -57,38 +57,13 @@ fn installed_version(dir: &Path) -> Result<String, String> {
 /// Makes sure `target/graph-sdk-js` has [`PINNED`] installed and the
 /// program beside it (blocking).
 fn install_sdk() -> Result<Sdk, String> {
-    let node = run(Command::new("node").arg("--version"))
-        .map_err(|e| format!("node is not available: {e}"))?;
-    let major: u32 = node
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .ok_or_else(|| format!("cannot read node --version {node:?}"))?;
-    if major < NODE_MAJOR {
-        return Err(format!("node {node} is older than {NODE_MAJOR}"));
-    }
-    let dir = manifest_dir().join("target/graph-sdk-js");
-    let manifest = dir.join("package.json");
-    let wanted = package_json();
-    let reusable = std::fs::read_to_string(&manifest).ok().as_deref() == Some(wanted.as_str())
-        && installed_version(&dir).is_ok_and(|v| v == PINNED);
-    if !reusable {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        std::fs::write(&manifest, &wanted)
-            .map_err(|e| format!("writing {}: {e}", manifest.display()))?;
-        run(Command::new("npm").current_dir(&dir).args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--no-update-notifier",
-        ]))
-        .map_err(|e| {
-            format!(
-                "installing @microsoft/microsoft-graph-client@{PINNED} from the npm registry: {e}"
-            )
-        })?;
-    }
+    let node = common::sdk::node_at_least(NODE_MAJOR)?;
+    let dir = common::sdk::npm_install(
+        "graph-sdk-js",
+        &package_json(),
+        &format!("@microsoft/microsoft-graph-client@{PINNED}"),
+        |dir| installed_version(dir).is_ok_and(|v| v == PINNED),
+    )?;
     let version = installed_version(&dir).map_err(|e| {
         format!("@microsoft/microsoft-graph-client is not resolvable after npm install: {e}")
     })?;
@@ -97,43 +72,22 @@ fn install_sdk() -> Result<Sdk, String> {
             "npm installed @microsoft/microsoft-graph-client {version}, not {PINNED}"
         ));
     }
-    // Beside node_modules, so that its import resolves as in an
-    // application. Written whole, then renamed into place: tests of this
-    // binary may be starting it meanwhile.
-    let program = std::fs::read(manifest_dir().join("tests/graph_sdk/mail.mjs"))
-        .map_err(|e| format!("reading mail.mjs: {e}"))?;
-    let partial = dir.join(format!("mail.mjs.{}", std::process::id()));
-    std::fs::write(&partial, program).map_err(|e| format!("writing {}: {e}", partial.display()))?;
-    std::fs::rename(&partial, dir.join("mail.mjs"))
-        .map_err(|e| format!("installing mail.mjs: {e}"))?;
+    common::sdk::place_program(&dir, "graph_sdk/mail.mjs", "mail.mjs")?;
     Ok(Sdk {
         dir,
         versions: format!("@microsoft/microsoft-graph-client {version}, node {node}"),
     })
 }
 
-/// The installed client; installs it once per test binary. `None` (the
-/// test skips, saying why) when Node.js, npm or the npm registry cannot be
-/// had here; with `TOKENBROKER_TEST_ALL=1` that is a failure instead.
+/// The installed client, once per test binary (`None`: skipped, saying why).
 async fn sdk() -> Option<&'static Sdk> {
-    let sdk = tokio::task::spawn_blocking(|| SDK.get_or_init(install_sdk))
-        .await
-        .expect("the install task panicked");
-    match sdk {
-        Ok(sdk) => {
-            eprintln!("using {}", sdk.versions);
-            Some(sdk)
-        }
-        Err(e) => {
-            common::available(
-                &format!(
-                    "node >= {NODE_MAJOR}, npm and the npm registry, for the real @microsoft/microsoft-graph-client package ({e})"
-                ),
-                false,
-            );
-            None
-        }
-    }
+    common::sdk::installed(
+        &SDK,
+        install_sdk,
+        &format!("node >= {NODE_MAJOR}, npm and the npm registry, for the real @microsoft/microsoft-graph-client package"),
+        |sdk| &sdk.versions,
+    )
+    .await
 }
 
 /// Runs `node mail.mjs ACTION` as the account with `secret`.
