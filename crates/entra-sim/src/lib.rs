@@ -11,12 +11,17 @@
 //! hour after `nbf`/`iat`. Unconsented tenants get AADSTS700016 and unknown
 //! certificates AADSTS700027, worded as Entra words them.
 //!
+//! It holds one app registration or several (`apps.rs`): the request's
+//! `client_id` selects the app; certificates, consents and roles are per
+//! app, tenants shared.
+//!
 //! [`SimulatedGraph`] is a strict stand-in for Microsoft Graph's mail routes
 //! that trusts this authority's tokens (`graph/`).
 //!
 //! Here: the authority's state and its API for tests; `server.rs` answers
 //! requests (faults included), `token.rs` issues access tokens.
 
+mod apps;
 mod graph;
 mod identity;
 mod server;
@@ -40,6 +45,7 @@ fn is_guid(v: &str) -> bool {
     v.len() == 36 && uuid::Uuid::try_parse(v).is_ok()
 }
 
+use apps::App;
 use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -141,21 +147,22 @@ pub enum Fault {
 
 #[derive(Debug)]
 struct State {
+    /// The app `start` made: the one the single-app API addresses.
     client_id: String,
     base_url: String,
-    /// Registered certificates: base64url thumbprint (SHA-1 and SHA-256) → PKCS#1 public key.
-    keys: HashMap<String, Vec<u8>>,
-    /// Tenants by lower-case GUID or domain: (tenant GUID, consented).
-    tenants: HashMap<String, (String, bool)>,
-    /// Federated identity credentials: issuer → (key, trusted subjects).
-    federated: HashMap<String, (Vec<u8>, Vec<String>)>,
+    /// App registrations by client ID (`client_id`'s among them).
+    apps: HashMap<String, App>,
+    /// Tenants by lower-case GUID or domain → tenant GUID.
+    tenants: HashMap<String, String>,
     lifetime: Duration,
     refresh_in: Option<Duration>,
-    roles: Vec<String>,
     latency: Duration,
     faults: VecDeque<Fault>,
     persistent_fault: Option<Fault>,
+    /// Token requests by tenant as written in the URL (lower case).
     requests: HashMap<String, usize>,
+    /// Token requests by (`client_id` field, tenant as in `requests`).
+    app_requests: HashMap<(String, String), usize>,
     refusals: Vec<Refusal>,
 }
 
@@ -210,20 +217,15 @@ impl SimulatedAuthority {
             state: Mutex::new(State {
                 client_id: client_id.to_owned(),
                 base_url: format!("http://{addr}"),
-                keys: HashMap::new(),
+                apps: HashMap::from([(client_id.to_owned(), App::new())]),
                 tenants: HashMap::new(),
-                federated: HashMap::new(),
                 lifetime: Duration::from_secs(3599),
                 refresh_in: None,
-                roles: vec![
-                    "Mail.ReadWrite".into(),
-                    "Calendars.ReadWrite".into(),
-                    "Contacts.ReadWrite".into(),
-                ],
                 latency: Duration::ZERO,
                 faults: VecDeque::new(),
                 persistent_fault: None,
                 requests: HashMap::new(),
+                app_requests: HashMap::new(),
                 refusals: Vec::new(),
             }),
             signer,
@@ -248,57 +250,35 @@ impl SimulatedAuthority {
 
     /// Registers a certificate (DER) on the app, as an upload in the portal does.
     pub fn register_certificate(&self, cert_der: &[u8]) -> Result<(), SimError> {
-        let public = verify::rsa_public_key(cert_der).map_err(SimError)?;
-        let sha1 =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der);
-        let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert_der);
-        let mut state = self.shared.lock();
-        state
-            .keys
-            .insert(URL_SAFE_NO_PAD.encode(sha1.as_ref()), public.clone());
-        state
-            .keys
-            .insert(URL_SAFE_NO_PAD.encode(sha256.as_ref()), public);
-        Ok(())
+        self.register_certificate_for(&self.first_app(), cert_der)
     }
 
     /// Makes the app trust tokens from `issuer` about `subject` (audience
     /// `api://AzureADTokenExchange`), as a federated identity credential on
     /// the app registration does.
     pub fn trust_federated(&self, issuer: &FederatedIssuer, subject: &str) {
-        let mut state = self.shared.lock();
-        let entry = state
-            .federated
-            .entry(issuer.issuer.clone())
-            .or_insert_with(|| (issuer.public_key(), Vec::new()));
-        entry.1.push(subject.to_owned());
+        self.trust_federated_for(&self.first_app(), issuer, subject);
     }
 
-    /// Removes every registered certificate.
+    /// Removes every certificate registered on the app.
     pub fn clear_certificates(&self) {
-        self.shared.lock().keys.clear();
+        let mut state = self.shared.lock();
+        let first = state.client_id.clone();
+        state.app_mut(&first).keys.clear();
     }
 
     /// Adds `tenant` (GUID or domain) with admin consent granted; returns its tenant GUID.
     pub fn consent(&self, tenant: &str) -> String {
-        self.add_tenant(tenant, true)
+        self.consent_for(&self.first_app(), tenant)
     }
 
-    /// Adds `tenant` as existing but without consent (AADSTS700016); returns its GUID.
+    /// Adds `tenant` as existing but without consent for the app
+    /// (AADSTS700016); returns its GUID.
     pub fn add_unconsented_tenant(&self, tenant: &str) -> String {
-        self.add_tenant(tenant, false)
-    }
-
-    fn add_tenant(&self, tenant: &str, consented: bool) -> String {
         let mut state = self.shared.lock();
-        let key = tenant.to_ascii_lowercase();
-        let tid = match state.tenants.get(&key) {
-            Some((tid, _)) => tid.clone(),
-            None if is_guid(tenant) => key.clone(),
-            None => uuid::Uuid::new_v4().to_string(),
-        };
-        state.tenants.insert(key, (tid.clone(), consented));
-        state.tenants.insert(tid.clone(), (tid.clone(), consented));
+        let tid = state.tenant_id(tenant);
+        let first = state.client_id.clone();
+        state.app_mut(&first).consented.remove(&tid);
         tid
     }
 
@@ -312,9 +292,9 @@ impl SimulatedAuthority {
         self.shared.lock().refresh_in = refresh_in;
     }
 
-    /// The `roles` claim of issued tokens.
+    /// The `roles` claim of the tokens issued to the app.
     pub fn set_roles(&self, roles: &[&str]) {
-        self.shared.lock().roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        self.set_roles_for(&self.first_app(), roles);
     }
 
     /// A delay before every answer (to make concurrent callers overlap).
@@ -335,7 +315,8 @@ impl SimulatedAuthority {
         self.shared.lock().persistent_fault = fault;
     }
 
-    /// Token requests received for `tenant` (as written in the URL, any case).
+    /// Token requests received for `tenant` (as written in the URL, any
+    /// case), whichever app asked; per app: [`Self::requests_for`].
     pub fn requests(&self, tenant: &str) -> usize {
         self.shared
             .lock()

@@ -7,6 +7,8 @@ use crate::{verify, Fault, Refusal, Shared, State};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
@@ -64,14 +66,27 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, D
     shared.peak.fetch_max(now_in_flight, Ordering::SeqCst);
     let _guard = InFlight(&shared);
 
-    let tenant = token_path_tenant(req.uri().path());
+    let (req, body) = req.into_parts();
+    let tenant = token_path_tenant(req.uri.path());
+    // A token request's body is read before any fault, so that it counts
+    // for the app its `client_id` names whatever the answer.
+    let mut form = None;
     if let Some(tenant) = &tenant {
         shared.total.fetch_add(1, Ordering::SeqCst);
-        *shared
-            .lock()
-            .requests
-            .entry(tenant.to_ascii_lowercase())
-            .or_default() += 1;
+        let tenant = tenant.to_ascii_lowercase();
+        *shared.lock().requests.entry(tenant.clone()).or_default() += 1;
+        let read = Limited::new(body, 64 * 1024)
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes());
+        if let Some(client_id) = read.as_ref().ok().and_then(|b| form_client_id(b)) {
+            *shared
+                .lock()
+                .app_requests
+                .entry((client_id, tenant))
+                .or_default() += 1;
+        }
+        form = Some(read);
     }
     let (latency, fault) = {
         let mut state = shared.lock();
@@ -135,7 +150,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, D
     let Some(tenant) = tenant else {
         return Ok(raw(404, "application/json", "{\"error\":\"not_found\"}"));
     };
-    if req.method() != hyper::Method::POST {
+    if req.method != hyper::Method::POST {
         return Ok(entra_error(
             400,
             "invalid_request",
@@ -145,15 +160,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, D
         ));
     }
     let content_type = req
-        .headers()
+        .headers
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let correlation = correlation_id(&req);
-    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return Err(Dropped),
+    let correlation = correlation_id(&req.headers);
+    let Some(Ok(body)) = form else {
+        return Err(Dropped);
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -175,12 +189,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, D
 
 fn state_view(state: &State) -> verify::Registry<'_> {
     verify::Registry {
-        client_id: &state.client_id,
         base_url: &state.base_url,
-        keys: &state.keys,
+        apps: &state.apps,
         tenants: &state.tenants,
-        federated: &state.federated,
     }
+}
+
+/// The first `client_id` field of a form body.
+fn form_client_id(body: &[u8]) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(name, _)| name == "client_id")
+        .map(|(_, value)| value.into_owned())
 }
 
 /// `/{tenant}/oauth2/v2.0/token` → the tenant.
@@ -191,8 +210,8 @@ fn token_path_tenant(path: &str) -> Option<String> {
     (rest == ["oauth2", "v2.0", "token"] && !tenant.is_empty()).then(|| tenant.to_owned())
 }
 
-fn correlation_id(req: &Request<Incoming>) -> String {
-    req.headers()
+fn correlation_id(headers: &HeaderMap) -> String {
+    headers
         .get("client-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| uuid::Uuid::parse_str(v).is_ok())
@@ -227,14 +246,14 @@ pub(crate) fn json(status: u16, body: &serde_json::Value) -> Answer {
     answer
 }
 
-fn entra_error(status: u16, error: &str, code: u32, text: &str, req: &Request<Incoming>) -> Answer {
+fn entra_error(status: u16, error: &str, code: u32, text: &str, req: &Parts) -> Answer {
     let refusal = Refusal {
         status,
         error: error.to_owned(),
         code,
         message: text.to_owned(),
     };
-    refusal_answer(&refusal, &correlation_id(req))
+    refusal_answer(&refusal, &correlation_id(&req.headers))
 }
 
 /// Entra's error body: the description carries the code, trace and

@@ -10,21 +10,22 @@ use std::time::Duration;
 
 /// Issues an RS256 JWT access token for the checked request.
 pub(crate) fn issue_token(shared: &Shared, grant: &verify::Grant, now: u64) -> Answer {
-    let (lifetime, refresh_in, roles, client_id) = {
+    let client_id = &grant.client_id;
+    let (lifetime, refresh_in, roles) = {
         let state = shared.lock();
-        (
-            state.lifetime,
-            state.refresh_in,
-            state.roles.clone(),
-            state.client_id.clone(),
-        )
+        let roles = state
+            .apps
+            .get(client_id)
+            .map(|app| app.roles.clone())
+            .unwrap_or_default();
+        (state.lifetime, state.refresh_in, roles)
     };
     let Some(token) = sign_access_token(
         &shared.signer,
         &grant.tid,
         &grant.resource,
         &roles,
-        &client_id,
+        client_id,
         now,
         lifetime,
     ) else {

@@ -1,6 +1,7 @@
 //! The checks the simulated authority makes on a token request, as Entra
 //! makes them. Pure: the request and the registry in, a grant or a refusal out.
 
+use crate::apps::App;
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -8,16 +9,14 @@ use serde_json::Value;
 use std::collections::HashMap;
 use x509_cert::der::Decode;
 
-/// What the authority knows: the app, its certificates, the tenants.
+/// What the authority knows: the apps (each with its certificates,
+/// federated credentials and consents), the tenants.
 pub(super) struct Registry<'a> {
-    pub(super) client_id: &'a str,
     pub(super) base_url: &'a str,
-    pub(super) keys: &'a HashMap<String, Vec<u8>>,
-    /// Tenant (lower-case GUID or domain) → (tenant GUID, consented).
-    pub(super) tenants: &'a HashMap<String, (String, bool)>,
-    /// Federated identity credentials: issuer → (its signing key, PKCS#1
-    /// DER; the subjects the app trusts from it).
-    pub(super) federated: &'a HashMap<String, (Vec<u8>, Vec<String>)>,
+    /// App registrations by client ID.
+    pub(super) apps: &'a HashMap<String, App>,
+    /// Tenant (lower-case GUID or domain) → tenant GUID.
+    pub(super) tenants: &'a HashMap<String, String>,
 }
 
 /// The audience Entra requires of a federated assertion.
@@ -28,6 +27,8 @@ pub const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
 pub(super) struct Grant {
     pub(super) tid: String,
     pub(super) resource: String,
+    /// The app the token is for.
+    pub(super) client_id: String,
 }
 
 /// Why a request was refused, as Entra would say it.
@@ -103,15 +104,21 @@ pub(super) fn check_request(
             format!("The app requested an unsupported grant type '{grant_type}'."),
         ));
     }
-    let Some((tid, consented)) = registry.tenants.get(&tenant.to_ascii_lowercase()).cloned() else {
+    let Some(tid) = registry.tenants.get(&tenant.to_ascii_lowercase()).cloned() else {
         return Err(refuse(400, "invalid_request", 90_002, format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.")));
     };
     let client_id = field("client_id")?;
-    if client_id != registry.client_id || !consented {
+    // An app unknown to the directory and one its admin did not consent to
+    // are refused alike, as Entra refuses them.
+    let Some(app) = registry
+        .apps
+        .get(client_id)
+        .filter(|app| app.consented.contains(&tid))
+    else {
         return Err(refuse(400, "unauthorized_client", 700_016, format!(
             "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
         )));
-    }
+    };
     let scope = field("scope")?;
     let Some(resource) = scope
         .strip_suffix("/.default")
@@ -125,10 +132,11 @@ pub(super) fn check_request(
         return Err(refuse(400, "invalid_request", 50_027, "Invalid client_assertion_type: expected urn:ietf:params:oauth:client-assertion-type:jwt-bearer."));
     }
     let assertion = field("client_assertion")?;
-    check_assertion(registry, tenant, client_id, assertion, now)?;
+    check_assertion(registry, app, tenant, client_id, assertion, now)?;
     Ok(Grant {
         tid,
         resource: resource.to_owned(),
+        client_id: client_id.to_owned(),
     })
 }
 
@@ -143,6 +151,7 @@ fn malformed(why: &str) -> Refusal {
 
 fn check_assertion(
     registry: &Registry<'_>,
+    app: &App,
     tenant: &str,
     client_id: &str,
     jwt: &str,
@@ -178,7 +187,7 @@ fn check_assertion(
         // No certificate thumbprint: a federated credential's token.
         None => {
             return check_federated(
-                registry,
+                app,
                 &claims,
                 params,
                 header_b64,
@@ -190,7 +199,7 @@ fn check_assertion(
     };
     // Entra accepts the thumbprint with or without base64 padding.
     let thumbprint = thumbprint.trim_end_matches('=');
-    let Some(public_key) = registry.keys.get(thumbprint) else {
+    let Some(public_key) = app.keys.get(thumbprint) else {
         let hex = hex::encode_upper(URL_SAFE_NO_PAD.decode(thumbprint).unwrap_or_default());
         return Err(refuse(401, "invalid_client", 700_027, format!(
             "Client assertion contains an invalid signature. [Reason - The key was not found., Thumbprint of key used by client: '{hex}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'.]"
@@ -245,7 +254,7 @@ fn check_assertion(
 /// issuer (Kubernetes, a managed identity) signed, checked against the
 /// (issuer, subject) pairs the app trusts, as Entra checks it.
 fn check_federated(
-    registry: &Registry<'_>,
+    app: &App,
     claims: &Value,
     params: &'static signature::RsaParameters,
     header_b64: &str,
@@ -272,7 +281,7 @@ fn check_federated(
             "No matching federated identity record found for presented assertion. Assertion Issuer: '{iss}'. Assertion Subject: '{sub}'. Assertion Audience: '{aud}'."
         ))
     };
-    let Some((key, subjects)) = registry.federated.get(iss) else {
+    let Some((key, subjects)) = app.federated.get(iss) else {
         return Err(no_record());
     };
     let signing_input = format!("{header_b64}.{claims_b64}");
