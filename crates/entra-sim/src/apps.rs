@@ -4,10 +4,11 @@
 //! selects the app; `SimulatedAuthority::start` makes the first, which the
 //! single-app API (`register_certificate`, `consent`, …) addresses.
 
-use crate::{is_guid, verify, FederatedIssuer, SimError, SimulatedAuthority, State};
+use crate::{is_guid, FederatedIssuer, SimError, SimulatedAuthority, State};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::collections::{HashMap, HashSet};
+use x509_cert::der::Decode;
 
 /// The `roles` an app's tokens carry until `set_roles` changes them.
 const DEFAULT_ROLES: &[&str] = &[
@@ -85,7 +86,7 @@ impl SimulatedAuthority {
         client_id: &str,
         cert_der: &[u8],
     ) -> Result<(), SimError> {
-        let public = verify::rsa_public_key(cert_der).map_err(SimError)?;
+        let public = rsa_public_key(cert_der).map_err(SimError)?;
         let sha1 =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der);
         let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert_der);
@@ -136,4 +137,15 @@ impl SimulatedAuthority {
             .copied()
             .unwrap_or(0)
     }
+}
+
+/// The RSA public key (PKCS#1 DER) of a DER certificate.
+fn rsa_public_key(cert_der: &[u8]) -> Result<Vec<u8>, String> {
+    let cert = x509_cert::Certificate::from_der(cert_der)
+        .map_err(|e| format!("not a certificate: {e}"))?;
+    let spki = cert.tbs_certificate().subject_public_key_info();
+    if spki.algorithm.oid.to_string() != "1.2.840.113549.1.1.1" {
+        return Err("Entra accepts RSA certificates only".into());
+    }
+    Ok(spki.subject_public_key.raw_bytes().to_vec())
 }

@@ -21,6 +21,7 @@
 //! Here: the authority's state and its API for tests; `server.rs` answers
 //! requests (faults included), `token.rs` issues access tokens.
 
+mod answer;
 mod apps;
 mod graph;
 mod identity;

@@ -2,14 +2,14 @@
 //! counting, latency and injected faults, the checks of `verify.rs`, and
 //! answers and refusals in Entra's shape.
 
+use crate::answer::{json, raw, Answer};
 use crate::token::issue_token;
 use crate::{verify, Fault, Refusal, Shared, State};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::http::request::Parts;
-use hyper::{Request, Response, StatusCode};
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -53,8 +53,6 @@ impl Drop for InFlight<'_> {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
-
-pub(crate) type Answer = Response<Full<Bytes>>;
 
 /// The error a service returns to make hyper drop the connection.
 #[derive(Debug, thiserror::Error)]
@@ -217,33 +215,6 @@ fn correlation_id(headers: &HeaderMap) -> String {
         .filter(|v| uuid::Uuid::parse_str(v).is_ok())
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-}
-
-pub(crate) fn raw(status: u16, content_type: &str, body: &'static str) -> Answer {
-    let mut answer = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *answer.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        answer
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    answer
-}
-
-pub(crate) fn json(status: u16, body: &serde_json::Value) -> Answer {
-    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
-    *answer.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    answer.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    answer.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        hyper::header::HeaderValue::from_static("no-store, no-cache"),
-    );
-    answer
 }
 
 fn entra_error(status: u16, error: &str, code: u32, text: &str, req: &Parts) -> Answer {

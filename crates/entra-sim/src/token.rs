@@ -1,7 +1,7 @@
 //! Issuing access tokens: the answer to a granted request and the RS256 JWT
 //! with the claims Entra puts in app-only tokens.
 
-use crate::server::{json, raw, Answer};
+use crate::answer::{json, raw, Answer};
 use crate::{verify, Shared};
 use aws_lc_rs::signature::RsaKeyPair;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

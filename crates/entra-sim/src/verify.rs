@@ -7,7 +7,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
 use std::collections::HashMap;
-use x509_cert::der::Decode;
 
 /// What the authority knows: the apps (each with its certificates,
 /// federated credentials and consents), the tenants.
@@ -312,15 +311,4 @@ fn check_federated(
         )));
     }
     Ok(())
-}
-
-/// The RSA public key (PKCS#1 DER) of a DER certificate.
-pub(super) fn rsa_public_key(cert_der: &[u8]) -> Result<Vec<u8>, String> {
-    let cert = x509_cert::Certificate::from_der(cert_der)
-        .map_err(|e| format!("not a certificate: {e}"))?;
-    let spki = cert.tbs_certificate().subject_public_key_info();
-    if spki.algorithm.oid.to_string() != "1.2.840.113549.1.1.1" {
-        return Err("Entra accepts RSA certificates only".into());
-    }
-    Ok(spki.subject_public_key.raw_bytes().to_vec())
 }

@@ -3,7 +3,7 @@
 //! lets a token see and do.
 
 use super::reply::{error, ok, Reply};
-use super::routes::{json_body, odata_quote, project, query_options, selection, Call};
+use super::request::{json_body, odata_quote, project, query_options, selection, Call};
 use super::store::{folder_id, message_id, Folder, Message};
 use super::token::Token;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -14,6 +14,7 @@
 mod batch;
 mod mail;
 mod reply;
+mod request;
 mod routes;
 mod store;
 mod token;
