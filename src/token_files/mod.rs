@@ -5,7 +5,7 @@
 //!
 //! - Pure: what a file holds ([`render`]), whether to write it again
 //!   ([`needs_write`]) and when to look again ([`next_check`]).
-//! - The writer ([`run`]) asks the broker for each file's token as a caller
+//! - The writer ([`writer::run`]) asks the broker for each file's token as a caller
 //!   would, from the cache and without an account
 //!   ([`Broker::token_for_file`]), and replaces the file through
 //!   [`crate::sys::replace_file`] on a blocking thread. It looks again when
