@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -71,7 +70,15 @@ impl ManagedIdentityEndpoint {
             down: AtomicBool::new(false),
         });
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(serve(listener, Arc::clone(&inner), stopped));
+        let serving = Arc::clone(&inner);
+        tokio::spawn(crate::listen::serve(
+            listener,
+            stopped,
+            move |req: Request<Incoming>| {
+                let inner = Arc::clone(&serving);
+                async move { Ok::<_, std::convert::Infallible>(answer(&inner, &req)) }
+            },
+        ));
         Ok(ManagedIdentityEndpoint { inner, addr, stop })
     }
 
@@ -118,29 +125,6 @@ impl ManagedIdentityEndpoint {
 impl Drop for ManagedIdentityEndpoint {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-    }
-}
-
-async fn serve(listener: TcpListener, inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.changed() => return,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let inner = Arc::clone(&inner);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let inner = Arc::clone(&inner);
-                async move { Ok::<_, std::convert::Infallible>(answer(&inner, &req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
     }
 }
 

@@ -25,6 +25,7 @@ mod answer;
 mod apps;
 mod graph;
 mod identity;
+mod listen;
 mod server;
 mod token;
 mod verify;
@@ -50,7 +51,6 @@ use apps::App;
 use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use server::serve;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -235,7 +235,10 @@ impl SimulatedAuthority {
             total: AtomicUsize::new(0),
         });
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(serve(listener, Arc::clone(&shared), stopped));
+        let serving = Arc::clone(&shared);
+        tokio::spawn(listen::serve(listener, stopped, move |req| {
+            server::handle(Arc::clone(&serving), req)
+        }));
         Ok(SimulatedAuthority { shared, addr, stop })
     }
 

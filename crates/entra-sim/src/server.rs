@@ -10,40 +10,9 @@ use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::http::request::Parts;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-
-pub(crate) async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.changed() => return,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let shared = Arc::clone(&shared);
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = stopped.changed() => {}
-            }
-        });
-    }
-}
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Decrements the in-flight gauge however the request ends.
 struct InFlight<'a>(&'a Shared);
@@ -57,9 +26,9 @@ impl Drop for InFlight<'_> {
 /// The error a service returns to make hyper drop the connection.
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped by fault injection")]
-struct Dropped;
+pub(crate) struct Dropped;
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dropped> {
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Dropped> {
     let now_in_flight = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.peak.fetch_max(now_in_flight, Ordering::SeqCst);
     let _guard = InFlight(&shared);

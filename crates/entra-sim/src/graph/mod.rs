@@ -25,7 +25,6 @@ use crate::{SimError, SimulatedAuthority};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use reply::{accepts_gzip, error, fault_reply, header, render, GraphBody, Ids};
 use routes::route_http;
 use serde_json::Value;
@@ -33,7 +32,6 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 use store::{inbox_message, Folder, Message, State, User};
 use token::{now_secs, GRAPH_AUDIENCE};
 use tokio::net::TcpListener;
@@ -96,7 +94,10 @@ impl SimulatedGraph {
             key: authority.token_signing_key(),
         });
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(serve(listener, Arc::clone(&shared), stopped));
+        let serving = Arc::clone(&shared);
+        tokio::spawn(crate::listen::serve(listener, stopped, move |req| {
+            handle(Arc::clone(&serving), req)
+        }));
         Ok(SimulatedGraph { shared, addr, stop })
     }
 
@@ -206,30 +207,6 @@ impl SimulatedGraph {
 impl Drop for SimulatedGraph {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-    }
-}
-
-async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.changed() => return,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let shared = Arc::clone(&shared);
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = stopped.changed() => {}
-            }
-        });
     }
 }
 
