@@ -178,7 +178,9 @@ where
                 .to_owned(),
         );
     }
-    let limits = app.broker.with_config(|c| c.graph.clone());
+    // One snapshot of the configuration for the whole request.
+    let settings = app.broker.with_config(Settings::of);
+    let limits = &settings.limits;
     let max_request = usize::try_from(limits.max_request_bytes).unwrap_or(usize::MAX);
     let max_rewrite = usize::try_from(limits.max_rewrite_bytes).unwrap_or(usize::MAX);
     if let Some(length) = content_length(&req) {
@@ -247,7 +249,7 @@ where
             &caller,
             &tenant,
             rules,
-            &limits,
+            &settings,
             id.as_deref(),
             method,
             path,
@@ -257,13 +259,7 @@ where
 
     // Forwarded with the tenant's token: once, and once more with a fresh
     // token if Graph says it is invalid and the body can be sent again.
-    let base = app.broker.with_config(|c| {
-        c.app.graph_host.as_ref().map_or_else(
-            || c.app.graph().as_str().to_owned(),
-            |h| h.as_str().to_owned(),
-        )
-    });
-    let url = forward::upstream_url(&base, named.version, &named.path, named.query);
+    let url = forward::upstream_url(settings.upstream(), named.version, &named.path, named.query);
     let mut rejected = None;
     let mut streamed = streamed.map(|b| reqwest::Body::wrap(b.map_err(|e| -> BoxError { e })));
     let response = loop {
@@ -323,7 +319,7 @@ where
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     let links = Links {
-        graph_bases: graph_bases(app),
+        graph_bases: settings.bases.clone(),
         gateway_base: format!("http://{host}/graph/{}", named.tenant),
     };
     Ok(rewrite(app, response, &links, max_rewrite).await)
@@ -337,7 +333,7 @@ async fn judge(
     caller: &Caller,
     tenant: &ResolvedTenant,
     rules: &[rules::Rule],
-    limits: &crate::config::GraphConfig,
+    settings: &Settings,
     id: Option<&str>,
     method: &str,
     path: &GraphPath,
@@ -365,9 +361,14 @@ async fn judge(
                 });
             }
             Verdict::Lookup(name) => {
-                let entry = look_up(app, caller, tenant, &name, limits).await?;
-                app.directory
-                    .remember(&key, &name, entry, Instant::now(), limits.directory_ttl.0);
+                let entry = look_up(app, caller, tenant, &name, settings).await?;
+                app.directory.remember(
+                    &key,
+                    &name,
+                    entry,
+                    Instant::now(),
+                    settings.limits.directory_ttl.0,
+                );
             }
         }
     }
@@ -388,7 +389,7 @@ async fn look_up(
     caller: &Caller,
     tenant: &ResolvedTenant,
     name: &str,
-    limits: &crate::config::GraphConfig,
+    settings: &Settings,
 ) -> Result<Option<DirectoryEntry>, Refused> {
     let issued = app
         .broker
@@ -402,13 +403,17 @@ async fn look_up(
             "the token from Entra is not a valid header value",
         ))
     })?;
-    let base = graph_bases(app).pop().unwrap_or_default();
     let path = GraphPath::parse(&format!(
         "/users/{}",
         percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
     ))
     .map_err(|e| bad_request(e.to_string()))?;
-    let url = forward::upstream_url(&base, "v1.0", &path, Some("$select=id,userPrincipalName"));
+    let url = forward::upstream_url(
+        settings.upstream(),
+        "v1.0",
+        &path,
+        Some("$select=id,userPrincipalName"),
+    );
     let mut headers = hyper::HeaderMap::new();
     headers.insert(hyper::header::AUTHORIZATION, bearer);
     let response = app
@@ -418,7 +423,7 @@ async fn look_up(
             &url,
             headers,
             reqwest::Body::from(Bytes::new()),
-            limits.timeout.0,
+            settings.limits.timeout.0,
         )
         .await
         .map_err(upstream_failure)?;
@@ -461,16 +466,30 @@ async fn look_up(
     }
 }
 
-/// Where links to Graph may point: the cloud's Graph, then `graph_host`
-/// (the last is where the gateway sends its own requests).
-fn graph_bases(app: &App) -> Vec<String> {
-    app.broker.with_config(|c| {
-        let mut bases = vec![c.app.graph().as_str().trim_end_matches('/').to_owned()];
-        if let Some(host) = &c.app.graph_host {
+/// What a gateway request reads of the configuration, from one snapshot.
+struct Settings {
+    limits: crate::config::GraphConfig,
+    /// Where links to Graph may point: the cloud's Graph, then
+    /// `graph_host`; the last is where the gateway sends its requests.
+    bases: Vec<String>,
+}
+
+impl Settings {
+    fn of(config: &crate::config::Config) -> Settings {
+        let mut bases = vec![config.app.graph().as_str().trim_end_matches('/').to_owned()];
+        if let Some(host) = &config.app.graph_host {
             bases.push(host.as_str().trim_end_matches('/').to_owned());
         }
-        bases
-    })
+        Settings {
+            limits: config.graph.clone(),
+            bases,
+        }
+    }
+
+    /// Where requests go.
+    fn upstream(&self) -> &str {
+        self.bases.last().map_or("", String::as_str)
+    }
 }
 
 /// Rewrites `Location` and, for JSON bodies up to `max_rewrite_bytes`,
