@@ -22,8 +22,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "process/mod.rs"]
+mod process;
 use entra_sim::{SimulatedAuthority, SimulatedGraph};
-use std::io::{BufRead, BufReader};
+use process::{memory_kib, Broker};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,20 +62,6 @@ fn options() -> Options {
     }
 }
 
-/// VmRSS and VmHWM of `pid`, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// Resets the peak RSS (VmHWM) of `pid` to its current RSS.
 fn reset_peak(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
@@ -104,72 +92,6 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     at(11) + at(12)
-}
-
-/// A running `tokenbroker serve`, its address once it listens.
-struct Broker {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Broker {
-    /// Starts the broker on `config` and waits until it serves; its log
-    /// lines are read (and dropped) for as long as it runs.
-    fn start(config: &std::path::Path, access_log: bool) -> Broker {
-        let filter = if access_log {
-            "info"
-        } else {
-            "info,tokenbroker::access=warn"
-        };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
-            .args(["serve", "--log-format", "json", "--config"])
-            .arg(config)
-            .env("RUST_LOG", filter)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tokenbroker");
-        let stderr = child.stderr.take().expect("stderr");
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut address = None;
-            let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-            for line in lines.by_ref() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if v["message"] == "listening" && v["listener"] == "tcp" {
-                    address = v["address"].as_str().map(str::to_owned);
-                }
-                if v["message"] == "serving" {
-                    if let Some(address) = address.take() {
-                        let _ = addr_tx.send(address);
-                        break;
-                    }
-                }
-            }
-            // Keep the pipe drained (access lines) without parsing them.
-            for _ in lines {}
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("broker serving");
-        Broker {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 /// nginx (one worker) as a plain reverse proxy to the stand-in: the cost
@@ -408,7 +330,14 @@ mailboxes = ["{MAILBOX}"]
     )
     .expect("config");
 
-    let broker = Broker::start(&config, opts.access_log);
+    let broker = Broker::start(
+        &config,
+        if opts.access_log {
+            "info"
+        } else {
+            "info,tokenbroker::access=warn"
+        },
+    );
     let pid = broker.pid();
     let base = broker.base.clone();
     let direct = Target {

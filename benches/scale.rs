@@ -13,9 +13,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "process/mod.rs"]
+mod process;
 use entra_sim::SimulatedAuthority;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use process::{memory_kib, Broker};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,20 +51,6 @@ fn options() -> Options {
         clients: value("--clients", 64),
         bound: value("--bound", 16),
     }
-}
-
-/// VmRSS and VmHWM of `pid`, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// Requests `/v1/token` for every tenant with `clients` concurrent callers;
@@ -102,63 +90,6 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
-}
-
-/// A running `tokenbroker serve`, its address once it listens.
-struct Broker {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Broker {
-    /// Starts the broker on `config` and waits until it serves.
-    fn start(config: &std::path::Path) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
-            .args(["serve", "--log-format", "json", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info,tokenbroker::access=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tokenbroker");
-        let stderr = child.stderr.take().expect("stderr");
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut address = None;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if v["message"] == "listening" && v["listener"] == "tcp" {
-                    address = v["address"].as_str().map(str::to_owned);
-                }
-                if v["message"] == "serving" {
-                    if let Some(address) = address.take() {
-                        let _ = addr_tx.send(address);
-                    }
-                }
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("broker serving");
-        Broker {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM, and waits for the exit (the state file is written then).
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 fn main() {
@@ -210,7 +141,7 @@ fn main() {
         )
         .expect("config");
 
-        let broker = Broker::start(&config);
+        let broker = Broker::start(&config, "info,tokenbroker::access=warn");
         let pid = broker.pid();
         let base = broker.base.clone();
         let (idle_rss, _) = memory_kib(pid);
@@ -259,7 +190,7 @@ fn main() {
         // The restart: from the state file, every tenant served with no
         // request to Entra, timed from the start of the process.
         let restarted_at = Instant::now();
-        let broker = Broker::start(&config);
+        let broker = Broker::start(&config, "info,tokenbroker::access=warn");
         let ready = restarted_at.elapsed();
         let base = broker.base.clone();
         let before_restart_pass = sim.total_requests();
