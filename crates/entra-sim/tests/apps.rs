@@ -9,51 +9,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use entra_sim::{SimulatedAuthority, SimulatedGraph};
 use serde_json::{json, Value};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+
+use common::{assertion, credential, request};
 
 const APP_A: &str = "11111111-2222-3333-4444-555555555555";
 const APP_B: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 const GRAPH: &str = "https://graph.microsoft.com";
-
-/// An RSA key and a self-signed certificate for it (DER).
-fn credential() -> (RsaKeyPair, Vec<u8>) {
-    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-        .unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["sim.test".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let pair = RsaKeyPair::from_pkcs8(&key.serialize_der()).unwrap();
-    (pair, cert.der().to_vec())
-}
-
-fn b64(json: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(json).unwrap())
-}
-
-/// A PS256 client assertion of `client_id` for `aud`, as MSAL makes one.
-fn assertion(client_id: &str, key: &RsaKeyPair, cert_der: &[u8], aud: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let thumbprint = URL_SAFE_NO_PAD
-        .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert_der).as_ref());
-    let header = json!({"alg": "PS256", "typ": "JWT", "x5t#S256": thumbprint});
-    let claims = json!({"aud": aud, "iss": client_id, "sub": client_id,
-        "jti": uuid::Uuid::new_v4().to_string(), "nbf": now, "iat": now, "exp": now + 600});
-    let input = format!("{}.{}", b64(&header), b64(&claims));
-    let mut signature = vec![0; key.public_modulus_len()];
-    key.sign(
-        &aws_lc_rs::signature::RSA_PSS_SHA256,
-        &aws_lc_rs::rand::SystemRandom::new(),
-        input.as_bytes(),
-        &mut signature,
-    )
-    .unwrap();
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
-}
 
 /// Raw HTTP/1.1 on its own connection; returns status and body.
 async fn exchange(base: &str, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
@@ -68,32 +32,6 @@ async fn exchange(base: &str, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let status_line = String::from_utf8(raw[..split].to_vec()).unwrap();
     let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
     (status, raw[split + 4..].to_vec())
-}
-
-/// POSTs the client-credentials form of `client_id` for `tenant`.
-async fn request(
-    sim: &SimulatedAuthority,
-    client_id: &str,
-    tenant: &str,
-    jwt: &str,
-) -> (u16, Value) {
-    let form = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("client_id", client_id)
-        .append_pair("scope", "https://graph.microsoft.com/.default")
-        .append_pair(
-            "client_assertion_type",
-            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        )
-        .append_pair("client_assertion", jwt)
-        .append_pair("grant_type", "client_credentials")
-        .finish();
-    let head = format!(
-        "POST /{tenant}/oauth2/v2.0/token HTTP/1.1\r\nHost: {{addr}}\r\nConnection: close\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
-        form.len()
-    );
-    let (status, body) = exchange(&sim.url(), &head, form.as_bytes()).await;
-    (status, serde_json::from_slice(&body).unwrap())
 }
 
 /// A token of `client_id` for `tenant`, its assertion signed with `key`.
