@@ -145,6 +145,26 @@ tenants = ["contoso"]
     }
 }
 
+/// What Graph saw of a request: the tenant's token (a JWT), and the
+/// caller's `secret` in no header.
+pub(crate) fn assert_token_not_secret(seen: &entra_sim::SeenRequest, secret: &str) {
+    for (name, value) in &seen.headers {
+        assert!(
+            !value.contains(secret),
+            "the secret reached Graph in {name}: {seen:#?}"
+        );
+    }
+    let auth = seen
+        .headers
+        .iter()
+        .find(|(n, _)| n == "authorization")
+        .map(|(_, v)| v.as_str());
+    assert!(
+        auth.is_some_and(|a| a.starts_with("Bearer eyJ")),
+        "{auth:?}"
+    );
+}
+
 fn error_code(body: &serde_json::Value) -> &str {
     body.pointer("/error/code")
         .and_then(|c| c.as_str())
@@ -193,21 +213,7 @@ async fn a_caller_pages_through_a_mailbox_and_never_holds_a_token() {
     let requests = g.graph.requests();
     assert_eq!(requests.len(), 3);
     for r in &requests {
-        for (name, value) in &r.headers {
-            assert!(
-                !value.contains(MAIL_SYNC_SECRET),
-                "the secret reached Graph in {name}"
-            );
-        }
-        let auth = r
-            .headers
-            .iter()
-            .find(|(n, _)| n == "authorization")
-            .map(|(_, v)| v.as_str());
-        assert!(
-            auth.is_some_and(|a| a.starts_with("Bearer eyJ")),
-            "{auth:?}"
-        );
+        assert_token_not_secret(r, MAIL_SYNC_SECRET);
         // The caller asked for gzip; Graph is asked for identity, so every
         // page's links can be rewritten (the caller still parsed each).
         assert!(
