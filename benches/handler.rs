@@ -23,7 +23,7 @@ fn hot_path(c: &mut Criterion) {
         let app = daemon::start(
             std::sync::Arc::new(config),
             None,
-            tokenbroker::credentials::CredentialSet::single(credential),
+            vec![tokenbroker::credentials::CredentialSet::single(credential)],
             options,
         )
         .await
@@ -35,15 +35,21 @@ fn hot_path(c: &mut Criterion) {
         .authenticate(Some(&secret), None)
         .expect("account");
     // Warm the one tenant.
-    rt.block_on(app.broker().token(&caller, Some("contoso"), None, None))
-        .expect("warm-up token");
+    rt.block_on(
+        app.broker()
+            .token(&caller, Some("contoso"), None, None, None),
+    )
+    .expect("warm-up token");
 
     // A cached token through the broker's one door: resolve the tenant,
     // authorise the account, hit the cache.
     c.bench_function("broker/hit", |b| {
         b.iter(|| {
-            rt.block_on(app.broker().token(&caller, Some("contoso"), None, None))
-                .expect("hit")
+            rt.block_on(
+                app.broker()
+                    .token(&caller, Some("contoso"), None, None, None),
+            )
+            .expect("hit")
         })
     });
 
@@ -61,6 +67,7 @@ fn hot_path(c: &mut Criterion) {
                             let grant = futures_util::FutureExt::now_or_never(app.broker().token(
                                 &caller,
                                 Some("contoso"),
+                                None,
                                 None,
                                 None,
                             ));

@@ -69,8 +69,11 @@ pub fn preflight(config: &Config, config_path: &Path, sockets: bool) -> Result<(
         key: key.to_owned(),
         message,
     };
-    if let Some(path) = &config.app.ca_file {
-        crate::authority::load_ca_file(path).map_err(|e| invalid("app.ca_file", e.to_string()))?;
+    for app in &config.apps {
+        if let Some(path) = &app.ca_file {
+            crate::authority::load_ca_file(path)
+                .map_err(|e| invalid(&format!("{}.ca_file", app.key), e.to_string()))?;
+        }
     }
     // The shared cache's keys, secrets and CA file (connecting is `check --online`'s).
     crate::fleet::prepare(config).map_err(|e| e.in_config(config_path))?;
@@ -117,22 +120,29 @@ pub fn preflight(config: &Config, config_path: &Path, sockets: bool) -> Result<(
     Ok(())
 }
 
-/// Loads every credential `config` names, as of now. Returns the set and
-/// the warnings an operator should see (expiring, skipped).
-/// `config_path` names the file in errors, with the key that named the
-/// credential file at fault.
+/// Loads every credential of every app `config` names, as of now. Returns
+/// each app's set, in file order, and the warnings an operator should see
+/// (expiring, skipped). `config_path` names the file in errors, with the
+/// key that named the credential file at fault.
 pub fn load_credentials(
     config: &Config,
     config_path: &Path,
-) -> Result<(CredentialSet, Vec<String>), CredentialError> {
-    let ((credentials, sources, fingerprint), warnings) = CredentialSet::read(config, config_path)?;
-    let set = CredentialSet::new(
-        credentials,
-        sources,
-        Some(fingerprint),
-        config.app.credential_rejection_memory.0,
-    );
-    Ok((set, warnings))
+) -> Result<(Vec<CredentialSet>, Vec<String>), CredentialError> {
+    let (read, warnings) = CredentialSet::read(config, config_path)?;
+    let sets = config
+        .apps
+        .iter()
+        .zip(read)
+        .map(|(app, (credentials, sources, fingerprint))| {
+            CredentialSet::new(
+                credentials,
+                sources,
+                Some(fingerprint),
+                app.credential_rejection_memory.0,
+            )
+        })
+        .collect();
+    Ok((sets, warnings))
 }
 
 /// Builds the broker and the app for `config`, and starts fetching a token
@@ -142,7 +152,7 @@ pub fn load_credentials(
 pub async fn start(
     config: Arc<Config>,
     config_path: Option<&Path>,
-    credentials: CredentialSet,
+    credentials: Vec<CredentialSet>,
     options: Options,
 ) -> Result<Arc<App>, StartError> {
     log_startup(
@@ -157,7 +167,7 @@ pub async fn start(
         config,
         options.authority,
         options.cache,
-        Arc::new(credentials),
+        credentials.into_iter().map(Arc::new).collect(),
         options.clock.clone(),
         metrics.clone(),
     )
@@ -204,8 +214,9 @@ fn state_file(config: &Config, named: &Path) -> Result<Option<StateFile>, StartE
     Ok(Some(StateFile::new(
         path,
         keys,
-        config.app.client_id.as_str(),
-        config.app.cloud.name(),
+        config.app().app_key(),
+        config.app().cloud.name(),
+        config.apps.iter().skip(1).map(|a| a.app_key()).collect(),
     )))
 }
 
@@ -278,7 +289,7 @@ pub async fn save_state_at_exit(app: &App, limit: std::time::Duration) {
 fn log_startup(
     config: &Config,
     config_path: Option<&Path>,
-    credentials: &CredentialSet,
+    credentials: &[CredentialSet],
     authority_host: &str,
 ) {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tokenbroker starting");
@@ -286,20 +297,35 @@ fn log_startup(
         Some(path) => tracing::info!(config_file = %path.display(), "configuration"),
         None => tracing::info!(config_file = "<built in: serve --dev>", "configuration"),
     }
-    tracing::info!(client_id = config.app.client_id.as_str(), signing = ?config.app.signing, "app registration");
-    tracing::info!(
-        cloud = config.app.cloud.name(),
-        authority = authority_host,
-        "authority"
-    );
+    for (i, app) in config.apps.iter().enumerate() {
+        tracing::info!(app = app.name.as_str(), client_id = app.client_id.as_str(), signing = ?app.signing, "app registration");
+        // The first app's authority may be overridden (tests, dev mode).
+        let authority = if i == 0 {
+            authority_host
+        } else {
+            app.authority_host().trim_end_matches('/')
+        };
+        tracing::info!(
+            app = app.name.as_str(),
+            cloud = app.cloud.name(),
+            authority,
+            "authority"
+        );
+    }
     tracing::info!(
         tenants = config.tenants.len() as u64,
         accounts = config.accounts.len() as u64,
         "tenants and accounts"
     );
-    for credential in credentials.all().iter() {
+    for (app, credential) in config.apps.iter().zip(credentials).flat_map(|(app, set)| {
+        set.all()
+            .iter()
+            .map(|c| (app.name.clone(), Arc::clone(c)))
+            .collect::<Vec<_>>()
+    }) {
         let not_after = credential.not_after();
         tracing::info!(
+            app = app.as_str(),
             credential = credential.source().key.as_str(),
             kind = credential.kind(),
             // The certificate's thumbprint, or `federated:<issuer>`.
@@ -331,7 +357,15 @@ pub fn spawn_watch(app: Arc<App>) -> tokio::task::JoinHandle<()> {
             .map(|p| ConfigWatch::new(file_sha256(p).ok()));
         loop {
             let config = app.broker().config();
-            tokio::time::sleep(config.app.credential_check_interval.0).await;
+            // The shortest of the apps' intervals: each app's files are
+            // checked at least that often.
+            let interval = config
+                .apps
+                .iter()
+                .map(|a| a.credential_check_interval.0)
+                .min()
+                .unwrap_or(config.app().credential_check_interval.0);
+            tokio::time::sleep(interval).await;
             if let (true, Some(path), Some(watch)) =
                 (config.server.watch_config, path.as_deref(), watch.as_mut())
             {

@@ -21,7 +21,7 @@
 //! bytes.
 
 use crate::cache::CacheKey;
-use crate::config::{Resource, TenantId, TenantKey};
+use crate::config::{AppKey, Resource, TenantId, TenantKey};
 use crate::seal::{Keys, Rejected, TokenRecord};
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 8] = b"TBSTATE1";
 const TOKEN: u8 = 1;
 const KNOWN: u8 = 2;
+/// A token of an app other than the first: its client ID comes first.
+const APP_TOKEN: u8 = 3;
 const END: u8 = 0xFF;
 /// Longest tenant id or resource taken back (tenant ids are at most 253).
 const MAX_NAME: usize = 2048;
@@ -41,8 +43,12 @@ const KNOWN_CHUNK: usize = 1000;
 pub struct StateFile {
     path: PathBuf,
     keys: Keys,
-    /// The app's client ID and cloud: bound into every record.
+    /// The first app's client ID and cloud: bound into every record.
     app: String,
+    /// The first app, whose tokens are of the original record kind.
+    first: AppKey,
+    /// The other apps: their tokens name their app by client ID.
+    apps: Vec<AppKey>,
     /// One write at a time (the periodic one and the one at exit share
     /// the temporary file).
     writing: std::sync::Mutex<()>,
@@ -85,15 +91,29 @@ pub enum StateError {
 }
 
 impl StateFile {
-    /// The file at `path`, sealed with `keys` for the app `client_id` in
-    /// `cloud`.
-    pub fn new(path: &Path, keys: Keys, client_id: &str, cloud: &str) -> StateFile {
+    /// The file at `path`, sealed with `keys` for the app `first` in
+    /// `cloud`; the tokens of `others` (further apps) are kept too.
+    pub fn new(
+        path: &Path,
+        keys: Keys,
+        first: AppKey,
+        cloud: &str,
+        others: Vec<AppKey>,
+    ) -> StateFile {
         StateFile {
             path: path.to_owned(),
             keys,
-            app: format!("{client_id}\0{cloud}"),
+            app: format!("{}\0{cloud}", first.client_id),
+            first,
+            apps: others,
             writing: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Whether `key`'s app is the first (its records are of the original
+    /// kind, which names no app).
+    fn is_first(&self, key: &CacheKey) -> bool {
+        key.app == self.first
     }
 
     pub fn path(&self) -> &Path {
@@ -101,10 +121,17 @@ impl StateFile {
     }
 
     fn token_aad(&self, key: &CacheKey) -> Vec<u8> {
-        format!(
-            "tokenbroker state token\0{}\0{}\0{}",
-            self.app, key.tenant, key.resource
-        )
+        if self.is_first(key) {
+            format!(
+                "tokenbroker state token\0{}\0{}\0{}",
+                self.app, key.tenant, key.resource
+            )
+        } else {
+            format!(
+                "tokenbroker state app token\0{}\0{}\0{}\0{}",
+                self.app, key.app.client_id, key.tenant, key.resource
+            )
+        }
         .into_bytes()
     }
 
@@ -149,7 +176,12 @@ impl StateFile {
         loop {
             match read_u8(&mut reader).map_err(cut)? {
                 END => return Ok(restored),
-                TOKEN => {
+                kind @ (TOKEN | APP_TOKEN) => {
+                    let client_id = if kind == APP_TOKEN {
+                        Some(read_name(&mut reader).map_err(cut)?)
+                    } else {
+                        None
+                    };
                     let tenant = read_name(&mut reader).map_err(cut)?;
                     let resource = read_name(&mut reader).map_err(cut)?;
                     let sealed = read_sealed(&mut reader).map_err(cut)?;
@@ -164,7 +196,19 @@ impl StateFile {
                         .ok()
                         .and_then(|r| Resource::parse(r).ok())
                         .ok_or_else(|| malformed("a resource that is not one"))?;
-                    let key = CacheKey::new(&tenant, &resource);
+                    let app = match &client_id {
+                        None => self.first.clone(),
+                        Some(id) => match self
+                            .apps
+                            .iter()
+                            .find(|a| a.client_id.as_str().as_bytes().eq_ignore_ascii_case(id))
+                        {
+                            Some(app) => app.clone(),
+                            // An app no longer configured: its token goes.
+                            None => continue,
+                        },
+                    };
+                    let key = CacheKey::new(&app, &tenant, &resource);
                     let plain =
                         self.keys
                             .open(&self.token_aad(&key), &sealed)
@@ -238,7 +282,12 @@ impl StateFile {
                 .keys
                 .seal(&self.token_aad(key), &record.encode())
                 .map_err(sealing)?;
-            out.write_all(&[TOKEN])?;
+            if self.is_first(key) {
+                out.write_all(&[TOKEN])?;
+            } else {
+                out.write_all(&[APP_TOKEN])?;
+                write_name(out, key.app.client_id.as_str())?;
+            }
             write_name(out, key.tenant.as_str())?;
             write_name(out, key.resource.as_str())?;
             write_sealed(out, &sealed)?;
@@ -341,17 +390,32 @@ mod tests {
 
     const KEY: [u8; 32] = [7; 32];
 
+    /// "app-a" (the tokens' app) or "app-b" (another).
+    fn app(name: &str) -> AppKey {
+        let id = if name == "app-b" {
+            "22222222-2222-2222-2222-222222222222"
+        } else {
+            "11111111-1111-1111-1111-111111111111"
+        };
+        AppKey {
+            name: crate::config::Name::default_app(),
+            client_id: crate::config::Guid::try_from(id.to_owned()).unwrap(),
+        }
+    }
+
     fn file(dir: &Path, client_id: &str, key: [u8; 32]) -> StateFile {
         StateFile::new(
             &dir.join("cache.sealed"),
             Keys::from_bytes(&key, &[]).unwrap(),
-            client_id,
+            app(client_id),
             "global",
+            Vec::new(),
         )
     }
 
     fn key(tenant: &str) -> CacheKey {
         CacheKey::new(
+            &app("app-a"),
             &TenantId::try_from(tenant.to_owned()).unwrap(),
             &Resource::parse("https://graph.microsoft.com").unwrap(),
         )
@@ -372,6 +436,39 @@ mod tests {
             .collect();
         let known = tokens.iter().map(|(k, _)| k.tenant.clone()).collect();
         (tokens, known)
+    }
+
+    #[test]
+    fn each_apps_tokens_come_back_as_that_apps_and_a_removed_apps_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = app("app-b");
+        other.name = crate::config::Name::try_from("notify".to_owned()).unwrap();
+        let with = |others: Vec<AppKey>| {
+            StateFile::new(
+                &dir.path().join("cache.sealed"),
+                Keys::from_bytes(&KEY, &[]).unwrap(),
+                app("app-a"),
+                "global",
+                others,
+            )
+        };
+        let first = key("contoso.com");
+        let second = CacheKey {
+            app: other.clone(),
+            ..first.clone()
+        };
+        with(vec![other.clone()])
+            .write([(&first, record(1)), (&second, record(2))], &[])
+            .unwrap();
+        let back = with(vec![other]).read(10, 10).unwrap();
+        assert_eq!(back.tokens.len(), 2);
+        assert_eq!(back.tokens[0].0, first);
+        assert_eq!(back.tokens[1].0, second);
+        assert_eq!(back.tokens[1].1.access_token, "eyJ.token-2.sig");
+        // Without the second app configured, its record is passed over.
+        let back = with(Vec::new()).read(10, 10).unwrap();
+        assert_eq!(back.tokens.len(), 1);
+        assert_eq!(back.tokens[0].0, first);
     }
 
     #[test]

@@ -282,7 +282,7 @@ async fn no_secret_token_or_assertion_reaches_the_log() {
     // Nothing secret in the key's Debug either (it is never logged, but check the guard).
     let config = f.config();
     let store = f.credentials(&config);
-    let debug = format!("{:?}", store.current());
+    let debug = format!("{:?}", store[0].current());
     assert!(
         debug.contains("[redacted]") && !debug.contains("PRIVATE"),
         "{debug}"

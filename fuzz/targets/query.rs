@@ -22,7 +22,7 @@ pub fn run(data: &[u8]) {
     for msi in [false, true] {
         if let Ok(asked) = tokenbroker::server::query::token_query(&query, msi, 4096) {
             if let Some(tenant) = asked.tenant.as_deref() {
-                if let Ok(target) = policy().target(tenant, asked.resource.as_deref()) {
+                if let Ok(target) = policy().target(tenant, asked.resource.as_deref(), None) {
                     // An accepted tenant id is one URL path segment.
                     let id = target.tenant.id.as_str();
                     assert!(!id.contains('/') && !id.contains('?') && !id.contains('#'));

@@ -11,7 +11,9 @@
 
 pub mod secret;
 
-use crate::config::{Config, Name, ResolvedTenant, Resource, TenantId, TenantKey, TenantRef};
+use crate::config::{
+    AppKey, Config, Name, ResolvedTenant, Resource, TenantId, TenantKey, TenantRef,
+};
 use crate::gateway::rules::Rule;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub enum RequestError {
     /// An App Service-style call named no tenant and the account has no default.
     #[error("no tenant: pass client_id=<tenant> or set default_tenant for account \"{0}\"")]
     NoTenant(Name),
+    #[error("app \"{0}\" is not configured; name one of the [[apps]] (or leave app out for the account's first)")]
+    App(String),
 }
 
 /// A request this account may not make (HTTP 403).
@@ -58,6 +62,8 @@ pub enum Forbidden {
     Tenant { account: Name, tenant: TenantId },
     #[error("account \"{account}\" may not request resource {resource}; add it to the account's resources")]
     Resource { account: Name, resource: Resource },
+    #[error("account \"{account}\" may not use app \"{app}\"; add it to the account's apps")]
+    App { account: Name, app: Name },
     #[error("account \"{account}\" is for the Graph gateway only (graph_only = true): it gets no raw token; it reaches Graph only through the gateway, within its [[accounts.graph]] rules")]
     GraphOnly { account: Name },
     #[error("account \"{account}\" has no [[accounts.graph]] rules, so the Graph gateway allows it nothing; add rules naming the methods, paths and mailboxes it needs")]
@@ -70,15 +76,17 @@ impl Forbidden {
         match self {
             Forbidden::Tenant { .. } => "forbidden_tenant",
             Forbidden::Resource { .. } => "forbidden_resource",
+            Forbidden::App { .. } => "forbidden_app",
             Forbidden::GraphOnly { .. } => "graph_only",
             Forbidden::NoGraphRules { .. } => "no_graph_rules",
         }
     }
 }
 
-/// A validated request: tenant resolved, resource normalised.
+/// A validated request: the app chosen, tenant resolved, resource normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    pub app: AppKey,
     pub tenant: ResolvedTenant,
     pub resource: Resource,
 }
@@ -117,6 +125,17 @@ struct Account {
     graph_only: bool,
     /// What it may do through the Graph gateway (none: nothing).
     graph: Arc<[Rule]>,
+    /// The apps it may use (indices into the policy's apps), its default
+    /// first; never empty.
+    apps: Vec<usize>,
+}
+
+/// An app registration as the policy knows it.
+#[derive(Debug)]
+struct App {
+    key: AppKey,
+    /// Its cloud's Graph: the default resource, and the gateway's.
+    graph: Resource,
 }
 
 /// An authenticated account (an index into the policy it came from).
@@ -131,7 +150,8 @@ pub struct Policy {
     /// Configured tenants by name, and names by lower-case id.
     by_name: HashMap<String, ResolvedTenant>,
     by_id: HashMap<TenantKey, Name>,
-    graph: Resource,
+    /// In file order: the first is the default.
+    apps: Vec<App>,
 }
 
 impl Policy {
@@ -159,7 +179,14 @@ impl Policy {
             by_uid: HashMap::new(),
             by_name,
             by_id,
-            graph: config.app.graph(),
+            apps: config
+                .apps
+                .iter()
+                .map(|a| App {
+                    key: a.app_key(),
+                    graph: a.graph(),
+                })
+                .collect(),
         };
         for (i, a) in config.accounts.iter().enumerate() {
             let tenants = if a.tenants.contains(&TenantRef::Any) {
@@ -174,6 +201,15 @@ impl Policy {
                 )
             };
             let default_tenant = a.default_tenant.as_ref().and_then(|t| policy.configured(t));
+            // Validated: every name is a configured app.
+            let mut apps: Vec<usize> = a
+                .apps
+                .iter()
+                .filter_map(|name| policy.app_index(name.as_str()))
+                .collect();
+            if apps.is_empty() {
+                apps.push(0);
+            }
             policy.accounts.push(Account {
                 name: a.name.clone(),
                 secrets: a.secret_sha256.0.iter().map(|h| h.0).collect(),
@@ -188,6 +224,7 @@ impl Policy {
                     .iter()
                     .filter_map(|r| Rule::new(&r.methods, &r.paths, &r.mailboxes).ok())
                     .collect(),
+                apps,
             });
             policy
                 .by_uid
@@ -270,7 +307,9 @@ impl Policy {
         account: AccountId,
         tenant: Option<&str>,
         resource: Option<&str>,
+        app: Option<&str>,
     ) -> Result<Target, RequestError> {
+        let app = self.app_for(account, app)?;
         let tenant = match tenant {
             Some(reference) => self.resolve_tenant(reference)?,
             None => {
@@ -283,22 +322,75 @@ impl Policy {
         };
         Ok(Target {
             tenant,
-            resource: self.resource(resource)?,
+            resource: self.resource(app, resource)?,
+            app: app.key.clone(),
         })
     }
 
-    /// The target `tenant` and `resource` name, for no account in
-    /// particular (`tokenbroker token`).
-    pub fn target(&self, tenant: &str, resource: Option<&str>) -> Result<Target, RequestError> {
+    /// The target `tenant`, `resource` and `app` (the first app when
+    /// `None`) name, for no account in particular (token files).
+    pub fn target(
+        &self,
+        tenant: &str,
+        resource: Option<&str>,
+        app: Option<&str>,
+    ) -> Result<Target, RequestError> {
+        let app = match app {
+            Some(name) => self.named_app(name)?,
+            None => self.default_app(),
+        };
         Ok(Target {
             tenant: self.resolve_tenant(tenant)?,
-            resource: self.resource(resource)?,
+            resource: self.resource(app, resource)?,
+            app: app.key.clone(),
         })
     }
 
-    fn resource(&self, resource: Option<&str>) -> Result<Resource, RequestError> {
+    /// The index of the app called `name`.
+    fn app_index(&self, name: &str) -> Option<usize> {
+        self.apps.iter().position(|a| a.key.name.as_str() == name)
+    }
+
+    fn named_app(&self, name: &str) -> Result<&App, RequestError> {
+        self.app_index(name)
+            .and_then(|i| self.apps.get(i))
+            .ok_or_else(|| RequestError::App(shown(name)))
+    }
+
+    /// The first app: a valid configuration has one.
+    fn default_app(&self) -> &App {
+        &self.apps[0]
+    }
+
+    /// The app a request of `account` names (its first when `None`). Whether
+    /// the account may use it is [`Policy::authorize`]'s question.
+    fn app_for(&self, account: AccountId, name: Option<&str>) -> Result<&App, RequestError> {
+        match name {
+            Some(name) => self.named_app(name),
+            None => {
+                let first = self.account(account).apps.first().copied().unwrap_or(0);
+                Ok(self.apps.get(first).unwrap_or_else(|| self.default_app()))
+            }
+        }
+    }
+
+    /// The name of the app whose client ID is `client_id` (the App Service
+    /// protocol's `client_id` selector may name an app).
+    pub fn app_by_client_id(&self, client_id: &str) -> Option<&str> {
+        self.apps
+            .iter()
+            .find(|a| a.key.client_id.as_str().eq_ignore_ascii_case(client_id))
+            .map(|a| a.key.name.as_str())
+    }
+
+    /// The configured apps, the default first.
+    pub fn apps(&self) -> impl Iterator<Item = &AppKey> {
+        self.apps.iter().map(|a| &a.key)
+    }
+
+    fn resource(&self, app: &App, resource: Option<&str>) -> Result<Resource, RequestError> {
         Ok(match resource {
-            None => self.graph.clone(),
+            None => app.graph.clone(),
             Some(r) if r.len() > MAX_INPUT_LEN => return Err(RequestError::Resource(shown(r))),
             Some(r) => Resource::parse(r).map_err(|_| RequestError::Resource(shown(r)))?,
         })
@@ -326,13 +418,14 @@ impl Policy {
                 account: a.name.clone(),
             });
         }
+        self.authorize_app(a, &target.app)?;
         if !a.may_use(&target.tenant.id) {
             return Err(Forbidden::Tenant {
                 account: a.name.clone(),
                 tenant: target.tenant.id.clone(),
             });
         }
-        if !a.may_request(&target.resource, &self.graph) {
+        if !a.may_request(&target.resource, self.graph_of(&target.app)) {
             return Err(Forbidden::Resource {
                 account: a.name.clone(),
                 resource: target.resource.clone(),
@@ -348,6 +441,7 @@ impl Policy {
         &self,
         account: AccountId,
         tenant: &ResolvedTenant,
+        app: &AppKey,
     ) -> Result<(), Forbidden> {
         let a = self.account(account);
         if a.graph.is_empty() {
@@ -355,6 +449,7 @@ impl Policy {
                 account: a.name.clone(),
             });
         }
+        self.authorize_app(a, app)?;
         if !a.may_use(&tenant.id) {
             return Err(Forbidden::Tenant {
                 account: a.name.clone(),
@@ -369,9 +464,41 @@ impl Policy {
         &self.account(account).graph
     }
 
-    /// The cloud's Graph resource (the gateway's tokens are for it).
-    pub fn graph(&self) -> &Resource {
-        &self.graph
+    /// Whether `account` may use `app`.
+    fn authorize_app(&self, account: &Account, app: &AppKey) -> Result<(), Forbidden> {
+        let allowed = account
+            .apps
+            .iter()
+            .any(|i| self.apps.get(*i).is_some_and(|a| a.key == *app));
+        if allowed {
+            Ok(())
+        } else {
+            Err(Forbidden::App {
+                account: account.name.clone(),
+                app: app.name.clone(),
+            })
+        }
+    }
+
+    /// The gateway's app for `account`: the one `name` names (the
+    /// `X-Tokenbroker-App` header), else its first.
+    pub fn gateway_app(
+        &self,
+        account: AccountId,
+        name: Option<&str>,
+    ) -> Result<AppKey, RequestError> {
+        self.app_for(account, name).map(|a| a.key.clone())
+    }
+
+    /// `app`'s cloud's Graph resource (the gateway's tokens are for it);
+    /// the first app's for an app no longer configured.
+    pub fn graph_of(&self, app: &AppKey) -> &Resource {
+        let app = self
+            .apps
+            .iter()
+            .find(|a| a.key == *app)
+            .unwrap_or_else(|| self.default_app());
+        &app.graph
     }
 
     /// For an account with `"*"`, how many fetches a minute it may start for
@@ -381,12 +508,16 @@ impl Policy {
         matches!(a.tenants, Tenants::Any).then_some(a.max_new_tenants_per_minute)
     }
 
-    /// Whether some account may have a token for `tenant` and `resource`
-    /// (a reload drops cached tokens nobody may have any more).
-    pub fn anyone_may_have(&self, tenant: &TenantId, resource: &Resource) -> bool {
+    /// Whether some account may have a token of `app` for `tenant` and
+    /// `resource` (a reload drops cached tokens nobody may have any more).
+    pub fn anyone_may_have(&self, app: &AppKey, tenant: &TenantId, resource: &Resource) -> bool {
+        let Some(index) = self.apps.iter().position(|a| a.key == *app) else {
+            return false;
+        };
+        let graph = &self.apps[index].graph;
         self.accounts
             .iter()
-            .any(|a| a.may_use(tenant) && a.may_request(resource, &self.graph))
+            .any(|a| a.apps.contains(&index) && a.may_use(tenant) && a.may_request(resource, graph))
     }
 }
 

@@ -70,14 +70,16 @@ fn authentication_by_secret_else_by_peer_uid() {
 fn tenants_resolve_by_name_id_or_domain() {
     let p = policy();
     let a = id(&p, "secret-a");
-    let t = p.resolve(a, Some("contoso"), None).unwrap();
+    let t = p.resolve(a, Some("contoso"), None, None).unwrap();
     assert_eq!(t.tenant.id.as_str(), "contoso.onmicrosoft.com");
     assert_eq!(t.tenant_label(), "contoso");
     assert_eq!(t.resource.as_str(), "https://graph.microsoft.com");
-    let t = p.resolve(a, Some("CONTOSO.onmicrosoft.com"), None).unwrap();
+    let t = p
+        .resolve(a, Some("CONTOSO.onmicrosoft.com"), None, None)
+        .unwrap();
     assert_eq!(t.tenant.name.as_ref().map(|n| n.as_str()), Some("contoso"));
     let t = p
-        .resolve(a, Some("0a1b2c3d-0000-4000-8000-00000000000f"), None)
+        .resolve(a, Some("0a1b2c3d-0000-4000-8000-00000000000f"), None, None)
         .unwrap();
     assert_eq!(t.tenant.name, None);
     assert_eq!(t.tenant_label(), "0a1b2c3d-0000-4000-8000-00000000000f");
@@ -87,10 +89,10 @@ fn tenants_resolve_by_name_id_or_domain() {
 fn a_missing_tenant_is_the_accounts_default() {
     let p = policy();
     let b = id(&p, "secret-b");
-    let t = p.resolve(b, None, None).unwrap();
+    let t = p.resolve(b, None, None, None).unwrap();
     assert_eq!(t.tenant_label(), "contoso");
     let a = id(&p, "secret-a");
-    let message = p.resolve(a, None, None).unwrap_err().to_string();
+    let message = p.resolve(a, None, None, None).unwrap_err().to_string();
     assert!(
         message.contains("pass client_id=<tenant> or set default_tenant for account \"a\""),
         "{message}"
@@ -114,12 +116,15 @@ fn bad_tenants_are_refused_before_any_upstream_call() {
         &"a".repeat(300),
     ] {
         assert!(
-            matches!(p.resolve(a, Some(bad), None), Err(RequestError::Tenant(_))),
+            matches!(
+                p.resolve(a, Some(bad), None, None),
+                Err(RequestError::Tenant(_))
+            ),
             "{bad:?}"
         );
     }
     let message = p
-        .resolve(a, Some("evil\u{1b}[31m\nline"), None)
+        .resolve(a, Some("evil\u{1b}[31m\nline"), None, None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -133,10 +138,15 @@ fn resources_are_validated_and_normalised() {
     let p = policy();
     let a = id(&p, "secret-a");
     assert_eq!(
-        p.resolve(a, Some("contoso"), Some("https://graph.microsoft.com/"))
-            .unwrap()
-            .resource
-            .as_str(),
+        p.resolve(
+            a,
+            Some("contoso"),
+            Some("https://graph.microsoft.com/"),
+            None
+        )
+        .unwrap()
+        .resource
+        .as_str(),
         "https://graph.microsoft.com"
     );
     for bad in [
@@ -152,7 +162,7 @@ fn resources_are_validated_and_normalised() {
     ] {
         assert!(
             matches!(
-                p.resolve(a, Some("contoso"), Some(bad)),
+                p.resolve(a, Some("contoso"), Some(bad), None),
                 Err(RequestError::Resource(_))
             ),
             "{bad}"
@@ -164,7 +174,7 @@ fn resources_are_validated_and_normalised() {
 fn accounts_may_use_their_tenants_only() {
     let p = policy();
     let (a, b) = (id(&p, "secret-a"), id(&p, "secret-b"));
-    let target = |t: &str| p.resolve(a, Some(t), None).unwrap();
+    let target = |t: &str| p.resolve(a, Some(t), None, None).unwrap();
     assert!(p.authorize(b, &target("contoso")).is_ok());
     assert!(p.authorize(b, &target("CONTOSO.onmicrosoft.com")).is_ok());
     assert!(p.authorize(b, &target("Fabrikam.com")).is_ok());
@@ -183,7 +193,7 @@ fn accounts_may_use_their_tenants_only() {
 fn resources_per_account() {
     let p = policy();
     let (a, b) = (id(&p, "secret-a"), id(&p, "secret-b"));
-    let target = |r: &str| p.resolve(a, Some("contoso"), Some(r)).unwrap();
+    let target = |r: &str| p.resolve(a, Some("contoso"), Some(r), None).unwrap();
     assert!(p
         .authorize(a, &target("https://graph.microsoft.com"))
         .is_ok());

@@ -21,7 +21,7 @@ use crate::backoff::Backoff;
 
 use crate::clock::SharedClock;
 use crate::cloud;
-use crate::config::{Config, Resource, SigningAlgorithm, TenantId};
+use crate::config::{AppConfig, Config, Resource, SigningAlgorithm, TenantId};
 use crate::credentials::{Credential, CredentialSet};
 use crate::jitter::Jitter;
 use response::{Class, EntraError, TokenResponse};
@@ -103,16 +103,21 @@ pub struct AuthoritySettings {
 }
 
 impl AuthoritySettings {
-    /// The settings `config` describes.
+    /// The settings of `config`'s first app.
     pub fn from_config(config: &Config) -> AuthoritySettings {
+        AuthoritySettings::for_app(config.app())
+    }
+
+    /// The settings `app` describes.
+    pub fn for_app(app: &AppConfig) -> AuthoritySettings {
         AuthoritySettings {
-            authority_host: config.app.authority_host().trim_end_matches('/').to_owned(),
-            client_id: config.app.client_id.as_str().to_owned(),
-            signing: config.app.signing,
-            connect_timeout: config.app.connect_timeout.0,
-            request_timeout: config.app.request_timeout.0,
-            ca_file: config.app.ca_file.clone(),
-            max_concurrent_requests: config.app.max_concurrent_requests,
+            authority_host: app.authority_host().trim_end_matches('/').to_owned(),
+            client_id: app.client_id.as_str().to_owned(),
+            signing: app.signing,
+            connect_timeout: app.connect_timeout.0,
+            request_timeout: app.request_timeout.0,
+            ca_file: app.ca_file.clone(),
+            max_concurrent_requests: app.max_concurrent_requests,
             retry: RetryPolicy::default(),
         }
     }

@@ -5,7 +5,7 @@ use super::status::{missing_permissions, Consent, LastError, Upstream};
 use super::{Broker, TokenError};
 use crate::access::RequestError;
 use crate::cache::CacheKey;
-use crate::config::{Resource, TenantConfig, TenantId, TenantKey};
+use crate::config::{AppKey, Resource, TenantConfig, TenantId, TenantKey};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use tokio::time::Instant;
@@ -29,6 +29,8 @@ pub struct Status {
 /// One credential in the status.
 #[derive(Debug, Clone, Serialize)]
 pub struct CredentialView {
+    /// The app whose credential it is (its `name`).
+    pub app: String,
     /// `certificate`, `federated_token_file`, `federated_managed_identity`.
     pub kind: &'static str,
     /// The certificate's thumbprint, or `federated:<issuer>`.
@@ -50,9 +52,11 @@ pub struct RejectionView {
     pub aadsts: Option<String>,
 }
 
-/// One (tenant, resource) in `GET /admin/tenants`.
+/// One (app, tenant, resource) in `GET /admin/tenants`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantRow {
+    /// The app's `name`.
+    pub app: String,
     /// Null for an unconfigured tenant.
     pub name: Option<String>,
     pub id: String,
@@ -86,29 +90,31 @@ impl Broker {
     /// The daemon's status.
     pub fn status(&self) -> Status {
         let state = self.state.load();
-        let in_use = self.credentials.in_use();
-        let loaded = self.credentials.all();
-        let retired = self.credentials.retired();
-        let credentials = loaded
-            .iter()
-            .map(|c| (c, false))
-            .chain(retired.iter().map(|c| (c, true)))
-            .map(|(c, retired)| CredentialView {
-                kind: c.kind(),
-                thumbprint: c.id().to_owned(),
-                not_after: c.not_after().map(crate::clock::unix_seconds),
-                in_use: c.id() == in_use,
-                retired,
-                last_rejection: self
-                    .credentials
-                    .last_rejection(c.id())
-                    .map(|r| RejectionView {
-                        at: r.at,
-                        tenant: r.tenant,
-                        aadsts: r.aadsts,
+        let mut credentials = Vec::new();
+        for (app, set) in self.credentials() {
+            let in_use = set.in_use();
+            let loaded = set.all();
+            let retired = set.retired();
+            credentials.extend(
+                loaded
+                    .iter()
+                    .map(|c| (c, false))
+                    .chain(retired.iter().map(|c| (c, true)))
+                    .map(|(c, retired)| CredentialView {
+                        app: app.name.to_string(),
+                        kind: c.kind(),
+                        thumbprint: c.id().to_owned(),
+                        not_after: c.not_after().map(crate::clock::unix_seconds),
+                        in_use: c.id() == in_use,
+                        retired,
+                        last_rejection: set.last_rejection(c.id()).map(|r| RejectionView {
+                            at: r.at,
+                            tenant: r.tenant,
+                            aadsts: r.aadsts,
+                        }),
                     }),
-            })
-            .collect();
+            );
+        }
         Status {
             version: env!("CARGO_PKG_VERSION"),
             started_at: self.started_at,
@@ -117,9 +123,7 @@ impl Broker {
             credentials,
             shared_cache: self.fleet().map(|f| f.status()),
             tenants: state.config.tenants.len(),
-            token_files: self
-                .token_files
-                .views(&state.config.token_files, state.config.app.graph().as_str()),
+            token_files: self.token_files.views(&state.config),
         }
     }
 
@@ -138,17 +142,14 @@ impl Broker {
     fn rows(&self, only: Option<&TenantId>) -> Vec<TenantRow> {
         let state = self.state.load();
         let config = &state.config;
-        let graph = config.app.graph();
         let wanted = |tenant: &TenantId| only.is_none_or(|t| t.same_as(tenant));
         // Configured tenants by lower-case id: one look-up per row, however
         // many tenants and cached entries there are.
         let configured: HashMap<TenantKey, &TenantConfig> =
             config.tenants.iter().map(|t| (t.id.key(), t)).collect();
-        let mut keys: Vec<CacheKey> = config
-            .tenants
-            .iter()
-            .filter(|t| wanted(&t.id))
-            .map(|t| CacheKey::new(&t.id, &graph))
+        let mut keys: Vec<CacheKey> = super::configured_keys(config)
+            .into_iter()
+            .filter(|k| wanted(&k.tenant))
             .collect();
         let listed: HashSet<CacheKey> = keys.iter().cloned().collect();
         let mut cached: Vec<CacheKey> = self
@@ -158,11 +159,18 @@ impl Broker {
             .filter(|k| wanted(&k.tenant) && !listed.contains(k))
             .collect();
         cached.sort_by(|a, b| {
-            (a.tenant.as_str(), a.resource.as_str()).cmp(&(b.tenant.as_str(), b.resource.as_str()))
+            (a.tenant.as_str(), a.app.name.as_str(), a.resource.as_str()).cmp(&(
+                b.tenant.as_str(),
+                b.app.name.as_str(),
+                b.resource.as_str(),
+            ))
         });
         keys.extend(cached);
         keys.iter()
-            .map(|key| self.row(configured.get(&key.tenant).copied(), &graph, key))
+            .map(|key| {
+                let graph = state.policy.graph_of(&key.app);
+                self.row(configured.get(&key.tenant).copied(), graph, key)
+            })
             .collect()
     }
 
@@ -197,7 +205,10 @@ impl Broker {
             .or(token.as_ref().map(|_| Consent::Granted))
             .or_else(|| {
                 (key.resource != *graph)
-                    .then(|| self.book.record(&CacheKey::new(&key.tenant, graph)))
+                    .then(|| {
+                        self.book
+                            .record(&CacheKey::new(&key.app, &key.tenant, graph))
+                    })
                     .flatten()
                     .and_then(|r| r.consent)
             })
@@ -206,6 +217,7 @@ impl Broker {
             .filter(|_| key.resource == *graph)
             .map_or(&[][..], |t| &t.required_permissions[..]);
         TenantRow {
+            app: key.app.name.to_string(),
             name: configured.map(|t| t.name.as_str().to_owned()),
             id: configured.map_or_else(|| key.tenant.to_string(), |t| t.id.to_string()),
             resource: key.resource.to_string(),
@@ -224,16 +236,22 @@ impl Broker {
     }
 
     /// Acquires now, past the cached token and remembered refusals (a
-    /// throttle is honoured), for `resource` or the cloud's Graph.
+    /// throttle is honoured), for `resource` or the cloud's Graph, as `app`
+    /// (the first when `None`).
     pub async fn refresh(
         &self,
         tenant: &str,
         resource: Option<&str>,
+        app: Option<&str>,
     ) -> Result<Tenants, TokenError> {
-        let target = self.state.load().policy.target(tenant, resource)?;
+        let target = self.state.load().policy.target(tenant, resource, app)?;
         self.observer.forced_by_admin();
         self.cache
-            .refresh(&CacheKey::new(&target.tenant.id, &target.resource))
+            .refresh(&CacheKey::new(
+                &target.app,
+                &target.tenant.id,
+                &target.resource,
+            ))
             .await?;
         Ok(Tenants {
             tenants: self.rows(Some(&target.tenant.id)),
@@ -241,30 +259,38 @@ impl Broker {
     }
 
     /// Drops the cached token(s) and remembered refusals of `tenant` (every
-    /// resource when none is named); throttling stays; nothing is prefetched.
-    /// With a shared cache, its values go too (write-through): no host
-    /// takes back a token an operator just evicted.
+    /// resource when none is named, of `app` or of every app when none is);
+    /// throttling stays; nothing is prefetched. With a shared cache, its
+    /// values go too (write-through): no host takes back a token an
+    /// operator just evicted.
     pub async fn evict(
         &self,
         tenant: &str,
         resource: Option<&str>,
+        app: Option<&str>,
     ) -> Result<Tenants, RequestError> {
         let state = self.state.load();
-        let target = state.policy.target(tenant, resource)?;
+        let target = state.policy.target(tenant, resource, app)?;
         let id = target.tenant.id;
+        let of_app = |key: &AppKey| app.is_none() || *key == target.app;
         let keys = match resource {
-            Some(_) => vec![CacheKey::new(&id, &target.resource)],
-            // Every resource cached for the tenant, and its Graph entry
-            // (whose last error the status may still show).
+            Some(_) => vec![CacheKey::new(&target.app, &id, &target.resource)],
+            // Every resource cached for the tenant, and each app's Graph
+            // entry (whose last error the status may still show).
             None => {
-                let graph = CacheKey::new(&id, &state.config.app.graph());
+                let graphs: Vec<CacheKey> = state
+                    .policy
+                    .apps()
+                    .filter(|a| of_app(a))
+                    .map(|a| CacheKey::new(a, &id, state.policy.graph_of(a)))
+                    .collect();
                 let mut keys: Vec<CacheKey> = self
                     .cache
                     .keys()
                     .into_iter()
-                    .filter(|k| k.tenant.same_as(&id) && *k != graph)
+                    .filter(|k| k.tenant.same_as(&id) && of_app(&k.app) && !graphs.contains(k))
                     .collect();
-                keys.push(graph);
+                keys.extend(graphs);
                 keys
             }
         };

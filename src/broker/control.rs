@@ -4,11 +4,12 @@
 //! authority client when Entra refused every credential). Every one of
 //! them goes through here, under one lock, so two never interleave.
 
-use super::{Applied, Broker};
+use super::{Applied, Apps, Broker};
 use crate::authority::{BuildError, CredentialReload};
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
 use crate::credentials::{CredentialError, CredentialSet};
+use arc_swap::ArcSwap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -56,32 +57,46 @@ impl ReloadError {
     }
 }
 
-/// The reload lock and the credentials it guards.
+/// The reload lock and the apps (with their credentials) it guards.
 #[derive(Debug)]
 pub struct Control {
     lock: tokio::sync::Mutex<()>,
-    credentials: Arc<CredentialSet>,
+    apps: Arc<ArcSwap<Apps>>,
     clock: SharedClock,
 }
 
 impl Control {
-    pub(super) fn new(credentials: Arc<CredentialSet>, clock: SharedClock) -> Control {
+    pub(super) fn new(apps: Arc<ArcSwap<Apps>>, clock: SharedClock) -> Control {
         Control {
             lock: tokio::sync::Mutex::new(()),
-            credentials,
+            apps,
             clock,
         }
     }
 
-    /// Re-reads the credential files if any changed, off the runtime (it
-    /// reads files and parses keys), under the reload lock. Whether new
-    /// credentials came in. A change that does not load keeps the old
-    /// credentials signing, with a warning.
+    /// Re-reads each app's credential files if any changed, off the
+    /// runtime (it reads files and parses keys), under the reload lock.
+    /// Whether new credentials came in. A change that does not load keeps
+    /// the old credentials signing, with a warning.
     pub async fn reload_changed_credentials(&self) -> bool {
         let _one_at_a_time = self.lock.lock().await;
-        let credentials = Arc::clone(&self.credentials);
+        let apps: Vec<_> = self
+            .apps
+            .load()
+            .credentials()
+            .map(|(key, set)| (key.name.clone(), Arc::clone(set)))
+            .collect();
+        let mut any = false;
+        for (app, credentials) in apps {
+            any |= self.reload_app(app.as_str(), credentials).await;
+        }
+        any
+    }
+
+    async fn reload_app(&self, app: &str, credentials: Arc<CredentialSet>) -> bool {
         let now = self.clock.now();
-        let check = tokio::task::spawn_blocking(move || credentials.reload_if_changed(now));
+        let set = Arc::clone(&credentials);
+        let check = tokio::task::spawn_blocking(move || set.reload_if_changed(now));
         let Ok(checked) = tokio::time::timeout(RELOAD_BOUND, check).await else {
             tracing::warn!(
                 "reading the credential files took longer than {} s (a stuck mount?); the credentials in force keep signing",
@@ -93,7 +108,8 @@ impl Control {
             Ok(Ok(Some(warnings))) => {
                 warnings.iter().for_each(|w| tracing::warn!("{w}"));
                 tracing::info!(
-                    in_use = %self.credentials.in_use(),
+                    app,
+                    in_use = %credentials.in_use(),
                     "credential files changed; reloaded them"
                 );
                 true
@@ -101,6 +117,7 @@ impl Control {
             Ok(Ok(None)) => false,
             Ok(Err(e)) => {
                 tracing::warn!(
+                    app,
                     "credential files changed but do not load; the old credentials keep signing until they do: {e}"
                 );
                 false

@@ -28,7 +28,7 @@ use crate::cache::{
     TokenCache, TokenSource,
 };
 use crate::clock::SharedClock;
-use crate::config::{Config, ResolvedTenant, TenantId};
+use crate::config::{AppKey, Config, ResolvedTenant};
 use crate::credentials::{CredentialSet, ReadSet};
 use crate::fleet::{SharedCache, SharedSource};
 use crate::jitter::Jitter;
@@ -46,6 +46,14 @@ pub use warm::RestoreReport;
 pub struct Issued {
     pub target: Target,
     pub grant: Grant,
+}
+
+/// Where a gateway request goes: the tenant, and the app whose token it
+/// carries.
+#[derive(Debug, Clone)]
+pub struct GatewayTarget {
+    pub tenant: ResolvedTenant,
+    pub app: AppKey,
 }
 
 /// The configuration and what is built from it: what a request is judged
@@ -76,16 +84,17 @@ impl Caller {
         self.state.policy.graph_rules(self.account)
     }
 
-    /// The app's client ID (the App Service answer carries it).
-    pub fn client_id(&self) -> &str {
-        self.state.config.app.client_id.as_str()
+    /// The name of the app whose client ID is `client_id` (the App Service
+    /// protocol's `client_id` selector may name an app instead of a tenant).
+    pub fn app_by_client_id(&self, client_id: &str) -> Option<&str> {
+        self.state.policy.app_by_client_id(client_id)
     }
 }
 
 /// Everything the broker reports to (metrics).
 pub trait Observer: CacheObserver + UpstreamObserver {
-    /// A configured tenant's consent state changed.
-    fn consent(&self, _tenant: &TenantId, _consent: Consent) {}
+    /// A configured tenant's consent to `key`'s app changed.
+    fn consent(&self, _key: &CacheKey, _consent: Consent) {}
     /// An operator forced a refresh.
     fn forced_by_admin(&self) {}
     /// A reload succeeded (with the configuration now in force) or failed.
@@ -97,11 +106,27 @@ pub trait Observer: CacheObserver + UpstreamObserver {
 impl UpstreamObserver for NoObserver {}
 impl Observer for NoObserver {}
 
-/// The authority client as the cache's [`TokenSource`]: one logical
-/// client-credentials request per fetch, with whatever client is in force
-/// (a reload may swap it).
+/// The app registrations in force, in file order, each with its authority
+/// client (which holds the app's credentials). A reload swaps it whole.
+#[derive(Debug, Default)]
+struct Apps(Vec<(AppKey, Arc<AuthorityClient>)>);
+
+impl Apps {
+    fn client(&self, app: &AppKey) -> Option<&Arc<AuthorityClient>> {
+        self.0.iter().find(|(key, _)| key == app).map(|(_, c)| c)
+    }
+
+    /// Each app's credentials.
+    fn credentials(&self) -> impl Iterator<Item = (&AppKey, &Arc<CredentialSet>)> {
+        self.0.iter().map(|(key, c)| (key, c.credentials()))
+    }
+}
+
+/// The authority clients as the cache's [`TokenSource`]: one logical
+/// client-credentials request per fetch, with the client of the key's app
+/// in force (a reload may swap it).
 struct AuthoritySource {
-    client: Arc<ArcSwap<AuthorityClient>>,
+    apps: Arc<ArcSwap<Apps>>,
 }
 
 impl TokenSource for AuthoritySource {
@@ -111,9 +136,15 @@ impl TokenSource for AuthoritySource {
         key: &CacheKey,
         _load: &LoadContext,
     ) -> BoxFuture<Result<Fetched, AcquireError>> {
-        let client = self.client.load_full();
+        let client = self.apps.load().client(&key.app).cloned();
         let key = key.clone();
         Box::pin(async move {
+            // Only a reload that removed the app while this load waited.
+            let client = client.ok_or_else(|| AcquireError::Unavailable {
+                tenant: key.tenant.to_string(),
+                reason: format!("app \"{}\" is no longer configured", key.app.name),
+                entra: None,
+            })?;
             let TokenResponse {
                 access_token,
                 expires_in,
@@ -150,10 +181,9 @@ pub struct Broker {
     config_path: Option<PathBuf>,
     /// `serve --listen`, which outlives reloads of the file.
     listen_override: Option<std::net::SocketAddr>,
-    credentials: Arc<CredentialSet>,
     /// Reloads, and their lock.
     control: Arc<Control>,
-    authority: Arc<ArcSwap<AuthorityClient>>,
+    apps: Arc<ArcSwap<Apps>>,
     cache: TokenCache<AcquireError>,
     book: Arc<StatusBook>,
     /// The fleet's shared cache (`[shared_cache]`), when configured.
@@ -176,10 +206,11 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// A broker for `config`, with settings taken from it.
+    /// A broker for `config`, with settings taken from it; `credentials`
+    /// are each app's, in file order.
     pub fn new(
         config: Arc<Config>,
-        credentials: Arc<CredentialSet>,
+        credentials: Vec<Arc<CredentialSet>>,
         clock: SharedClock,
         observer: Arc<dyn Observer>,
     ) -> Result<Broker, BuildError> {
@@ -188,21 +219,41 @@ impl Broker {
         Broker::with_settings(config, authority, cache, credentials, clock, observer)
     }
 
-    /// A broker with explicit settings (tests shorten retries and timeouts).
+    /// A broker with explicit settings (tests shorten retries and timeouts):
+    /// `authority` is the first app's (the others take theirs from the
+    /// configuration, with its retry policy); `credentials` are each app's,
+    /// in file order.
     pub fn with_settings(
         config: Arc<Config>,
         authority: AuthoritySettings,
         cache: CacheSettings,
-        credentials: Arc<CredentialSet>,
+        credentials: Vec<Arc<CredentialSet>>,
         clock: SharedClock,
         observer: Arc<dyn Observer>,
     ) -> Result<Broker, BuildError> {
-        let upstream: Arc<dyn UpstreamObserver> = observer.clone();
-        let control = Arc::new(Control::new(Arc::clone(&credentials), Arc::clone(&clock)));
-        let client = AuthorityClient::new(authority, Arc::clone(&credentials), Arc::clone(&clock))?
-            .with_observer(upstream)
-            .with_credential_reload(control.clone());
-        let authority = Arc::new(ArcSwap::from_pointee(client));
+        if credentials.len() != config.apps.len() {
+            return Err(BuildError::Client(format!(
+                "credentials for {} apps, but {} are configured",
+                credentials.len(),
+                config.apps.len()
+            )));
+        }
+        let apps = Arc::new(ArcSwap::from_pointee(Apps::default()));
+        let control = Arc::new(Control::new(Arc::clone(&apps), Arc::clone(&clock)));
+        let mut clients = Vec::with_capacity(config.apps.len());
+        for (i, (app, credentials)) in config.apps.iter().zip(credentials).enumerate() {
+            let settings = if i == 0 {
+                authority.clone()
+            } else {
+                AuthoritySettings {
+                    retry: authority.retry,
+                    ..AuthoritySettings::for_app(app)
+                }
+            };
+            let client = app_client(settings, credentials, &clock, &observer, &control)?;
+            clients.push((app.app_key(), Arc::new(client)));
+        }
+        apps.store(Arc::new(Apps(clients)));
         let book = Arc::new(StatusBook::new());
         let fleet = Arc::new(ArcSwapOption::empty());
         // Known tenants are bounded like the cache's two maps together.
@@ -217,7 +268,7 @@ impl Broker {
         let source: Source = status::Recorded::new(
             SharedSource::new(
                 AuthoritySource {
-                    client: Arc::clone(&authority),
+                    apps: Arc::clone(&apps),
                 },
                 Arc::clone(&fleet),
             ),
@@ -244,9 +295,8 @@ impl Broker {
             }),
             config_path: None,
             listen_override: None,
-            credentials,
             control,
-            authority,
+            apps,
             cache,
             book,
             fleet,
@@ -306,9 +356,13 @@ impl Broker {
         read(&self.state.load().config)
     }
 
-    /// The credentials in force.
-    pub fn credentials(&self) -> &Arc<CredentialSet> {
-        &self.credentials
+    /// Each app's credentials in force, in file order.
+    pub fn credentials(&self) -> Vec<(AppKey, Arc<CredentialSet>)> {
+        self.apps
+            .load()
+            .credentials()
+            .map(|(key, set)| (key.clone(), Arc::clone(set)))
+            .collect()
     }
 
     /// Who is calling: a presented secret, else the Unix-socket peer uid.
@@ -324,50 +378,56 @@ impl Broker {
 
     /// A token for `caller`: `tenant` is a configured name, GUID or domain
     /// (the account's default when `None`), `resource` the audience (the
-    /// cloud's Graph when `None`). Validated, then authorised, then served
-    /// from the cache. With `rejected` (the SHA-256 of a token the caller
-    /// saw refused), a cached token with that hash is replaced first.
+    /// app's cloud's Graph when `None`), `app` an app's name (the account's
+    /// first when `None`). Validated, then authorised, then served from the
+    /// cache. With `rejected` (the SHA-256 of a token the caller saw
+    /// refused), a cached token with that hash is replaced first.
     pub async fn token(
         &self,
         caller: &Caller,
         tenant: Option<&str>,
         resource: Option<&str>,
+        app: Option<&str>,
         rejected: Option<&[u8; 32]>,
     ) -> Result<Issued, TokenError> {
         let policy = &caller.state.policy;
-        let target = policy.resolve(caller.account, tenant, resource)?;
+        let target = policy.resolve(caller.account, tenant, resource, app)?;
         policy.authorize(caller.account, &target)?;
         self.issue(caller, target, rejected).await
     }
 
-    /// The tenant a gateway request names (`tenant` as in [`Broker::token`]),
-    /// when `caller` may send Graph requests there: it has Graph rules and
-    /// the tenant is one of its tenants. Gateway-only accounts may.
-    pub fn gateway_tenant(
+    /// The tenant and app a gateway request names (`tenant` and `app` as
+    /// in [`Broker::token`]), when `caller` may send Graph requests there:
+    /// it has Graph rules, and the tenant and app are among its own.
+    /// Gateway-only accounts may.
+    pub fn gateway_target(
         &self,
         caller: &Caller,
         tenant: &str,
-    ) -> Result<ResolvedTenant, TokenError> {
+        app: Option<&str>,
+    ) -> Result<GatewayTarget, TokenError> {
         let policy = &caller.state.policy;
         let tenant = policy.resolve_tenant(tenant)?;
-        policy.authorize_gateway(caller.account, &tenant)?;
-        Ok(tenant)
+        let app = policy.gateway_app(caller.account, app)?;
+        policy.authorize_gateway(caller.account, &tenant, &app)?;
+        Ok(GatewayTarget { tenant, app })
     }
 
     /// The Graph token the gateway forwards `caller`'s request with, for a
-    /// tenant [`Broker::gateway_tenant`] allowed. Served from the same
-    /// cache, single flight and budget as `/v1/token`; the token never
+    /// tenant and app [`Broker::gateway_target`] allowed. Served from the
+    /// same cache, single flight and budget as `/v1/token`; the token never
     /// reaches the caller. With `rejected`, a cached token with that hash
     /// (one Graph refused) is replaced first.
     pub async fn graph_token(
         &self,
         caller: &Caller,
-        tenant: ResolvedTenant,
+        GatewayTarget { tenant, app }: GatewayTarget,
         rejected: Option<&[u8; 32]>,
     ) -> Result<Issued, TokenError> {
         let target = Target {
+            resource: caller.state.policy.graph_of(&app).clone(),
             tenant,
-            resource: caller.state.policy.graph().clone(),
+            app,
         };
         self.issue(caller, target, rejected).await
     }
@@ -381,7 +441,7 @@ impl Broker {
         rejected: Option<&[u8; 32]>,
     ) -> Result<Issued, TokenError> {
         let policy = &caller.state.policy;
-        let key = CacheKey::new(&target.tenant.id, &target.resource);
+        let key = CacheKey::new(&target.app, &target.tenant.id, &target.resource);
         // An account with "*" spends a bounded budget on fetches for tenants
         // nobody configured and this broker does not know: per minute, and
         // half the upstream slots at once (held while its caller waits).
@@ -398,8 +458,12 @@ impl Broker {
                         account: account.to_owned(),
                         retry_after,
                     })?;
-                let (slots, wait) =
-                    self.with_config(|c| (c.app.max_concurrent_requests, c.cache.load_timeout.0));
+                let slots = self
+                    .apps
+                    .load()
+                    .client(&target.app)
+                    .map_or(1, |c| c.settings().max_concurrent_requests);
+                let wait = self.with_config(|c| c.cache.load_timeout.0);
                 _share = Some(
                     self.new_tenant_fetches
                         .acquire(account, slots, wait)
@@ -429,17 +493,19 @@ impl Broker {
     }
 
     /// The token a `[[token_files]]` entry holds: `tenant` (a configured
-    /// name, GUID or domain) and `resource` (the cloud's Graph when `None`)
-    /// resolved as for any caller, served from the same cache and single
-    /// flight. No account: the operator who configured the file is the
-    /// authority, so no account's budget of new tenants is charged.
+    /// name, GUID or domain), `resource` (the app's cloud's Graph when
+    /// `None`) and `app` (the first when `None`) resolved as for any caller,
+    /// served from the same cache and single flight. No account: the
+    /// operator who configured the file is the authority, so no account's
+    /// budget of new tenants is charged.
     pub async fn token_for_file(
         &self,
         tenant: &str,
         resource: Option<&str>,
+        app: Option<&str>,
     ) -> Result<Issued, TokenError> {
-        let target = self.state.load().policy.target(tenant, resource)?;
-        let key = CacheKey::new(&target.tenant.id, &target.resource);
+        let target = self.state.load().policy.target(tenant, resource, app)?;
+        let key = CacheKey::new(&target.app, &target.tenant.id, &target.resource);
         self.serve(target, key, None).await
     }
 
@@ -462,16 +528,10 @@ impl Broker {
     }
 
     /// Starts fetching a Graph token for every configured tenant that has
-    /// none, in the background (upstream concurrency bounded by the client).
+    /// none, for each app it consented to, in the background (upstream
+    /// concurrency bounded by each app's client).
     pub fn prefetch_configured_tenants(&self) {
-        let config = self.config();
-        let graph = config.app.graph();
-        let keys = config
-            .tenants
-            .iter()
-            .map(|t| CacheKey::new(&t.id, &graph))
-            .collect();
-        self.cache.prefetch(keys);
+        self.cache.prefetch(configured_keys(&self.config()));
     }
 
     /// Cached tokens still valid (the `tokenbroker_cached_tokens` gauge).
@@ -486,40 +546,55 @@ impl Broker {
 
     /// Each loaded certificate: thumbprint, notAfter (unix seconds), in use.
     /// (Federated credentials have no certificate, and no expiry series.)
+    /// Every app's, once per thumbprint (apps may share a certificate; it
+    /// is in use when some app signs with it).
     pub fn certificates(&self) -> Vec<(String, u64, bool)> {
-        let in_use = self.credentials.in_use();
-        self.credentials
-            .all()
-            .iter()
-            .filter_map(|c| {
-                let info = c.certificate()?;
-                Some((
-                    info.thumbprint_sha1.clone(),
-                    crate::clock::unix_seconds(info.not_after),
-                    c.id() == in_use,
-                ))
-            })
-            .collect()
+        let mut certificates: Vec<(String, u64, bool)> = Vec::new();
+        for (_, credentials) in self.apps.load().credentials() {
+            let in_use = credentials.in_use();
+            for c in credentials.all().iter() {
+                let Some(info) = c.certificate() else {
+                    continue;
+                };
+                let used = c.id() == in_use;
+                match certificates
+                    .iter_mut()
+                    .find(|(t, ..)| *t == info.thumbprint_sha1)
+                {
+                    Some(seen) => seen.2 |= used,
+                    None => certificates.push((
+                        info.thumbprint_sha1.clone(),
+                        crate::clock::unix_seconds(info.not_after),
+                        used,
+                    )),
+                }
+            }
+        }
+        certificates
     }
 
-    /// The certificate tried first, DER (tests check rotation by it).
+    /// The certificate the first app tries first, DER (tests check
+    /// rotation by it).
     pub fn certificate_der(&self) -> Vec<u8> {
-        self.credentials
-            .current()
-            .certificate()
-            .map(|c| c.der.clone())
+        self.apps
+            .load()
+            .credentials()
+            .next()
+            .and_then(|(_, set)| set.current().certificate().map(|c| c.der.clone()))
             .unwrap_or_default()
     }
 
     /// Puts a new configuration (already validated) and, when given, new
-    /// credentials in force, all at once. What needs a restart keeps its
-    /// old value and is reported. Tokens stay cached unless their tenant or
-    /// resource left (or the app's identity changed: then all go); tokens
-    /// fetched with a credential that left stay and refresh on schedule.
+    /// credentials (each app's, in file order) in force, all at once. What
+    /// needs a restart keeps its old value and is reported. Apps may come
+    /// and go. Tokens stay cached unless their app, tenant or resource left
+    /// (or their app's cloud or authority changed: then that app's go);
+    /// tokens fetched with a credential that left stay and refresh on
+    /// schedule.
     pub fn apply(
         &self,
         mut config: Config,
-        credentials: Option<ReadSet>,
+        credentials: Option<Vec<ReadSet>>,
     ) -> Result<Applied, BuildError> {
         let old = self.config();
         if let Some(listen) = self.listen_override {
@@ -527,40 +602,78 @@ impl Broker {
         }
         let restart_needed = keep_restart_only(&old, &mut config);
         let config = Arc::new(config);
-        let identity_changed = old.app.client_id != config.app.client_id
-            || old.app.cloud != config.app.cloud
-            || old.app.authority_host() != config.app.authority_host();
-        // Built before anything changes: a client that cannot be built
-        // (an unreadable ca_file) fails the reload and leaves all as it was.
-        let client = {
-            let current = self.authority.load();
-            let mut settings = AuthoritySettings::from_config(&config);
-            // Tests and tools may tune retries; a reload keeps the policy.
-            settings.retry = current.settings().retry;
-            // A ca_file may have been rewritten in place: always re-read it.
-            (*current.settings() != settings || settings.ca_file.is_some()).then(|| {
-                AuthorityClient::new(
-                    settings,
-                    Arc::clone(&self.credentials),
-                    Arc::clone(&self.clock),
-                )
-                .map(|c| {
-                    c.with_observer(self.observer.clone() as Arc<dyn UpstreamObserver>)
-                        .with_credential_reload(self.control.clone())
-                })
-            })
-        };
-        let client = client.transpose()?;
+        let current = self.apps.load_full();
+        // Tests and tools may tune retries; a reload keeps the policy.
+        let retry = current
+            .0
+            .first()
+            .map(|(_, c)| c.settings().retry)
+            .unwrap_or_default();
+        let mut read = credentials.map(Vec::into_iter);
 
-        if let Some((credentials, sources, fingerprint)) = credentials {
-            self.credentials
-                .replace(credentials, sources, Some(fingerprint));
+        // Built before anything changes: a client that cannot be built (an
+        // unreadable ca_file, an app without credentials) fails the reload
+        // and leaves all as it was.
+        let mut clients = Vec::with_capacity(config.apps.len());
+        let mut replacements = Vec::new();
+        let mut moved: Vec<AppKey> = Vec::new();
+        for app in &config.apps {
+            let key = app.app_key();
+            let new_credentials = read.as_mut().and_then(Iterator::next);
+            let mut settings = AuthoritySettings::for_app(app);
+            settings.retry = retry;
+            let client = match current.client(&key) {
+                Some(client) => {
+                    let was = old.apps.iter().find(|a| a.app_key() == key);
+                    if was.is_some_and(|was| {
+                        was.cloud != app.cloud || was.authority_host() != app.authority_host()
+                    }) {
+                        moved.push(key.clone());
+                    }
+                    let set = Arc::clone(client.credentials());
+                    if let Some(new_credentials) = new_credentials {
+                        replacements.push((Arc::clone(&set), new_credentials));
+                    }
+                    set.set_rejection_memory(app.credential_rejection_memory.0);
+                    // A ca_file may have been rewritten in place: always re-read it.
+                    if *client.settings() != settings || settings.ca_file.is_some() {
+                        Arc::new(self.client(settings, set)?)
+                    } else {
+                        Arc::clone(client)
+                    }
+                }
+                None => {
+                    let Some((list, sources, fingerprint)) = new_credentials else {
+                        return Err(BuildError::Client(format!(
+                            "app \"{}\" was added without its credentials being read",
+                            app.name
+                        )));
+                    };
+                    let set = Arc::new(CredentialSet::new(
+                        list,
+                        sources,
+                        Some(fingerprint),
+                        app.credential_rejection_memory.0,
+                    ));
+                    Arc::new(self.client(settings, set)?)
+                }
+            };
+            clients.push((key, client));
         }
-        self.credentials
-            .set_rejection_memory(config.app.credential_rejection_memory.0);
-        if let Some(client) = client {
-            self.authority.store(Arc::new(client));
+
+        for (set, (list, sources, fingerprint)) in replacements {
+            set.replace(list, sources, Some(fingerprint));
         }
+        // Refusals were for the app's old authority.
+        for key in &moved {
+            if let Some((_, client)) = clients.iter().find(|(k, _)| k == key) {
+                client.credentials().forget_rejections();
+            }
+        }
+        let kept_any = clients
+            .iter()
+            .any(|(key, _)| current.client(key).is_some() && !moved.contains(key));
+        self.apps.store(Arc::new(Apps(clients)));
         let mut cache_settings = CacheSettings::from_config(&config.cache);
         cache_settings.refresh_retry = self.cache.settings().refresh_retry;
         self.cache.set_settings(cache_settings);
@@ -574,11 +687,10 @@ impl Broker {
             restart_needed,
             ..Applied::default()
         };
-        if identity_changed {
+        if !kept_any {
+            // No app is the same one: every token was another app's.
             self.cache.clear();
             self.book.clear();
-            // Refusals were the other app's.
-            self.credentials.forget_rejections();
             applied.cleared = true;
         } else {
             // Token files' tokens stay too: no account needs to cover them.
@@ -587,12 +699,19 @@ impl Broker {
                 .iter()
                 .filter_map(|f| {
                     let resource = f.resource.as_ref().map(|r| r.as_str());
-                    let target = policy.target(&f.tenant.to_string(), resource).ok()?;
-                    Some(CacheKey::new(&target.tenant.id, &target.resource))
+                    let app = f.app.as_ref().map(|a| a.as_str());
+                    let target = policy.target(&f.tenant.to_string(), resource, app).ok()?;
+                    Some(CacheKey::new(
+                        &target.app,
+                        &target.tenant.id,
+                        &target.resource,
+                    ))
                 })
                 .collect();
             applied.dropped = self.cache.retain(|key| {
-                policy.anyone_may_have(&key.tenant, &key.resource) || files.contains(key)
+                !moved.contains(&key.app)
+                    && (policy.anyone_may_have(&key.app, &key.tenant, &key.resource)
+                        || files.contains(key))
             });
         }
         self.state.store(Arc::new(State {
@@ -606,10 +725,54 @@ impl Broker {
         Ok(applied)
     }
 
+    fn client(
+        &self,
+        settings: AuthoritySettings,
+        credentials: Arc<CredentialSet>,
+    ) -> Result<AuthorityClient, BuildError> {
+        app_client(
+            settings,
+            credentials,
+            &self.clock,
+            &self.observer,
+            &self.control,
+        )
+    }
+
     /// Reports a reload that failed before anything changed.
     pub fn reload_failed(&self) {
         self.observer.reloaded(None, self.clock.unix_now());
     }
+}
+
+/// An authority client for one app, reporting to the broker's observer
+/// and reloading credentials through its control door.
+fn app_client(
+    settings: AuthoritySettings,
+    credentials: Arc<CredentialSet>,
+    clock: &SharedClock,
+    observer: &Arc<dyn Observer>,
+    control: &Arc<Control>,
+) -> Result<AuthorityClient, BuildError> {
+    Ok(
+        AuthorityClient::new(settings, credentials, Arc::clone(clock))?
+            .with_observer(observer.clone() as Arc<dyn UpstreamObserver>)
+            .with_credential_reload(control.clone()),
+    )
+}
+
+/// The token every configured tenant should have: the Graph token of each
+/// app it consented to (`tenants.apps`, default every app).
+fn configured_keys(config: &Config) -> Vec<CacheKey> {
+    let mut keys = Vec::new();
+    for tenant in &config.tenants {
+        for app in &config.apps {
+            if tenant.apps.is_empty() || tenant.apps.contains(&app.name) {
+                keys.push(CacheKey::new(&app.app_key(), &tenant.id, &app.graph()));
+            }
+        }
+    }
+    keys
 }
 
 /// Keys a reload cannot change without a restart: listeners, connection

@@ -243,7 +243,7 @@ impl<S: TokenSource<Error = AcquireError>> TokenSource for Recorded<S> {
                 Err(e) => book.failure(&key, clock.unix_now(), e),
             };
             if let Some(consent) = changed {
-                observer.consent(&key.tenant, consent);
+                observer.consent(&key, consent);
             }
             result
         })
@@ -331,6 +331,7 @@ mod tests {
     fn the_book_records_failures_until_a_success_and_reports_consent_changes() {
         let book = StatusBook::new();
         let key = CacheKey::new(
+            &crate::config::AppKey::example(),
             &crate::config::TenantId::try_from("Contoso.com".to_owned()).unwrap(),
             &crate::config::Resource::parse("https://graph.microsoft.com").unwrap(),
         );

@@ -60,7 +60,7 @@ fn broker(config_text: &str, path: Option<&Path>) -> Broker {
     ));
     let broker = Broker::new(
         Arc::new(parse(config_text)),
-        credentials,
+        vec![credentials],
         Arc::new(crate::clock::SystemClock),
         Arc::new(NoObserver),
     )
@@ -94,7 +94,7 @@ async fn a_reload_needs_a_file_and_a_bad_one_changes_nothing() {
 fn refusals_are_named_by_the_broker() {
     use crate::access::RequestError;
     use crate::cache::CacheError;
-    let tenant = TenantId::try_from("contoso.com".to_owned()).unwrap();
+    let tenant = crate::config::TenantId::try_from("contoso.com".to_owned()).unwrap();
     let cases: Vec<(TokenError, Refusal, &str)> = vec![
         (
             TokenError::BadRequest(RequestError::Tenant("x".into())),

@@ -54,7 +54,7 @@ impl Broker {
         for (key, record) in restored.tokens {
             let lifetime = Duration::from_secs(record.expires_on.saturating_sub(record.issued_on));
             let left = Duration::from_secs(record.expires_on.saturating_sub(now));
-            let wanted = policy.anyone_may_have(&key.tenant, &key.resource);
+            let wanted = policy.anyone_may_have(&key.app, &key.tenant, &key.resource);
             if !wanted || left <= schedule::handout_floor(lifetime, min_remaining) {
                 report.stale += 1;
                 continue;

@@ -368,6 +368,7 @@ mod tests {
 
     fn key(tenant: &str) -> CacheKey {
         CacheKey::new(
+            &crate::config::AppKey::example(),
             &TenantId::try_from(tenant.to_owned()).unwrap(),
             &Resource::parse("https://graph.microsoft.com").unwrap(),
         )

@@ -40,6 +40,7 @@ impl LoadError for FakeError {
 
 fn key(tenant: &str, resource: &str) -> CacheKey {
     CacheKey::new(
+        &crate::config::AppKey::example(),
         &TenantId::try_from(tenant.to_owned()).unwrap(),
         &Resource::parse(resource).unwrap(),
     )

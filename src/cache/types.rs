@@ -1,26 +1,29 @@
-//! What the cache holds and how it is tuned: the key of a slot (tenant and
-//! resource), a cached token with its lifetimes, and `[cache]`'s settings.
+//! What the cache holds and how it is tuned: the key of a slot (app,
+//! tenant and resource), a cached token with its lifetimes, and `[cache]`'s settings.
 
 use super::schedule;
 use crate::backoff::Backoff;
-use crate::config::{Resource, TenantId, TenantKey};
+use crate::config::{AppKey, Resource, TenantId, TenantKey};
 use crate::token::AccessToken;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// What a token is for. The tenant id is lower-cased so that
-/// `Contoso.com` and `contoso.com` share a slot.
+/// What a token is for: the app registration that asks, the tenant, the
+/// resource. The tenant id is lower-cased so that `Contoso.com` and
+/// `contoso.com` share a slot.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
+    pub app: AppKey,
     pub tenant: TenantKey,
     /// The audience, without `/.default`.
     pub resource: Resource,
 }
 
 impl CacheKey {
-    /// The key for `tenant` and `resource`.
-    pub fn new(tenant: &TenantId, resource: &Resource) -> CacheKey {
+    /// The key for `app`, `tenant` and `resource`.
+    pub fn new(app: &AppKey, tenant: &TenantId, resource: &Resource) -> CacheKey {
         CacheKey {
+            app: app.clone(),
             tenant: tenant.key(),
             resource: resource.clone(),
         }

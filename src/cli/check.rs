@@ -5,7 +5,7 @@
 use super::{load, out, runtime, CliError};
 use crate::authority::{AuthorityClient, AuthoritySettings};
 use crate::clock::SystemClock;
-use crate::config::{Config, ConfigLocation};
+use crate::config::{AppConfig, Config, ConfigLocation};
 use crate::credentials::CredentialSet;
 use crate::daemon::StartError;
 use crate::sys::rfc3339;
@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 pub(super) fn authority_client(
     config_path: &Path,
-    config: &Config,
+    app: &AppConfig,
     credentials: CredentialSet,
 ) -> Result<AuthorityClient, CliError> {
     AuthorityClient::new(
-        AuthoritySettings::from_config(config),
+        AuthoritySettings::for_app(app),
         Arc::new(credentials),
         Arc::new(SystemClock),
     )
@@ -126,22 +126,33 @@ fn run_checks(
 ) -> Result<(), CliError> {
     let config_path = location.path.as_path();
     let (config, credentials, warnings) = load(location, true)?;
+    let apps: Vec<String> = config
+        .apps
+        .iter()
+        .map(|app| {
+            format!(
+                "app {} ({}) in cloud {}, authority {}, signing {:?}",
+                app.name,
+                app.client_id,
+                app.cloud,
+                app.authority_host(),
+                app.signing,
+            )
+        })
+        .collect();
     report.add(
         "configuration",
         config_path.display().to_string(),
         true,
         format!(
-            "app {} in cloud {}, authority {}, signing {:?}; {} tenant(s), {} account(s), listening on {}",
-            config.app.client_id,
-            config.app.cloud,
-            config.app.authority_host(),
-            config.app.signing,
+            "{}; {} tenant(s), {} account(s), listening on {}",
+            apps.join("; "),
             config.tenants.len(),
             config.accounts.len(),
             config.server.listen
         ),
     );
-    for credential in credentials.all().iter() {
+    for credential in credentials.iter().flat_map(|set| set.all().to_vec()) {
         let message = match credential.certificate() {
             Some(info) => format!(
                 "{} (thumbprint {}, RSA {} bits, valid until {})",
@@ -197,8 +208,11 @@ fn run_checks(
         if config.shared_cache.is_some() {
             runtime()?.block_on(check_shared_cache(config_path, &config, report))?;
         }
-        let client = authority_client(config_path, &config, credentials)?;
-        let failures = runtime()?.block_on(check_tenants(&config, &client, location, report));
+        let mut failures = 0;
+        for (app, credentials) in config.apps.iter().zip(credentials) {
+            let client = authority_client(config_path, app, credentials)?;
+            failures += runtime()?.block_on(check_tenants(&config, app, &client, location, report));
+        }
         if failures > 0 {
             return Err(CliError::Other(format!(
                 "{failures} of {} tenant(s) failed; see above",
@@ -259,19 +273,23 @@ impl crate::fleet::FleetObserver for NoFleetObserver {}
 /// the client), and reports each outcome. Returns the number of failures.
 pub(super) async fn check_tenants(
     config: &Config,
+    app: &AppConfig,
     client: &AuthorityClient,
     location: &ConfigLocation,
     report: &mut Report,
 ) -> usize {
-    let graph = config.app.graph();
+    let graph = app.graph();
     let graph = &graph;
     let results = futures_util::future::join_all(
         config
             .tenants
             .iter()
+            .filter(|t| t.apps.is_empty() || t.apps.contains(&app.name))
             .map(|t| async move { (t, client.acquire(&t.id, graph).await) }),
     )
     .await;
+    // With several apps, each tenant line says which app it is for.
+    let several = config.apps.len() > 1;
     let mut failures = 0;
     for (tenant, result) in results {
         match result {
@@ -287,7 +305,7 @@ pub(super) async fn check_tenants(
                     Some(r) => format!("roles {}", r.join(", ")),
                     None => "roles unreadable (opaque token)".to_owned(),
                 };
-                let name = format!("{} ({})", tenant.name, tenant.id);
+                let name = tenant_line(tenant, app, several);
                 if missing.is_empty() {
                     report.add(
                         "tenant",
@@ -318,7 +336,7 @@ pub(super) async fn check_tenants(
                 let code = e.entra().and_then(|x| x.aadsts());
                 report.add(
                     "tenant",
-                    format!("{} ({})", tenant.name, tenant.id),
+                    tenant_line(tenant, app, several),
                     false,
                     e.to_string(),
                 );
@@ -329,4 +347,14 @@ pub(super) async fn check_tenants(
         }
     }
     failures
+}
+
+/// How a tenant is named in `check`'s report: `contoso (id)`, and the app
+/// when there are several.
+fn tenant_line(tenant: &crate::config::TenantConfig, app: &AppConfig, several: bool) -> String {
+    if several {
+        format!("{} ({}) as app {}", tenant.name, tenant.id, app.name)
+    } else {
+        format!("{} ({})", tenant.name, tenant.id)
+    }
 }

@@ -45,17 +45,17 @@ pub(super) fn consent_url(
             config::Guid::try_from(id.clone())
                 .map_err(|e| CliError::Usage(format!("--client-id: {e}")))?;
             let cloud = cloud
-                .or(config.as_ref().map(|c| c.app.cloud))
+                .or(config.as_ref().map(|c| c.app().cloud))
                 .unwrap_or_default();
             (id, cloud, cloud.authority_host().to_owned())
         }
         (None, Some(config)) => {
-            let cloud = cloud.unwrap_or(config.app.cloud);
-            let authority = match &config.app.authority_host {
+            let cloud = cloud.unwrap_or(config.app().cloud);
+            let authority = match &config.app().authority_host {
                 Some(host) => host.as_str().to_owned(),
                 None => cloud.authority_host().to_owned(),
             };
-            (config.app.client_id.as_str().to_owned(), cloud, authority)
+            (config.app().client_id.as_str().to_owned(), cloud, authority)
         }
         (None, None) => {
             return Err(CliError::Usage(

@@ -265,7 +265,7 @@ pub(super) fn load_config(location: &ConfigLocation) -> Result<Config, CliError>
 pub(super) fn load(
     location: &ConfigLocation,
     sockets: bool,
-) -> Result<(Config, CredentialSet, Vec<String>), CliError> {
+) -> Result<(Config, Vec<CredentialSet>, Vec<String>), CliError> {
     let config = load_config(location)?;
     let config_path = location.path.as_path();
     daemon::preflight(&config, config_path, sockets)?;

@@ -57,7 +57,7 @@ pub(super) fn serve(
         let hangup = daemon::catch_sighup();
         let (config, credentials, dev_mode) = if dev {
             let (config, credential, dev_mode) = dev_setup(listen).await?;
-            (config, CredentialSet::single(credential), Some(dev_mode))
+            (config, vec![CredentialSet::single(credential)], Some(dev_mode))
         } else {
             let (mut config, credentials, warnings) = load(location, true)?;
             for warning in warnings {

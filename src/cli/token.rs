@@ -22,9 +22,13 @@ pub(super) fn token(
     // The operator runs this with the configuration's own credential: no
     // account is involved, only the validation of what is asked.
     let target = Policy::new(&config)
-        .target(tenant, resource)
+        .target(tenant, resource, None)
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let client = authority_client(config_path, &config, credentials)?;
+    // The first app: its credentials come first.
+    let Some(credentials) = credentials.into_iter().next() else {
+        return Err(CliError::Other("the configuration names no app".into()));
+    };
+    let client = authority_client(config_path, config.app(), credentials)?;
     let response = runtime()?
         .block_on(client.acquire(&target.tenant.id, &target.resource))
         .map_err(|e| CliError::Other(e.to_string()))?;

@@ -19,8 +19,8 @@ pub use schema::{
     SigningAlgorithm, TenantConfig, TokenFileConfig, TokenFileFormat,
 };
 pub use types::{
-    check_tenant_id, is_guid, parse_file_mode, AuthorityHost, ConfigDuration, EnvVarName, Guid,
-    HostName, Name, Permission, ResolvedTenant, Resource, SecretHash, SecretHashes, TenantId,
+    check_tenant_id, is_guid, parse_file_mode, AppKey, AuthorityHost, ConfigDuration, EnvVarName,
+    Guid, HostName, Name, Permission, ResolvedTenant, Resource, SecretHash, SecretHashes, TenantId,
     TenantKey, TenantRef,
 };
 
@@ -221,6 +221,14 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        config
+            .gather_apps()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                message,
+            })
+            .map_err(|e| e.at_line_in(text))?;
         config.validate(path).map_err(|e| e.at_line_in(text))?;
         // Anchored at an absolute directory, so errors and logs show the path
         // the daemon really opens, whatever its working directory.
@@ -260,6 +268,47 @@ impl Config {
         Ok(Some(base_dir(path).join(socket)))
     }
 
+    /// The default app: the first in the file (a lone `[app]` is it).
+    /// Parsing refuses a file without one, so there always is one.
+    pub fn app(&self) -> &AppConfig {
+        &self.apps[0]
+    }
+
+    /// The app called `name`.
+    pub fn app_named(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.name.as_str() == name)
+    }
+
+    /// A lone `[app]` becomes the app named "default"; each app learns
+    /// where its keys are (`app` or `apps[N]`), for errors.
+    fn gather_apps(&mut self) -> Result<(), (String, String)> {
+        match (self.single_app.take(), self.apps.is_empty()) {
+            (Some(_), false) => Err((
+                "apps".into(),
+                "is given together with [app]; list every app registration as [[apps]] \
+                 (a lone [app] is the app named \"default\")"
+                    .into(),
+            )),
+            (None, true) => Err((
+                "app".into(),
+                "is missing: name the app registration in [app] (client_id and its \
+                 certificate), or several in [[apps]]"
+                    .into(),
+            )),
+            (Some(mut app), true) => {
+                app.key = "app".into();
+                self.apps.push(app);
+                Ok(())
+            }
+            (None, false) => {
+                for (i, app) in self.apps.iter_mut().enumerate() {
+                    app.key = format!("apps[{i}]");
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Runs the cross-key rules again, after a command-line override (such
     /// as `serve --listen`) changed a value; `path` names the file in errors.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -273,15 +322,24 @@ impl Config {
     /// Relative file paths are relative to the configuration file, so the
     /// daemon behaves the same whatever its working directory.
     fn resolve_paths(&mut self, base: &Path) {
-        let app = &mut self.app;
-        let credentials = app.credentials.iter_mut().flat_map(|c| {
+        let apps = self.apps.iter_mut().flat_map(|app| {
+            let credentials = app.credentials.iter_mut().flat_map(|c| {
+                [
+                    c.certificate.as_mut(),
+                    c.private_key.as_mut(),
+                    c.password_file.as_mut(),
+                    c.federated_token_file.as_mut(),
+                    c.pkcs11.as_mut().map(|p| &mut p.module),
+                ]
+            });
             [
-                c.certificate.as_mut(),
-                c.private_key.as_mut(),
-                c.password_file.as_mut(),
-                c.federated_token_file.as_mut(),
-                c.pkcs11.as_mut().map(|p| &mut p.module),
+                app.certificate.as_mut(),
+                app.private_key.as_mut(),
+                app.private_key_password_file.as_mut(),
+                app.ca_file.as_mut(),
             ]
+            .into_iter()
+            .chain(credentials)
         });
         let server = &mut self.server;
         let shared = self.shared_cache.iter_mut().flat_map(|c| {
@@ -295,17 +353,13 @@ impl Config {
             .chain(c.old_key_files.iter_mut().map(Some))
         });
         for path in [
-            app.certificate.as_mut(),
-            app.private_key.as_mut(),
-            app.private_key_password_file.as_mut(),
-            app.ca_file.as_mut(),
             server.unix_socket.as_mut(),
             server.admin_socket.as_mut(),
             self.cache.state_file.as_mut(),
             self.cache.state_key_file.as_mut(),
         ]
         .into_iter()
-        .chain(credentials)
+        .chain(apps)
         .chain(shared)
         .chain(self.token_files.iter_mut().map(|f| Some(&mut f.path)))
         .flatten()
@@ -490,9 +544,12 @@ private_key = "key.pem"
         let text = one("mode = \"0666\"\n");
         let line = text.lines().position(|l| l.starts_with("mode")).unwrap() + 1;
         assert!(error(&text).contains(&format!("line {line}: token_files[0].mode")));
-        // `app` belongs to several app registrations, not built yet: an unknown key.
+        // `app` names a configured app.
         let message = error(&one("app = \"mail\"\n"));
-        assert!(message.contains("unknown field `app`"), "{message}");
+        assert!(
+            message.contains("token_files[0].app: names app \"mail\", which is not configured"),
+            "{message}"
+        );
         let message = error(&one("format = \"xml\"\n"));
         assert!(message.contains("unknown variant `xml`"), "{message}");
         let many: String = (0..257)
@@ -571,14 +628,14 @@ private_key = "key.pem"
             .map(HostName::as_str)
             .collect();
         assert_eq!(hosts, ["localhost", "127.0.0.1", "[::1]"]);
-        assert_eq!(config.app.cloud, Cloud::Global);
-        assert_eq!(config.app.signing, SigningAlgorithm::PS256);
+        assert_eq!(config.app().cloud, Cloud::Global);
+        assert_eq!(config.app().signing, SigningAlgorithm::PS256);
         assert_eq!(
-            config.app.authority_host(),
+            config.app().authority_host(),
             "https://login.microsoftonline.com"
         );
-        assert_eq!(config.app.connect_timeout.0, Duration::from_secs(3));
-        assert_eq!(config.app.request_timeout.0, Duration::from_secs(10));
+        assert_eq!(config.app().connect_timeout.0, Duration::from_secs(3));
+        assert_eq!(config.app().request_timeout.0, Duration::from_secs(10));
         assert_eq!(config.cache.min_remaining.0, Duration::from_secs(300));
         assert_eq!(config.cache.keep_warm.0, Duration::from_secs(86_400));
         assert_eq!(config.cache.negative_ttl.0, Duration::from_secs(30));
@@ -586,11 +643,11 @@ private_key = "key.pem"
         assert_eq!(config.cache.load_timeout.0, Duration::from_secs(20));
         // Relative paths are anchored at the configuration file's directory.
         assert_eq!(
-            config.app.certificate.as_deref(),
+            config.app().certificate.as_deref(),
             Some(Path::new("/etc/tokenbroker/cert.pem"))
         );
         assert_eq!(
-            config.app.private_key.as_deref(),
+            config.app().private_key.as_deref(),
             Some(Path::new("/etc/tokenbroker/key.pem"))
         );
     }
@@ -662,7 +719,7 @@ private_key = "key.pem"
         let message = error("[app]\ncertificate = \"c.pem\"\n");
         assert!(message.contains("missing field `client_id`"), "{message}");
         let message = error("[server]\n");
-        assert!(message.contains("missing field `app`"), "{message}");
+        assert!(message.contains("app: is missing"), "{message}");
     }
 
     #[test]
@@ -892,7 +949,7 @@ private_key = "key.pem"
     #[test]
     fn durations_parse() {
         let config = parse(&format!("{MINIMAL}\nconnect_timeout = \"1500ms\"\n[cache]\nmin_remaining = \"10m\"\nkeep_warm = \"1h 30m\"\nnegative_ttl = \"45s\"\n")).unwrap();
-        assert_eq!(config.app.connect_timeout.0, Duration::from_millis(1500));
+        assert_eq!(config.app().connect_timeout.0, Duration::from_millis(1500));
         assert_eq!(config.cache.min_remaining.0, Duration::from_secs(600));
         assert_eq!(config.cache.keep_warm.0, Duration::from_secs(5400));
         assert_eq!(config.cache.negative_ttl.0, Duration::from_secs(45));
@@ -914,8 +971,8 @@ private_key = "key.pem"
             "{MINIMAL}cloud = \"usgov-dod\"\nsigning = \"RS256\"\n"
         ))
         .unwrap();
-        assert_eq!(config.app.cloud, Cloud::UsgovDod);
-        assert_eq!(config.app.signing, SigningAlgorithm::RS256);
+        assert_eq!(config.app().cloud, Cloud::UsgovDod);
+        assert_eq!(config.app().signing, SigningAlgorithm::RS256);
         let message = error(&format!("{MINIMAL}cloud = \"mars\"\n"));
         assert!(message.contains("unknown variant `mars`"), "{message}");
         let message = error(&format!("{MINIMAL}signing = \"HS256\"\n"));
@@ -924,7 +981,7 @@ private_key = "key.pem"
             "{MINIMAL}authority_host = \"http://127.0.0.1:9000\"\n"
         ))
         .unwrap();
-        assert_eq!(config.app.authority_host(), "http://127.0.0.1:9000");
+        assert_eq!(config.app().authority_host(), "http://127.0.0.1:9000");
         let message = error(&format!(
             "{MINIMAL}authority_host = \"http://login.example.com\"\n"
         ));
@@ -983,7 +1040,7 @@ private_key = "key.pem"
         let two = "[[app.credentials]]\ncertificate = \"a.pem\"\nprivate_key = \"a.key\"\n\
                    [[app.credentials]]\ncertificate = \"b.pfx\"\npassword_file = \"pw\"\n";
         let config = parse(&format!("{app}{two}")).unwrap();
-        let list = config.app.credential_configs();
+        let list = config.app().credential_configs();
         assert_eq!(list.len(), 2);
         assert_eq!(
             list[1].password_file.as_deref(),
@@ -991,7 +1048,7 @@ private_key = "key.pem"
         );
         let message = error(&format!("{app}certificate = \"c.pem\"\n{two}"));
         assert!(
-            message.contains("app.credentials: is given together with app.certificate"),
+            message.contains("app.credentials: is given together with certificate"),
             "{message}"
         );
         let message = error(app);
@@ -1079,7 +1136,7 @@ private_key = "key.pem"
              [[app.credentials]]\nfederated_managed_identity = {{ protocol = \"app-service\", endpoint = \"http://127.0.0.1:41000/msi/token\", header_env = \"H\" }}\n"
         ))
         .unwrap();
-        let c = &ok.app.credentials;
+        let c = &ok.app().credentials;
         assert_eq!(
             c[0].federated_token_file.as_deref(),
             Some(Path::new("/etc/tokenbroker/token"))

@@ -4,7 +4,7 @@
 //! impl (container-level `#[serde(default)]`), so each default is written once.
 
 use super::types::{
-    AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name, Permission, Resource,
+    AppKey, AuthorityHost, ConfigDuration, EnvVarName, Guid, HostName, Name, Permission, Resource,
     SecretHashes, TenantId, TenantRef,
 };
 use crate::cloud::Cloud;
@@ -19,8 +19,14 @@ use std::time::Duration;
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
-    /// The Entra app registration.
-    pub app: AppConfig,
+    /// A lone `[app]`: gathered into `apps` as the app named "default"
+    /// when the file is parsed, so nothing reads it after.
+    #[serde(default, rename = "app")]
+    pub(super) single_app: Option<AppConfig>,
+    /// The Entra app registrations (`[[apps]]`, or the lone `[app]`), in
+    /// file order; the first is the default. Never empty once parsed.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
     #[serde(default)]
     pub cache: CacheConfig,
     /// Customer tenants known in advance (aliases, prefetch, permissions).
@@ -48,6 +54,9 @@ pub struct TokenFileConfig {
     pub path: PathBuf,
     /// A configured tenant name, or a tenant GUID or domain.
     pub tenant: TenantRef,
+    /// The app whose token the file holds (default: the first app).
+    #[serde(default)]
+    pub app: Option<Name>,
     /// The audience; default: the cloud's Graph.
     #[serde(default)]
     pub resource: Option<Resource>,
@@ -265,6 +274,14 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
+    /// What accounts, tenants, token files, `?app=` and labels call the app
+    /// (a lone `[app]` is "default").
+    #[serde(default = "AppConfig::default_name")]
+    pub name: Name,
+    /// Where the app's keys are in the file (`app` or `apps[N]`): errors
+    /// name keys by it. Set when the file is parsed.
+    #[serde(skip)]
+    pub key: String,
     /// Application (client) ID.
     pub client_id: Guid,
     #[serde(default)]
@@ -316,6 +333,10 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
+    fn default_name() -> Name {
+        Name::default_app()
+    }
+
     fn default_connect_timeout() -> ConfigDuration {
         ConfigDuration(Duration::from_secs(3))
     }
@@ -350,6 +371,14 @@ impl AppConfig {
                 federated_managed_identity: None,
             }],
             _ => self.credentials.clone(),
+        }
+    }
+
+    /// What its tokens are cached under.
+    pub fn app_key(&self) -> AppKey {
+        AppKey {
+            name: self.name.clone(),
+            client_id: self.client_id.clone(),
         }
     }
 
@@ -496,6 +525,11 @@ pub struct TenantConfig {
     /// Graph application permissions this tenant must have granted.
     #[serde(default)]
     pub required_permissions: Vec<Permission>,
+    /// The apps this tenant consented to: prefetch, healing, status rows
+    /// and `required_permissions` apply to them (default: every app). It
+    /// restricts no caller: accounts do.
+    #[serde(default)]
+    pub apps: Vec<Name>,
 }
 
 /// `[[accounts]]`: a local service account allowed to fetch tokens.
@@ -508,6 +542,10 @@ pub struct AccountConfig {
     pub secret_sha256: SecretHashes,
     /// Tenants the account may use.
     pub tenants: Vec<TenantRef>,
+    /// The apps the account may use; the first is its default (default:
+    /// the first app).
+    #[serde(default)]
+    pub apps: Vec<Name>,
     /// Resources the account may request; default: the cloud's Graph.
     #[serde(default)]
     pub resources: Option<Vec<Resource>>,

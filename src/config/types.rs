@@ -177,6 +177,33 @@ validated_string!(
     }
 );
 
+impl Name {
+    /// The name of a lone `[app]`: "default".
+    pub fn default_app() -> Name {
+        Name(Arc::from("default"))
+    }
+}
+
+/// Which app registration a token is for: its client ID (how Entra, the
+/// fleet's shared cache and the state file know it) and its configured
+/// name (labels, status, `?app=`). Both share their text: cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AppKey {
+    pub name: Name,
+    pub client_id: Guid,
+}
+
+impl AppKey {
+    /// The app named "default" with the all-ones client ID (tests and
+    /// benchmarks that need a key and no configuration).
+    pub fn example() -> AppKey {
+        AppKey {
+            name: Name::default_app(),
+            client_id: Guid(Arc::from("11111111-1111-1111-1111-111111111111")),
+        }
+    }
+}
+
 /// A SHA-256 digest, written as 64 hexadecimal characters in either case
 /// (`secret_sha256`). Held as bytes, so two spellings of one digest are equal.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

@@ -8,7 +8,7 @@
 //! takes a tenant down while the old one is valid.
 
 use super::{Credential, CredentialError, CredentialKind, CredentialSource};
-use crate::config::{Config, TenantId, TenantKey};
+use crate::config::{AppConfig, Config, TenantId, TenantKey};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::path::Path;
@@ -317,16 +317,32 @@ impl CredentialSet {
         *lock(&self.remember_for) = remember_for;
     }
 
-    /// The credentials `config` names, read from their files now: the
+    /// The credentials of every app of `config`, in file order (see
+    /// [`CredentialSet::read_app`]), and the warnings of all.
+    pub fn read(
+        config: &Config,
+        config_path: &Path,
+    ) -> Result<(Vec<ReadSet>, Vec<String>), CredentialError> {
+        let mut sets = Vec::with_capacity(config.apps.len());
+        let mut warnings = Vec::new();
+        for app in &config.apps {
+            let (set, more) = CredentialSet::read_app(app, config_path)?;
+            sets.push(set);
+            warnings.extend(more);
+        }
+        Ok((sets, warnings))
+    }
+
+    /// The credentials `app` names, read from their files now: the
     /// credentials, their sources, and the fingerprint of the files taken
     /// *before* they were read (a change that lands meanwhile is picked up
     /// by the next check); and the warnings an operator should see.
     /// `config_path` names the file in errors, with the key at fault.
-    pub fn read(
-        config: &Config,
+    pub fn read_app(
+        app: &AppConfig,
         config_path: &Path,
     ) -> Result<(ReadSet, Vec<String>), CredentialError> {
-        let sources = CredentialSource::all_from_config(&config.app);
+        let sources = CredentialSource::all_from_config(app);
         let fingerprint = Fingerprint::of(&sources);
         let (credentials, warnings) = CredentialSet::load(&sources, SystemTime::now())
             .map_err(|e| e.in_config(config_path, &sources))?;

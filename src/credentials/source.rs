@@ -39,7 +39,8 @@ pub enum CredentialKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialSource {
     pub kind: CredentialKind,
-    /// The configuration key that names it (`app`, `app.credentials[1]`).
+    /// The configuration key that names it (`app`, `app.credentials[1]`,
+    /// `apps[1].credentials[0]`).
     pub key: String,
 }
 
@@ -56,7 +57,7 @@ impl CredentialSource {
         }
     }
 
-    /// Every credential `[app]` names, in file order. (Validation gives
+    /// Every credential `app` names, in file order. (Validation gives
     /// every credential that is not federated a certificate.)
     pub fn all_from_config(app: &AppConfig) -> Vec<CredentialSource> {
         let single = app.credentials.is_empty();
@@ -93,9 +94,9 @@ impl CredentialSource {
                 Some(CredentialSource {
                     kind,
                     key: if single {
-                        "app".into()
+                        app.key.clone()
                     } else {
-                        format!("app.credentials[{i}]")
+                        format!("{}.credentials[{i}]", app.key)
                     },
                 })
             })
@@ -132,32 +133,28 @@ impl CredentialSource {
 
     /// The password, if one is configured, read now.
     pub fn password(&self) -> Option<PasswordSource> {
-        let (env_key, file_key) = if self.key == "app" {
-            (
-                "app.private_key_password_env",
-                "app.private_key_password_file",
-            )
-        } else {
+        // A lone credential's keys are the app's own (`app.private_key_…`).
+        let (env_key, file_key) = if self.key.contains('.') {
             ("password_env", "password_file")
+        } else {
+            ("private_key_password_env", "private_key_password_file")
         };
         match &self.kind {
             CredentialKind::Files {
                 password: Some(SecretSource::Env(name)),
                 ..
-            } => Some(PasswordSource::from_env(name, &self.qualified(env_key))),
+            } => Some(PasswordSource::from_env(
+                name,
+                &format!("{}.{env_key}", self.key),
+            )),
             CredentialKind::Files {
                 password: Some(SecretSource::File(path)),
                 ..
-            } => Some(PasswordSource::from_file(path, &self.qualified(file_key))),
+            } => Some(PasswordSource::from_file(
+                path,
+                &format!("{}.{file_key}", self.key),
+            )),
             _ => None,
-        }
-    }
-
-    fn qualified(&self, key: &str) -> String {
-        if self.key == "app" {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.key)
         }
     }
 

@@ -38,10 +38,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{Store, StoreError};
 
-/// What a value is bound to: the app, the tenant, the resource.
-fn bound(client_id: &str, key: &CacheKey) -> String {
+/// What a value is bound to: the app (its client ID), the tenant, the
+/// resource.
+fn bound(key: &CacheKey) -> String {
     format!(
-        "{client_id}\0{}\0{}",
+        "{}\0{}\0{}",
+        key.app.client_id.as_str(),
         key.tenant.as_str(),
         key.resource.as_str()
     )
@@ -49,9 +51,8 @@ fn bound(client_id: &str, key: &CacheKey) -> String {
 
 /// The Redis key of `kind` (`token`, `lease`, `block`) for `key`: hashed,
 /// so Redis never sees tenant names and every key has one shape.
-pub fn redis_key(prefix: &str, client_id: &str, key: &CacheKey, kind: &str) -> String {
-    let digest =
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bound(client_id, key).as_bytes());
+pub fn redis_key(prefix: &str, key: &CacheKey, kind: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bound(key).as_bytes());
     format!("{prefix}:{kind}:{}", hex::encode(&digest.as_ref()[..16]))
 }
 
@@ -113,7 +114,6 @@ pub trait FleetObserver: Send + Sync + std::fmt::Debug + 'static {
 /// Settings of `[shared_cache]` that the logic needs.
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
-    pub client_id: String,
     pub prefix: String,
     pub timeout: Duration,
     pub lease: Duration,
@@ -271,8 +271,8 @@ impl SharedCache {
 
     fn names(&self, key: &CacheKey) -> Names {
         let settings = &self.settings;
-        let bound = bound(&settings.client_id, key);
-        let key_of = |kind| redis_key(&settings.prefix, &settings.client_id, key, kind);
+        let bound = bound(key);
+        let key_of = |kind| redis_key(&settings.prefix, key, kind);
         Names {
             token: key_of("token"),
             lease: key_of("lease"),

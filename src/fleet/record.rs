@@ -161,6 +161,7 @@ mod tests {
         };
         assert!(BlockRecord::of(&transient, 1000, ttl).is_none());
         let key = CacheKey::new(
+            &crate::config::AppKey::example(),
             &"contoso.com".to_owned().try_into().unwrap(),
             &crate::config::Resource::parse("https://graph.microsoft.com").unwrap(),
         );

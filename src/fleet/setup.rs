@@ -131,7 +131,6 @@ pub fn connect(
         shown,
         keys,
         FleetSettings {
-            client_id: config.app.client_id.as_str().to_owned(),
             prefix: shared.prefix.clone(),
             timeout: shared.timeout.0,
             lease: shared.lease.0,

@@ -47,7 +47,6 @@ fn host(store: &MemoryStore, keys: seal::Keys) -> (Arc<SharedCache>, Arc<Counts>
         "memory".into(),
         keys,
         FleetSettings {
-            client_id: "11111111-2222-3333-4444-555555555555".into(),
             prefix: "tb".into(),
             timeout: Duration::from_millis(250),
             lease: Duration::from_secs(15),
@@ -62,6 +61,7 @@ fn host(store: &MemoryStore, keys: seal::Keys) -> (Arc<SharedCache>, Arc<Counts>
 
 fn key(tenant: &str) -> CacheKey {
     CacheKey::new(
+        &crate::config::AppKey::example(),
         &TenantId::try_from(tenant.to_owned()).unwrap(),
         &Resource::parse("https://graph.microsoft.com").unwrap(),
     )

@@ -10,7 +10,7 @@
 
 use crate::authority::{UpstreamObserver, UpstreamOutcome};
 use crate::cache::{CacheKey, CacheObserver, CachedToken, Lookup, Trigger};
-use crate::config::{Config, Resource, TenantId, TenantKey};
+use crate::config::{AppKey, Config, Resource, TenantId, TenantKey};
 use crate::route::Route;
 use arc_swap::ArcSwap;
 use prometheus::{
@@ -39,6 +39,15 @@ struct Configured {
     names: HashMap<TenantKey, String>,
     /// The cloud's Graph resource: the per-tenant expiry is for Graph tokens.
     graph: Option<Resource>,
+    /// The first app: per-tenant expiry and consent follow its tokens.
+    app: Option<AppKey>,
+}
+
+impl Configured {
+    /// Whether `key` feeds the per-tenant series: the first app's Graph token.
+    fn follows(&self, key: &CacheKey) -> bool {
+        self.graph.as_ref() == Some(&key.resource) && self.app.as_ref() == Some(&key.app)
+    }
 }
 
 /// Every metric of the daemon, and the registry that exposes them.
@@ -233,7 +242,7 @@ impl Metrics {
         let graph_denied = counter_vec(
             &registry,
             "graph_denied_total",
-            "Graph gateway requests refused before any upstream request, by account and reason (no_rule, no_graph_rules, bad_request, forbidden_tenant, too_large, directory)",
+            "Graph gateway requests refused before any upstream request, by account and reason (no_rule, no_graph_rules, bad_request, forbidden_tenant, forbidden_app, too_large, directory)",
             &["account", "reason"],
         );
         let graph_duration = register(
@@ -353,7 +362,8 @@ impl Metrics {
             .collect();
         let old = self.configured.swap(Arc::new(Configured {
             names: names.clone(),
-            graph: Some(config.app.graph()),
+            graph: Some(config.app().graph()),
+            app: Some(config.app().app_key()),
         }));
         let kept: std::collections::HashSet<&String> = names.values().collect();
         let before: std::collections::HashSet<&String> = old.names.values().collect();
@@ -574,7 +584,7 @@ impl CacheObserver for Metrics {
 
     fn dropped(&self, key: &CacheKey) {
         let configured = self.configured.load();
-        if configured.graph.as_ref() != Some(&key.resource) {
+        if !configured.follows(key) {
             return;
         }
         if let Some(name) = configured.names.get(&key.tenant) {
@@ -585,7 +595,7 @@ impl CacheObserver for Metrics {
 
     fn token_stored(&self, key: &CacheKey, token: &CachedToken) {
         let configured = self.configured.load();
-        if configured.graph.as_ref() != Some(&key.resource) {
+        if !configured.follows(key) {
             return;
         }
         if let Some(name) = configured.names.get(&key.tenant) {
@@ -597,8 +607,11 @@ impl CacheObserver for Metrics {
 }
 
 impl crate::broker::Observer for Metrics {
-    fn consent(&self, tenant: &TenantId, consent: crate::broker::status::Consent) {
-        self.set_consent(tenant, consent.as_str());
+    fn consent(&self, key: &CacheKey, consent: crate::broker::status::Consent) {
+        // The first app's consent (a tenant may consent to one app only).
+        if self.configured.load().app.as_ref() == Some(&key.app) {
+            self.set_consent(&key.tenant, consent.as_str());
+        }
     }
 
     fn forced_by_admin(&self) {

@@ -96,6 +96,12 @@ pub(super) async fn answer<B>(
         .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == "resource"))
         .map(|(_, v)| v.into_owned());
     let resource = resource.as_deref();
+    let app_name = req
+        .uri()
+        .query()
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == "app"))
+        .map(|(_, v)| v.into_owned());
+    let app_name = app_name.as_deref();
     let broker = app.broker();
     match action {
         Action::Status => json(200, &broker.status()),
@@ -104,15 +110,15 @@ pub(super) async fn answer<B>(
             Err(e) => api_error(&Failure::from(&TokenError::from(e))),
         },
         Action::Refresh(tenant) => {
-            tracing::info!(uid, tenant, resource, "admin: refresh");
-            match broker.refresh(tenant, resource).await {
+            tracing::info!(uid, tenant, resource, app = app_name, "admin: refresh");
+            match broker.refresh(tenant, resource, app_name).await {
                 Ok(rows) => json(200, &rows),
                 Err(e) => api_error(&Failure::from(&e)),
             }
         }
         Action::Evict(tenant) => {
-            tracing::info!(uid, tenant, resource, "admin: evict");
-            match broker.evict(tenant, resource).await {
+            tracing::info!(uid, tenant, resource, app = app_name, "admin: evict");
+            match broker.evict(tenant, resource, app_name).await {
                 Ok(rows) => json(200, &rows),
                 Err(e) => api_error(&Failure::from(&TokenError::from(e))),
             }

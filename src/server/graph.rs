@@ -10,8 +10,8 @@ use super::access::{authenticate, hosts_allowed, Access};
 use super::budget::Conn;
 use super::respond::{graph_error, whole, Answer, BoxError, Failure};
 use super::{App, Peer};
-use crate::broker::{Caller, TokenError};
-use crate::config::ResolvedTenant;
+use crate::broker::{Caller, GatewayTarget, TokenError};
+use crate::config::AppKey;
 use crate::gateway::batch;
 use crate::gateway::forward::{self, Links, VERSIONS};
 use crate::gateway::path::GraphPath;
@@ -54,6 +54,9 @@ fn bad_request(message: impl Into<String>) -> Refused {
         denied: Some("bad_request"),
     }
 }
+
+/// The request header that picks the app (the account's first without it).
+const APP_HEADER: &str = "x-tokenbroker-app";
 
 /// What the route names: `{tenant}` as written, `{version}`, the path.
 struct Named<'a> {
@@ -165,10 +168,23 @@ where
     if access.enabled {
         access.path = Some(named.path.encoded());
     }
-    let tenant = app
+    // The app: `X-Tokenbroker-App` (kept back from Graph), else the
+    // account's first.
+    let app_name = match req.headers().get(APP_HEADER) {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            Refused::from(Failure::new(
+                400,
+                "bad_request",
+                "X-Tokenbroker-App is not an app name",
+            ))
+        })?),
+        None => None,
+    };
+    let target = app
         .broker
-        .gateway_tenant(&caller, named.tenant)
+        .gateway_target(&caller, named.tenant, app_name)
         .map_err(|e| denied_by(app, &e))?;
+    let tenant = &target.tenant;
     if access.enabled {
         access.tenant = Some(
             tenant
@@ -179,7 +195,9 @@ where
         );
     }
     // One snapshot of the configuration for the whole request.
-    let settings = app.broker.with_config(Settings::of);
+    let settings = app
+        .broker
+        .with_config(|config| Settings::of(config, &target.app));
     let limits = &settings.limits;
     let max_request = usize::try_from(limits.max_request_bytes).unwrap_or(usize::MAX);
     let max_rewrite = usize::try_from(limits.max_rewrite_bytes).unwrap_or(usize::MAX);
@@ -247,7 +265,7 @@ where
         judge(
             app,
             &caller,
-            &tenant,
+            &target,
             rules,
             &settings,
             id.as_deref(),
@@ -265,7 +283,7 @@ where
     let response = loop {
         let issued = app
             .broker
-            .graph_token(&caller, tenant.clone(), rejected.as_ref())
+            .graph_token(&caller, target.clone(), rejected.as_ref())
             .await
             .map_err(|e| Refused::from(Failure::from(&e)))?;
         let token = &issued.grant.token.access_token;
@@ -331,14 +349,14 @@ where
 async fn judge(
     app: &App,
     caller: &Caller,
-    tenant: &ResolvedTenant,
+    target: &GatewayTarget,
     rules: &[rules::Rule],
     settings: &Settings,
     id: Option<&str>,
     method: &str,
     path: &GraphPath,
 ) -> Result<(), Refused> {
-    let key = tenant.id.key();
+    let key = target.tenant.id.key();
     for _ in 0..=MAX_LOOKUPS {
         let verdict = rules::check(rules, method, path, &app.directory.of(&key, Instant::now()));
         match verdict {
@@ -361,7 +379,7 @@ async fn judge(
                 });
             }
             Verdict::Lookup(name) => {
-                let entry = look_up(app, caller, tenant, &name, settings).await?;
+                let entry = look_up(app, caller, target, &name, settings).await?;
                 app.directory.remember(
                     &key,
                     &name,
@@ -387,13 +405,14 @@ async fn judge(
 async fn look_up(
     app: &App,
     caller: &Caller,
-    tenant: &ResolvedTenant,
+    target: &GatewayTarget,
     name: &str,
     settings: &Settings,
 ) -> Result<Option<DirectoryEntry>, Refused> {
+    let tenant = &target.tenant;
     let issued = app
         .broker
-        .graph_token(caller, tenant.clone(), None)
+        .graph_token(caller, target.clone(), None)
         .await
         .map_err(|e| Refused::from(Failure::from(&e)))?;
     let bearer = bearer(issued.grant.token.access_token.expose()).map_err(|_| {
@@ -475,9 +494,13 @@ struct Settings {
 }
 
 impl Settings {
-    fn of(config: &crate::config::Config) -> Settings {
-        let mut bases = vec![config.app.graph().as_str().trim_end_matches('/').to_owned()];
-        if let Some(host) = &config.app.graph_host {
+    /// For a request carrying `app`'s token: its cloud's Graph.
+    fn of(config: &crate::config::Config, app: &AppKey) -> Settings {
+        let app = config
+            .app_named(app.name.as_str())
+            .unwrap_or_else(|| config.app());
+        let mut bases = vec![app.graph().as_str().trim_end_matches('/').to_owned()];
+        if let Some(host) = &app.graph_host {
             bases.push(host.as_str().trim_end_matches('/').to_owned());
         }
         Settings {
@@ -613,6 +636,7 @@ fn denied_by(app: &App, error: &TokenError) -> Refused {
             app.metrics.auth_failure(forbidden.reason());
             Some(match forbidden.reason() {
                 "no_graph_rules" => "no_graph_rules",
+                "forbidden_app" => "forbidden_app",
                 _ => "forbidden_tenant",
             })
         }

@@ -6,7 +6,7 @@ use super::access::{authenticate, hosts_allowed, Access};
 use super::budget::Conn;
 use super::respond::{api_error, json, msi_error, Answer, Failure, TokenBody};
 use super::{admin, query, App, Peer};
-use crate::broker::{Caller, Issued, TokenError};
+use crate::broker::{Issued, TokenError};
 use crate::cache::Lookup;
 use crate::route::Route;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -208,13 +208,23 @@ pub(super) async fn token_request<B>(
         max_query_bytes,
     )?;
 
+    // On /msi/token the selector names a tenant, or an app by its client ID.
+    let (tenant, app_name) = match asked.tenant.as_deref() {
+        Some(selector) if is_msi => match caller.app_by_client_id(selector) {
+            Some(name) => (None, Some(name)),
+            None => (Some(selector), None),
+        },
+        tenant => (tenant, asked.app.as_deref()),
+    };
+
     // 3. The broker's answer.
     let issued = app
         .broker
         .token(
             &caller,
-            asked.tenant.as_deref(),
+            tenant,
             asked.resource.as_deref(),
+            app_name,
             asked.rejected.as_ref(),
         )
         .await
@@ -229,7 +239,7 @@ pub(super) async fn token_request<B>(
     }
     access.cache = Some(issued.grant.lookup);
     Ok(if is_msi {
-        msi_success(&caller, &issued)
+        msi_success(&issued)
     } else {
         api_success(&issued)
     })
@@ -251,7 +261,7 @@ pub(super) fn api_success(issued: &Issued) -> Answer {
 }
 
 /// The App Service body: every value a string (the Rust SDK requires it).
-pub(super) fn msi_success(caller: &Caller, issued: &Issued) -> Answer {
+pub(super) fn msi_success(issued: &Issued) -> Answer {
     let token = &issued.grant.token;
     TokenBody::new(&token.access_token)
         .string("expires_on", &token.expires_on.to_string())
@@ -259,7 +269,7 @@ pub(super) fn msi_success(caller: &Caller, issued: &Issued) -> Answer {
         .string("not_before", &token.obtained_on.to_string())
         .string("resource", issued.target.resource.as_str())
         .string("token_type", "Bearer")
-        .string("client_id", caller.client_id())
+        .string("client_id", issued.target.app.client_id.as_str())
         .answer()
 }
 

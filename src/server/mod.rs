@@ -79,7 +79,7 @@ impl App {
 fn graph_client(broker: &Broker) -> crate::gateway::upstream::GraphClient {
     use crate::gateway::upstream::GraphClient;
     let config = broker.config();
-    GraphClient::new(config.app.ca_file.as_deref()).unwrap_or_else(|e| {
+    GraphClient::new(config.app().ca_file.as_deref()).unwrap_or_else(|e| {
         tracing::error!("the Graph gateway trusts only the system roots: app.ca_file: {e}");
         GraphClient::new(None).unwrap_or_else(|_| GraphClient::unusable())
     })

@@ -18,6 +18,9 @@ pub struct TokenQuery<'q> {
     pub resource: Option<Cow<'q, str>>,
     /// `token_sha256_to_refresh`.
     pub rejected: Option<[u8; 32]>,
+    /// `app=` on `/v1/token` (`None`: the account's first app). On
+    /// `/msi/token` the selector may name an app by its client ID instead.
+    pub app: Option<Cow<'q, str>>,
 }
 
 /// Reads the query of `/v1/token` (`is_msi` false) or `/msi/token`. At most
@@ -27,7 +30,7 @@ pub fn token_query(query: &str, is_msi: bool, max: usize) -> Result<TokenQuery<'
     let rejected = param(&pairs, "token_sha256_to_refresh")
         .map(parse_token_hash)
         .transpose()?;
-    let (tenant, resource) = if is_msi {
+    let (tenant, resource, app) = if is_msi {
         match param(&pairs, "api-version") {
             Some(MSI_API_VERSION) => {}
             other => {
@@ -74,17 +77,22 @@ pub fn token_query(query: &str, is_msi: bool, max: usize) -> Result<TokenQuery<'
                 ));
             }
         }
-        (selector.map(|(_, value)| value), Some(resource))
+        (selector.map(|(_, value)| value), Some(resource), None)
     } else {
         let tenant = take(&mut pairs, "tenant").ok_or_else(|| {
             Failure::new(400, "invalid_request", "the tenant parameter is required")
         })?;
-        (Some(tenant), take(&mut pairs, "resource"))
+        (
+            Some(tenant),
+            take(&mut pairs, "resource"),
+            take(&mut pairs, "app"),
+        )
     };
     Ok(TokenQuery {
         tenant,
         resource,
         rejected,
+        app,
     })
 }
 

@@ -18,7 +18,7 @@
 
 pub mod writer;
 
-use crate::config::{TokenFileConfig, TokenFileFormat};
+use crate::config::{Config, TokenFileConfig, TokenFileFormat};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -106,6 +106,8 @@ pub fn next_check(now: Instant, good_until: impl IntoIterator<Item = Option<Inst
 #[derive(Debug, Clone, Serialize)]
 pub struct FileView {
     pub path: String,
+    /// The app's `name`.
+    pub app: String,
     /// As configured (a name, GUID or domain).
     pub tenant: String,
     pub resource: String,
@@ -153,20 +155,27 @@ impl Book {
 
     /// Each configured file with its last outcome, in the file's order;
     /// records of files no longer configured are forgotten.
-    pub fn views(&self, files: &[TokenFileConfig], graph: &str) -> Vec<FileView> {
+    pub fn views(&self, config: &Config) -> Vec<FileView> {
+        let files = &config.token_files;
         let mut book = self.lock();
         book.retain(|path, _| files.iter().any(|f| f.path == *path));
         files
             .iter()
             .map(|f| {
                 let record = book.get(&f.path).cloned().unwrap_or_default();
+                let app = f
+                    .app
+                    .as_ref()
+                    .and_then(|name| config.app_named(name.as_str()))
+                    .unwrap_or_else(|| config.app());
                 FileView {
                     path: f.path.display().to_string(),
+                    app: app.name.to_string(),
                     tenant: f.tenant.to_string(),
                     resource: f
                         .resource
                         .as_ref()
-                        .map_or_else(|| graph.to_owned(), |r| r.as_str().to_owned()),
+                        .map_or_else(|| app.graph().to_string(), |r| r.as_str().to_owned()),
                     format: f.format.as_str(),
                     last_written_at: record.last_written_at,
                     expires_on: record.expires_on,
@@ -352,7 +361,7 @@ mod tests {
         let path = std::path::Path::new("/run/a.token");
         book.record(path, Ok(2000), 1000);
         book.record(std::path::Path::new("/run/gone.token"), Ok(1), 1);
-        let views = book.views(&config.token_files, "https://graph.microsoft.com");
+        let views = book.views(&config);
         assert_eq!(views.len(), 1);
         assert_eq!(
             (views[0].last_written_at, views[0].expires_on),
@@ -360,7 +369,7 @@ mod tests {
         );
         assert_eq!(views[0].resource, "https://graph.microsoft.com");
         book.record(path, Err("disk full".into()), 1100);
-        let views = book.views(&config.token_files, "https://graph.microsoft.com");
+        let views = book.views(&config);
         // The last success stays, with the error after it.
         assert_eq!(views[0].last_written_at, Some(1000));
         assert_eq!(views[0].last_error.as_deref(), Some("disk full"));

@@ -66,7 +66,8 @@ async fn visit(
 ) -> Memory {
     let tenant = file.tenant.to_string();
     let resource = file.resource.as_ref().map(|r| r.as_str());
-    let outcome = match broker.token_for_file(&tenant, resource).await {
+    let app = file.app.as_ref().map(|a| a.as_str());
+    let outcome = match broker.token_for_file(&tenant, resource, app).await {
         Err(e) => Err(format!(
             "no token for tenant {tenant}: {e}; the file keeps its last token"
         )),

@@ -160,20 +160,22 @@ impl Fixture {
     /// The configuration's first credential.
     pub fn credential(&self, config: &Config) -> Credential {
         Credential::load(
-            &CredentialSource::all_from_config(&config.app)[0],
+            &CredentialSource::all_from_config(config.app())[0],
             SystemTime::now(),
         )
         .unwrap()
         .credential
     }
 
-    /// Every credential the configuration names, as `serve` loads them.
-    pub fn credentials(&self, config: &Config) -> Arc<CredentialSet> {
-        Arc::new(
-            tokenbroker::daemon::load_credentials(config, &self.config_path)
-                .unwrap()
-                .0,
-        )
+    /// Every credential of every app the configuration names, as `serve`
+    /// loads them.
+    pub fn credentials(&self, config: &Config) -> Vec<Arc<CredentialSet>> {
+        tokenbroker::daemon::load_credentials(config, &self.config_path)
+            .unwrap()
+            .0
+            .into_iter()
+            .map(Arc::new)
+            .collect()
     }
 
     /// The configuration's options with quick retries (so tests of backoff
@@ -225,7 +227,7 @@ impl Fixture {
         let options = self.options(&config, |_, _| {});
         tokenbroker::authority::AuthorityClient::new(
             options.authority,
-            self.credentials(&config),
+            self.credentials(&config).remove(0),
             Arc::new(SystemClock),
         )
         .unwrap()
@@ -239,7 +241,9 @@ pub async fn token(
     resource: Option<&str>,
 ) -> Result<Issued, TokenError> {
     let caller = broker.authenticate(Some(TESTER_SECRET), None).unwrap();
-    broker.token(&caller, Some(tenant), resource, None).await
+    broker
+        .token(&caller, Some(tenant), resource, None, None)
+        .await
 }
 
 /// The claims of a JWT, unverified (for checking what the simulator issued).

@@ -446,7 +446,7 @@ async fn ca_file_is_checked_when_the_client_is_built() {
         settings.ca_file = Some(path.clone());
         let result = tokenbroker::authority::AuthorityClient::new(
             settings,
-            f.credentials(&config),
+            f.credentials(&config).remove(0),
             Arc::new(tokenbroker::clock::SystemClock),
         );
         match (result, ok) {

@@ -173,6 +173,35 @@ async fn client_id_selects_the_tenant() {
     check(Case::new("client_id=fabrikam"), true).await;
 }
 
+/// With several apps, `client_id` may be an app's client ID: the SDK gets
+/// that app's token for the account's default tenant.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_id_of_an_app_selects_the_app() {
+    if sdk().await.is_none() {
+        return;
+    }
+    let (f, server) = crate::apps::two_app_broker().await;
+    let case = format!("client_id={}", crate::apps::NOTIFY_ID);
+    let run = get_token(
+        &server,
+        &Case {
+            case: &case,
+            identity_header: crate::apps::BOTH,
+            env: &[],
+        },
+    )
+    .await;
+    let contoso = f.sim.consent("contoso.onmicrosoft.com");
+    assert_graph_token(&server, &run, &contoso);
+    let token = run.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        common::claims(&token)["appid"],
+        crate::apps::NOTIFY_ID,
+        "the app the SDK named"
+    );
+    server.stop().await;
+}
+
 /// `identity_config={"object_id": ...}` goes out as `object_id` (neither
 /// azure-identity nor msal checks that it looks like a GUID).
 #[tokio::test(flavor = "multi_thread")]

@@ -231,11 +231,11 @@ fn the_readme_walkthrough_uses_what_the_deploy_files_define() {
     let read_only = PathBuf::from(one(&d.unit, "ReadOnlyPaths"));
     assert_eq!(Some(read_only.as_path()), d.config_path.parent());
     assert_eq!(
-        parsed.app.certificate.as_deref().and_then(Path::parent),
+        parsed.app().certificate.as_deref().and_then(Path::parent),
         Some(read_only.as_path())
     );
     assert_eq!(
-        parsed.app.private_key.as_deref().and_then(Path::parent),
+        parsed.app().private_key.as_deref().and_then(Path::parent),
         Some(read_only.as_path())
     );
     // The unit asks for the hardening the issue lists.
@@ -290,7 +290,7 @@ fn the_units_open_file_limit_fits_the_connection_limits() {
     let connections = config.server.max_connections
         + config.server.max_socket_connections
         + 2 * own_listener
-        + config.app.max_concurrent_requests;
+        + config.app().max_concurrent_requests;
     // Listeners, configuration, credentials, the state file and its
     // temporary, token files, Redis (a connection per cluster node), DNS
     // lookups and the runtime's own descriptors.
@@ -309,7 +309,7 @@ fn the_units_open_file_limit_fits_the_connection_limits() {
          app.max_concurrent_requests {})",
         config.server.max_connections,
         config.server.max_socket_connections,
-        config.app.max_concurrent_requests,
+        config.app().max_concurrent_requests,
     );
     eprintln!("LimitNOFILE={limit}: {connections} connections + {MARGIN} at least");
 }

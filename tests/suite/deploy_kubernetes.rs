@@ -295,7 +295,7 @@ fn the_shipped_configurations_are_accepted_by_the_daemon() {
         assert!(server.listen.ip().is_loopback(), "{workload}");
         assert!(server.watch_config, "{workload}");
         // The credential comes from a Secret, mounted read-only, mode 0400.
-        for file in [&config.app.certificate, &config.app.private_key] {
+        for file in [&config.app().certificate, &config.app().private_key] {
             let file = file.as_deref().expect("certificate and private_key");
             let volume = volume_at(spec, broker, file.parent().unwrap());
             assert!(volume["secret"]["secretName"].is_string(), "{workload}");

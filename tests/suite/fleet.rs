@@ -471,6 +471,10 @@ async fn without_redis_callers_never_fail_and_sharing_resumes_when_it_is_back() 
 
 fn graph_key(tenant: &str) -> CacheKey {
     CacheKey::new(
+        &tokenbroker::config::AppKey {
+            name: tokenbroker::config::Name::default_app(),
+            client_id: tokenbroker::config::Guid::try_from(CLIENT_ID.to_owned()).unwrap(),
+        },
         &TenantId::try_from(tenant.to_owned()).unwrap(),
         &Resource::parse(GRAPH).unwrap(),
     )
@@ -514,9 +518,8 @@ async fn altered_or_moved_values_are_rejected_counted_and_refetched() {
     );
     let a = Daemon::spawn(&broker_config(&f, "a", &shared, "")).await;
     let b = Daemon::spawn(&broker_config(&f, "b", &shared, "")).await;
-    let name = |i: usize| {
-        tokenbroker::fleet::redis_key("tokenbroker", CLIENT_ID, &graph_key(&tenant(i)), "token")
-    };
+    let name =
+        |i: usize| tokenbroker::fleet::redis_key("tokenbroker", &graph_key(&tenant(i)), "token");
     let from_a = token(&a, &tenant(0)).await.json()["access_token"]
         .as_str()
         .unwrap()
@@ -581,7 +584,7 @@ async fn a_rotated_key_reads_old_values_and_writes_new_ones() {
     assert_eq!(token(&b, &tenant(1)).await.status, 200);
     let written = raw_get(
         &redis,
-        &tokenbroker::fleet::redis_key("tokenbroker", CLIENT_ID, &graph_key(&tenant(1)), "token"),
+        &tokenbroker::fleet::redis_key("tokenbroker", &graph_key(&tenant(1)), "token"),
     )
     .await;
     let new_id = tokenbroker::seal::Keys::load(&new, &[])

@@ -504,7 +504,7 @@ async fn the_new_tenant_budget_charges_fetches_and_never_known_tenants() {
     server
         .app
         .broker()
-        .evict("known.example.com", None)
+        .evict("known.example.com", None, None)
         .await
         .unwrap();
     let again = server.token("known.example.com", "one-secret").await;
@@ -612,7 +612,12 @@ async fn one_accounts_new_tenants_leave_upstream_slots_for_another_account() {
     let server = std::sync::Arc::new(common::Server::start(&f, |_, _| {}).await);
     // Contoso's token must be fetched while the flood is on.
     assert_eq!(server.token("contoso", "mine-secret").await.status, 200);
-    server.app.broker().evict("contoso", None).await.unwrap();
+    server
+        .app
+        .broker()
+        .evict("contoso", None, None)
+        .await
+        .unwrap();
     // A slow Entra, and one account asking for 40 new tenants at once.
     f.sim.set_latency(Duration::from_secs(1));
     let flood: Vec<_> = (0..40)

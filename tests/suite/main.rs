@@ -13,6 +13,7 @@
 mod common;
 
 mod acquisition;
+mod apps;
 mod assertion;
 mod azure_sdk;
 mod azure_sdk_js;

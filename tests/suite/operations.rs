@@ -962,7 +962,7 @@ fn expired_certificates_are_skipped_while_another_is_usable() {
         &dir.path().join("t.toml"),
     )
     .unwrap();
-    assert_eq!(set.all().len(), 1);
+    assert_eq!(set[0].all().len(), 1);
     let warnings: Vec<&String> = warnings.iter().filter(|w| w.contains("skipped")).collect();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(

@@ -136,7 +136,7 @@ proptest! {
             let app = tokenbroker::daemon::start(
                 Arc::new(config),
                 None,
-                tokenbroker::credentials::CredentialSet::single(credential),
+                vec![tokenbroker::credentials::CredentialSet::single(credential)],
                 options,
             )
             .await
@@ -183,7 +183,7 @@ proptest! {
         )
         .unwrap();
         let policy = tokenbroker::access::Policy::new(&config);
-        let Ok(target) = policy.target(&tenant, None) else {
+        let Ok(target) = policy.target(&tenant, None, None) else {
             return Ok(());
         };
         prop_assert_eq!(target.tenant.id.as_str(), tenant.as_str());

@@ -112,7 +112,7 @@ async fn a_reader_never_sees_a_partial_or_expired_token_while_refreshes_replace_
         server
             .app
             .broker()
-            .refresh("contoso", None)
+            .refresh("contoso", None, None)
             .await
             .expect("a forced refresh");
         let changed = common::eventually(Duration::from_secs(3), || {

@@ -1,7 +1,7 @@
 //! Rules that span keys, run once the file has parsed. Each broken rule
 //! comes back as the key path at fault (`accounts[1].tenants`) and what to do.
 
-use super::schema::Config;
+use super::schema::{AppConfig, Config};
 use super::types::{ConfigDuration, Name, TenantId, TenantKey, TenantRef};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -18,6 +18,7 @@ pub(super) type Broken = (String, String);
 /// Checks every cross-key rule of `config`.
 pub(super) fn validate(config: &Config) -> Result<(), Broken> {
     server(config)?;
+    apps(config)?;
     limits(config)?;
     credentials(config)?;
     shared_cache(config)?;
@@ -68,16 +69,15 @@ fn server(config: &Config) -> Result<(), Broken> {
     Ok(())
 }
 
-/// The bounds of every duration key: `(key, value, low, high)`. Past the
-/// high ends, deadlines computed from them would not fit a clock, or the
-/// daemon would not do its job (a zero timeout answers every request 504).
-pub(crate) fn duration_bounds(
-    config: &Config,
-) -> [(&'static str, ConfigDuration, Duration, Duration); 16] {
-    let (s, app, c) = (&config.server, &config.app, &config.cache);
+/// The bounds of every duration key: `(key, value, low, high)`, the app's
+/// keys those of the default app. Past the high ends, deadlines computed
+/// from them would not fit a clock, or the daemon would not do its job (a
+/// zero timeout answers every request 504).
+pub(crate) fn duration_bounds(config: &Config) -> Vec<DurationBound> {
+    let (s, c) = (&config.server, &config.cache);
     let ms = Duration::from_millis;
     let secs = Duration::from_secs;
-    [
+    let mut bounds = vec![
         (
             "server.header_read_timeout",
             s.header_read_timeout,
@@ -91,30 +91,9 @@ pub(crate) fn duration_bounds(
             secs(600),
         ),
         ("server.idle_timeout", s.idle_timeout, secs(1), secs(3600)),
-        (
-            "app.connect_timeout",
-            app.connect_timeout,
-            ms(100),
-            secs(60),
-        ),
-        (
-            "app.request_timeout",
-            app.request_timeout,
-            ms(500),
-            secs(300),
-        ),
-        (
-            "app.credential_check_interval",
-            app.credential_check_interval,
-            secs(1),
-            secs(3600),
-        ),
-        (
-            "app.credential_rejection_memory",
-            app.credential_rejection_memory,
-            secs(1),
-            secs(86_400),
-        ),
+    ];
+    bounds.extend(app_duration_bounds(config.app()));
+    bounds.extend([
         // Entra's tokens live 60 to 90 minutes.
         (
             "cache.min_remaining",
@@ -150,14 +129,50 @@ pub(crate) fn duration_bounds(
             secs(1),
             secs(7 * 86_400),
         ),
+    ]);
+    bounds
+}
+
+/// `(key, value, low, high)` of a duration key.
+pub(crate) type DurationBound = (&'static str, ConfigDuration, Duration, Duration);
+
+/// The bounds of one app's duration keys (named `app.…`).
+fn app_duration_bounds(app: &AppConfig) -> [DurationBound; 4] {
+    let ms = Duration::from_millis;
+    let secs = Duration::from_secs;
+    [
+        (
+            "app.connect_timeout",
+            app.connect_timeout,
+            ms(100),
+            secs(60),
+        ),
+        (
+            "app.request_timeout",
+            app.request_timeout,
+            ms(500),
+            secs(300),
+        ),
+        (
+            "app.credential_check_interval",
+            app.credential_check_interval,
+            secs(1),
+            secs(3600),
+        ),
+        (
+            "app.credential_rejection_memory",
+            app.credential_rejection_memory,
+            secs(1),
+            secs(86_400),
+        ),
     ]
 }
 
-/// The bounds of every number key: `(key, value, low, high)`.
-pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 9] {
-    let (s, app, c) = (&config.server, &config.app, &config.cache);
-    let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
-    [
+/// The bounds of every number key: `(key, value, low, high)`, the app's
+/// keys those of the default app.
+pub(crate) fn number_bounds(config: &Config) -> Vec<(&'static str, u64, u64, u64)> {
+    let (s, c) = (&config.server, &config.cache);
+    let mut bounds = vec![
         ("server.max_connections", n(s.max_connections), 1, 65_536),
         (
             "server.max_socket_connections",
@@ -178,12 +193,9 @@ pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 
             1,
             n(s.max_connections),
         ),
-        (
-            "app.max_concurrent_requests",
-            n(app.max_concurrent_requests),
-            1,
-            1024,
-        ),
+    ];
+    bounds.extend(app_number_bounds(config.app()));
+    bounds.extend([
         ("cache.max_entries", c.max_entries, 1, 10_000_000),
         (
             "graph.max_request_bytes",
@@ -197,26 +209,95 @@ pub(crate) fn number_bounds(config: &Config) -> [(&'static str, u64, u64, u64); 
             0,
             256 << 20,
         ),
-    ]
+    ]);
+    bounds
+}
+
+fn n(v: usize) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// The bounds of one app's number keys (named `app.…`).
+fn app_number_bounds(app: &AppConfig) -> [(&'static str, u64, u64, u64); 1] {
+    [(
+        "app.max_concurrent_requests",
+        n(app.max_concurrent_requests),
+        1,
+        1024,
+    )]
+}
+
+/// The key `key` (`app.connect_timeout`) names in `app`'s table
+/// (`apps[1].connect_timeout`).
+fn app_key(app: &AppConfig, key: &str) -> String {
+    format!("{}.{}", app.key, key.trim_start_matches("app."))
 }
 
 fn limits(config: &Config) -> Result<(), Broken> {
-    for (key, value, low, high) in number_bounds(config) {
+    let out_of_bounds = |key: String, value: String, low: String, high: String| {
+        Err(broken(
+            key,
+            format!("{value} is out of bounds: use {low} to {high}"),
+        ))
+    };
+    let app_keys = config.apps.iter().flat_map(|app| {
+        app_number_bounds(app)
+            .into_iter()
+            .map(move |(key, v, low, high)| (app_key(app, key), v, low, high))
+    });
+    let numbers = number_bounds(config)
+        .into_iter()
+        .filter(|(key, ..)| !key.starts_with("app."))
+        .map(|(key, v, low, high)| (key.to_owned(), v, low, high))
+        .chain(app_keys);
+    for (key, value, low, high) in numbers {
         if !(low..=high).contains(&value) {
-            return Err(broken(
-                key,
-                format!("{value} is out of bounds: use {low} to {high}"),
-            ));
+            return out_of_bounds(key, value.to_string(), low.to_string(), high.to_string());
         }
     }
-    for (key, value, low, high) in duration_bounds(config) {
+    let app_keys = config.apps.iter().flat_map(|app| {
+        app_duration_bounds(app)
+            .into_iter()
+            .map(move |(key, v, low, high)| (app_key(app, key), v, low, high))
+    });
+    let durations = duration_bounds(config)
+        .into_iter()
+        .filter(|(key, ..)| !key.starts_with("app."))
+        .map(|(key, v, low, high)| (key.to_owned(), v, low, high))
+        .chain(app_keys);
+    for (key, value, low, high) in durations {
         if !(low..=high).contains(&value.0) {
-            return Err(broken(
+            return out_of_bounds(
                 key,
+                value.to_string(),
+                ConfigDuration(low).to_string(),
+                ConfigDuration(high).to_string(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Each app has a name and a client ID of its own.
+fn apps(config: &Config) -> Result<(), Broken> {
+    let mut names = HashSet::new();
+    let mut client_ids = HashSet::new();
+    for app in &config.apps {
+        if !names.insert(app.name.as_str()) {
+            return Err(broken(
+                format!("{}.name", app.key),
                 format!(
-                    "{value} is out of bounds: use {} to {}",
-                    ConfigDuration(low),
-                    ConfigDuration(high)
+                    "\"{}\" names two apps; give each [[apps]] a name of its own",
+                    app.name
+                ),
+            ));
+        }
+        if !client_ids.insert(app.client_id.as_str().to_ascii_lowercase()) {
+            return Err(broken(
+                format!("{}.client_id", app.key),
+                format!(
+                    "{} is the client ID of an earlier app too; one app registration is one [[apps]] entry",
+                    app.client_id
                 ),
             ));
         }
@@ -224,35 +305,61 @@ fn limits(config: &Config) -> Result<(), Broken> {
     Ok(())
 }
 
-/// Exactly one way of naming the credentials, and one password source each.
+/// The apps `key` lists (`accounts[0].apps`) are configured, once each.
+pub(super) fn app_names(config: &Config, key: &str, names: &[Name]) -> Result<(), Broken> {
+    let mut seen = HashSet::new();
+    for name in names {
+        if config.app_named(name.as_str()).is_none() {
+            let known: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
+            return Err(broken(
+                key,
+                format!(
+                    "names app \"{name}\", which is not configured; the apps are: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(broken(key, format!("names app \"{name}\" twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Exactly one way of naming each app's credentials, and one password
+/// source each.
 fn credentials(config: &Config) -> Result<(), Broken> {
-    let app = &config.app;
+    config.apps.iter().try_for_each(app_credentials)
+}
+
+fn app_credentials(app: &AppConfig) -> Result<(), Broken> {
+    let at = |k: &str| format!("{}.{k}", app.key);
     let single = app.certificate.is_some()
         || app.private_key.is_some()
         || app.private_key_password_env.is_some()
         || app.private_key_password_file.is_some();
     if single && !app.credentials.is_empty() {
         return Err(broken(
-            "app.credentials",
-            "is given together with app.certificate/private_key; list every certificate as \
-             [[app.credentials]] (certificate, private_key, password_env or password_file) instead",
+            at("credentials"),
+            "is given together with certificate/private_key; list every certificate as \
+             a credentials entry (certificate, private_key, password_env or password_file) instead",
         ));
     }
     if app.certificate.is_none() && app.credentials.is_empty() {
         return Err(broken(
-            "app.certificate",
+            at("certificate"),
             "is missing: name the certificate file (with private_key), or list \
-             [[app.credentials]]; make one with `tokenbroker cert new`",
+             credentials entries; make one with `tokenbroker cert new`",
         ));
     }
     if app.private_key_password_env.is_some() && app.private_key_password_file.is_some() {
         return Err(broken(
-            "app.private_key_password_file",
+            at("private_key_password_file"),
             "is given together with private_key_password_env; keep one",
         ));
     }
     for (i, credential) in app.credentials.iter().enumerate() {
-        let key = |k: &str| format!("app.credentials[{i}].{k}");
+        let key = |k: &str| format!("{}.credentials[{i}].{k}", app.key);
         if credential.password_env.is_some() && credential.password_file.is_some() {
             return Err(broken(
                 key("password_file"),
@@ -477,6 +584,7 @@ fn tenants(config: &Config) -> Result<HashMap<&Name, &TenantId>, Broken> {
                 ),
             ));
         }
+        app_names(config, &format!("tenants[{i}].apps"), &tenant.apps)?;
     }
     Ok(by_name)
 }
@@ -558,6 +666,7 @@ fn accounts(config: &Config, tenants: &HashMap<&Name, &TenantId>) -> Result<(), 
             allowed.push(id_of(format!("accounts[{i}].tenants"), entry)?);
         }
         graph_rules(i, account)?;
+        app_names(config, &format!("accounts[{i}].apps"), &account.apps)?;
         if let Some(default) = &account.default_tenant {
             let key = format!("accounts[{i}].default_tenant");
             let Some(id) = id_of(key.clone(), default)? else {

@@ -50,6 +50,9 @@ pub(super) fn token_files(
                 "is cache.state_file's path; give the token file a path of its own",
             ));
         }
+        if let Some(app) = &file.app {
+            super::app_names(config, &key("app"), std::slice::from_ref(app))?;
+        }
         match &file.tenant {
             TenantRef::Any => {
                 return Err(broken(
