@@ -14,10 +14,12 @@
 //!   allocated for it, and at most a given number of records: a file that
 //!   is not ours cannot make the broker allocate or block.
 //!
-//! Layout: `TBSTATE1`, then records, each a kind byte — 1: a token
-//! (tenant, resource, sealed record), 2: a chunk of known tenants (sealed,
-//! one tenant per line) — and an end byte (0xFF), without which the file
-//! was cut short. Lengths are big-endian: u16 for names, u32 for sealed
+//! Layout: `TBSTATE1`, then records, each a kind byte — 1: a token of the
+//! first app (tenant, resource, sealed record), 2: a chunk of the first
+//! app's known tenants (sealed, one tenant per line), 3 and 4: the same for
+//! another app, its client ID first — and an end byte (0xFF), without which
+//! the file was cut short. Records of an app no longer configured are
+//! passed over. Lengths are big-endian: u16 for names, u32 for sealed
 //! bytes.
 
 use crate::cache::CacheKey;
@@ -31,6 +33,8 @@ const TOKEN: u8 = 1;
 const KNOWN: u8 = 2;
 /// A token of an app other than the first: its client ID comes first.
 const APP_TOKEN: u8 = 3;
+/// Known tenants of an app other than the first: its client ID comes first.
+const APP_KNOWN: u8 = 4;
 const END: u8 = 0xFF;
 /// Longest tenant id or resource taken back (tenant ids are at most 253).
 const MAX_NAME: usize = 2048;
@@ -67,7 +71,7 @@ impl std::fmt::Debug for StateFile {
 #[derive(Debug, Default)]
 pub struct Restored {
     pub tokens: Vec<(CacheKey, TokenRecord)>,
-    pub known: Vec<TenantKey>,
+    pub known: Vec<(AppKey, TenantKey)>,
 }
 
 /// Why a state file was not read or written. Reading errors are WARNs:
@@ -135,8 +139,23 @@ impl StateFile {
         .into_bytes()
     }
 
-    fn known_aad(&self) -> Vec<u8> {
-        format!("tokenbroker state known\0{}", self.app).into_bytes()
+    fn known_aad(&self, app: &AppKey) -> Vec<u8> {
+        if *app == self.first {
+            format!("tokenbroker state known\0{}", self.app)
+        } else {
+            format!(
+                "tokenbroker state app known\0{}\0{}",
+                self.app, app.client_id
+            )
+        }
+        .into_bytes()
+    }
+
+    /// The configured app (other than the first) whose client ID is `id`.
+    fn other_app(&self, id: &[u8]) -> Option<&AppKey> {
+        self.apps
+            .iter()
+            .find(|a| a.client_id.as_str().as_bytes().eq_ignore_ascii_case(id))
     }
 
     /// Reads the file: at most `max_tokens` tokens and `max_known` known
@@ -172,7 +191,6 @@ impl StateFile {
             return Err(malformed("bad header"));
         }
         let mut restored = Restored::default();
-        let known_aad = self.known_aad();
         loop {
             match read_u8(&mut reader).map_err(cut)? {
                 END => return Ok(restored),
@@ -198,11 +216,7 @@ impl StateFile {
                         .ok_or_else(|| malformed("a resource that is not one"))?;
                     let app = match &client_id {
                         None => self.first.clone(),
-                        Some(id) => match self
-                            .apps
-                            .iter()
-                            .find(|a| a.client_id.as_str().as_bytes().eq_ignore_ascii_case(id))
-                        {
+                        Some(id) => match self.other_app(id) {
                             Some(app) => app.clone(),
                             // An app no longer configured: its token goes.
                             None => continue,
@@ -220,8 +234,21 @@ impl StateFile {
                         TokenRecord::decode(&plain).map_err(|_| malformed("a bad token record"))?;
                     restored.tokens.push((key, record));
                 }
-                KNOWN => {
+                kind @ (KNOWN | APP_KNOWN) => {
+                    let client_id = if kind == APP_KNOWN {
+                        Some(read_name(&mut reader).map_err(cut)?)
+                    } else {
+                        None
+                    };
                     let sealed = read_sealed(&mut reader).map_err(cut)?;
+                    let app = match &client_id {
+                        None => self.first.clone(),
+                        Some(id) => match self.other_app(id) {
+                            Some(app) => app.clone(),
+                            None => continue,
+                        },
+                    };
+                    let known_aad = self.known_aad(&app);
                     let plain = self.keys.open(&known_aad, &sealed).map_err(|rejected| {
                         StateError::Foreign {
                             path: self.path.clone(),
@@ -236,7 +263,7 @@ impl StateFile {
                         }
                         let tenant = TenantId::try_from(line.to_owned())
                             .map_err(|_| malformed("a known tenant that is not a tenant id"))?;
-                        restored.known.push(tenant.key());
+                        restored.known.push((app.clone(), tenant.key()));
                     }
                 }
                 _ => return Err(malformed("an unknown record kind")),
@@ -252,7 +279,7 @@ impl StateFile {
     pub fn write<'a>(
         &self,
         tokens: impl IntoIterator<Item = (&'a CacheKey, TokenRecord)>,
-        known: &[TenantKey],
+        known: &[(AppKey, TenantKey)],
     ) -> Result<u64, StateError> {
         let _one_at_a_time = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let failed = |source| StateError::Write {
@@ -273,7 +300,7 @@ impl StateFile {
         &self,
         out: &mut impl Write,
         tokens: impl IntoIterator<Item = (&'a CacheKey, TokenRecord)>,
-        known: &[TenantKey],
+        known: &[(AppKey, TenantKey)],
     ) -> std::io::Result<()> {
         let sealing = |e: Rejected| std::io::Error::other(format!("cannot seal: {e}"));
         out.write_all(MAGIC)?;
@@ -292,16 +319,28 @@ impl StateFile {
             write_name(out, key.resource.as_str())?;
             write_sealed(out, &sealed)?;
         }
-        let aad = self.known_aad();
-        for chunk in known.chunks(KNOWN_CHUNK) {
-            let mut text = String::new();
-            for tenant in chunk {
-                text.push_str(tenant.as_str());
-                text.push('\n');
+        for app in std::iter::once(&self.first).chain(&self.apps) {
+            let tenants: Vec<&TenantKey> = known
+                .iter()
+                .filter(|(a, _)| a == app)
+                .map(|(_, t)| t)
+                .collect();
+            let aad = self.known_aad(app);
+            for chunk in tenants.chunks(KNOWN_CHUNK) {
+                let mut text = String::new();
+                for tenant in chunk {
+                    text.push_str(tenant.as_str());
+                    text.push('\n');
+                }
+                let sealed = self.keys.seal(&aad, text.as_bytes()).map_err(sealing)?;
+                if *app == self.first {
+                    out.write_all(&[KNOWN])?;
+                } else {
+                    out.write_all(&[APP_KNOWN])?;
+                    write_name(out, app.client_id.as_str())?;
+                }
+                write_sealed(out, &sealed)?;
             }
-            let sealed = self.keys.seal(&aad, text.as_bytes()).map_err(sealing)?;
-            out.write_all(&[KNOWN])?;
-            write_sealed(out, &sealed)?;
         }
         out.write_all(&[END])
     }
@@ -430,16 +469,21 @@ mod tests {
         }
     }
 
-    fn sample(n: usize) -> (Vec<(CacheKey, TokenRecord)>, Vec<TenantKey>) {
+    type Known = Vec<(AppKey, TenantKey)>;
+
+    fn sample(n: usize) -> (Vec<(CacheKey, TokenRecord)>, Known) {
         let tokens: Vec<_> = (0..n)
             .map(|i| (key(&format!("t{i}.example.com")), record(i as u64)))
             .collect();
-        let known = tokens.iter().map(|(k, _)| k.tenant.clone()).collect();
+        let known = tokens
+            .iter()
+            .map(|(k, _)| (k.app.clone(), k.tenant.clone()))
+            .collect();
         (tokens, known)
     }
 
     #[test]
-    fn each_apps_tokens_come_back_as_that_apps_and_a_removed_apps_are_dropped() {
+    fn each_apps_tokens_and_known_tenants_come_back_as_that_apps_and_a_removed_apps_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let mut other = app("app-b");
         other.name = crate::config::Name::try_from("notify".to_owned()).unwrap();
@@ -458,17 +502,31 @@ mod tests {
             ..first.clone()
         };
         with(vec![other.clone()])
-            .write([(&first, record(1)), (&second, record(2))], &[])
+            .write(
+                [(&first, record(1)), (&second, record(2))],
+                &[
+                    (first.app.clone(), first.tenant.clone()),
+                    (other.clone(), second.tenant.clone()),
+                ],
+            )
             .unwrap();
-        let back = with(vec![other]).read(10, 10).unwrap();
+        let back = with(vec![other.clone()]).read(10, 10).unwrap();
         assert_eq!(back.tokens.len(), 2);
+        assert_eq!(
+            back.known,
+            [
+                (first.app.clone(), first.tenant.clone()),
+                (other, second.tenant.clone())
+            ]
+        );
         assert_eq!(back.tokens[0].0, first);
         assert_eq!(back.tokens[1].0, second);
         assert_eq!(back.tokens[1].1.access_token, "eyJ.token-2.sig");
-        // Without the second app configured, its record is passed over.
+        // Without the second app configured, its records are passed over.
         let back = with(Vec::new()).read(10, 10).unwrap();
         assert_eq!(back.tokens.len(), 1);
         assert_eq!(back.tokens[0].0, first);
+        assert_eq!(back.known.len(), 1);
     }
 
     #[test]

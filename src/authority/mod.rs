@@ -81,9 +81,11 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Everything the client needs to know, taken from `[app]`.
+/// Everything the client needs to know, taken from one app's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthoritySettings {
+    /// The app's name (metric labels).
+    pub app: String,
     /// `https://login.microsoftonline.com` or an override.
     pub authority_host: String,
     /// The app's client ID.
@@ -111,6 +113,7 @@ impl AuthoritySettings {
     /// The settings `app` describes.
     pub fn for_app(app: &AppConfig) -> AuthoritySettings {
         AuthoritySettings {
+            app: app.name.as_str().to_owned(),
             authority_host: app.authority_host().trim_end_matches('/').to_owned(),
             client_id: app.client_id.as_str().to_owned(),
             signing: app.signing,
@@ -169,8 +172,15 @@ impl UpstreamOutcome {
 
 /// Hook for metrics on every upstream attempt.
 pub trait UpstreamObserver: Send + Sync + std::fmt::Debug + 'static {
-    /// An attempt for `tenant` ended.
-    fn upstream(&self, _tenant: &TenantId, _outcome: UpstreamOutcome, _elapsed: Duration) {}
+    /// An attempt of app `app` (its name) for `tenant` ended.
+    fn upstream(
+        &self,
+        _app: &str,
+        _tenant: &TenantId,
+        _outcome: UpstreamOutcome,
+        _elapsed: Duration,
+    ) {
+    }
     /// Entra refused the credential with `thumbprint`.
     fn credential_rejected(&self, _thumbprint: &str, _aadsts: Option<&str>) {}
 }
@@ -455,7 +465,8 @@ impl AuthorityClient {
             Err(AttemptError::Signing(_)) => None, // nothing was sent
         };
         if let Some(outcome) = outcome {
-            self.observer.upstream(tenant, outcome, started.elapsed());
+            self.observer
+                .upstream(&self.settings.app, tenant, outcome, started.elapsed());
         }
         result
     }

@@ -1,18 +1,21 @@
-//! Tenants this broker knows: a token was issued for them (here, restored
-//! from the state file, or read from the shared cache). Known tenants are
-//! never charged to an account's `max_new_tenants_per_minute`, so a restart
-//! or a fleet peer's fetch does not turn every customer into a "new" one.
+//! Tenants this broker knows, per app: a token of that app was issued for
+//! them (here, restored from the state file, or read from the shared
+//! cache). Known tenants are never charged to an account's
+//! `max_new_tenants_per_minute` for that app, so a restart or a fleet
+//! peer's fetch does not turn every customer into a "new" one, while a
+//! tenant known to one app is still new to another (which Entra may well
+//! refuse: the tenant consented to the first).
 
-use crate::config::TenantKey;
+use crate::config::{AppKey, TenantKey};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
-/// The set, bounded: past `max` tenants, new ones are not remembered (they
-/// are charged as new, the safe side).
+/// The set of (app, tenant), bounded: past `max` pairs, new ones are not
+/// remembered (they are charged as new, the safe side).
 #[derive(Debug)]
 pub struct KnownTenants {
-    set: RwLock<HashSet<TenantKey>>,
+    set: RwLock<HashSet<(AppKey, TenantKey)>>,
     max: usize,
     /// Bumped on every change (the state file is rewritten only then).
     generation: AtomicU64,
@@ -27,26 +30,28 @@ impl KnownTenants {
         }
     }
 
-    pub fn contains(&self, tenant: &TenantKey) -> bool {
+    pub fn contains(&self, app: &AppKey, tenant: &TenantKey) -> bool {
+        // The pair is built to be looked up: two reference counts, no copy.
         self.set
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(tenant)
+            .contains(&(app.clone(), tenant.clone()))
     }
 
-    /// Remembers `tenant`; a no-op when it is known already or the set is full.
-    pub fn insert(&self, tenant: &TenantKey) {
-        if self.contains(tenant) {
+    /// Remembers `tenant` for `app`; a no-op when it is known already or
+    /// the set is full.
+    pub fn insert(&self, app: &AppKey, tenant: &TenantKey) {
+        if self.contains(app, tenant) {
             return;
         }
         let mut set = self.set.write().unwrap_or_else(|p| p.into_inner());
-        if set.len() < self.max && set.insert(tenant.clone()) {
+        if set.len() < self.max && set.insert((app.clone(), tenant.clone())) {
             self.generation.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Every known tenant (for the state file).
-    pub fn snapshot(&self) -> Vec<TenantKey> {
+    /// Every known (app, tenant) (for the state file).
+    pub fn snapshot(&self) -> Vec<(AppKey, TenantKey)> {
         self.set
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -79,15 +84,24 @@ mod tests {
     }
 
     #[test]
-    fn tenants_are_known_case_blind_up_to_the_bound() {
+    fn tenants_are_known_per_app_case_blind_up_to_the_bound() {
+        let app = AppKey::example();
+        let other = AppKey {
+            name: crate::config::Name::try_from("notify".to_owned()).unwrap(),
+            ..AppKey::example()
+        };
         let known = KnownTenants::new(2);
-        known.insert(&key("Contoso.com"));
-        assert!(known.contains(&key("contoso.COM")));
-        known.insert(&key("contoso.com"));
+        known.insert(&app, &key("Contoso.com"));
+        assert!(known.contains(&app, &key("contoso.COM")));
+        assert!(
+            !known.contains(&other, &key("contoso.com")),
+            "new to another app"
+        );
+        known.insert(&app, &key("contoso.com"));
         assert_eq!(known.generation(), 1);
-        known.insert(&key("b.com"));
-        known.insert(&key("c.com"));
+        known.insert(&app, &key("b.com"));
+        known.insert(&app, &key("c.com"));
         assert_eq!(known.len(), 2);
-        assert!(!known.contains(&key("c.com")));
+        assert!(!known.contains(&app, &key("c.com")));
     }
 }

@@ -448,7 +448,7 @@ impl Broker {
         let mut _share = None;
         if let Some(per_minute) = policy.new_tenant_limit(caller.account) {
             if target.tenant.name.is_none()
-                && !self.known.contains(&key.tenant)
+                && !self.known.contains(&key.app, &key.tenant)
                 && self.cache.would_fetch(&key)
             {
                 let account = caller.account_name();

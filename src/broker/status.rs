@@ -237,7 +237,7 @@ impl<S: TokenSource<Error = AcquireError>> TokenSource for Recorded<S> {
             let result = fetched.await;
             let changed = match &result {
                 Ok(_) => {
-                    known.insert(&key.tenant);
+                    known.insert(&key.app, &key.tenant);
                     book.success(&key)
                 }
                 Err(e) => book.failure(&key, clock.unix_now(), e),

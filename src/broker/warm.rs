@@ -48,8 +48,8 @@ impl Broker {
         let min_remaining = self.cache.settings().min_remaining;
         let policy = &self.state.load().policy;
         let mut report = RestoreReport::default();
-        for tenant in &restored.known {
-            self.known.insert(tenant);
+        for (app, tenant) in &restored.known {
+            self.known.insert(app, tenant);
         }
         for (key, record) in restored.tokens {
             let lifetime = Duration::from_secs(record.expires_on.saturating_sub(record.issued_on));
@@ -59,7 +59,7 @@ impl Broker {
                 report.stale += 1;
                 continue;
             }
-            self.known.insert(&key.tenant);
+            self.known.insert(&key.app, &key.tenant);
             if self.cache.restore(&key, record.into_fetched(now)) {
                 report.tokens += 1;
             }

@@ -181,6 +181,10 @@ fn table(status: &Value, rows: &[Value], now: u64) -> String {
 /// The tenants' rows as a table. Pure.
 fn tenant_rows(rows: &[Value], now: u64) -> String {
     let mut text = String::new();
+    // With several apps, each row says whose token it is.
+    let apps: std::collections::HashSet<&str> =
+        rows.iter().filter_map(|r| r["app"].as_str()).collect();
+    let several = apps.len() > 1;
     let mut lines = vec![[
         "TENANT".to_owned(),
         "RESOURCE".to_owned(),
@@ -215,7 +219,10 @@ fn tenant_rows(rows: &[Value], now: u64) -> String {
             _ => "-".to_owned(),
         };
         lines.push([
-            name.to_owned(),
+            match row["app"].as_str() {
+                Some(app) if several => format!("{name} ({app})"),
+                _ => name.to_owned(),
+            },
             row["resource"].as_str().unwrap_or("?").to_owned(),
             row["consent"].as_str().unwrap_or("?").to_owned(),
             match row["token"]["expires_on"].as_u64() {
@@ -275,16 +282,32 @@ fn span(seconds: u64) -> String {
 
 /// `tokenbroker refresh` and `evict`: what was done, then the tenant's
 /// rows (a table, or the admin API's JSON with `--json`).
+/// What `refresh` or `evict` acts on.
+pub(super) struct Target<'a> {
+    pub(super) tenant: &'a str,
+    pub(super) resource: Option<&'a str>,
+    pub(super) app: Option<&'a str>,
+}
+
 pub(super) fn act(
     socket: &Path,
     action: &str,
-    tenant: &str,
-    resource: Option<&str>,
+    what: &Target<'_>,
     json: bool,
 ) -> Result<(), CliError> {
+    let Target {
+        tenant,
+        resource,
+        app,
+    } = *what;
+    let query: Vec<String> = [("resource", resource), ("app", app)]
+        .into_iter()
+        .filter_map(|(name, value)| Some(format!("{name}={}", encode(value?))))
+        .collect();
     let mut target = format!("/admin/tenants/{}/{action}", encode(tenant));
-    if let Some(resource) = resource {
-        target.push_str(&format!("?resource={}", encode(resource)));
+    if !query.is_empty() {
+        target.push('?');
+        target.push_str(&query.join("&"));
     }
     let answer = request(socket, "POST", &target)?;
     if answer.status != 200 {
@@ -360,6 +383,23 @@ pub(super) fn reload(socket: &Path, json: bool) -> Result<(), CliError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn rows_of_several_apps_name_their_app() {
+        let row = |app: &str| {
+            json!({"app": app, "name": "contoso", "id": "contoso.com",
+                "resource": "https://graph.microsoft.com", "consent": "granted",
+                "token": null, "missing_permissions": null, "last_error": null})
+        };
+        let two = tenant_rows(&[row("mail"), row("notify")], 1000);
+        let lines: Vec<&str> = two.lines().collect();
+        assert!(lines[1].starts_with("contoso (mail) "), "{two}");
+        assert!(lines[2].starts_with("contoso (notify) "), "{two}");
+        // One app: the table is as it always was.
+        let one = tenant_rows(&[row("default")], 1000);
+        assert!(one.lines().nth(1).unwrap().starts_with("contoso "), "{one}");
+        assert!(!one.contains("(default)"), "{one}");
+    }
 
     #[test]
     fn the_status_table_reads_at_a_glance() {

@@ -81,6 +81,10 @@ pub(super) enum Command {
         /// Cloud (instead of the configuration's): global, usgov, usgov-dod, china.
         #[arg(long)]
         cloud: Option<String>,
+        /// The app whose consent is asked, by its name in the configuration
+        /// (default: the first app).
+        #[arg(long, conflicts_with = "client_id")]
+        app: Option<String>,
     },
     /// Validate the configuration, certificate and key; with --online, also
     /// acquire one token per configured tenant.
@@ -115,6 +119,9 @@ pub(super) enum Command {
         /// Resource (default: the cloud's Microsoft Graph).
         #[arg(long)]
         resource: Option<String>,
+        /// App name (default: the first app).
+        #[arg(long)]
+        app: Option<String>,
         /// Print the tenant's rows as JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -129,6 +136,9 @@ pub(super) enum Command {
         /// Resource (default: every resource cached for the tenant).
         #[arg(long)]
         resource: Option<String>,
+        /// App name (default: every app).
+        #[arg(long)]
+        app: Option<String>,
         /// Print the tenant's rows as JSON instead of a table.
         #[arg(long)]
         json: bool,

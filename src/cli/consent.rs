@@ -11,6 +11,7 @@ pub(super) fn consent_url(
     location: &ConfigLocation,
     client_id: Option<String>,
     cloud: Option<String>,
+    app: Option<&str>,
 ) -> Result<(), CliError> {
     let cloud: Option<Cloud> = match cloud {
         Some(name) => Some(
@@ -50,12 +51,22 @@ pub(super) fn consent_url(
             (id, cloud, cloud.authority_host().to_owned())
         }
         (None, Some(config)) => {
-            let cloud = cloud.unwrap_or(config.app().cloud);
-            let authority = match &config.app().authority_host {
+            let chosen = match app {
+                None => config.app(),
+                Some(name) => config.app_named(name).ok_or_else(|| {
+                    let apps: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
+                    CliError::Usage(format!(
+                        "--app \"{name}\" is not a configured app; the apps are: {}",
+                        apps.join(", ")
+                    ))
+                })?,
+            };
+            let cloud = cloud.unwrap_or(chosen.cloud);
+            let authority = match &chosen.authority_host {
                 Some(host) => host.as_str().to_owned(),
                 None => cloud.authority_host().to_owned(),
             };
-            (config.app().client_id.as_str().to_owned(), cloud, authority)
+            (chosen.client_id.as_str().to_owned(), cloud, authority)
         }
         (None, None) => {
             return Err(CliError::Usage(

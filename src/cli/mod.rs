@@ -133,6 +133,7 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             config,
             client_id,
             cloud,
+            app,
         } => consent_url(
             &tenant,
             redirect_uri.as_deref(),
@@ -140,6 +141,7 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             &config.locate(),
             client_id,
             cloud,
+            app.as_deref(),
         ),
         Command::Check {
             config,
@@ -166,22 +168,34 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             admin,
             tenant,
             resource,
+            app,
             json,
         } => or_json_error(
             json,
             admin.socket().and_then(|socket| {
-                admin::act(&socket, "refresh", &tenant, resource.as_deref(), json)
+                let target = admin::Target {
+                    tenant: &tenant,
+                    resource: resource.as_deref(),
+                    app: app.as_deref(),
+                };
+                admin::act(&socket, "refresh", &target, json)
             }),
         ),
         Command::Evict {
             admin,
             tenant,
             resource,
+            app,
             json,
         } => or_json_error(
             json,
             admin.socket().and_then(|socket| {
-                admin::act(&socket, "evict", &tenant, resource.as_deref(), json)
+                let target = admin::Target {
+                    tenant: &tenant,
+                    resource: resource.as_deref(),
+                    app: app.as_deref(),
+                };
+                admin::act(&socket, "evict", &target, json)
             }),
         ),
         Command::Reload { admin, json } => match admin.socket() {
@@ -367,6 +381,7 @@ mod tests {
                 admin,
                 tenant,
                 resource,
+                app: None,
                 json: false,
             } => {
                 assert_eq!(tenant, "contoso");

@@ -10,14 +10,14 @@
 
 use crate::authority::{UpstreamObserver, UpstreamOutcome};
 use crate::cache::{CacheKey, CacheObserver, CachedToken, Lookup, Trigger};
-use crate::config::{AppKey, Config, Resource, TenantId, TenantKey};
+use crate::config::{Config, Resource, TenantId, TenantKey};
 use crate::route::Route;
 use arc_swap::ArcSwap;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, Opts, Registry, TextEncoder,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,21 +32,33 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Consent states of a tenant, as the `state` label (docs/contract.md, "Operations").
 pub const CONSENT_STATES: [&str; 4] = ["granted", "missing", "disabled", "unknown"];
 
-/// Which tenants get per-tenant series: configured ones, by name.
+/// Which (app, tenant) pairs get per-tenant series: configured tenants, by
+/// name, with each app they consented to.
 #[derive(Debug, Default)]
 struct Configured {
     /// Lower-case tenant id → configured name.
     names: HashMap<TenantKey, String>,
-    /// The cloud's Graph resource: the per-tenant expiry is for Graph tokens.
-    graph: Option<Resource>,
-    /// The first app: per-tenant expiry and consent follow its tokens.
-    app: Option<AppKey>,
+    /// Each app's Graph resource, by app name: the per-tenant expiry is for
+    /// Graph tokens.
+    graphs: HashMap<String, Resource>,
+    /// (app name, tenant name) with series.
+    pairs: HashSet<(String, String)>,
 }
 
 impl Configured {
-    /// Whether `key` feeds the per-tenant series: the first app's Graph token.
-    fn follows(&self, key: &CacheKey) -> bool {
-        self.graph.as_ref() == Some(&key.resource) && self.app.as_ref() == Some(&key.app)
+    /// The (app, tenant) labels of `tenant` for `app`, when configured.
+    fn labels(&self, app: &str, tenant: &TenantKey) -> Option<[String; 2]> {
+        let name = self.names.get(tenant)?;
+        let pair = (app.to_owned(), name.clone());
+        self.pairs.contains(&pair).then_some([pair.0, pair.1])
+    }
+
+    /// The labels of `key` when it is a configured pair's Graph token.
+    fn graph_labels(&self, key: &CacheKey) -> Option<[String; 2]> {
+        let app = key.app.name.as_str();
+        (self.graphs.get(app) == Some(&key.resource))
+            .then(|| self.labels(app, &key.tenant))
+            .flatten()
     }
 }
 
@@ -169,20 +181,20 @@ impl Metrics {
         let tenant_expiry = gauge_vec(
             &registry,
             "tenant_token_expiry_timestamp_seconds",
-            "Expiry of the newest Graph token of each configured tenant (unix seconds)",
-            &["tenant"],
+            "Expiry of the newest Graph token of each configured tenant, per app (unix seconds)",
+            &["app", "tenant"],
         );
         let tenant_consent = gauge_vec(
             &registry,
             "tenant_consent",
-            "Consent state of each configured tenant, from what Entra last said: 1 for the current state",
-            &["tenant", "state"],
+            "Consent state of each configured tenant to each app, from what Entra last said: 1 for the current state",
+            &["app", "tenant", "state"],
         );
         let tenant_upstream = counter_vec(
             &registry,
             "tenant_upstream_requests_total",
-            "Token requests sent to Entra for each configured tenant, by outcome",
-            &["tenant", "outcome"],
+            "Token requests sent to Entra for each configured tenant, per app, by outcome",
+            &["app", "tenant", "outcome"],
         );
         let auth_failures = counter_vec(
             &registry,
@@ -353,43 +365,55 @@ impl Metrics {
     }
 
     /// Follows a (re)loaded configuration: per-tenant series for its
-    /// tenants only; the series of tenants that left are removed.
+    /// tenants (with each app they consented to) only; the series of pairs
+    /// that left are removed.
     pub fn set_configured(&self, config: &Config) {
         let names: HashMap<TenantKey, String> = config
             .tenants
             .iter()
             .map(|t| (t.id.key(), t.name.as_str().to_owned()))
             .collect();
+        let pairs: HashSet<(String, String)> = config
+            .tenants
+            .iter()
+            .flat_map(|t| {
+                config
+                    .apps
+                    .iter()
+                    .filter(|a| t.apps.is_empty() || t.apps.contains(&a.name))
+                    .map(|a| (a.name.as_str().to_owned(), t.name.as_str().to_owned()))
+            })
+            .collect();
+        let graphs = config
+            .apps
+            .iter()
+            .map(|a| (a.name.as_str().to_owned(), a.graph()))
+            .collect();
         let old = self.configured.swap(Arc::new(Configured {
-            names: names.clone(),
-            graph: Some(config.app().graph()),
-            app: Some(config.app().app_key()),
+            names,
+            graphs,
+            pairs: pairs.clone(),
         }));
-        let kept: std::collections::HashSet<&String> = names.values().collect();
-        let before: std::collections::HashSet<&String> = old.names.values().collect();
-        for added in names.values().filter(|n| !before.contains(n)) {
+        for (app, tenant) in pairs.difference(&old.pairs) {
             for state in CONSENT_STATES {
                 self.tenant_consent
-                    .with_label_values(&[added.as_str(), state])
+                    .with_label_values(&[app.as_str(), tenant.as_str(), state])
                     .set(if state == "unknown" { 1.0 } else { 0.0 });
             }
         }
-        for gone in old.names.values().filter(|n| !kept.contains(n)) {
-            let _ = self.tenant_expiry.remove_label_values(&[gone]);
+        for (app, tenant) in old.pairs.difference(&pairs) {
+            let _ = self.tenant_expiry.remove_label_values(&[app, tenant]);
             for state in CONSENT_STATES {
-                let _ = self.tenant_consent.remove_label_values(&[gone, state]);
+                let _ = self
+                    .tenant_consent
+                    .remove_label_values(&[app, tenant, state]);
             }
             for outcome in UpstreamOutcome::ALL {
                 let _ = self
                     .tenant_upstream
-                    .remove_label_values(&[gone, outcome.as_str()]);
+                    .remove_label_values(&[app, tenant, outcome.as_str()]);
             }
         }
-    }
-
-    /// The configured name of `tenant`, if it is configured.
-    fn configured_name(&self, tenant: &TenantKey) -> Option<String> {
-        self.configured.load().names.get(tenant).cloned()
     }
 
     /// Counts an answered HTTP request.
@@ -435,14 +459,15 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// Sets the consent state of a configured tenant (others are ignored).
-    fn set_consent(&self, tenant: &TenantId, state: &str) {
-        let Some(name) = self.configured_name(&tenant.key()) else {
+    /// Sets the consent state of a configured tenant to `app` (others are
+    /// ignored).
+    fn set_consent(&self, app: &str, tenant: &TenantKey, state: &str) {
+        let Some([app, tenant]) = self.configured.load().labels(app, tenant) else {
             return;
         };
         for s in CONSENT_STATES {
             self.tenant_consent
-                .with_label_values(&[name.as_str(), s])
+                .with_label_values(&[app.as_str(), tenant.as_str(), s])
                 .set(if s == state { 1.0 } else { 0.0 });
         }
     }
@@ -583,24 +608,16 @@ impl CacheObserver for Metrics {
     }
 
     fn dropped(&self, key: &CacheKey) {
-        let configured = self.configured.load();
-        if !configured.follows(key) {
-            return;
-        }
-        if let Some(name) = configured.names.get(&key.tenant) {
+        if let Some([app, tenant]) = self.configured.load().graph_labels(key) {
             // No token, no expiry: a stale one would look like a failing refresh.
-            let _ = self.tenant_expiry.remove_label_values(&[name.as_str()]);
+            let _ = self.tenant_expiry.remove_label_values(&[&app, &tenant]);
         }
     }
 
     fn token_stored(&self, key: &CacheKey, token: &CachedToken) {
-        let configured = self.configured.load();
-        if !configured.follows(key) {
-            return;
-        }
-        if let Some(name) = configured.names.get(&key.tenant) {
+        if let Some([app, tenant]) = self.configured.load().graph_labels(key) {
             self.tenant_expiry
-                .with_label_values(&[name.as_str()])
+                .with_label_values(&[&app, &tenant])
                 .set(token.expires_on as f64);
         }
     }
@@ -608,10 +625,7 @@ impl CacheObserver for Metrics {
 
 impl crate::broker::Observer for Metrics {
     fn consent(&self, key: &CacheKey, consent: crate::broker::status::Consent) {
-        // The first app's consent (a tenant may consent to one app only).
-        if self.configured.load().app.as_ref() == Some(&key.app) {
-            self.set_consent(&key.tenant, consent.as_str());
-        }
+        self.set_consent(key.app.name.as_str(), &key.tenant, consent.as_str());
     }
 
     fn forced_by_admin(&self) {
@@ -651,14 +665,14 @@ impl UpstreamObserver for Metrics {
             .inc();
     }
 
-    fn upstream(&self, tenant: &TenantId, outcome: UpstreamOutcome, elapsed: Duration) {
+    fn upstream(&self, app: &str, tenant: &TenantId, outcome: UpstreamOutcome, elapsed: Duration) {
         self.upstream_requests
             .with_label_values(&[outcome.as_str()])
             .inc();
         self.upstream_duration.observe(elapsed.as_secs_f64());
-        if let Some(name) = self.configured_name(&tenant.key()) {
+        if let Some([app, tenant]) = self.configured.load().labels(app, &tenant.key()) {
             self.tenant_upstream
-                .with_label_values(&[name.as_str(), outcome.as_str()])
+                .with_label_values(&[&app, &tenant, outcome.as_str()])
                 .inc();
         }
     }

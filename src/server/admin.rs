@@ -90,18 +90,14 @@ pub(super) async fn answer<B>(
         Ok(action) => action,
         Err(failure) => return api_error(&failure),
     };
-    let resource = req
-        .uri()
-        .query()
-        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == "resource"))
-        .map(|(_, v)| v.into_owned());
-    let resource = resource.as_deref();
-    let app_name = req
-        .uri()
-        .query()
-        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == "app"))
-        .map(|(_, v)| v.into_owned());
-    let app_name = app_name.as_deref();
+    let param = |name: &str| {
+        req.uri()
+            .query()
+            .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == name))
+            .map(|(_, v)| v.into_owned())
+    };
+    let (resource, app_name) = (param("resource"), param("app"));
+    let (resource, app_name) = (resource.as_deref(), app_name.as_deref());
     let broker = app.broker();
     match action {
         Action::Status => json(200, &broker.status()),

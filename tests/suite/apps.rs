@@ -153,6 +153,29 @@ async fn two_apps_over_one_tenant_each_get_their_own_token() {
     assert_eq!(apps.len(), 2, "{apps:?}");
     assert_eq!(apps[1], ("notify", Some(vec!["Mail.Send".to_owned()])));
     assert_eq!(apps[0].0, "mail");
+    // A token file names its app the same way (`[[token_files]]` `app`).
+    let for_file = server
+        .app
+        .broker()
+        .token_for_file("contoso", None, Some("notify"))
+        .await
+        .unwrap();
+    assert_eq!(
+        claims(for_file.grant.token.access_token.expose())["appid"],
+        NOTIFY_ID
+    );
+    // Per-tenant metrics carry the app.
+    let metrics = server.metrics().encode();
+    for app in ["mail", "notify"] {
+        let series = format!(
+            "tokenbroker_tenant_token_expiry_timestamp_seconds{{app=\"{app}\",tenant=\"contoso\"}}"
+        );
+        assert!(metrics.contains(&series), "{series}: {metrics}");
+        let consent = format!(
+            "tokenbroker_tenant_consent{{app=\"{app}\",state=\"granted\",tenant=\"contoso\"}} 1"
+        );
+        assert!(metrics.contains(&consent), "{consent}: {metrics}");
+    }
     // And each credential is listed under its app.
     let status = server.app.broker().status();
     let owners: Vec<&str> = status.credentials.iter().map(|c| c.app.as_str()).collect();
@@ -299,4 +322,95 @@ async fn apps_are_validated_by_name() {
     let bad_timeout = good.replacen("request_timeout = \"2s\"", "request_timeout = \"0s\"", 2);
     let message = parse(&bad_timeout).unwrap_err();
     assert!(message.contains("apps[0].request_timeout"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_carries_the_token_of_the_app_the_header_names() {
+    let f = Fixture::new("").await;
+    let notify_der = write_credential(f.dir.path(), "notify");
+    f.sim.set_roles(&["Mail.ReadWrite"]);
+    f.sim.add_app(NOTIFY_ID);
+    f.sim
+        .register_certificate_for(NOTIFY_ID, &notify_der)
+        .unwrap();
+    f.sim.set_roles_for(NOTIFY_ID, &["Mail.Send"]);
+    let tid = f.sim.consent("contoso.onmicrosoft.com");
+    f.sim.consent_for(NOTIFY_ID, "contoso.onmicrosoft.com");
+    let graph = entra_sim::SimulatedGraph::start(&f.sim).await.unwrap();
+    graph.add_user(&tid, "alice@contoso.com");
+    graph.add_messages(&tid, "alice@contoso.com", 2);
+    // Both apps send Graph requests to the stand-in; both accounts may
+    // read alice's mail through the gateway.
+    let rule = "[[accounts.graph]]\nmethods = [\"GET\"]\npaths = [\"/users/{mailbox}/messages\"]\n\
+                mailboxes = [\"alice@contoso.com\"]\n";
+    let text = config(&f, "mail", true)
+        .replace(
+            "request_timeout = \"2s\"\n",
+            &format!(
+                "request_timeout = \"2s\"\ngraph_host = \"{}\"\n",
+                graph.url()
+            ),
+        )
+        .replace(
+            "[[accounts]]\nname = \"mail-only\"",
+            &format!("{rule}[[accounts]]\nname = \"mail-only\""),
+        )
+        .replace(
+            "[[accounts]]\nname = \"notify-only\"",
+            &format!("{rule}[[accounts]]\nname = \"notify-only\""),
+        );
+    std::fs::write(&f.config_path, format!("{text}{rule}")).unwrap();
+    let server = Server::start(&f, |_, _| {}).await;
+    let url = format!(
+        "http://{}/graph/contoso/v1.0/users/alice@contoso.com/messages",
+        server.addr
+    );
+    let http = reqwest::Client::new();
+    let get = |secret: &'static str, app: Option<&'static str>| {
+        let mut request = http.get(&url).bearer_auth(secret);
+        if let Some(app) = app {
+            request = request.header("X-Tokenbroker-App", app);
+        }
+        request.send()
+    };
+    // The account's first app: mail, whose token may read mail.
+    let answer = get(BOTH, None).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    // notify's token may only send: Graph itself refuses it.
+    let answer = get(BOTH, Some("notify")).await.unwrap();
+    assert_eq!(answer.status(), 403);
+    let seen = graph.requests();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let appid = |i: usize| {
+        let auth = &seen[i]
+            .headers
+            .iter()
+            .find(|(n, _)| n == "authorization")
+            .unwrap()
+            .1;
+        claims(auth.trim_start_matches("Bearer "))["appid"].clone()
+    };
+    assert_eq!((appid(0), appid(1)), (CLIENT_ID.into(), NOTIFY_ID.into()));
+    assert!(
+        seen.iter()
+            .all(|r| r.headers.iter().all(|(n, _)| n != "x-tokenbroker-app")),
+        "the header stays with the broker"
+    );
+    // An app the account may not use, and one that does not exist: refused
+    // before anything goes upstream.
+    let answer = get(MAIL_ONLY, Some("notify")).await.unwrap();
+    assert_eq!(answer.status(), 403);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("may not use app"), "{body}");
+    let answer = get(BOTH, Some("gov")).await.unwrap();
+    assert_eq!(answer.status(), 400);
+    assert_eq!(graph.request_count(), 2);
+    let metrics = server.metrics().encode();
+    assert!(
+        metrics.contains(
+            "tokenbroker_graph_denied_total{account=\"mail-only\",reason=\"forbidden_app\"} 1"
+        ),
+        "{metrics}"
+    );
+    server.stop().await;
 }

@@ -105,6 +105,56 @@ fn consent_url_reads_client_id_and_cloud_from_the_configuration() {
 }
 
 #[test]
+fn consent_url_names_the_app_the_flag_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tokenbroker.toml");
+    let gov_id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    std::fs::write(
+        &config,
+        format!(
+            "[[apps]]\nname = \"mail\"\nclient_id = \"{CLIENT_ID}\"\ncertificate = \"c.pem\"\n\
+             [[apps]]\nname = \"gov\"\nclient_id = \"{gov_id}\"\ncloud = \"usgov\"\ncertificate = \"g.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let run = |app: Option<&str>| {
+        let mut args = vec![
+            "consent-url",
+            "--tenant",
+            "organizations",
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        if let Some(app) = app {
+            args.extend(["--app", app]);
+        }
+        tokenbroker(&args)
+    };
+    let first = run(None);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).starts_with(&format!(
+        "https://login.microsoftonline.com/organizations/v2.0/adminconsent?client_id={CLIENT_ID}&"
+    )));
+    let gov = run(Some("gov"));
+    assert!(gov.status.success(), "{}", stderr(&gov));
+    assert!(
+        stdout(&gov).starts_with(&format!(
+            "https://login.microsoftonline.us/organizations/v2.0/adminconsent?client_id={gov_id}&"
+        )),
+        "{}",
+        stdout(&gov)
+    );
+    let unknown = run(Some("nope"));
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown)
+            .contains("--app \"nope\" is not a configured app; the apps are: mail, gov"),
+        "{}",
+        stderr(&unknown)
+    );
+}
+
+#[test]
 fn consent_url_rejects_bad_input_with_exit_2() {
     for (args, expect) in [
         (

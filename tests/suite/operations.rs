@@ -812,14 +812,14 @@ async fn status_shows_consent_and_missing_permissions_and_refresh_clears_them() 
     assert_eq!(
         metric(
             &server,
-            "tokenbroker_tenant_consent{state=\"missing\",tenant=\"fabrikam\"}"
+            "tokenbroker_tenant_consent{app=\"default\",state=\"missing\",tenant=\"fabrikam\"}"
         ),
         1.0
     );
     assert_eq!(
         metric(
             &server,
-            "tokenbroker_tenant_consent{state=\"granted\",tenant=\"contoso\"}"
+            "tokenbroker_tenant_consent{app=\"default\",state=\"granted\",tenant=\"contoso\"}"
         ),
         1.0
     );
@@ -845,7 +845,8 @@ async fn status_shows_consent_and_missing_permissions_and_refresh_clears_them() 
 
     // Evicting a configured tenant drops its token and its expiry series
     // (a stale expiry would look like a failing refresh to the alert).
-    let expiry = "tokenbroker_tenant_token_expiry_timestamp_seconds{tenant=\"contoso\"}";
+    let expiry =
+        "tokenbroker_tenant_token_expiry_timestamp_seconds{app=\"default\",tenant=\"contoso\"}";
     assert!(server.metrics().encode().contains(expiry));
     let out = cli(vec![
         "evict".into(),

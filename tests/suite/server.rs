@@ -595,9 +595,10 @@ async fn health_readiness_and_metrics() {
         after.contains_key("tokenbroker_http_request_duration_seconds_count{route=\"/v1/token\"}")
     );
     // Per-tenant series only for configured tenants, labelled by name.
-    assert!(after["tokenbroker_tenant_token_expiry_timestamp_seconds{tenant=\"contoso\"}"] > 1.7e9);
-    assert!(after
-        .contains_key("tokenbroker_tenant_token_expiry_timestamp_seconds{tenant=\"fabrikam\"}"));
+    assert!(after["tokenbroker_tenant_token_expiry_timestamp_seconds{app=\"default\",tenant=\"contoso\"}"] > 1.7e9);
+    assert!(after.contains_key(
+        "tokenbroker_tenant_token_expiry_timestamp_seconds{app=\"default\",tenant=\"fabrikam\"}"
+    ));
     assert!(
         !answer.body.contains("new2.example.com"),
         "unconfigured tenants never become labels"

@@ -133,8 +133,11 @@ pub(crate) fn duration_bounds(config: &Config) -> Vec<DurationBound> {
     bounds
 }
 
+/// `(key, value, low, high)` of a bounded key.
+pub(crate) type Bound<V, B> = (&'static str, V, B, B);
+
 /// `(key, value, low, high)` of a duration key.
-pub(crate) type DurationBound = (&'static str, ConfigDuration, Duration, Duration);
+pub(crate) type DurationBound = Bound<ConfigDuration, Duration>;
 
 /// The bounds of one app's duration keys (named `app.…`).
 fn app_duration_bounds(app: &AppConfig) -> [DurationBound; 4] {
@@ -233,6 +236,25 @@ fn app_key(app: &AppConfig, key: &str) -> String {
     format!("{}.{}", app.key, key.trim_start_matches("app."))
 }
 
+/// Every bounded key to check: the configuration's own from `all`, then
+/// each app's (named by its table: `apps[1].request_timeout`).
+fn keyed<V, B, const N: usize>(
+    all: Vec<Bound<V, B>>,
+    apps: &[AppConfig],
+    of_app: fn(&AppConfig) -> [Bound<V, B>; N],
+) -> Vec<(String, V, B, B)> {
+    let per_app = apps.iter().flat_map(|app| {
+        of_app(app)
+            .into_iter()
+            .map(move |(key, v, low, high)| (app_key(app, key), v, low, high))
+    });
+    all.into_iter()
+        .filter(|(key, ..)| !key.starts_with("app."))
+        .map(|(key, v, low, high)| (key.to_owned(), v, low, high))
+        .chain(per_app)
+        .collect()
+}
+
 fn limits(config: &Config) -> Result<(), Broken> {
     let out_of_bounds = |key: String, value: String, low: String, high: String| {
         Err(broken(
@@ -240,32 +262,13 @@ fn limits(config: &Config) -> Result<(), Broken> {
             format!("{value} is out of bounds: use {low} to {high}"),
         ))
     };
-    let app_keys = config.apps.iter().flat_map(|app| {
-        app_number_bounds(app)
-            .into_iter()
-            .map(move |(key, v, low, high)| (app_key(app, key), v, low, high))
-    });
-    let numbers = number_bounds(config)
-        .into_iter()
-        .filter(|(key, ..)| !key.starts_with("app."))
-        .map(|(key, v, low, high)| (key.to_owned(), v, low, high))
-        .chain(app_keys);
-    for (key, value, low, high) in numbers {
+    for (key, value, low, high) in keyed(number_bounds(config), &config.apps, app_number_bounds) {
         if !(low..=high).contains(&value) {
             return out_of_bounds(key, value.to_string(), low.to_string(), high.to_string());
         }
     }
-    let app_keys = config.apps.iter().flat_map(|app| {
-        app_duration_bounds(app)
-            .into_iter()
-            .map(move |(key, v, low, high)| (app_key(app, key), v, low, high))
-    });
-    let durations = duration_bounds(config)
-        .into_iter()
-        .filter(|(key, ..)| !key.starts_with("app."))
-        .map(|(key, v, low, high)| (key.to_owned(), v, low, high))
-        .chain(app_keys);
-    for (key, value, low, high) in durations {
+    for (key, value, low, high) in keyed(duration_bounds(config), &config.apps, app_duration_bounds)
+    {
         if !(low..=high).contains(&value.0) {
             return out_of_bounds(
                 key,
