@@ -1,8 +1,9 @@
 //! # tokenbroker
 //!
-//! A daemon that holds one multi-tenant Entra ID app registration (client ID,
-//! certificate, private key) and hands out app-only Microsoft Graph tokens for
-//! the customer tenants that granted it admin consent. What it promises from
+//! A daemon that holds one or more multi-tenant Entra ID app registrations
+//! (client ID, certificate, private key; `[app]` or `[[apps]]`) and hands out
+//! app-only Microsoft Graph tokens for the customer tenants that granted them
+//! admin consent. What it promises from
 //! the outside (commands, configuration, HTTP API, metrics) is in
 //! `docs/contract.md`; the Entra and Azure SDK facts it relies on are in
 //! `docs/entra.md` and `docs/app-service-protocol.md`.
@@ -18,12 +19,14 @@
 //!    the caller's secret ([`server::auth`]).
 //! 2. The [`broker`] is the one door: [`broker::Broker::authenticate`]
 //!    says who is calling, and [`broker::Broker::token`] answers "a token
-//!    for this caller, this tenant, this resource". Against one snapshot of
-//!    its state, the [`access`] policy resolves the tenant to a validated
-//!    [`config::TenantId`] and the resource to a [`config::Resource`], and
-//!    decides whether the account may have them.
+//!    for this caller, this tenant, this resource, this app". Against one
+//!    snapshot of its state, the [`access`] policy picks the app (the
+//!    account's first unless the request names one) as a [`config::AppKey`],
+//!    resolves the tenant to a validated [`config::TenantId`] and the
+//!    resource to a [`config::Resource`], and decides whether the account
+//!    may have them.
 //! 3. The [`cache`] answers from memory when it can (no lock on a hit). On
-//!    a miss it runs one load per (tenant, resource) in its own task and
+//!    a miss it runs one load per (app, tenant, resource) in its own task and
 //!    shares the outcome with every waiter. It knows only a
 //!    [`cache::TokenSource`], and its source is a stack of layers:
 //! 4. status recording (the admin status and consent metrics: it sees
@@ -33,7 +36,8 @@
 //!    one host of the fleet fetches; without it, a pass-through. Which of
 //!    Entra's refusals are shared is the authority's decision
 //!    ([`fleet::record::Shareable`]), then
-//! 6. the [`authority`] client: one logical client-credentials request to
+//! 6. the [`authority`] client of the key's app (each app has its own, with
+//!    its cloud and credentials): one logical client-credentials request to
 //!    the tenant's v2.0 endpoint, with retries ([`backoff`]); Entra's
 //!    answer is read bounded ([`fetch`]), parsed and classified
 //!    ([`authority::response`], with the AADSTS codes named once in

@@ -11,6 +11,8 @@
 //! operations (status, refresh, evict) are here too ([`admin`]).
 
 pub mod admin;
+mod apply;
+mod apps;
 mod control;
 mod error;
 pub mod known;
@@ -19,26 +21,21 @@ pub mod status;
 mod warm;
 
 use crate::access::{AccountId, AuthFailure, Policy, Target};
-use crate::authority::response::TokenResponse;
-use crate::authority::{
-    AcquireError, AuthorityClient, AuthoritySettings, BuildError, UpstreamObserver,
-};
-use crate::cache::{
-    BoxFuture, CacheKey, CacheObserver, CacheSettings, Fetched, Grant, LoadContext, NoObserver,
-    TokenCache, TokenSource,
-};
+use crate::authority::{AcquireError, AuthoritySettings, BuildError, UpstreamObserver};
+use crate::cache::{CacheKey, CacheObserver, CacheSettings, Grant, NoObserver, TokenCache};
 use crate::clock::SharedClock;
 use crate::config::{AppKey, Config, ResolvedTenant};
-use crate::credentials::{CredentialSet, ReadSet};
+use crate::credentials::CredentialSet;
 use crate::fleet::{SharedCache, SharedSource};
 use crate::jitter::Jitter;
+pub use apply::Applied;
+use apps::{app_client, configured_keys, Apps, AuthoritySource};
 use arc_swap::{ArcSwap, ArcSwapOption};
 pub use control::{Control, ReloadError};
 pub use error::{Refusal, TokenError};
 use status::{Consent, StatusBook};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 pub use warm::RestoreReport;
 
 /// A token handed out, with what it was for.
@@ -106,73 +103,8 @@ pub trait Observer: CacheObserver + UpstreamObserver {
 impl UpstreamObserver for NoObserver {}
 impl Observer for NoObserver {}
 
-/// The app registrations in force, in file order, each with its authority
-/// client (which holds the app's credentials). A reload swaps it whole.
-#[derive(Debug, Default)]
-struct Apps(Vec<(AppKey, Arc<AuthorityClient>)>);
-
-impl Apps {
-    fn client(&self, app: &AppKey) -> Option<&Arc<AuthorityClient>> {
-        self.0.iter().find(|(key, _)| key == app).map(|(_, c)| c)
-    }
-
-    /// Each app's credentials.
-    fn credentials(&self) -> impl Iterator<Item = (&AppKey, &Arc<CredentialSet>)> {
-        self.0.iter().map(|(key, c)| (key, c.credentials()))
-    }
-}
-
-/// The authority clients as the cache's [`TokenSource`]: one logical
-/// client-credentials request per fetch, with the client of the key's app
-/// in force (a reload may swap it).
-struct AuthoritySource {
-    apps: Arc<ArcSwap<Apps>>,
-}
-
-impl TokenSource for AuthoritySource {
-    type Error = AcquireError;
-    fn fetch(
-        &self,
-        key: &CacheKey,
-        _load: &LoadContext,
-    ) -> BoxFuture<Result<Fetched, AcquireError>> {
-        let client = self.apps.load().client(&key.app).cloned();
-        let key = key.clone();
-        Box::pin(async move {
-            // Only a reload that removed the app while this load waited.
-            let client = client.ok_or_else(|| AcquireError::Unavailable {
-                tenant: key.tenant.to_string(),
-                reason: format!("app \"{}\" is no longer configured", key.app.name),
-                entra: None,
-            })?;
-            let TokenResponse {
-                access_token,
-                expires_in,
-                refresh_in,
-            } = client.acquire(&key.tenant, &key.resource).await?;
-            Ok(Fetched {
-                access_token,
-                expires_in,
-                refresh_in,
-                age: Duration::ZERO,
-            })
-        })
-    }
-}
-
 /// The broker's token source: the authority, shared with the fleet.
 type Source = status::Recorded<SharedSource<AuthoritySource>>;
-
-/// What a successful reload did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Applied {
-    /// Keys whose new value needs a restart; their old value stays.
-    pub restart_needed: Vec<&'static str>,
-    /// Cached (tenant, resource) entries dropped: their tenant or resource left.
-    pub dropped: usize,
-    /// Every token was dropped: the app's identity changed.
-    pub cleared: bool,
-}
 
 /// The broker.
 #[derive(Debug)]
@@ -583,235 +515,6 @@ impl Broker {
             .and_then(|(_, set)| set.current().certificate().map(|c| c.der.clone()))
             .unwrap_or_default()
     }
-
-    /// Puts a new configuration (already validated) and, when given, new
-    /// credentials (each app's, in file order) in force, all at once. What
-    /// needs a restart keeps its old value and is reported. Apps may come
-    /// and go. Tokens stay cached unless their app, tenant or resource left
-    /// (or their app's cloud or authority changed: then that app's go);
-    /// tokens fetched with a credential that left stay and refresh on
-    /// schedule.
-    pub fn apply(
-        &self,
-        mut config: Config,
-        credentials: Option<Vec<ReadSet>>,
-    ) -> Result<Applied, BuildError> {
-        let old = self.config();
-        if let Some(listen) = self.listen_override {
-            config.server.listen = listen;
-        }
-        let restart_needed = keep_restart_only(&old, &mut config);
-        let config = Arc::new(config);
-        let current = self.apps.load_full();
-        // Tests and tools may tune retries; a reload keeps the policy.
-        let retry = current
-            .0
-            .first()
-            .map(|(_, c)| c.settings().retry)
-            .unwrap_or_default();
-        let mut read = credentials.map(Vec::into_iter);
-
-        // Built before anything changes: a client that cannot be built (an
-        // unreadable ca_file, an app without credentials) fails the reload
-        // and leaves all as it was.
-        let mut clients = Vec::with_capacity(config.apps.len());
-        let mut replacements = Vec::new();
-        let mut moved: Vec<AppKey> = Vec::new();
-        for app in &config.apps {
-            let key = app.app_key();
-            let new_credentials = read.as_mut().and_then(Iterator::next);
-            let mut settings = AuthoritySettings::for_app(app);
-            settings.retry = retry;
-            let client = match current.client(&key) {
-                Some(client) => {
-                    let was = old.apps.iter().find(|a| a.app_key() == key);
-                    if was.is_some_and(|was| {
-                        was.cloud != app.cloud || was.authority_host() != app.authority_host()
-                    }) {
-                        moved.push(key.clone());
-                    }
-                    let set = Arc::clone(client.credentials());
-                    if let Some(new_credentials) = new_credentials {
-                        replacements.push((Arc::clone(&set), new_credentials));
-                    }
-                    set.set_rejection_memory(app.credential_rejection_memory.0);
-                    // A ca_file may have been rewritten in place: always re-read it.
-                    if *client.settings() != settings || settings.ca_file.is_some() {
-                        Arc::new(self.client(settings, set)?)
-                    } else {
-                        Arc::clone(client)
-                    }
-                }
-                None => {
-                    let Some((list, sources, fingerprint)) = new_credentials else {
-                        return Err(BuildError::Client(format!(
-                            "app \"{}\" was added without its credentials being read",
-                            app.name
-                        )));
-                    };
-                    let set = Arc::new(CredentialSet::new(
-                        list,
-                        sources,
-                        Some(fingerprint),
-                        app.credential_rejection_memory.0,
-                    ));
-                    Arc::new(self.client(settings, set)?)
-                }
-            };
-            clients.push((key, client));
-        }
-
-        for (set, (list, sources, fingerprint)) in replacements {
-            set.replace(list, sources, Some(fingerprint));
-        }
-        // Refusals were for the app's old authority.
-        for key in &moved {
-            if let Some((_, client)) = clients.iter().find(|(k, _)| k == key) {
-                client.credentials().forget_rejections();
-            }
-        }
-        let kept_any = clients
-            .iter()
-            .any(|(key, _)| current.client(key).is_some() && !moved.contains(key));
-        self.apps.store(Arc::new(Apps(clients)));
-        let mut cache_settings = CacheSettings::from_config(&config.cache);
-        cache_settings.refresh_retry = self.cache.settings().refresh_retry;
-        self.cache.set_settings(cache_settings);
-        if let Some(fleet) = self.fleet() {
-            fleet.set_cache_tuning(config.cache.min_remaining.0, config.cache.negative_ttl.0);
-        }
-        let policy = Policy::new(&config);
-        self.cache
-            .set_configured(config.tenants.iter().map(|t| t.id.clone()));
-        let mut applied = Applied {
-            restart_needed,
-            ..Applied::default()
-        };
-        if !kept_any {
-            // No app is the same one: every token was another app's.
-            self.cache.clear();
-            self.book.clear();
-            applied.cleared = true;
-        } else {
-            // Token files' tokens stay too: no account needs to cover them.
-            let files: Vec<CacheKey> = config
-                .token_files
-                .iter()
-                .filter_map(|f| {
-                    let resource = f.resource.as_ref().map(|r| r.as_str());
-                    let app = f.app.as_ref().map(|a| a.as_str());
-                    let target = policy.target(&f.tenant.to_string(), resource, app).ok()?;
-                    Some(CacheKey::new(
-                        &target.app,
-                        &target.tenant.id,
-                        &target.resource,
-                    ))
-                })
-                .collect();
-            applied.dropped = self.cache.retain(|key| {
-                !moved.contains(&key.app)
-                    && (policy.anyone_may_have(&key.app, &key.tenant, &key.resource)
-                        || files.contains(key))
-            });
-        }
-        self.state.store(Arc::new(State {
-            config: Arc::clone(&config),
-            policy,
-            loaded_at: self.clock.unix_now(),
-        }));
-        self.observer.reloaded(Some(&config), self.clock.unix_now());
-        self.prefetch_configured_tenants();
-        self.reloads.send_replace(());
-        Ok(applied)
-    }
-
-    fn client(
-        &self,
-        settings: AuthoritySettings,
-        credentials: Arc<CredentialSet>,
-    ) -> Result<AuthorityClient, BuildError> {
-        app_client(
-            settings,
-            credentials,
-            &self.clock,
-            &self.observer,
-            &self.control,
-        )
-    }
-
-    /// Reports a reload that failed before anything changed.
-    pub fn reload_failed(&self) {
-        self.observer.reloaded(None, self.clock.unix_now());
-    }
-}
-
-/// An authority client for one app, reporting to the broker's observer
-/// and reloading credentials through its control door.
-fn app_client(
-    settings: AuthoritySettings,
-    credentials: Arc<CredentialSet>,
-    clock: &SharedClock,
-    observer: &Arc<dyn Observer>,
-    control: &Arc<Control>,
-) -> Result<AuthorityClient, BuildError> {
-    Ok(
-        AuthorityClient::new(settings, credentials, Arc::clone(clock))?
-            .with_observer(observer.clone() as Arc<dyn UpstreamObserver>)
-            .with_credential_reload(control.clone()),
-    )
-}
-
-/// The token every configured tenant should have: the Graph token of each
-/// app it consented to (`tenants.apps`, default every app).
-fn configured_keys(config: &Config) -> Vec<CacheKey> {
-    let mut keys = Vec::new();
-    for tenant in &config.tenants {
-        for app in &config.apps {
-            if tenant.apps.is_empty() || tenant.apps.contains(&app.name) {
-                keys.push(CacheKey::new(&app.app_key(), &tenant.id, &app.graph()));
-            }
-        }
-    }
-    keys
-}
-
-/// Keys a reload cannot change without a restart: listeners, connection
-/// limits, the cache bound. Copies their old values into `new`; returns
-/// the names of those that differed.
-fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    macro_rules! keep {
-        ($($section:ident . $key:ident),* $(,)?) => {$(
-            if old.$section.$key != new.$section.$key {
-                changed.push(concat!(stringify!($section), ".", stringify!($key)));
-                new.$section.$key = old.$section.$key.clone();
-            }
-        )*};
-    }
-    keep!(
-        server.listen,
-        server.allow_remote,
-        server.unix_socket,
-        server.metrics_listen,
-        server.admin_socket,
-        server.admin_group,
-        server.max_connections,
-        server.max_socket_connections,
-        server.max_connections_per_account,
-        server.idle_timeout,
-        server.header_read_timeout,
-        server.max_header_bytes,
-        server.shutdown_timeout,
-        cache.max_entries,
-        cache.state_file,
-        cache.state_key_file,
-    );
-    // The shared cache's connection and keys are set up once, at start.
-    if old.shared_cache != new.shared_cache {
-        changed.push("shared_cache");
-        new.shared_cache = old.shared_cache.clone();
-    }
-    changed
 }
 
 #[cfg(test)]

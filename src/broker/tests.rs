@@ -1,4 +1,6 @@
+use super::apply::keep_restart_only;
 use super::*;
+use std::time::Duration;
 
 fn parse(text: &str) -> Config {
     Config::parse(
