@@ -214,9 +214,8 @@ fn state_file(config: &Config, named: &Path) -> Result<Option<StateFile>, StartE
     Ok(Some(StateFile::new(
         path,
         keys,
-        config.app().app_key(),
+        config.apps.iter().map(|a| a.app_key()).collect(),
         config.app().cloud.name(),
-        config.apps.iter().skip(1).map(|a| a.app_key()).collect(),
     )))
 }
 

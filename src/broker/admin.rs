@@ -274,7 +274,13 @@ impl Broker {
         let id = target.tenant.id;
         let of_app = |key: &AppKey| app.is_none() || *key == target.app;
         let keys = match resource {
-            Some(_) => vec![CacheKey::new(&target.app, &id, &target.resource)],
+            // That resource, of the app named or of every app.
+            Some(_) => state
+                .policy
+                .apps()
+                .filter(|a| of_app(a))
+                .map(|a| CacheKey::new(a, &id, &target.resource))
+                .collect(),
             // Every resource cached for the tenant, and each app's Graph
             // entry (whose last error the status may still show).
             None => {

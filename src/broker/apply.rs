@@ -2,7 +2,7 @@
 //! what changes at once, what keeps its old value until a restart, which
 //! apps come and go, and which cached tokens stay.
 
-use super::apps::{app_client, Apps};
+use super::apps::{app_client, configured_keys, configured_pairs, Apps};
 use super::{Broker, State};
 use crate::access::Policy;
 use crate::authority::{AuthorityClient, AuthoritySettings, BuildError};
@@ -71,10 +71,11 @@ impl Broker {
                         moved.push(key.clone());
                     }
                     let set = Arc::clone(client.credentials());
-                    if let Some(new_credentials) = new_credentials {
-                        replacements.push((Arc::clone(&set), new_credentials));
-                    }
-                    set.set_rejection_memory(app.credential_rejection_memory.0);
+                    replacements.push((
+                        Arc::clone(&set),
+                        new_credentials,
+                        app.credential_rejection_memory.0,
+                    ));
                     // A ca_file may have been rewritten in place: always re-read it.
                     if *client.settings() != settings || settings.ca_file.is_some() {
                         Arc::new(self.client(settings, set)?)
@@ -101,8 +102,13 @@ impl Broker {
             clients.push((key, client));
         }
 
-        for (set, (list, sources, fingerprint)) in replacements {
-            set.replace(list, sources, Some(fingerprint));
+        // Nothing below fails: the apps that stay take their new
+        // credentials and settings now.
+        for (set, credentials, memory) in replacements {
+            if let Some((list, sources, fingerprint)) = credentials {
+                set.replace(list, sources, Some(fingerprint));
+            }
+            set.set_rejection_memory(memory);
         }
         // Refusals were for the app's old authority.
         for key in &moved {
@@ -121,8 +127,7 @@ impl Broker {
             fleet.set_cache_tuning(config.cache.min_remaining.0, config.cache.negative_ttl.0);
         }
         let policy = Policy::new(&config);
-        self.cache
-            .set_configured(config.tenants.iter().map(|t| t.id.clone()));
+        self.cache.set_configured(configured_pairs(&config));
         let mut applied = Applied {
             restart_needed,
             ..Applied::default()
@@ -133,8 +138,10 @@ impl Broker {
             self.book.clear();
             applied.cleared = true;
         } else {
-            // Token files' tokens stay too: no account needs to cover them.
-            let files: Vec<CacheKey> = config
+            // Token files' tokens stay too (no account needs to cover them),
+            // and configured tenants' Graph tokens, which would be
+            // prefetched again at once.
+            let kept: std::collections::HashSet<CacheKey> = config
                 .token_files
                 .iter()
                 .filter_map(|f| {
@@ -147,11 +154,12 @@ impl Broker {
                         &target.resource,
                     ))
                 })
+                .chain(configured_keys(&config))
                 .collect();
             applied.dropped = self.cache.retain(|key| {
                 !moved.contains(&key.app)
                     && (policy.anyone_may_have(&key.app, &key.tenant, &key.resource)
-                        || files.contains(key))
+                        || kept.contains(key))
             });
         }
         self.state.store(Arc::new(State {

@@ -10,7 +10,7 @@ use crate::authority::{
 };
 use crate::cache::{BoxFuture, CacheKey, Fetched, LoadContext, TokenSource};
 use crate::clock::SharedClock;
-use crate::config::{AppKey, Config};
+use crate::config::{AppKey, Config, TenantId};
 use crate::credentials::CredentialSet;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -89,13 +89,17 @@ pub(super) fn app_client(
 /// The token every configured tenant should have: the Graph token of each
 /// app it consented to (`tenants.apps`, default every app).
 pub(super) fn configured_keys(config: &Config) -> Vec<CacheKey> {
-    let mut keys = Vec::new();
-    for tenant in &config.tenants {
-        for app in &config.apps {
-            if tenant.apps.is_empty() || tenant.apps.contains(&app.name) {
-                keys.push(CacheKey::new(&app.app_key(), &tenant.id, &app.graph()));
-            }
-        }
-    }
-    keys
+    config
+        .consents()
+        .map(|(app, tenant)| CacheKey::new(&app.app_key(), &tenant.id, &app.graph()))
+        .collect()
+}
+
+/// Each configured tenant with each app it consented to (the cache keeps
+/// their slots apart, and heals them).
+pub(super) fn configured_pairs(config: &Config) -> Vec<(AppKey, TenantId)> {
+    config
+        .consents()
+        .map(|(app, tenant)| (app.app_key(), tenant.id.clone()))
+        .collect()
 }

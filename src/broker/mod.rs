@@ -29,7 +29,7 @@ use crate::credentials::CredentialSet;
 use crate::fleet::{SharedCache, SharedSource};
 use crate::jitter::Jitter;
 pub use apply::Applied;
-use apps::{app_client, configured_keys, Apps, AuthoritySource};
+use apps::{app_client, configured_keys, configured_pairs, Apps, AuthoritySource};
 use arc_swap::{ArcSwap, ArcSwapOption};
 pub use control::{Control, ReloadError};
 pub use error::{Refusal, TokenError};
@@ -79,6 +79,12 @@ impl Caller {
     /// The account's Graph gateway rules.
     pub fn graph_rules(&self) -> &std::sync::Arc<[crate::gateway::rules::Rule]> {
         self.state.policy.graph_rules(self.account)
+    }
+
+    /// Reads the configuration the caller was authenticated against (the
+    /// snapshot its app and tenant were chosen from).
+    pub fn with_config<R>(&self, read: impl FnOnce(&Config) -> R) -> R {
+        read(&self.state.config)
     }
 
     /// The name of the app whose client ID is `client_id` (the App Service
@@ -218,7 +224,7 @@ impl Broker {
         );
         let now = clock.unix_now();
         let policy = Policy::new(&config);
-        cache.set_configured(config.tenants.iter().map(|t| t.id.clone()));
+        cache.set_configured(configured_pairs(&config));
         Ok(Broker {
             state: ArcSwap::from_pointee(State {
                 config,

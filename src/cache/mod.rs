@@ -456,10 +456,15 @@ impl<E: LoadError> TokenCache<E> {
         **self.inner.settings.load()
     }
 
-    /// The tenants the configuration names: their slots have a bound of
-    /// their own, so unconfigured tenants never push them out.
-    pub fn set_configured(&self, tenants: impl IntoIterator<Item = TenantId>) {
-        self.inner.slots.set_configured(tenants);
+    /// The (app, tenant) pairs the configuration names (each configured
+    /// tenant with each app it consented to): their slots have a bound of
+    /// their own, so unconfigured tenants never push them out, and they
+    /// heal when their fetch failed.
+    pub fn set_configured(
+        &self,
+        pairs: impl IntoIterator<Item = (crate::config::AppKey, TenantId)>,
+    ) {
+        self.inner.slots.set_configured(pairs);
     }
 
     /// Puts new tuning in force (`max_entries` needs a restart).

@@ -11,9 +11,9 @@
 //! per entry, a third of the broker's budget of 1 KiB per cached tenant;
 //! this costs about a hundred.
 
-use crate::config::{TenantId, TenantKey};
+use crate::config::{AppKey, TenantId, TenantKey};
 use arc_swap::ArcSwap;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -198,12 +198,20 @@ impl<V: Clone + LastUsed> Map<V> {
     }
 }
 
+/// Whether `key` is one of the configured (app, tenant) pairs.
+fn is_in(tenants: &HashMap<TenantKey, Vec<AppKey>>, key: &CacheKey) -> bool {
+    tenants
+        .get(&key.tenant)
+        .is_some_and(|apps| apps.contains(&key.app))
+}
+
 /// The two maps and which tenants go in the first.
 pub(super) struct Slots<V> {
     configured: Map<V>,
     others: Map<V>,
-    /// Lower-case ids of the configured tenants.
-    tenants: ArcSwap<HashSet<TenantKey>>,
+    /// Lower-case ids of the configured tenants, each with the apps it
+    /// consented to.
+    tenants: ArcSwap<HashMap<TenantKey, Vec<AppKey>>>,
     idle: Duration,
     /// What the values' [`LastUsed`] counts from.
     epoch: Instant,
@@ -239,9 +247,9 @@ impl<V: Clone + LastUsed> Slots<V> {
         }
     }
 
-    /// Whether `key`'s tenant is a configured one.
+    /// Whether `key` is a configured tenant's, for an app it consented to.
     pub(super) fn is_configured(&self, key: &CacheKey) -> bool {
-        self.tenants.load().contains(&key.tenant)
+        is_in(&self.tenants.load(), key)
     }
 
     /// Reports a key pushed out, and sweeps idle entries when due.
@@ -322,17 +330,23 @@ impl<V: Clone + LastUsed> Slots<V> {
         all
     }
 
-    /// The configured tenants changed: their entries move to the map of
-    /// their new kind.
-    pub(super) fn set_configured(&self, tenants: impl IntoIterator<Item = TenantId>) {
-        let tenants: HashSet<TenantKey> = tenants.into_iter().map(|t| t.key()).collect();
+    /// The configured (app, tenant) pairs changed: their entries move to
+    /// the map of their new kind.
+    pub(super) fn set_configured(&self, pairs: impl IntoIterator<Item = (AppKey, TenantId)>) {
+        let mut tenants: HashMap<TenantKey, Vec<AppKey>> = HashMap::new();
+        for (app, tenant) in pairs {
+            let apps = tenants.entry(tenant.key()).or_default();
+            if !apps.contains(&app) {
+                apps.push(app);
+            }
+        }
         let old = self.tenants.swap(Arc::new(tenants.clone()));
         let moved = |from: &Map<V>, to: &Map<V>, now_configured: bool| {
             let keys: Vec<CacheKey> = from
                 .entries()
                 .into_iter()
                 .map(|(k, _)| k)
-                .filter(|k| tenants.contains(&k.tenant) == now_configured)
+                .filter(|k| is_in(&tenants, k) == now_configured)
                 .collect();
             for key in keys {
                 if let Some(value) = from.remove(&key) {
@@ -381,8 +395,21 @@ mod tests {
     #[test]
     fn unconfigured_tenants_never_push_configured_ones_out() {
         let slots: Slots<Used> = Slots::new(10, Duration::from_secs(3600), Instant::now(), quiet());
-        slots.set_configured([TenantId::try_from("Fabrikam.com".to_owned()).unwrap()]);
+        slots.set_configured([(
+            AppKey::example(),
+            TenantId::try_from("Fabrikam.com".to_owned()).unwrap(),
+        )]);
         let now = 5;
+        assert!(slots.is_configured(&key("fabrikam.com")));
+        // The tenant with an app it did not consent to is not configured.
+        let other_app = CacheKey {
+            app: AppKey {
+                name: crate::config::Name::try_from("notify".to_owned()).unwrap(),
+                ..AppKey::example()
+            },
+            ..key("fabrikam.com")
+        };
+        assert!(!slots.is_configured(&other_app));
         slots.get_with(&key("fabrikam.com"), || Used(1, now));
         for i in 0..500 {
             slots.get_with(&key(&format!("t{i}.example.com")), || Used(2, now));
@@ -449,7 +476,10 @@ mod tests {
         let slots: Slots<Used> = Slots::new(10, Duration::from_secs(3600), Instant::now(), quiet());
         let now = 7;
         slots.get_with(&key("a.com"), || Used(1, now));
-        slots.set_configured([TenantId::try_from("a.com".to_owned()).unwrap()]);
+        slots.set_configured([(
+            AppKey::example(),
+            TenantId::try_from("a.com".to_owned()).unwrap(),
+        )]);
         assert_eq!(slots.get(&key("a.com")), Some(Used(1, now)));
         assert_eq!(slots.configured.len(), 1);
         slots.set_configured([]);

@@ -580,7 +580,10 @@ async fn a_configured_tenant_that_failed_heals_without_callers() {
     let source = FakeSource::new(HOUR);
     source.fail_with(Some(REFUSED));
     let cache = cache_with(source.clone(), settings());
-    cache.set_configured([TenantId::try_from("contoso.com".to_owned()).unwrap()]);
+    cache.set_configured([(
+        crate::config::AppKey::example(),
+        TenantId::try_from("contoso.com".to_owned()).unwrap(),
+    )]);
     let configured = graph("contoso.com");
     let other = graph("other.example");
     assert!(cache.get(&configured).await.is_err());

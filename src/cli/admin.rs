@@ -280,8 +280,6 @@ fn span(seconds: u64) -> String {
     }
 }
 
-/// `tokenbroker refresh` and `evict`: what was done, then the tenant's
-/// rows (a table, or the admin API's JSON with `--json`).
 /// What `refresh` or `evict` acts on.
 pub(super) struct Target<'a> {
     pub(super) tenant: &'a str,
@@ -289,6 +287,8 @@ pub(super) struct Target<'a> {
     pub(super) app: Option<&'a str>,
 }
 
+/// `tokenbroker refresh` and `evict`: what was done, then the tenant's
+/// rows (a table, or the admin API's JSON with `--json`).
 pub(super) fn act(
     socket: &Path,
     action: &str,

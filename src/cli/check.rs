@@ -214,9 +214,15 @@ fn run_checks(
             failures += runtime()?.block_on(check_tenants(&config, app, &client, location, report));
         }
         if failures > 0 {
+            // Each (tenant, app) the tenant consented to was checked.
+            let what = if config.apps.len() > 1 {
+                "(tenant, app) pair(s)"
+            } else {
+                "tenant(s)"
+            };
             return Err(CliError::Other(format!(
-                "{failures} of {} tenant(s) failed; see above",
-                config.tenants.len()
+                "{failures} of {} {what} failed; see above",
+                config.consents().count()
             )));
         }
     }
@@ -284,7 +290,7 @@ pub(super) async fn check_tenants(
         config
             .tenants
             .iter()
-            .filter(|t| t.apps.is_empty() || t.apps.contains(&app.name))
+            .filter(|t| t.consented_to(&app.name))
             .map(|t| async move { (t, client.acquire(&t.id, graph).await) }),
     )
     .await;

@@ -279,6 +279,24 @@ impl Config {
         self.apps.iter().find(|a| a.name.as_str() == name)
     }
 
+    /// The app `name` names, else the first (a name the configuration no
+    /// longer has falls back too).
+    pub fn app_or_first(&self, name: Option<&str>) -> &AppConfig {
+        name.and_then(|n| self.app_named(n))
+            .unwrap_or_else(|| self.app())
+    }
+
+    /// Each configured tenant with each app it consented to, tenants in
+    /// file order, then apps.
+    pub fn consents(&self) -> impl Iterator<Item = (&AppConfig, &TenantConfig)> {
+        self.tenants.iter().flat_map(move |tenant| {
+            self.apps
+                .iter()
+                .filter(|app| tenant.consented_to(&app.name))
+                .map(move |app| (app, tenant))
+        })
+    }
+
     /// A lone `[app]` becomes the app named "default"; each app learns
     /// where its keys are (`app` or `apps[N]`), for errors.
     fn gather_apps(&mut self) -> Result<(), (String, String)> {

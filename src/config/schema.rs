@@ -532,6 +532,14 @@ pub struct TenantConfig {
     pub apps: Vec<Name>,
 }
 
+impl TenantConfig {
+    /// Whether the tenant consented to the app named `app` (`apps`, or
+    /// every app when it names none).
+    pub fn consented_to(&self, app: &Name) -> bool {
+        self.apps.is_empty() || self.apps.contains(app)
+    }
+}
+
 /// `[[accounts]]`: a local service account allowed to fetch tokens.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

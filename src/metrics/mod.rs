@@ -374,15 +374,8 @@ impl Metrics {
             .map(|t| (t.id.key(), t.name.as_str().to_owned()))
             .collect();
         let pairs: HashSet<(String, String)> = config
-            .tenants
-            .iter()
-            .flat_map(|t| {
-                config
-                    .apps
-                    .iter()
-                    .filter(|a| t.apps.is_empty() || t.apps.contains(&a.name))
-                    .map(|a| (a.name.as_str().to_owned(), t.name.as_str().to_owned()))
-            })
+            .consents()
+            .map(|(a, t)| (a.name.as_str().to_owned(), t.name.as_str().to_owned()))
             .collect();
         let graphs = config
             .apps

@@ -195,9 +195,8 @@ where
         );
     }
     // One snapshot of the configuration for the whole request.
-    let settings = app
-        .broker
-        .with_config(|config| Settings::of(config, &target.app));
+    // The caller's snapshot: the one its app was chosen from.
+    let settings = caller.with_config(|config| Settings::of(config, &target.app));
     let limits = &settings.limits;
     let max_request = usize::try_from(limits.max_request_bytes).unwrap_or(usize::MAX);
     let max_rewrite = usize::try_from(limits.max_rewrite_bytes).unwrap_or(usize::MAX);
@@ -496,9 +495,8 @@ struct Settings {
 impl Settings {
     /// For a request carrying `app`'s token: its cloud's Graph.
     fn of(config: &crate::config::Config, app: &AppKey) -> Settings {
-        let app = config
-            .app_named(app.name.as_str())
-            .unwrap_or_else(|| config.app());
+        // The caller's own snapshot chose `app`, so it is there.
+        let app = config.app_or_first(Some(app.name.as_str()));
         let mut bases = vec![app.graph().as_str().trim_end_matches('/').to_owned()];
         if let Some(host) = &app.graph_host {
             bases.push(host.as_str().trim_end_matches('/').to_owned());

@@ -163,11 +163,7 @@ impl Book {
             .iter()
             .map(|f| {
                 let record = book.get(&f.path).cloned().unwrap_or_default();
-                let app = f
-                    .app
-                    .as_ref()
-                    .and_then(|name| config.app_named(name.as_str()))
-                    .unwrap_or_else(|| config.app());
+                let app = config.app_or_first(f.app.as_ref().map(|a| a.as_str()));
                 FileView {
                     path: f.path.display().to_string(),
                     app: app.name.to_string(),
