@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Which protocol the endpoint speaks.
@@ -54,12 +53,7 @@ impl ManagedIdentityEndpoint {
         issuer: Arc<FederatedIssuer>,
         protocol: IdentityProtocol,
     ) -> Result<ManagedIdentityEndpoint, SimError> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(|e| SimError(format!("binding 127.0.0.1:0: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| SimError(format!("listener address: {e}")))?;
+        let (listener, addr) = crate::listen::bind_loopback().await?;
         let inner = Arc::new(Inner {
             issuer,
             protocol,

@@ -198,9 +198,7 @@ pub struct SimError(String);
 impl SimulatedAuthority {
     /// Starts on `127.0.0.1:0` for the app `client_id`.
     pub async fn start(client_id: &str) -> Result<SimulatedAuthority, SimError> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(|e| SimError(format!("binding 127.0.0.1:0: {e}")))?;
+        let (listener, _) = listen::bind_loopback().await?;
         SimulatedAuthority::start_on(listener, client_id)
     }
 

@@ -10,6 +10,18 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// A listener on `127.0.0.1:0`, and the address it got.
+pub(crate) async fn bind_loopback() -> Result<(TcpListener, std::net::SocketAddr), crate::SimError>
+{
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| crate::SimError(format!("binding 127.0.0.1:0: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| crate::SimError(format!("listener address: {e}")))?;
+    Ok((listener, addr))
+}
+
 pub(crate) async fn serve<H, F, B, E>(
     listener: TcpListener,
     mut stopped: watch::Receiver<bool>,

@@ -34,7 +34,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use store::{inbox_message, Folder, Message, State, User};
 use token::{now_secs, GRAPH_AUDIENCE};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -76,12 +75,7 @@ pub struct SimulatedGraph {
 impl SimulatedGraph {
     /// Starts on `127.0.0.1:0`, trusting the tokens `authority` signs.
     pub async fn start(authority: &SimulatedAuthority) -> Result<SimulatedGraph, SimError> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(|e| SimError(format!("binding 127.0.0.1:0: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| SimError(format!("listener address: {e}")))?;
+        let (listener, addr) = crate::listen::bind_loopback().await?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 users: Vec::new(),
