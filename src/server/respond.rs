@@ -190,18 +190,25 @@ fn with_retry_after(mut answer: Answer, retry_after: Option<u64>) -> Answer {
 /// The tokenbroker API's error body: `{"error","message"}` plus Entra's ids.
 pub fn api_error(failure: &Failure) -> Answer {
     let mut body = json!({"error": failure.code, "message": failure.message});
-    if let Some(entra) = &failure.entra {
-        for (key, value) in [
-            ("aadsts", &entra.aadsts),
-            ("correlation_id", &entra.correlation_id),
-            ("trace_id", &entra.trace_id),
-        ] {
-            if let Some(value) = value {
-                body[key] = json!(value);
-            }
+    add_entra_ids(&mut body, failure);
+    with_retry_after(json(failure.status, &body), failure.retry_after)
+}
+
+/// Entra's ids of the failure (`aadsts`, `correlation_id`, `trace_id`),
+/// those it gave, as keys of `object`.
+fn add_entra_ids(object: &mut serde_json::Value, failure: &Failure) {
+    let Some(entra) = &failure.entra else {
+        return;
+    };
+    for (key, value) in [
+        ("aadsts", &entra.aadsts),
+        ("correlation_id", &entra.correlation_id),
+        ("trace_id", &entra.trace_id),
+    ] {
+        if let Some(value) = value {
+            object[key] = json!(value);
         }
     }
-    with_retry_after(json(failure.status, &body), failure.retry_after)
 }
 
 /// The Graph gateway's error body, in Microsoft Graph's own shape so Graph
@@ -217,17 +224,7 @@ pub fn graph_error(failure: &Failure) -> Answer {
     let mut inner = json!({
         "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     });
-    if let Some(entra) = &failure.entra {
-        for (key, value) in [
-            ("aadsts", &entra.aadsts),
-            ("correlation_id", &entra.correlation_id),
-            ("trace_id", &entra.trace_id),
-        ] {
-            if let Some(value) = value {
-                inner[key] = json!(value);
-            }
-        }
-    }
+    add_entra_ids(&mut inner, failure);
     let body = json!({"error": {"code": code, "message": failure.message, "innerError": inner}});
     with_retry_after(json(failure.status, &body), failure.retry_after)
 }
