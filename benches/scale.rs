@@ -39,13 +39,7 @@ struct Options {
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let value = |name: &str, default: usize| process::number_arg(&args, name, default);
     Options {
         tenants: value("--tenants", 10_000),
         clients: value("--clients", 64),

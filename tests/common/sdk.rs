@@ -56,6 +56,19 @@ pub struct SdkRun {
 
 impl SdkRun {
     /// The program's last line, which is JSON.
+    /// The JSON line of a run that exited 0 (a failed run's output is the
+    /// panic message).
+    pub fn succeeded(&self) -> Value {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "the SDK failed: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        self.json()
+    }
+
     pub fn json(&self) -> Value {
         let line = self.stdout.lines().last().unwrap_or_default();
         serde_json::from_str(line).unwrap_or_else(|e| {
@@ -176,14 +189,7 @@ pub fn msi_requests(server: &Server, status: Option<u16>) -> u64 {
 /// JSON (`token`, `expires_on`): a Graph token for tenant `tid` that
 /// expires when the token does, got with one request.
 pub fn assert_graph_token(server: &Server, run: &SdkRun, tid: &str) {
-    assert_eq!(
-        run.code,
-        Some(0),
-        "the SDK failed: {}\nstderr: {}",
-        run.stdout,
-        run.stderr
-    );
-    let body = run.json();
+    let body = run.succeeded();
     eprintln!(
         "{} got a token in {:?} (expires_on {}, refresh_after {})",
         body["case"], run.elapsed, body["expires_on"], body["refresh_after"]

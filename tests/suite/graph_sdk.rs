@@ -104,24 +104,13 @@ pub(crate) async fn run_program(
     run
 }
 
-fn succeeded(run: &SdkRun) -> serde_json::Value {
-    assert_eq!(
-        run.code,
-        Some(0),
-        "the SDK failed: {}\nstderr: {}",
-        run.stdout,
-        run.stderr
-    );
-    run.json()
-}
-
 /// The SDK's page iterator went through all 25 of alice's messages, 10 a
 /// page, following the nextLinks the gateway rewrote to point at itself;
 /// Graph saw the tenant's token on each of the three requests and never
 /// the secret, and the mailbox the SDK percent-encoded arrived as the
 /// gateway forwards it.
 pub(crate) fn assert_listed(g: &Gateway, run: &SdkRun) {
-    let body = succeeded(run);
+    let body = run.succeeded();
     assert_eq!(body["count"], 25, "{body}");
     assert_eq!(body["pages"], 3, "{body}");
     let requests = g.graph.requests();
@@ -149,7 +138,7 @@ pub(crate) fn assert_listed(g: &Gateway, run: &SdkRun) {
 
 /// The notifier's sendMail reached Graph once and Graph accepted it (202).
 pub(crate) fn assert_sent(g: &Gateway, run: &SdkRun) {
-    let body = succeeded(run);
+    let body = run.succeeded();
     assert_eq!(body["ok"], true, "{body}");
     let sent = g.graph.sent_mail(&g.tid, "noreply@contoso.com");
     assert_eq!(sent.len(), 1, "{sent:?}");
@@ -169,7 +158,7 @@ pub(crate) fn assert_sent(g: &Gateway, run: &SdkRun) {
 /// error, with its status, code and message, after one request (none
 /// reaching Graph).
 pub(crate) fn assert_denied(g: &Gateway, run: &SdkRun) {
-    let body = succeeded(run);
+    let body = run.succeeded();
     assert_eq!(body["status"], 403, "{body}");
     assert_eq!(body["code"], "tokenbroker.forbidden", "{body}");
     let message = body["message"].as_str().unwrap_or_default();
