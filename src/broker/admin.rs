@@ -246,13 +246,7 @@ impl Broker {
     ) -> Result<Tenants, TokenError> {
         let target = self.state.load().policy.target(tenant, resource, app)?;
         self.observer.forced_by_admin();
-        self.cache
-            .refresh(&CacheKey::new(
-                &target.app,
-                &target.tenant.id,
-                &target.resource,
-            ))
-            .await?;
+        self.cache.refresh(&super::key_of(&target)).await?;
         Ok(Tenants {
             tenants: self.rows(Some(&target.tenant.id)),
         })

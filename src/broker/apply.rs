@@ -2,7 +2,7 @@
 //! what changes at once, what keeps its old value until a restart, which
 //! apps come and go, and which cached tokens stay.
 
-use super::apps::{app_client, configured_keys, configured_pairs, Apps};
+use super::apps::{app_client, configured_keys, configured_pairs, key_of, settings_for, Apps};
 use super::{Broker, State};
 use crate::access::Policy;
 use crate::authority::{AuthorityClient, AuthoritySettings, BuildError};
@@ -60,8 +60,7 @@ impl Broker {
         for app in &config.apps {
             let key = app.app_key();
             let new_credentials = read.as_mut().and_then(Iterator::next);
-            let mut settings = AuthoritySettings::for_app(app);
-            settings.retry = retry;
+            let settings = settings_for(app, retry);
             let client = match current.client(&key) {
                 Some(client) => {
                     let was = old.apps.iter().find(|a| a.app_key() == key);
@@ -148,11 +147,7 @@ impl Broker {
                     let resource = f.resource.as_ref().map(|r| r.as_str());
                     let app = f.app.as_ref().map(|a| a.as_str());
                     let target = policy.target(&f.tenant.to_string(), resource, app).ok()?;
-                    Some(CacheKey::new(
-                        &target.app,
-                        &target.tenant.id,
-                        &target.resource,
-                    ))
+                    Some(key_of(&target))
                 })
                 .chain(configured_keys(&config))
                 .collect();

@@ -4,13 +4,14 @@
 
 use super::control::Control;
 use super::Observer;
+use crate::access::Target;
 use crate::authority::response::TokenResponse;
 use crate::authority::{
-    AcquireError, AuthorityClient, AuthoritySettings, BuildError, UpstreamObserver,
+    AcquireError, AuthorityClient, AuthoritySettings, BuildError, RetryPolicy, UpstreamObserver,
 };
 use crate::cache::{BoxFuture, CacheKey, Fetched, LoadContext, TokenSource};
 use crate::clock::SharedClock;
-use crate::config::{AppKey, Config, TenantId};
+use crate::config::{AppConfig, AppKey, Config, TenantId};
 use crate::credentials::CredentialSet;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -84,6 +85,20 @@ pub(super) fn app_client(
             .with_observer(observer.clone() as Arc<dyn UpstreamObserver>)
             .with_credential_reload(control.clone()),
     )
+}
+
+/// The settings of `app`'s authority client, with the broker's retry
+/// policy (tests and tools tune it; every app and every reload keep it).
+pub(super) fn settings_for(app: &AppConfig, retry: RetryPolicy) -> AuthoritySettings {
+    AuthoritySettings {
+        retry,
+        ..AuthoritySettings::for_app(app)
+    }
+}
+
+/// The cache slot of a resolved target.
+pub(super) fn key_of(target: &Target) -> CacheKey {
+    CacheKey::new(&target.app, &target.tenant.id, &target.resource)
 }
 
 /// The token every configured tenant should have: the Graph token of each

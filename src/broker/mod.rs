@@ -29,7 +29,9 @@ use crate::credentials::CredentialSet;
 use crate::fleet::{SharedCache, SharedSource};
 use crate::jitter::Jitter;
 pub use apply::Applied;
-use apps::{app_client, configured_keys, configured_pairs, Apps, AuthoritySource};
+use apps::{
+    app_client, configured_keys, configured_pairs, key_of, settings_for, Apps, AuthoritySource,
+};
 use arc_swap::{ArcSwap, ArcSwapOption};
 pub use control::{Control, ReloadError};
 pub use error::{Refusal, TokenError};
@@ -183,10 +185,7 @@ impl Broker {
             let settings = if i == 0 {
                 authority.clone()
             } else {
-                AuthoritySettings {
-                    retry: authority.retry,
-                    ..AuthoritySettings::for_app(app)
-                }
+                settings_for(app, authority.retry)
             };
             let client = app_client(settings, credentials, &clock, &observer, &control)?;
             clients.push((app.app_key(), Arc::new(client)));
@@ -379,7 +378,7 @@ impl Broker {
         rejected: Option<&[u8; 32]>,
     ) -> Result<Issued, TokenError> {
         let policy = &caller.state.policy;
-        let key = CacheKey::new(&target.app, &target.tenant.id, &target.resource);
+        let key = key_of(&target);
         // An account with "*" spends a bounded budget on fetches for tenants
         // nobody configured and this broker does not know: per minute, and
         // half the upstream slots at once (held while its caller waits).
@@ -443,7 +442,7 @@ impl Broker {
         app: Option<&str>,
     ) -> Result<Issued, TokenError> {
         let target = self.state.load().policy.target(tenant, resource, app)?;
-        let key = CacheKey::new(&target.app, &target.tenant.id, &target.resource);
+        let key = key_of(&target);
         self.serve(target, key, None).await
     }
 
