@@ -1,7 +1,6 @@
 //! What the gateway changes on the way through, and nothing else: which
-//! headers pass, the upstream URL, and the links back to Graph in answers
-//! (`@odata.nextLink`, `@odata.deltaLink`, `Location`) rewritten to point at
-//! the gateway, so an SDK's page iterator keeps paging through it. Pure.
+//! headers pass and the upstream URL (links in answers: [`super::links`]).
+//! Pure.
 
 use super::path::GraphPath;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
@@ -93,93 +92,6 @@ pub fn upstream_url(base: &str, version: &str, path: &GraphPath, query: Option<&
     url
 }
 
-/// Where links to Graph point once rewritten.
-#[derive(Debug, Clone)]
-pub struct Links {
-    /// Prefixes of links to Graph (`https://graph.microsoft.com`, and
-    /// `app.graph_host` when set), without a trailing `/`.
-    pub graph_bases: Vec<String>,
-    /// `http://{Host}/graph/{tenant as the caller wrote it}`.
-    pub gateway_base: String,
-}
-
-impl Links {
-    /// `link` pointed at the gateway, when it is a link to a Graph version
-    /// this gateway serves; `None` leaves it as it is.
-    pub fn rewrite(&self, link: &str) -> Option<String> {
-        self.graph_bases.iter().find_map(|base| {
-            let rest = strip_prefix_ignore_case(link, base)?;
-            let after_slash = rest.strip_prefix('/')?;
-            let version = after_slash.split(['/', '?']).next()?;
-            VERSIONS
-                .contains(&version)
-                .then(|| format!("{}{rest}", self.gateway_base))
-        })
-    }
-
-    /// A JSON answer with its links rewritten: the top-level
-    /// `@odata.nextLink` and `@odata.deltaLink`, and in a `$batch` answer
-    /// each response's (and its `Location` header). `None`: not JSON, or
-    /// nothing to rewrite (send the body as it came).
-    pub fn rewrite_json(&self, body: &[u8]) -> Option<Vec<u8>> {
-        let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let mut changed = self.rewrite_page(&mut value);
-        if let Some(responses) = value
-            .get_mut("responses")
-            .and_then(serde_json::Value::as_array_mut)
-        {
-            for response in responses {
-                if let Some(body) = response.get_mut("body") {
-                    changed |= self.rewrite_page(body);
-                }
-                if let Some(headers) = response
-                    .get_mut("headers")
-                    .and_then(serde_json::Value::as_object_mut)
-                {
-                    for (name, value) in headers.iter_mut() {
-                        if name.eq_ignore_ascii_case("location") {
-                            changed |= self.rewrite_string(value);
-                        }
-                    }
-                }
-            }
-        }
-        if !changed {
-            return None;
-        }
-        serde_json::to_vec(&value).ok()
-    }
-
-    fn rewrite_page(&self, page: &mut serde_json::Value) -> bool {
-        let Some(object) = page.as_object_mut() else {
-            return false;
-        };
-        let mut changed = false;
-        for key in ["@odata.nextLink", "@odata.deltaLink"] {
-            if let Some(link) = object.get_mut(key) {
-                changed |= self.rewrite_string(link);
-            }
-        }
-        changed
-    }
-
-    fn rewrite_string(&self, value: &mut serde_json::Value) -> bool {
-        let Some(rewritten) = value.as_str().and_then(|link| self.rewrite(link)) else {
-            return false;
-        };
-        *value = serde_json::Value::String(rewritten);
-        true
-    }
-}
-
-/// `text` without `prefix`, comparing ASCII case-insensitively (scheme and
-/// host are case-insensitive).
-fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &text[prefix.len()..])
-}
-
 /// Whether a `Content-Type` is JSON (`application/json`, with parameters).
 pub fn is_json(content_type: Option<&HeaderValue>) -> bool {
     content_type
@@ -191,16 +103,6 @@ pub fn is_json(content_type: Option<&HeaderValue>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn links() -> Links {
-        Links {
-            graph_bases: vec![
-                "https://graph.microsoft.com".into(),
-                "http://127.0.0.1:9000".into(),
-            ],
-            gateway_base: "http://localhost:8765/graph/contoso".into(),
-        }
-    }
 
     #[test]
     fn the_callers_credentials_and_hop_by_hop_headers_stay_here() {
@@ -272,80 +174,6 @@ mod tests {
         assert_eq!(
             upstream_url("http://127.0.0.1:9", "beta", &path, Some("")),
             "http://127.0.0.1:9/beta/users/alice@contoso.com/messages"
-        );
-    }
-
-    #[test]
-    fn links_to_graph_point_back_at_the_gateway() {
-        let l = links();
-        assert_eq!(
-            l.rewrite("https://graph.microsoft.com/v1.0/users/a/messages?%24skiptoken=x")
-                .as_deref(),
-            Some("http://localhost:8765/graph/contoso/v1.0/users/a/messages?%24skiptoken=x")
-        );
-        assert_eq!(
-            l.rewrite("HTTPS://GRAPH.microsoft.com/beta/users")
-                .as_deref(),
-            Some("http://localhost:8765/graph/contoso/beta/users")
-        );
-        assert_eq!(
-            l.rewrite("http://127.0.0.1:9000/v1.0/x").as_deref(),
-            Some("http://localhost:8765/graph/contoso/v1.0/x")
-        );
-        // Other hosts, look-alike hosts and unknown versions stay as they are.
-        for other in [
-            "https://graph.microsoft.com.evil.example/v1.0/x",
-            "https://example.com/v1.0/x",
-            "https://graph.microsoft.com/v2.0/x",
-            "https://graph.microsoft.com",
-            "http://127.0.0.1:90001/v1.0/x",
-        ] {
-            assert_eq!(l.rewrite(other), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn json_pages_and_batch_answers_have_their_links_rewritten() {
-        let l = links();
-        let page = br#"{"value":[{"id":"1","note":"https://graph.microsoft.com/v1.0/keep"}],"@odata.nextLink":"https://graph.microsoft.com/v1.0/users/a/messages?$skiptoken=2"}"#;
-        let out: serde_json::Value =
-            serde_json::from_slice(&l.rewrite_json(page).unwrap()).unwrap();
-        assert_eq!(
-            out["@odata.nextLink"],
-            "http://localhost:8765/graph/contoso/v1.0/users/a/messages?$skiptoken=2"
-        );
-        // Links inside values are data, not paging: untouched.
-        assert_eq!(
-            out["value"][0]["note"],
-            "https://graph.microsoft.com/v1.0/keep"
-        );
-
-        let delta = br#"{"value":[],"@odata.deltaLink":"https://graph.microsoft.com/v1.0/users/a/messages/delta?$deltatoken=z"}"#;
-        let out: serde_json::Value =
-            serde_json::from_slice(&l.rewrite_json(delta).unwrap()).unwrap();
-        assert_eq!(
-            out["@odata.deltaLink"],
-            "http://localhost:8765/graph/contoso/v1.0/users/a/messages/delta?$deltatoken=z"
-        );
-
-        let batch = br#"{"responses":[{"id":"1","status":200,"body":{"@odata.nextLink":"https://graph.microsoft.com/v1.0/u?$skiptoken=3"}},{"id":"2","status":201,"headers":{"Location":"https://graph.microsoft.com/v1.0/users/a/messages/9"},"body":{}}]}"#;
-        let out: serde_json::Value =
-            serde_json::from_slice(&l.rewrite_json(batch).unwrap()).unwrap();
-        assert_eq!(
-            out["responses"][0]["body"]["@odata.nextLink"],
-            "http://localhost:8765/graph/contoso/v1.0/u?$skiptoken=3"
-        );
-        assert_eq!(
-            out["responses"][1]["headers"]["Location"],
-            "http://localhost:8765/graph/contoso/v1.0/users/a/messages/9"
-        );
-
-        // Nothing to rewrite, or not JSON: the body goes as it came.
-        assert_eq!(l.rewrite_json(br#"{"value":[]}"#), None);
-        assert_eq!(l.rewrite_json(b"not json"), None);
-        assert_eq!(
-            l.rewrite_json(br#"["https://graph.microsoft.com/v1.0/x"]"#),
-            None
         );
     }
 

@@ -9,12 +9,14 @@
 //! - [`rules`]: which methods, paths and mailboxes an account may use;
 //! - [`batch`]: the sub-requests of a `$batch`, each checked alone;
 //! - [`directory`]: mailboxes looked up in their other form, remembered;
-//! - [`forward`]: which headers pass, the upstream URL, links rewritten;
+//! - [`forward`]: which headers pass, and the upstream URL;
+//! - [`links`]: links to Graph in answers pointed back at the gateway;
 //! - [`upstream`]: the connection pool to Graph.
 
 pub mod batch;
 pub mod directory;
 pub mod forward;
+pub mod links;
 pub mod path;
 pub mod rules;
 pub mod upstream;
