@@ -25,23 +25,28 @@ use crate::config::{AppConfig, Config, Resource, SigningAlgorithm, TenantId};
 use crate::credentials::{Credential, CredentialSet};
 use crate::jitter::Jitter;
 use response::{Class, EntraError, TokenResponse};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-/// Reads `app.ca_file`: a PEM bundle of at least one certificate.
-pub fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, BuildError> {
+/// Reads `app.ca_file`: a PEM bundle of at least one certificate (DER each;
+/// the authority's client and the gateway's both trust them).
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, BuildError> {
     let pem = crate::sys::read_bounded(path).map_err(|e| {
         BuildError::CaFile(format!("cannot read app.ca_file {}: {e}", path.display()))
     })?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-        BuildError::CaFile(format!(
-            "app.ca_file {} is not a PEM certificate bundle: {e}",
-            path.display()
-        ))
-    })?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            BuildError::CaFile(format!(
+                "app.ca_file {} is not a PEM certificate bundle: {e}",
+                path.display()
+            ))
+        })?;
     if certs.is_empty() {
         return Err(BuildError::CaFile(format!(
             "app.ca_file {} holds no certificate",
@@ -258,7 +263,13 @@ impl AuthorityClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("tokenbroker/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &settings.ca_file {
-            builder = builder.tls_certs_merge(load_ca_file(path)?);
+            let mut certs = Vec::new();
+            for der in load_ca_file(path)? {
+                certs.push(reqwest::Certificate::from_der(der.as_ref()).map_err(|e| {
+                    BuildError::CaFile(format!("app.ca_file {}: {e}", path.display()))
+                })?);
+            }
+            builder = builder.tls_certs_merge(certs);
         }
         let http = builder
             .build()

@@ -1,18 +1,64 @@
 //! The connection pool to Microsoft Graph (the I/O edge of the gateway):
-//! rustls on aws-lc-rs, `app.ca_file` trusted as for the authority, no
-//! redirects followed (a redirect goes back to the caller, as Graph sent it).
+//! hyper-util's pooled client, rustls on aws-lc-rs trusting the platform's
+//! roots and `app.ca_file` as the authority's client does, HTTP/2 when
+//! Graph offers it (ALPN), HTTP/1.1 otherwise. No redirect is followed (a
+//! redirect goes back to the caller, as Graph sent it).
+//!
+//! `graph.timeout` bounds the wait for Graph's answer to begin and each wait
+//! for the next piece of its body, so a download of any size may take as
+//! long as it streams, and a stalled one is cut.
 
 use crate::authority::load_ca_file;
-use hyper::header::HeaderMap;
-use hyper::Method;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{HeaderMap, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// Any error a body may end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body to Graph: held bytes or the caller's body, streaming.
+pub type UpstreamBody = BoxBody<Bytes, BoxError>;
+
+/// A request body of `bytes`, held so it can be sent again.
+pub fn held(bytes: Bytes) -> UpstreamBody {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// The longest wait for a TCP connection to Graph.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an idle connection stays in the pool.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A pooled HTTP client for Graph.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GraphClient {
     /// `None` when no client could be built (see [`GraphClient::unusable`]).
-    http: Option<reqwest::Client>,
+    http: Option<Client<HttpsConnector<HttpConnector>, UpstreamBody>>,
+}
+
+impl std::fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("usable", &self.http.is_some())
+            .finish()
+    }
 }
 
 /// Why Graph was not reached, or its answer broke off.
@@ -27,19 +73,37 @@ pub enum UpstreamError {
 }
 
 impl GraphClient {
-    /// A client trusting the system roots and, when given, `ca_file`.
+    /// A client trusting the platform's roots and, when given, `ca_file`.
     pub fn new(ca_file: Option<&Path>) -> Result<GraphClient, String> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tokenbroker/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_file {
-            builder = builder.tls_certs_merge(load_ca_file(path).map_err(|e| e.to_string())?);
-        }
-        Ok(GraphClient {
-            http: Some(builder.build().map_err(|e| e.to_string())?),
-        })
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let extra = match ca_file {
+            Some(path) => load_ca_file(path).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let verifier =
+            rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+                .map_err(|e| format!("the platform's certificate roots: {e}"))?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        Ok(GraphClient { http: Some(http) })
     }
 
     /// A client that answers every request 502 (the TLS stack could not
@@ -48,38 +112,102 @@ impl GraphClient {
         GraphClient { http: None }
     }
 
-    /// Sends one request; the answer's body streams.
+    /// Sends one request; the answer's body streams, each wait for a piece
+    /// of it bounded by `timeout` as the wait for the answer is.
     pub async fn send(
         &self,
         method: Method,
         url: &str,
-        headers: HeaderMap,
-        body: reqwest::Body,
+        mut headers: HeaderMap,
+        body: UpstreamBody,
         timeout: Duration,
-    ) -> Result<hyper::Response<reqwest::Body>, UpstreamError> {
+    ) -> Result<Response<BoxBody<Bytes, BoxError>>, UpstreamError> {
         let Some(http) = &self.http else {
             return Err(UpstreamError::Unreachable(
                 "the gateway's HTTP client could not be built at start-up (see the log)".into(),
             ));
         };
-        let sent = http
-            .request(method, url)
-            .headers(headers)
-            .body(body)
-            .timeout(timeout)
-            .send()
-            .await;
-        match sent {
-            Ok(response) => Ok(response.into()),
-            Err(e) if e.is_timeout() => Err(UpstreamError::Timeout(timeout)),
-            Err(e) if is_too_large(&e) => Err(UpstreamError::BodyTooLarge),
-            Err(e) => Err(UpstreamError::Unreachable(without_url(&e))),
+        // The URL is the gateway's own (a configured base and a path it
+        // normalised), so it parses; say so without echoing it if not.
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| UpstreamError::Unreachable("the upstream URL is not valid".into()))?;
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("tokenbroker/", env!("CARGO_PKG_VERSION"))),
+        );
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        match tokio::time::timeout(timeout, http.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout(timeout)),
+            Ok(Err(e)) if is_too_large(&e) => Err(UpstreamError::BodyTooLarge),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable(describe(&e))),
+            Ok(Ok(response)) => Ok(response.map(|body| IdleTimeout::new(body, timeout).boxed())),
         }
     }
 }
 
+/// Graph's answer body, cut when a piece of it takes longer than `timeout`.
+struct IdleTimeout<B> {
+    body: B,
+    timeout: Duration,
+    /// One timer for the whole body, set again at each wait.
+    sleep: Pin<Box<Sleep>>,
+    /// Whether `sleep` times the current wait.
+    armed: bool,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(body: B, timeout: Duration) -> IdleTimeout<B> {
+        IdleTimeout {
+            body,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            armed: false,
+        }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            this.armed = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if !this.armed {
+            this.sleep.as_mut().reset(Instant::now() + this.timeout);
+            this.armed = true;
+        }
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(UpstreamError::Timeout(this.timeout).into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Whether sending failed because the caller's body went over its limit.
-fn is_too_large(e: &reqwest::Error) -> bool {
+fn is_too_large(e: &hyper_util::client::legacy::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
@@ -90,9 +218,9 @@ fn is_too_large(e: &reqwest::Error) -> bool {
     false
 }
 
-/// The error's chain without the URL (its query may hold what the caller
-/// asked for; the access line never records queries either).
-fn without_url(e: &reqwest::Error) -> String {
+/// The error's chain (hyper-util's errors never hold the URL, whose query
+/// may hold what the caller asked for).
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
     let mut text = String::from(if e.is_connect() {
         "connecting failed"
     } else {
@@ -105,4 +233,209 @@ fn without_url(e: &reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_is_cut_when_a_piece_is_later_than_the_timeout_not_when_it_is_long() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|frame| (frame, rx))
+        });
+        let mut body = IdleTimeout::new(
+            http_body_util::StreamBody::new(Box::pin(stream)),
+            Duration::from_secs(30),
+        );
+        let started = Instant::now();
+        let sender = tokio::spawn(async move {
+            // Four pieces 20 s apart: 80 s in all, each wait under 30 s.
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"x")))).await;
+            }
+            // Then silence, the sender still there.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(tx);
+        });
+        for _ in 0..4 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), "x");
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(80));
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("graph.timeout"), "{error}");
+        assert_eq!(started.elapsed(), Duration::from_secs(110));
+        sender.abort();
+    }
+
+    /// A server that reads a request and never answers; says when it read.
+    fn silent_server() -> (u16, std::sync::mpsc::Receiver<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (read, was_read) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ = read.send(());
+            let _ = conn.read(&mut buf);
+        });
+        (port, was_read)
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_does_not_begin_within_the_timeout_is_a_timeout() {
+        let (port, was_read) = silent_server();
+        let client = GraphClient::new(None).unwrap();
+        let result = client
+            .send(
+                Method::GET,
+                &format!("http://127.0.0.1:{port}/v1.0/users"),
+                HeaderMap::new(),
+                held(Bytes::new()),
+                Duration::from_millis(300),
+            )
+            .await;
+        assert!(
+            matches!(result, Err(UpstreamError::Timeout(_))),
+            "{result:?}"
+        );
+        assert!(
+            was_read.try_recv().is_ok(),
+            "the request reached the server"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_graph_is_named_without_the_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = GraphClient::new(None).unwrap();
+        let result = client
+            .send(
+                Method::GET,
+                &format!("http://127.0.0.1:{port}/v1.0/users?$filter=secret"),
+                HeaderMap::new(),
+                held(Bytes::new()),
+                Duration::from_secs(5),
+            )
+            .await;
+        let Err(UpstreamError::Unreachable(why)) = result else {
+            panic!("{result:?}");
+        };
+        assert!(why.starts_with("connecting failed"), "{why}");
+        assert!(!why.contains("secret"), "{why}");
+    }
+
+    /// A throw-away CA and a certificate for `localhost` it signed.
+    fn test_pki() -> (
+        String,
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "tokenbroker test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        (ca_cert.pem(), cert.der().clone(), key_der)
+    }
+
+    /// An HTTPS server offering h2 and http/1.1 that answers each request
+    /// with the HTTP version it arrived in.
+    async fn tls_server(
+        cert: rustls::pki_types::CertificateDer<'static>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> u16 {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            Bytes::from(format!("{:?}", req.version())),
+                        )))
+                    });
+                tokio::spawn(async move {
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn graph_over_tls_is_trusted_through_ca_file_and_spoken_to_in_http2() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_pem, cert, key) = test_pki();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        let port = tls_server(cert, key).await;
+        let url = format!("https://localhost:{port}/v1.0/users");
+        let send = |client: GraphClient, url: String| async move {
+            client
+                .send(
+                    Method::GET,
+                    &url,
+                    HeaderMap::new(),
+                    held(Bytes::new()),
+                    Duration::from_secs(10),
+                )
+                .await
+        };
+
+        let trusting = GraphClient::new(Some(&ca_file)).unwrap();
+        for _ in 0..2 {
+            let response = send(trusting.clone(), url.clone()).await.unwrap();
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "HTTP/2.0");
+        }
+
+        // Without the CA file the certificate is not trusted.
+        let result = send(GraphClient::new(None).unwrap(), url).await;
+        let Err(UpstreamError::Unreachable(why)) = result else {
+            panic!("{result:?}");
+        };
+        assert!(why.contains("certificate"), "{why}");
+    }
 }

@@ -17,7 +17,7 @@ use crate::gateway::forward::{self, VERSIONS};
 use crate::gateway::links::Links;
 use crate::gateway::path::GraphPath;
 use crate::gateway::rules::{self, DirectoryEntry, Verdict};
-use crate::gateway::upstream::UpstreamError;
+use crate::gateway::upstream::{self, UpstreamError};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, WWW_AUTHENTICATE};
@@ -279,7 +279,7 @@ where
     // token if Graph says it is invalid and the body can be sent again.
     let url = forward::upstream_url(settings.upstream(), named.version, &named.path, named.query);
     let mut rejected = None;
-    let mut streamed = streamed.map(|b| reqwest::Body::wrap(b.map_err(|e| -> BoxError { e })));
+    let mut streamed = streamed.map(|b| b.map_err(|e| -> BoxError { e }).boxed());
     let response = loop {
         let issued = app
             .broker
@@ -296,14 +296,14 @@ where
         })?;
         let mut headers = forward::request_headers(&parts.headers, &bearer);
         let body = match (&held, streamed.take()) {
-            (Some(bytes), _) => reqwest::Body::from(bytes.clone()),
+            (Some(bytes), _) => upstream::held(bytes.clone()),
             (None, Some(body)) => {
                 if let Some(length) = parts.headers.get(CONTENT_LENGTH) {
                     headers.insert(CONTENT_LENGTH, length.clone());
                 }
                 body
             }
-            (None, None) => reqwest::Body::from(Bytes::new()),
+            (None, None) => upstream::held(Bytes::new()),
         };
         let response = app
             .graph
@@ -324,10 +324,7 @@ where
             break Response::from_parts(head, Either::Left(Full::new(bytes.0)));
         }
         let (head, body) = response.into_parts();
-        break Response::from_parts(
-            head,
-            Either::Right(body.map_err(|e| -> BoxError { Box::new(e) }).boxed()),
-        );
+        break Response::from_parts(head, Either::Right(body));
     };
 
     // The answer, with its links to Graph pointing back here.
@@ -441,7 +438,7 @@ async fn look_up(
             hyper::Method::GET,
             &url,
             headers,
-            reqwest::Body::from(Bytes::new()),
+            upstream::held(Bytes::new()),
             settings.limits.timeout.0,
         )
         .await
