@@ -140,6 +140,7 @@ pub mod fleet;
 pub mod gateway;
 pub(crate) mod jitter;
 pub(crate) mod log_limit;
+pub mod log_writer;
 pub mod metrics;
 pub(crate) mod route;
 pub mod seal;

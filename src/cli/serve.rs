@@ -7,20 +7,24 @@ use crate::credentials::{Credential, CredentialSet};
 use crate::daemon::{self};
 use std::sync::Arc;
 
-/// Sets up logging to stderr: `RUST_LOG` filters (default `info`).
-pub(super) fn init_logging(format: LogFormat) {
+/// Sets up logging to stderr (`RUST_LOG` filters, default `info`), info
+/// lines in batches (`log_writer`); the guard writes what is left.
+pub(super) fn init_logging(format: LogFormat) -> crate::log_writer::LogGuard {
+    let stderr = crate::log_writer::Batched::new(std::io::stderr());
+    let guard = stderr.guard();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(stderr);
     // A second initialisation (tests) is harmless: the first one stays.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -49,7 +53,8 @@ pub(super) fn serve(
     listen: Option<std::net::SocketAddr>,
     log_format: LogFormat,
 ) -> Result<(), CliError> {
-    init_logging(log_format);
+    // Dropped when serving ends, before an error is printed.
+    let _logs = init_logging(log_format);
     let config_path = location.path.as_path();
     let runtime = runtime()?;
     let result = runtime.block_on(async move {
