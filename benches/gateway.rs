@@ -16,9 +16,18 @@
 //!    before, and its growth is VmHWM after − VmRSS before. Target: at most
 //!    16 MiB. Also timed (MiB/s), direct and through the gateway.
 //!
+//! 3. Throughput of the same small GET with many connections at once: wrk
+//!    (one thread, `--connections` connections, `--seconds` each) straight to
+//!    the stand-in, through the gateway and through nginx, interleaved over
+//!    three rounds; reported as req/s and the ratio to the direct client.
+//!    The gateway keeps a pool of connections to Graph (HTTP/2 where Graph
+//!    offers it; the stand-in speaks HTTP/1.1, so here a pool of those).
+//!
 //! `cargo bench --bench gateway` (options: `-- --requests N --rounds R
-//! --downloads D --no-access-log`; by default the broker logs as shipped,
-//! `info` with an access line per request).
+//! --downloads D --connections C --seconds S --no-access-log`, `--seconds 0`
+//! skips the throughput; by default
+//! the broker logs as shipped, `info` with an access line per request).
+//! nginx (`nginx-light`) and wrk are used when installed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,6 +51,8 @@ struct Options {
     requests: usize,
     rounds: usize,
     downloads: usize,
+    connections: usize,
+    seconds: usize,
     access_log: bool,
 }
 
@@ -52,6 +63,8 @@ fn options() -> Options {
         requests: value("--requests", 2_000).max(1),
         rounds: value("--rounds", 7).max(1),
         downloads: value("--downloads", 3).max(1),
+        connections: value("--connections", 16).max(1),
+        seconds: value("--seconds", 3),
         access_log: !args.iter().any(|a| a == "--no-access-log"),
     }
 }
@@ -196,6 +209,32 @@ async fn run(http: &reqwest::Client, target: &Target, n: usize) -> Vec<f64> {
     }
     latencies.sort_by(f64::total_cmp);
     latencies
+}
+
+/// Requests per second of wrk against `target` (`None` without wrk).
+fn throughput(target: &Target, connections: usize, seconds: usize) -> Option<f64> {
+    let wrk = std::path::Path::new("/usr/bin/wrk");
+    if !wrk.exists() {
+        return None;
+    }
+    let out = Command::new(wrk)
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", target.bearer))
+        .arg(&target.url)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Any non-2xx answer makes the figure meaningless.
+    assert!(
+        !text.contains("Non-2xx"),
+        "{}: wrk saw failed requests:\n{text}",
+        target.name
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The `q` quantile of sorted `values` (nearest rank).
@@ -438,6 +477,33 @@ mailboxes = ["{MAILBOX}"]
         }
         let token_requests_after = sim.total_requests();
 
+        // Throughput, many connections at once, three interleaved rounds.
+        let mut rates = vec![Vec::new(); targets.len()];
+        let throughput_rounds = if opts.seconds == 0 { 0 } else { 3 };
+        for round in 0..throughput_rounds {
+            let mut order: Vec<usize> = (0..targets.len()).collect();
+            order.rotate_left(round % targets.len());
+            for i in order {
+                if let Some(rate) = throughput(targets[i], opts.connections, opts.seconds) {
+                    rates[i].push(rate);
+                }
+            }
+        }
+        let rate = |i: usize| median(&rates[i]);
+        if !rates[0].is_empty() {
+            println!(
+                "  throughput ({} connections, wrk -t1): direct {:.0} req/s, gateway {:.0} req/s{}",
+                opts.connections,
+                rate(0),
+                rate(1),
+                if targets.len() > 2 {
+                    format!(", nginx {:.0} req/s", rate(2))
+                } else {
+                    String::new()
+                }
+            );
+        }
+
         // The download.
         graph.set_value_size(DOWNLOAD_BYTES);
         let id = graph.messages(&tid, MAILBOX)[0]["id"]
@@ -503,6 +569,21 @@ mailboxes = ["{MAILBOX}"]
             );
         } else {
             println!("  (no /usr/sbin/nginx: no plain-proxy baseline; apt-get install nginx-light)");
+        }
+        if rates[0].is_empty() {
+            println!("  (no throughput figures: --seconds 0, or no /usr/bin/wrk: apt-get install wrk)");
+        } else {
+            println!(
+                "  throughput, {} connections: gateway / direct {:.2}{} (medians of 3 rounds of {} s)",
+                opts.connections,
+                rate(1) / rate(0),
+                if targets.len() > 2 {
+                    format!(", nginx / direct {:.2}", rate(2) / rate(0))
+                } else {
+                    String::new()
+                },
+                opts.seconds
+            );
         }
         println!("  token requests to the authority: {token_requests} after warm-up, {} after the rounds", token_requests_after);
         println!("  broker RSS idle {:.1} MiB, at the end {:.1} MiB", idle_rss as f64 / 1024.0, rss_end as f64 / 1024.0);

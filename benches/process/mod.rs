@@ -37,11 +37,23 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the broker on `config` with `RUST_LOG=filter` and waits
-    /// until it serves; its log lines are read (and dropped) for as long
-    /// as it runs.
+    /// Starts the broker on `config` with `RUST_LOG=filter` (under
+    /// `BENCH_BROKER_WRAPPER` when set) and waits until it serves; its log
+    /// lines are read (and dropped) for as long as it runs.
     pub fn start(config: &std::path::Path, filter: &str) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbroker"))
+        // BENCH_BROKER_WRAPPER="valgrind --tool=callgrind …" runs the broker
+        // under that command (benches/callgrind.sh counts instructions so).
+        let wrapper = std::env::var("BENCH_BROKER_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut child = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(env!("CARGO_BIN_EXE_tokenbroker"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_tokenbroker")),
+        };
+        let mut child = child
             .args(["serve", "--log-format", "json", "--config"])
             .arg(config)
             .env("RUST_LOG", filter)

@@ -110,7 +110,8 @@ pub struct GraphConfig {
     /// Largest JSON answer whose links are rewritten to the gateway (bigger
     /// ones pass unchanged, counted).
     pub max_rewrite_bytes: u64,
-    /// One whole request to Graph.
+    /// The longest wait for Graph's answer to begin, and for each next
+    /// piece of its body (a download may take as long as it streams).
     pub timeout: ConfigDuration,
     /// How long a mailbox looked up in the directory is remembered.
     pub directory_ttl: ConfigDuration,
