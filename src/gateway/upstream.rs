@@ -7,6 +7,11 @@
 //! `graph.timeout` bounds the wait for Graph's answer to begin and each wait
 //! for the next piece of its body, so a download of any size may take as
 //! long as it streams, and a stalled one is cut.
+//!
+//! `HTTPS_PROXY` (or `ALL_PROXY`) and `NO_PROXY` apply as they do to the
+//! authority's client: Graph over https is reached through the proxy's
+//! CONNECT tunnel (with its `user:password@` as Basic credentials). An http
+//! `graph_host` (a local stand-in) is reached directly.
 
 use crate::authority::load_ca_file;
 use bytes::Bytes;
@@ -16,8 +21,11 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::future::Future;
 use std::path::Path;
@@ -50,7 +58,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 #[derive(Clone)]
 pub struct GraphClient {
     /// `None` when no client could be built (see [`GraphClient::unusable`]).
-    http: Option<Client<HttpsConnector<HttpConnector>, UpstreamBody>>,
+    http: Option<Client<HttpsConnector<Egress>, UpstreamBody>>,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -73,8 +81,14 @@ pub enum UpstreamError {
 }
 
 impl GraphClient {
-    /// A client trusting the platform's roots and, when given, `ca_file`.
+    /// A client trusting the platform's roots and, when given, `ca_file`;
+    /// through the proxy the environment names, if any.
     pub fn new(ca_file: Option<&Path>) -> Result<GraphClient, String> {
+        GraphClient::with_proxies(ca_file, Matcher::from_env())
+    }
+
+    /// As [`GraphClient::new`], with the proxies `proxies` names.
+    pub fn with_proxies(ca_file: Option<&Path>, proxies: Matcher) -> Result<GraphClient, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let extra = match ca_file {
             Some(path) => load_ca_file(path).map_err(|e| e.to_string())?,
@@ -98,7 +112,10 @@ impl GraphClient {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(tcp);
+            .wrap_connector(Egress {
+                tcp,
+                proxies: Arc::new(proxies),
+            });
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
@@ -145,6 +162,56 @@ impl GraphClient {
             Ok(Err(e)) if is_too_large(&e) => Err(UpstreamError::BodyTooLarge),
             Ok(Err(e)) => Err(UpstreamError::Unreachable(describe(&e))),
             Ok(Ok(response)) => Ok(response.map(|body| IdleTimeout::new(body, timeout).boxed())),
+        }
+    }
+}
+
+/// The TCP connection to Graph: straight, or for https through a proxy's
+/// CONNECT tunnel when the proxy settings say so (TLS then runs inside it).
+#[derive(Clone)]
+pub struct Egress {
+    tcp: HttpConnector,
+    proxies: Arc<Matcher>,
+}
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The proxy settings may hold its credentials.
+        f.write_str("Egress")
+    }
+}
+
+impl tower_service::Service<Uri> for Egress {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let proxy = self
+            .proxies
+            .intercept(&dst)
+            .filter(|_| dst.scheme_str() == Some("https"));
+        match proxy {
+            Some(proxy) => {
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), self.tcp.clone());
+                if let Some(auth) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                Box::pin(async move {
+                    tunnel
+                        .call(dst)
+                        .await
+                        .map_err(|e| format!("through the proxy: {e}").into())
+                })
+            }
+            None => {
+                let connecting = self.tcp.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
         }
     }
 }
@@ -403,6 +470,44 @@ mod tests {
         port
     }
 
+    /// A CONNECT proxy on loopback that tunnels where it is asked; keeps
+    /// each CONNECT request's head.
+    async fn connect_proxy() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let record = Arc::clone(&record);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let target = head.split_whitespace().nth(1).unwrap_or_default();
+                    let port: u16 = target.rsplit(':').next().unwrap().parse().unwrap();
+                    record.lock().unwrap().push(head.clone());
+                    let mut server = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .unwrap();
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                        .await
+                        .unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        (port, seen)
+    }
+
     #[tokio::test]
     async fn graph_over_tls_is_trusted_through_ca_file_and_spoken_to_in_http2() {
         let dir = tempfile::tempdir().unwrap();
@@ -430,6 +535,32 @@ mod tests {
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(body, "HTTP/2.0");
         }
+
+        // Through a CONNECT proxy (HTTPS_PROXY), with its credentials; not
+        // for a host NO_PROXY names.
+        let (proxy, seen) = connect_proxy().await;
+        let proxied = |no: &str| {
+            let proxies = Matcher::builder()
+                .https(format!("http://user:pw@127.0.0.1:{proxy}"))
+                .no(no.to_owned())
+                .build();
+            GraphClient::with_proxies(Some(&ca_file), proxies).unwrap()
+        };
+        let response = send(proxied(""), url.clone()).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "HTTP/2.0");
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 1, "{seen:?}");
+            assert!(
+                seen[0].starts_with(&format!("CONNECT localhost:{port} ")),
+                "{seen:?}"
+            );
+            // user:pw
+            assert!(seen[0].contains("dXNlcjpwdw=="), "{seen:?}");
+        }
+        send(proxied("localhost"), url.clone()).await.unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 1);
 
         // Without the CA file the certificate is not trusted.
         let result = send(GraphClient::new(None).unwrap(), url).await;
