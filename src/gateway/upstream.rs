@@ -339,6 +339,11 @@ mod tests {
         sender.abort();
     }
 
+    /// A client that uses no proxy, whatever this machine's environment says.
+    fn direct(ca_file: Option<&Path>) -> GraphClient {
+        GraphClient::with_proxies(ca_file, Matcher::builder().build()).unwrap()
+    }
+
     /// A server that reads a request and never answers; says when it read.
     fn silent_server() -> (u16, std::sync::mpsc::Receiver<()>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -357,7 +362,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_that_does_not_begin_within_the_timeout_is_a_timeout() {
         let (port, was_read) = silent_server();
-        let client = GraphClient::new(None).unwrap();
+        let client = direct(None);
         let result = client
             .send(
                 Method::GET,
@@ -384,7 +389,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let client = GraphClient::new(None).unwrap();
+        let client = direct(None);
         let result = client
             .send(
                 Method::GET,
@@ -528,7 +533,7 @@ mod tests {
                 .await
         };
 
-        let trusting = GraphClient::new(Some(&ca_file)).unwrap();
+        let trusting = direct(Some(&ca_file));
         for _ in 0..2 {
             let response = send(trusting.clone(), url.clone()).await.unwrap();
             assert_eq!(response.status(), 200);
@@ -563,7 +568,7 @@ mod tests {
         assert_eq!(seen.lock().unwrap().len(), 1);
 
         // Without the CA file the certificate is not trusted.
-        let result = send(GraphClient::new(None).unwrap(), url).await;
+        let result = send(direct(None), url).await;
         let Err(UpstreamError::Unreachable(why)) = result else {
             panic!("{result:?}");
         };
