@@ -5,8 +5,8 @@
 //! A JSON page is not parsed into a tree and written out again: its members
 //! are read as unparsed slices of the answer, and only the bytes of each link
 //! are replaced. The rest of the body goes back byte for byte, and a page
-//! costs one validating pass instead of a parse, an allocation per value and
-//! a re-serialisation (BENCHMARKS.md, "the gateway's own work").
+//! costs one validating pass (a `$batch` answer one per level it is read
+//! at) instead of a parse, an allocation per value and a re-serialisation (BENCHMARKS.md, "the gateway's own work").
 
 use super::forward::VERSIONS;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
@@ -55,6 +55,9 @@ impl Links {
                     continue;
                 };
                 for (key, value) in &response.0 {
+                    if !matches!(key, Key::Body | Key::Headers) {
+                        continue;
+                    }
                     let Ok(inner) = serde_json::from_str::<Members<'_>>(value.get()) else {
                         continue;
                     };

@@ -30,6 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,6 +42,38 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request body to Graph: held bytes or the caller's body, streaming.
 pub type UpstreamBody = BoxBody<Bytes, BoxError>;
 
+/// Set when a request body went over its limit: over HTTP/2 hyper resets
+/// the stream and the send error no longer says why, so the body says it.
+#[derive(Debug, Clone, Default)]
+pub struct Overflow(Arc<AtomicBool>);
+
+impl Overflow {
+    /// Whether the body went over its limit.
+    pub fn happened(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The caller's body, streamed, cut at `limit` bytes; the [`Overflow`]
+/// says afterwards whether it was.
+pub fn bounded<B>(body: B, limit: usize) -> (UpstreamBody, Overflow)
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let overflow = Overflow::default();
+    let flag = Arc::clone(&overflow.0);
+    let body = http_body_util::Limited::new(body, limit)
+        .map_err(move |e: BoxError| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                flag.store(true, Ordering::Release);
+            }
+            e
+        })
+        .boxed();
+    (body, overflow)
+}
+
 /// A request body of `bytes`, held so it can be sent again.
 pub fn held(bytes: Bytes) -> UpstreamBody {
     http_body_util::Full::new(bytes)
@@ -50,6 +83,18 @@ pub fn held(bytes: Bytes) -> UpstreamBody {
 
 /// The longest wait for a TCP connection to Graph.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TCP keepalive probes (as reqwest set them), and how long sent data may
+/// stay unacknowledged: a connection that died silently leaves the pool
+/// within about a minute instead of the kernel's quarter of an hour. With
+/// HTTP/2 every request to Graph shares one connection, so this matters.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP/2 PINGs on an idle connection, and how long an answer may take.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long an idle connection stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -74,8 +119,6 @@ impl std::fmt::Debug for GraphClient {
 pub enum UpstreamError {
     #[error("Microsoft Graph did not answer within graph.timeout ({0:?})")]
     Timeout(Duration),
-    #[error("the request body is larger than graph.max_request_bytes")]
-    BodyTooLarge,
     #[error("Microsoft Graph could not be reached: {0}")]
     Unreachable(String),
 }
@@ -96,7 +139,9 @@ impl GraphClient {
         };
         let verifier =
             rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-                .map_err(|e| format!("the platform's certificate roots: {e}"))?;
+                .map_err(|e| {
+                    format!("the certificate roots (the system's and app.ca_file): {e}")
+                })?;
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -107,6 +152,10 @@ impl GraphClient {
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        tcp.set_keepalive(Some(TCP_KEEPALIVE));
+        tcp.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        tcp.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -119,6 +168,10 @@ impl GraphClient {
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(Some(H2_KEEPALIVE_INTERVAL))
+            .http2_keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+            .http2_keep_alive_while_idle(true)
             .build(https);
         Ok(GraphClient { http: Some(http) })
     }
@@ -149,17 +202,19 @@ impl GraphClient {
         let uri: Uri = url
             .parse()
             .map_err(|_| UpstreamError::Unreachable("the upstream URL is not valid".into()))?;
-        headers.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("tokenbroker/", env!("CARGO_PKG_VERSION"))),
-        );
+        // The caller's (an SDK's) User-Agent passes; ours when it sent none.
+        headers
+            .entry(USER_AGENT)
+            .or_insert(HeaderValue::from_static(concat!(
+                "tokenbroker/",
+                env!("CARGO_PKG_VERSION")
+            )));
         let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         match tokio::time::timeout(timeout, http.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
-            Ok(Err(e)) if is_too_large(&e) => Err(UpstreamError::BodyTooLarge),
             Ok(Err(e)) => Err(UpstreamError::Unreachable(describe(&e))),
             Ok(Ok(response)) => Ok(response.map(|body| IdleTimeout::new(body, timeout).boxed())),
         }
@@ -196,6 +251,11 @@ impl tower_service::Service<Uri> for Egress {
             .intercept(&dst)
             .filter(|_| dst.scheme_str() == Some("https"));
         match proxy {
+            // A CONNECT tunnel is opened in the clear: an https:// or
+            // socks5:// proxy would need another handshake first.
+            Some(proxy) if proxy.uri().scheme_str() != Some("http") => Box::pin(async {
+                Err("the proxy in HTTPS_PROXY/ALL_PROXY must be an http:// proxy (a CONNECT tunnel)".into())
+            }),
             Some(proxy) => {
                 let mut tunnel = Tunnel::new(proxy.uri().clone(), self.tcp.clone());
                 if let Some(auth) = proxy.basic_auth() {
@@ -271,18 +331,6 @@ where
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
-}
-
-/// Whether sending failed because the caller's body went over its limit.
-fn is_too_large(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// The error's chain (hyper-util's errors never hold the URL, whose query
@@ -377,7 +425,7 @@ mod tests {
             "{result:?}"
         );
         assert!(
-            was_read.try_recv().is_ok(),
+            was_read.recv_timeout(Duration::from_secs(5)).is_ok(),
             "the request reached the server"
         );
     }
@@ -566,6 +614,37 @@ mod tests {
         }
         send(proxied("localhost"), url.clone()).await.unwrap();
         assert_eq!(seen.lock().unwrap().len(), 1);
+
+        // A streamed body over its limit: over HTTP/2 the send error does
+        // not say why, the overflow does.
+        let chunks = |n: usize| {
+            http_body_util::StreamBody::new(futures_util::stream::iter(
+                (0..n).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'x'; 1024])))),
+            ))
+        };
+        let (body, overflow) = bounded(chunks(8), 4096);
+        let sent = trusting
+            .send(
+                Method::POST,
+                &url,
+                HeaderMap::new(),
+                body,
+                Duration::from_secs(10),
+            )
+            .await;
+        assert!(overflow.happened(), "{sent:?}");
+        let (body, overflow) = bounded(chunks(2), 4096);
+        let sent = trusting
+            .send(
+                Method::POST,
+                &url,
+                HeaderMap::new(),
+                body,
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(sent.unwrap().status(), 200);
+        assert!(!overflow.happened());
 
         // Without the CA file the certificate is not trusted.
         let result = send(direct(None), url).await;

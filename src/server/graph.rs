@@ -241,7 +241,7 @@ where
             .to_bytes();
         held = Some(bytes);
     } else {
-        streamed = Some(Limited::new(body, max_request));
+        streamed = Some(upstream::bounded(body, max_request));
     }
 
     // The rules, for the request or each of its sub-requests.
@@ -279,7 +279,11 @@ where
     // token if Graph says it is invalid and the body can be sent again.
     let url = forward::upstream_url(settings.upstream(), named.version, &named.path, named.query);
     let mut rejected = None;
-    let mut streamed = streamed.map(|b| b.map_err(|e| -> BoxError { e }).boxed());
+    let overflow = streamed
+        .as_ref()
+        .map(|(_, o)| o.clone())
+        .unwrap_or_default();
+    let mut streamed = streamed.map(|(body, _)| body);
     let response = loop {
         let issued = app
             .broker
@@ -309,10 +313,19 @@ where
             .graph
             .send(parts.method.clone(), &url, headers, body, limits.timeout.0)
             .await
-            .map_err(upstream_failure)?;
+            .map_err(|e| {
+                // Over HTTP/2 a body cut at its limit shows only as a reset.
+                if overflow.happened() {
+                    too_large(limits.max_request_bytes)
+                } else {
+                    upstream_failure(e)
+                }
+            })?;
         if response.status() == StatusCode::UNAUTHORIZED && held.is_some() && rejected.is_none() {
             let (head, body) = response.into_parts();
-            let bytes = read_at_most(body, 64 * 1024).await;
+            let bytes = read_at_most(body, 64 * 1024)
+                .await
+                .map_err(|e| Refused::from(broke_off(&e)))?;
             if invalid_token(&bytes.0) {
                 rejected = Some(token.sha256());
                 tracing::info!(
@@ -444,7 +457,9 @@ async fn look_up(
         .await
         .map_err(upstream_failure)?;
     let status = response.status();
-    let (body, _) = read_at_most(response.into_body(), 64 * 1024).await;
+    let (body, _) = read_at_most(response.into_body(), 64 * 1024)
+        .await
+        .map_err(|e| Refused::from(broke_off(&e)))?;
     let tenant_label = tenant
         .name
         .as_ref()
@@ -542,7 +557,10 @@ async fn rewrite(
         head.headers = forward::response_headers(&head.headers, false);
         return Response::from_parts(head, body);
     }
-    let (bytes, rest) = read_at_most(body, max_rewrite_bytes).await;
+    let (bytes, rest) = match read_at_most(body, max_rewrite_bytes).await {
+        Ok(read) => read,
+        Err(e) => return graph_error(&broke_off(&e)),
+    };
     let Some(rest) = rest else {
         let rewritten = links.rewrite_json(&bytes);
         head.headers = forward::response_headers(&head.headers, rewritten.is_some());
@@ -565,24 +583,32 @@ async fn rewrite(
 }
 
 /// Reads up to `limit` bytes of `body`: all of it (`None` left), or what
-/// was read and the body to go on with. A body that breaks off ends there.
-async fn read_at_most<B>(mut body: B, limit: usize) -> (Bytes, Option<B>)
+/// was read and the body to go on with. A body that breaks off (a reset, a
+/// stall past `graph.timeout`) is an error, never a shorter answer.
+async fn read_at_most<B>(mut body: B, limit: usize) -> Result<(Bytes, Option<B>), BoxError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
 {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            break;
-        };
-        if let Ok(data) = frame.into_data() {
+        if let Ok(data) = frame.map_err(Into::into)?.into_data() {
             buf.extend_from_slice(&data);
             if buf.len() > limit {
-                return (buf.freeze(), Some(body));
+                return Ok((buf.freeze(), Some(body)));
             }
         }
     }
-    (buf.freeze(), None)
+    Ok((buf.freeze(), None))
+}
+
+/// Graph's answer broke off before the gateway had read what it needed.
+fn broke_off(e: &BoxError) -> Failure {
+    Failure::new(
+        502,
+        "upstream_unavailable",
+        format!("Microsoft Graph's answer broke off: {e}"),
+    )
 }
 
 /// Whether a 401 from Graph says the token is invalid (expired, revoked).
@@ -645,7 +671,6 @@ fn denied_by(app: &App, error: &TokenError) -> Refused {
 fn upstream_failure(e: UpstreamError) -> Refused {
     let (status, code) = match &e {
         UpstreamError::Timeout(_) => (504, "upstream_timeout"),
-        UpstreamError::BodyTooLarge => (413, "request_too_large"),
         UpstreamError::Unreachable(_) => (502, "upstream_unavailable"),
     };
     Refused::from(Failure::new(status, code, e.to_string()))
@@ -702,7 +727,7 @@ mod tests {
     #[tokio::test]
     async fn reading_stops_at_the_limit_and_hands_back_the_rest() {
         let body = Full::new(Bytes::from(vec![b'x'; 100]));
-        let (read, rest) = read_at_most(body, 1000).await;
+        let (read, rest) = read_at_most(body, 1000).await.unwrap();
         assert_eq!(read.len(), 100);
         assert!(rest.is_none());
         let chunks = futures_util::stream::iter((0..10).map(|_| {
@@ -711,9 +736,22 @@ mod tests {
                 100
             ])))
         }));
-        let (read, rest) = read_at_most(http_body_util::StreamBody::new(chunks), 250).await;
+        let (read, rest) = read_at_most(http_body_util::StreamBody::new(chunks), 250)
+            .await
+            .unwrap();
         assert_eq!(read.len(), 300);
         let rest = rest.unwrap().collect().await.unwrap().to_bytes();
         assert_eq!(rest.len(), 700);
+        // A page that breaks off is an error, not a shorter page.
+        let broken = futures_util::stream::iter(vec![
+            Ok(hyper::body::Frame::data(Bytes::from_static(
+                b"{\"value\":[",
+            ))),
+            Err::<hyper::body::Frame<Bytes>, BoxError>("stream reset".into()),
+        ]);
+        let error = read_at_most(http_body_util::StreamBody::new(broken), 1000)
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "stream reset");
     }
 }
