@@ -114,6 +114,60 @@ impl std::fmt::Debug for GraphClient {
     }
 }
 
+/// One [`GraphClient`] per distinct `ca_file` of the apps (apps behind
+/// different TLS-inspecting proxies trust different roots), fixed at start.
+#[derive(Debug, Clone)]
+pub struct GraphClients {
+    /// For apps without a `ca_file`: the system roots alone.
+    plain: GraphClient,
+    with_ca_file: Vec<(std::path::PathBuf, GraphClient)>,
+}
+
+impl GraphClients {
+    /// A client for no `ca_file` and one for each of `ca_files`. A file that
+    /// fails now (it was read at start already) is logged, and its apps use
+    /// the system roots alone.
+    pub fn new<'a>(ca_files: impl IntoIterator<Item = &'a Path>) -> GraphClients {
+        GraphClients::built_by(ca_files, GraphClient::new)
+    }
+
+    /// As [`GraphClients::new`], each client built by `build`.
+    fn built_by<'a>(
+        ca_files: impl IntoIterator<Item = &'a Path>,
+        build: impl Fn(Option<&Path>) -> Result<GraphClient, String>,
+    ) -> GraphClients {
+        let plain = build(None).unwrap_or_else(|e| {
+            tracing::error!("the Graph gateway's HTTP client could not be built: {e}");
+            GraphClient::unusable()
+        });
+        let mut with_ca_file: Vec<(std::path::PathBuf, GraphClient)> = Vec::new();
+        for path in ca_files {
+            if with_ca_file.iter().any(|(p, _)| p == path) {
+                continue;
+            }
+            match build(Some(path)) {
+                Ok(client) => with_ca_file.push((path.to_owned(), client)),
+                Err(e) => tracing::error!(
+                    "the Graph gateway trusts only the system roots for apps with ca_file {}: {e}",
+                    path.display()
+                ),
+            }
+        }
+        GraphClients {
+            plain,
+            with_ca_file,
+        }
+    }
+
+    /// The client for an app's `ca_file`; one the broker did not start with
+    /// (a reload added it) trusts the system roots until a restart.
+    pub fn for_ca_file(&self, ca_file: Option<&Path>) -> &GraphClient {
+        ca_file
+            .and_then(|path| self.with_ca_file.iter().find(|(p, _)| p == path))
+            .map_or(&self.plain, |(_, client)| client)
+    }
+}
+
 /// Why Graph was not reached, or its answer broke off.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -619,6 +673,18 @@ mod tests {
             if !over {
                 assert_eq!(sent.unwrap().status(), 200);
             }
+        }
+
+        // Each app's client trusts its own ca_file; an app without one, or
+        // with one the broker did not start with, the system roots alone.
+        let clients = GraphClients::built_by([ca_file.as_path()], |ca| {
+            GraphClient::with_proxies(ca, Matcher::builder().build())
+        });
+        let own = clients.for_ca_file(Some(&ca_file)).clone();
+        assert_eq!(send(own, url.clone()).await.unwrap().status(), 200);
+        for other in [None, Some(dir.path().join("added-by-reload.pem"))] {
+            let client = clients.for_ca_file(other.as_deref()).clone();
+            assert!(send(client, url.clone()).await.is_err(), "{other:?}");
         }
 
         // Without the CA file the certificate is not trusted.

@@ -311,6 +311,7 @@ where
         };
         let response = app
             .graph
+            .for_ca_file(settings.ca_file.as_deref())
             .send(parts.method.clone(), &url, headers, body, limits.timeout.0)
             .await
             .map_err(|e| {
@@ -447,6 +448,7 @@ async fn look_up(
     headers.insert(hyper::header::AUTHORIZATION, bearer);
     let response = app
         .graph
+        .for_ca_file(settings.ca_file.as_deref())
         .send(
             hyper::Method::GET,
             &url,
@@ -500,6 +502,8 @@ async fn look_up(
 /// What a gateway request reads of the configuration, from one snapshot.
 struct Settings {
     limits: crate::config::GraphConfig,
+    /// The app's `ca_file`: which of the gateway's clients sends.
+    ca_file: Option<std::path::PathBuf>,
     /// Where links to Graph may point: the cloud's Graph, then
     /// `graph_host`; the last is where the gateway sends its requests.
     bases: Vec<String>,
@@ -516,6 +520,7 @@ impl Settings {
         }
         Settings {
             limits: config.graph.clone(),
+            ca_file: app.ca_file.clone(),
             bases,
         }
     }

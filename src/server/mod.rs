@@ -41,7 +41,7 @@ pub struct App {
     separate_metrics: bool,
     own_uid: Option<u32>,
     /// The Graph gateway's connection pool and directory.
-    graph: crate::gateway::upstream::GraphClient,
+    graph: crate::gateway::upstream::GraphClients,
     directory: crate::gateway::directory::DirectoryCache,
 }
 
@@ -73,16 +73,13 @@ impl App {
     }
 }
 
-/// The Graph gateway's client, trusting `app.ca_file` as the authority
-/// does. The file was read at start-up already, so it failing now is rare:
-/// then the system roots alone are trusted, and the error logged.
-fn graph_client(broker: &Broker) -> crate::gateway::upstream::GraphClient {
-    use crate::gateway::upstream::GraphClient;
+/// The Graph gateway's clients, each app's trusting its `ca_file` as its
+/// authority client does.
+fn graph_client(broker: &Broker) -> crate::gateway::upstream::GraphClients {
     let config = broker.config();
-    GraphClient::new(config.app().ca_file.as_deref()).unwrap_or_else(|e| {
-        tracing::error!("the Graph gateway trusts only the system roots: app.ca_file: {e}");
-        GraphClient::new(None).unwrap_or_else(|_| GraphClient::unusable())
-    })
+    crate::gateway::upstream::GraphClients::new(
+        config.apps.iter().filter_map(|a| a.ca_file.as_deref()),
+    )
 }
 
 /// Who is on the other end of a connection.
