@@ -25,8 +25,7 @@ use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::TokioIo;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -677,9 +676,7 @@ mod tests {
 
         // Each app's client trusts its own ca_file; an app without one, or
         // with one the broker did not start with, the system roots alone.
-        let clients = GraphClients::built_by([ca_file.as_path()], |ca| {
-            GraphClient::with_proxies(ca, Matcher::builder().build())
-        });
+        let clients = GraphClients::built_by([ca_file.as_path()], |ca| Ok(direct(ca)));
         let own = clients.for_ca_file(Some(&ca_file)).clone();
         assert_eq!(send(own, url.clone()).await.unwrap().status(), 200);
         for other in [None, Some(dir.path().join("added-by-reload.pem"))] {

@@ -218,6 +218,7 @@ where
             .is_some_and(|n| n <= RETRY_BODY_BYTES);
     let mut held = None;
     let mut streamed = None;
+    let mut overflow = upstream::Overflow::default();
     if hold {
         let limit = if is_batch {
             batch::MAX_BODY_BYTES.min(max_request)
@@ -241,7 +242,9 @@ where
             .to_bytes();
         held = Some(bytes);
     } else {
-        streamed = Some(upstream::bounded(body, max_request));
+        let (body, cut) = upstream::bounded(body, max_request);
+        streamed = Some(body);
+        overflow = cut;
     }
 
     // The rules, for the request or each of its sub-requests.
@@ -279,11 +282,6 @@ where
     // token if Graph says it is invalid and the body can be sent again.
     let url = forward::upstream_url(settings.upstream(), named.version, &named.path, named.query);
     let mut rejected = None;
-    let overflow = streamed
-        .as_ref()
-        .map(|(_, o)| o.clone())
-        .unwrap_or_default();
-    let mut streamed = streamed.map(|(body, _)| body);
     let response = loop {
         let issued = app
             .broker

@@ -19,7 +19,7 @@ pub type Answer = Response<Body>;
 pub type Body = Either<Full<Bytes>, BoxBody<Bytes, BoxError>>;
 
 /// A streamed body's error (the upstream connection failed mid-body).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::gateway::upstream::BoxError;
 
 /// A whole body.
 pub fn whole(bytes: impl Into<Bytes>) -> Body {
