@@ -85,8 +85,8 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// User + system CPU time of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+/// User and system CPU time of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name may hold spaces: fields count from after its ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -98,7 +98,7 @@ fn cpu_ticks(pid: u32) -> u64 {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    at(11) + at(12)
+    (at(11), at(12))
 }
 
 /// nginx (one worker) as a plain reverse proxy to the stand-in: the cost
@@ -432,6 +432,9 @@ mailboxes = ["{MAILBOX}"]
         let mut nginx_added50 = Vec::new();
         let mut cpu_per_request = Vec::new();
         let mut nginx_cpu = Vec::new();
+        // The user-space part of each (the rest is the kernel's).
+        let mut cpu_user = Vec::new();
+        let mut nginx_user = Vec::new();
         for round in 0..opts.rounds {
             // Rotate the order, so no target always runs first.
             let mut order: Vec<usize> = (0..targets.len()).collect();
@@ -448,11 +451,16 @@ mailboxes = ["{MAILBOX}"]
                 let before = cpu_of.map(cpu_ticks);
                 let latencies = run(&http, targets[i], opts.requests).await;
                 if let (Some(of), Some(before)) = (cpu_of, before) {
-                    let used = (cpu_ticks(of) - before) as f64 * tick * 1e6 / opts.requests as f64;
+                    let after = cpu_ticks(of);
+                    let per_request = |ticks: u64| ticks as f64 * tick * 1e6 / opts.requests as f64;
+                    let user = per_request(after.0 - before.0);
+                    let used = user + per_request(after.1 - before.1);
                     if i == 1 {
                         cpu = used;
+                        cpu_user.push(user);
                     } else {
                         nginx_cpu.push(used);
+                        nginx_user.push(user);
                     }
                 }
                 round50[i] = quantile(&latencies, 0.50);
@@ -566,13 +574,18 @@ mailboxes = ["{MAILBOX}"]
         println!("  direct   p50 {:7.1} µs   p99 {:7.1} µs", median(&p50[0]), median(&p99[0]));
         println!("  gateway  p50 {:7.1} µs   p99 {:7.1} µs", median(&p50[1]), median(&p99[1]));
         println!("  added    p50 {added_p50:7.1} µs   p99 {added_p99:7.1} µs   (per-round gateway − direct)");
-        println!("  broker CPU per gateway request {:6.1} µs", median(&cpu_per_request));
+        println!(
+            "  broker CPU per gateway request {:6.1} µs ({:.1} µs in user space)",
+            median(&cpu_per_request),
+            median(&cpu_user)
+        );
         if !nginx_added50.is_empty() {
             let nginx_added = median(&nginx_added50);
             println!(
-                "  nginx as a plain proxy: p50 {:7.1} µs, added p50 {nginx_added:7.1} µs, worker CPU {:6.1} µs/req; the gateway adds {:.2}x what one more hop through nginx adds",
+                "  nginx as a plain proxy: p50 {:7.1} µs, added p50 {nginx_added:7.1} µs, worker CPU {:6.1} µs/req ({:.1} µs in user space); the gateway adds {:.2}x what one more hop through nginx adds",
                 median(&p50[2]),
                 median(&nginx_cpu),
+                median(&nginx_user),
                 added_p50 / nginx_added
             );
         } else {

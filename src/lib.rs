@@ -139,6 +139,7 @@ pub(crate) mod fetch;
 pub mod fleet;
 pub mod gateway;
 pub(crate) mod jitter;
+pub mod log_json;
 pub(crate) mod log_limit;
 pub mod log_writer;
 pub mod metrics;

@@ -22,7 +22,11 @@ pub(super) fn init_logging(format: LogFormat) -> crate::log_writer::LogGuard {
     // A second initialisation (tests) is harmless: the first one stays.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .event_format(crate::log_json::JsonLines::new())
+            .try_init(),
     };
     guard
 }
