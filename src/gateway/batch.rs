@@ -56,7 +56,7 @@ pub fn canonical(body: &[u8]) -> Result<(Vec<SubRequest>, Vec<u8>), BatchError> 
         .and_then(serde_json::Value::as_array_mut)
     {
         for (request, sub) in requests.iter_mut().zip(&subs) {
-            let mut url = sub.path.encoded();
+            let mut url = sub.path.encoded().to_owned();
             if let Some(query) = &sub.query {
                 url.push('?');
                 url.push_str(query);

@@ -16,15 +16,15 @@ use std::ops::Range;
 
 /// Where links to Graph point once rewritten.
 #[derive(Debug, Clone)]
-pub struct Links {
+pub struct Links<'a> {
     /// Prefixes of links to Graph (`https://graph.microsoft.com`, and
     /// `app.graph_host` when set), without a trailing `/`.
-    pub graph_bases: Vec<String>,
+    pub graph_bases: &'a [String],
     /// `http://{Host}/graph/{tenant as the caller wrote it}`.
     pub gateway_base: String,
 }
 
-impl Links {
+impl Links<'_> {
     /// `link` pointed at the gateway, when it is a link to a Graph version
     /// this gateway serves; `None` leaves it as it is.
     pub fn rewrite(&self, link: &str) -> Option<String> {
@@ -212,12 +212,16 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
 mod tests {
     use super::*;
 
-    fn links() -> Links {
+    static BASES: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        [
+            "https://graph.microsoft.com".into(),
+            "http://127.0.0.1:9000".into(),
+        ]
+    });
+
+    fn links() -> Links<'static> {
         Links {
-            graph_bases: vec![
-                "https://graph.microsoft.com".into(),
-                "http://127.0.0.1:9000".into(),
-            ],
+            graph_bases: &*BASES,
             gateway_base: "http://localhost:8765/graph/contoso".into(),
         }
     }

@@ -36,10 +36,12 @@ pub enum PathError {
     Me,
 }
 
-/// A normalised Graph path: its decoded segments, in order.
+/// A normalised Graph path: its decoded segments, in order, and the form
+/// forwarded (made once: the rules, the access line and the URL read it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphPath {
     segments: Vec<String>,
+    encoded: String,
 }
 
 /// What a segment keeps as it is when re-encoded: unreserved characters and
@@ -88,13 +90,13 @@ impl GraphPath {
         {
             return Err(PathError::Me);
         }
-        let path = GraphPath { segments };
+        let encoded = encode(&segments);
         // What is forwarded is bounded too (encoding can triple a length),
         // so the forwarded form always parses again.
-        if path.encoded().len() > MAX_PATH_BYTES {
+        if encoded.len() > MAX_PATH_BYTES {
             return Err(PathError::TooLong);
         }
-        Ok(path)
+        Ok(GraphPath { segments, encoded })
     }
 
     /// The decoded segments.
@@ -104,14 +106,18 @@ impl GraphPath {
 
     /// The path to forward: `/` and each segment, percent-encoded where
     /// needed. Parsing it again gives the same segments.
-    pub fn encoded(&self) -> String {
-        let mut out = String::new();
-        for segment in &self.segments {
-            out.push('/');
-            out.extend(utf8_percent_encode(segment, SEGMENT));
-        }
-        out
+    pub fn encoded(&self) -> &str {
+        &self.encoded
     }
+}
+
+fn encode(segments: &[String]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        out.push('/');
+        out.extend(utf8_percent_encode(segment, SEGMENT));
+    }
+    out
 }
 
 /// One segment as sent, percent-decoded.
@@ -260,6 +266,6 @@ mod tests {
             PathError::TooLong
         );
         let near = GraphPath::parse(&format!("/{}", "{".repeat(682))).unwrap();
-        assert_eq!(GraphPath::parse(&near.encoded()).as_ref(), Ok(&near));
+        assert_eq!(GraphPath::parse(near.encoded()).as_ref(), Ok(&near));
     }
 }

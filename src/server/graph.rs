@@ -84,8 +84,10 @@ fn named<'a>(path: &'a str, query: Option<&'a str>) -> Result<Named<'a>, Refused
             VERSIONS.join(" or ")
         )));
     };
-    let path =
-        GraphPath::parse(&format!("/{graph_path}")).map_err(|e| bad_request(e.to_string()))?;
+    // `/{graph_path}`: the route's own bytes from the `/` before it.
+    let slash = path.len().saturating_sub(graph_path.len() + 1);
+    let path = GraphPath::parse(path.get(slash..).unwrap_or_default())
+        .map_err(|e| bad_request(e.to_string()))?;
     if query.is_some_and(|q| q.len() > MAX_QUERY_BYTES) {
         return Err(bad_request(format!(
             "the query is longer than {MAX_QUERY_BYTES} bytes"
@@ -167,7 +169,7 @@ where
     let uri = req.uri().clone();
     let named = named(uri.path(), uri.query())?;
     if access.enabled {
-        access.path = Some(named.path.encoded());
+        access.path = Some(named.path.encoded().to_owned());
     }
     // The app: `X-Tokenbroker-App` (kept back from Graph), else the
     // account's first.
@@ -247,35 +249,35 @@ where
         overflow = cut;
     }
 
-    // The rules, for the request or each of its sub-requests.
-    let asked: Vec<(Option<String>, String, GraphPath)> = match (&held, is_batch) {
+    // The rules, for the request or each of its sub-requests ($batch
+    // itself is open to any account with rules; what it runs is not).
+    let rules = caller.graph_rules();
+    let (caller, target) = (&caller, &target);
+    match (&held, is_batch) {
         (Some(bytes), true) => {
             let (subs, forwarded) =
                 batch::canonical(bytes).map_err(|e| bad_request(e.to_string()))?;
             held = Some(Bytes::from(forwarded));
-            subs.into_iter()
-                .map(|s| (Some(s.id), s.method, s.path))
-                .collect()
+            for sub in &subs {
+                let (id, method) = (Some(sub.id.as_str()), sub.method.as_str());
+                judge(app, caller, target, rules, &settings, id, method, &sub.path).await?;
+            }
         }
-        _ => vec![(None, method.as_str().to_owned(), named.path.clone())],
-    };
-    let rules = caller.graph_rules();
-    for (id, method, path) in &asked {
-        // $batch itself is open to any account with rules; what it runs is not.
-        if id.is_none() && is_batch {
-            continue;
+        (_, true) => {}
+        _ => {
+            let method = method.as_str();
+            judge(
+                app,
+                caller,
+                target,
+                rules,
+                &settings,
+                None,
+                method,
+                &named.path,
+            )
+            .await?;
         }
-        judge(
-            app,
-            &caller,
-            &target,
-            rules,
-            &settings,
-            id.as_deref(),
-            method,
-            path,
-        )
-        .await?;
     }
 
     // Forwarded with the tenant's token: once, and once more with a fresh
@@ -346,7 +348,7 @@ where
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     let links = Links {
-        graph_bases: settings.bases.clone(),
+        graph_bases: &settings.bases,
         gateway_base: format!("http://{host}/graph/{}", named.tenant),
     };
     Ok(rewrite(app, response, &links, max_rewrite).await)
@@ -534,7 +536,7 @@ impl Settings {
 async fn rewrite(
     app: &App,
     response: Response<super::respond::Body>,
-    links: &Links,
+    links: &Links<'_>,
     max_rewrite_bytes: usize,
 ) -> Answer {
     let (mut head, body) = response.into_parts();
