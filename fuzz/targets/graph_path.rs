@@ -14,7 +14,7 @@ pub fn run(data: &[u8]) {
     // What is forwarded parses to the very same path.
     let encoded = path.encoded();
     assert_eq!(
-        GraphPath::parse(&encoded).as_ref(),
+        GraphPath::parse(encoded).as_ref(),
         Ok(&path),
         "{raw:?} -> {encoded:?}"
     );

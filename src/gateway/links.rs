@@ -346,7 +346,7 @@ mod tests {
 
     /// The rewrite as a tree: parse, replace, serialise (what the splice
     /// must agree with).
-    fn rewritten_as_a_tree(l: &Links, body: &[u8]) -> serde_json::Value {
+    fn rewritten_as_a_tree(l: &Links<'_>, body: &[u8]) -> serde_json::Value {
         let mut value: serde_json::Value = serde_json::from_slice(body).unwrap();
         let link = |v: &mut serde_json::Value| {
             if let Some(new) = v.as_str().and_then(|s| l.rewrite(s)) {

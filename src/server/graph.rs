@@ -287,7 +287,7 @@ where
     let response = loop {
         let issued = app
             .broker
-            .graph_token(&caller, target.clone(), rejected.as_ref())
+            .graph_token(caller, target.clone(), rejected.as_ref())
             .await
             .map_err(|e| Refused::from(Failure::from(&e)))?;
         let token = &issued.grant.token.access_token;

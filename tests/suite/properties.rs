@@ -231,7 +231,7 @@ proptest! {
     ) {
         use tokenbroker::gateway::path::GraphPath;
         if let Ok(path) = GraphPath::parse(&raw) {
-            let again = GraphPath::parse(&path.encoded());
+            let again = GraphPath::parse(path.encoded());
             prop_assert_eq!(again.as_ref(), Ok(&path), "{:?} -> {:?}", raw, path.encoded());
         }
     }
