@@ -38,20 +38,24 @@ pub struct Broker {
 
 impl Broker {
     /// Starts the broker on `config` with `RUST_LOG=filter` (under
-    /// `BENCH_BROKER_WRAPPER` when set) and waits until it serves; its log
+    /// `BENCH_BROKER_WRAPPER` when set, `BENCH_BROKER_BIN` when set) and waits until it serves; its log
     /// lines are read (and dropped) for as long as it runs.
     pub fn start(config: &std::path::Path, filter: &str) -> Broker {
         // BENCH_BROKER_WRAPPER="valgrind --tool=callgrind …" runs the broker
         // under that command (benches/callgrind.sh counts instructions so).
         let wrapper = std::env::var("BENCH_BROKER_WRAPPER").unwrap_or_default();
+        // BENCH_BROKER_BIN=target/dist/tokenbroker: the binary as shipped
+        // (`cargo build --profile dist`), not the bench profile's.
+        let binary = std::env::var_os("BENCH_BROKER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_tokenbroker").into());
         let mut words = wrapper.split_whitespace();
         let mut child = match words.next() {
             Some(program) => {
                 let mut c = Command::new(program);
-                c.args(words).arg(env!("CARGO_BIN_EXE_tokenbroker"));
+                c.args(words).arg(&binary);
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_tokenbroker")),
+            None => Command::new(&binary),
         };
         let mut child = child
             .args(["serve", "--log-format", "json", "--config"])

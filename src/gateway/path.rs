@@ -79,7 +79,8 @@ impl GraphPath {
         }
         let mut segments = Vec::new();
         for encoded in rest.split('/') {
-            for segment in split_key(&decode(encoded)?)? {
+            let (segment, key) = split_key(decode(encoded)?)?;
+            for segment in std::iter::once(segment).chain(key) {
                 check(&segment)?;
                 segments.push(segment);
             }
@@ -147,25 +148,26 @@ fn decode(encoded: &str) -> Result<String, PathError> {
         .map_err(|_| PathError::NotUtf8)
 }
 
-/// The OData key form `name('key')` as two segments (`''` in the key is
-/// one `'`, as in `o''brien@...`); any other segment as it is. A key holding
-/// `(` or `)` could read as another key form to the next parser: refused.
-fn split_key(segment: &str) -> Result<Vec<String>, PathError> {
+/// The OData key form `name('key')` as two segments, the name and the key
+/// (`''` in the key is one `'`, as in `o''brien@...`); any other segment as
+/// it is. A key holding `(` or `)` could read as another key form to the
+/// next parser: refused.
+fn split_key(segment: String) -> Result<(String, Option<String>), PathError> {
     let Some(open) = segment.find("('") else {
-        return Ok(vec![segment.to_owned()]);
+        return Ok((segment, None));
     };
     let (name, rest) = segment.split_at(open);
     let Some(quoted) = rest.strip_prefix("('").and_then(|r| r.strip_suffix("')")) else {
-        return Ok(vec![segment.to_owned()]);
+        return Ok((segment, None));
     };
     if name.is_empty() || name.contains(['(', ')', '\'']) {
-        return Ok(vec![segment.to_owned()]);
+        return Ok((segment, None));
     }
     let key = quoted.replace("''", "'");
     if key.contains(['(', ')']) {
         return Err(PathError::AmbiguousKey);
     }
-    Ok(vec![name.to_owned(), key])
+    Ok((name.to_owned(), Some(key)))
 }
 
 /// A decoded segment the rules may see.
