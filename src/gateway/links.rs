@@ -157,8 +157,8 @@ impl Key {
     }
 }
 
-/// A JSON object's members in the order written (duplicates kept), each
-/// value an unparsed slice of the input.
+/// A JSON object's members that the rewrite looks at, in the order written
+/// (duplicates kept), each value an unparsed slice of the input.
 struct Members<'a>(Vec<(Key, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Members<'de> {
@@ -172,7 +172,14 @@ impl<'de> Deserialize<'de> for Members<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
                 let mut members = Vec::new();
                 while let Some(key) = map.next_key::<KeyName>()? {
-                    members.push((key.0, map.next_value::<&'de RawValue>()?));
+                    // A member the rewrite ignores is skipped (its JSON
+                    // still checked), not kept as a slice, which would check
+                    // its bytes for UTF-8 once more.
+                    if key.0 == Key::Other {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    } else {
+                        members.push((key.0, map.next_value::<&'de RawValue>()?));
+                    }
                 }
                 Ok(Members(members))
             }
