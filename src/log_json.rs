@@ -11,7 +11,9 @@
 //! `log` crate) goes to tracing-subscriber's formatter as before. The tests
 //! below hold the two outputs equal.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write};
+use std::time::{Duration, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{self, Format, Json, Writer};
@@ -25,14 +27,14 @@ const OWN_TARGET: &str = "tokenbroker";
 /// `--log-format json`: one object per line, the event's fields flattened
 /// into it (`timestamp`, `level`, the fields, `target`).
 #[derive(Debug)]
-pub struct JsonLines<T = SystemTime> {
+pub struct JsonLines<T = Clock> {
     timer: T,
     stock: Format<Json, T>,
 }
 
 impl JsonLines {
     pub fn new() -> JsonLines {
-        JsonLines::with_timer(SystemTime)
+        JsonLines::with_timer(Clock)
     }
 }
 
@@ -114,11 +116,11 @@ impl<W: Write> Visit for Fields<'_, W> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, |w| write!(w, "{value}"));
+        self.entry(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, |w| write!(w, "{value}"));
+        self.entry(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -140,6 +142,58 @@ impl<W: Write> Visit for Fields<'_, W> {
             w.write_char('"')
         });
     }
+}
+
+/// tracing-subscriber's [`SystemTime`] (`2026-12-03T14:00:00.123456Z`, UTC),
+/// the part up to the second formatted once a second per thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock;
+
+/// The first second of the year 10000, which [`SystemTime`] writes as
+/// `+10000`: from there on, and before 1970, a clock that cannot be right,
+/// [`SystemTime`] writes the time itself.
+const LAST_SECOND: u64 = 253_402_300_800;
+
+thread_local! {
+    /// The second last written, and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+impl FormatTime for Clock {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        write_time(w, std::time::SystemTime::now())
+    }
+}
+
+fn write_time(w: &mut impl Write, now: std::time::SystemTime) -> fmt::Result {
+    let Some(since) = now
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .filter(|d| d.as_secs() < LAST_SECOND)
+    else {
+        let mut text = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut text))?;
+        return w.write_str(&text);
+    };
+    let second = since.as_secs();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != second {
+            let whole = UNIX_EPOCH + Duration::from_secs(second);
+            // `…:SSZ`, without the `Z`.
+            let formatted = humantime::format_rfc3339_seconds(whole).to_string();
+            *text = formatted.trim_end_matches('Z').to_owned();
+            *cached = second;
+        }
+        w.write_str(text)
+    })?;
+    let micros = since.subsec_micros();
+    let digits = itoa::Buffer::new().format(micros).len();
+    w.write_char('.')?;
+    for _ in digits..6 {
+        w.write_char('0')?;
+    }
+    w.write_str(itoa::Buffer::new().format(micros))?;
+    w.write_char('Z')
 }
 
 /// `s` as a JSON string.
@@ -315,7 +369,41 @@ mod tests {
         assert_eq!(stock, ours);
     }
 
+    #[test]
+    fn the_clock_writes_the_time_as_tracing_subscriber_does() {
+        // tracing-subscriber's own, now, against ours a moment later.
+        let mut theirs = String::new();
+        SystemTime
+            .format_time(&mut Writer::new(&mut theirs))
+            .unwrap();
+        let mut ours = String::new();
+        Clock.format_time(&mut Writer::new(&mut ours)).unwrap();
+        assert_eq!(theirs.len(), ours.len(), "{theirs} {ours}");
+        let at = |s: &str| humantime::parse_rfc3339(s).unwrap();
+        let apart = at(&ours).duration_since(at(&theirs)).unwrap();
+        assert!(apart < Duration::from_secs(5), "{theirs} {ours}");
+        // A clock before 1970 or past the year 9999 is left to
+        // tracing-subscriber, which reads the clock itself.
+        for odd in [
+            UNIX_EPOCH - Duration::from_secs(1),
+            UNIX_EPOCH + Duration::from_secs(LAST_SECOND),
+        ] {
+            let mut left = String::new();
+            write_time(&mut left, odd).unwrap();
+            let apart = at(&left).duration_since(at(&theirs)).unwrap();
+            assert!(apart < Duration::from_secs(5), "{theirs} {left}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn any_time_is_written_as_humantime_writes_it(secs in 0..LAST_SECOND, micros in 0u32..1_000_000) {
+            let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(u64::from(micros));
+            let mut ours = String::new();
+            write_time(&mut ours, t).unwrap();
+            prop_assert_eq!(ours, humantime::format_rfc3339_micros(t).to_string());
+        }
+
         #[test]
         fn any_string_is_escaped_as_serde_json_escapes_it(
             s in prop_oneof![any::<String>(), "[\\x00-\\x7f]{0,40}"]
