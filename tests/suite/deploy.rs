@@ -193,7 +193,7 @@ fn the_readme_walkthrough_uses_what_the_deploy_files_define() {
         "set-group-ID, no access for others"
     );
     // ExecStart is the binary the walkthrough installs.
-    has("install -m 0755 target/release/tokenbroker /usr/local/bin/");
+    has("install -m 0755 target/dist/tokenbroker /usr/local/bin/");
     assert!(one(&d.unit, "ExecStart").starts_with("/usr/local/bin/tokenbroker serve "));
 
     // The shipped configuration is valid, and its paths are the ones the
