@@ -453,8 +453,8 @@ mailboxes = ["{MAILBOX}"]
                 if let (Some(of), Some(before)) = (cpu_of, before) {
                     let after = cpu_ticks(of);
                     let per_request = |ticks: u64| ticks as f64 * tick * 1e6 / opts.requests as f64;
-                    let user = per_request(after.0 - before.0);
-                    let used = user + per_request(after.1 - before.1);
+                    let user = per_request(after.0.saturating_sub(before.0));
+                    let used = user + per_request(after.1.saturating_sub(before.1));
                     if i == 1 {
                         cpu = used;
                         cpu_user.push(user);

@@ -43,7 +43,10 @@ impl Links<'_> {
     /// each response's (and its `Location` header). `None`: not a JSON
     /// object, or nothing to rewrite (send the body as it came).
     pub fn rewrite_json(&self, body: &[u8]) -> Option<Vec<u8>> {
-        let top: Members<'_> = serde_json::from_slice(body).ok()?;
+        // UTF-8 checked once for the whole body (members the rewrite skips
+        // are not checked on their own), then parsed as text.
+        let text = std::str::from_utf8(body).ok()?;
+        let top: Members<'_> = serde_json::from_str(text).ok()?;
         let mut edits = Vec::new();
         self.page_links(body, &top, &mut edits);
         for (_, responses) in top.0.iter().filter(|(k, _)| *k == Key::Responses) {
@@ -173,8 +176,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 let mut members = Vec::new();
                 while let Some(key) = map.next_key::<KeyName>()? {
                     // A member the rewrite ignores is skipped (its JSON
-                    // still checked), not kept as a slice, which would check
-                    // its bytes for UTF-8 once more.
+                    // still checked), not kept as a slice of its own.
                     if key.0 == Key::Other {
                         map.next_value::<serde::de::IgnoredAny>()?;
                     } else {

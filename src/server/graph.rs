@@ -263,7 +263,15 @@ where
                 judge(app, caller, target, rules, &settings, id, method, &sub.path).await?;
             }
         }
-        (_, true) => {}
+        // A $batch body is always held (above); were it not, its
+        // sub-requests could not be judged, so it goes nowhere.
+        (None, true) => {
+            return Err(Refused::from(Failure::new(
+                500,
+                "internal",
+                "a $batch body was not held for judging",
+            )))
+        }
         _ => {
             let method = method.as_str();
             judge(
