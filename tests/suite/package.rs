@@ -55,6 +55,26 @@ fn ok(command: &mut Command) -> String {
     text(&out.stdout)
 }
 
+/// [`ok`] for a binary just written: while another test's child, forked
+/// before it execs, still holds the copy's write descriptor, running it
+/// fails with ETXTBSY ("Text file busy"). That child lets go within
+/// moments; try again for up to 5 s.
+fn ok_once_written(command: &mut Command) -> String {
+    command.stdin(Stdio::null());
+    let mut tries = 0;
+    let out = loop {
+        match command.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            out => break out.unwrap(),
+        }
+    };
+    assert!(out.status.success(), "{command:?} failed: {}", said(&out));
+    text(&out.stdout)
+}
+
 /// The first line where `a` and `b` differ, for a message shorter than both.
 fn first_difference(a: &str, b: &str) -> String {
     let (mut a_lines, mut b_lines) = (a.lines(), b.lines());
@@ -355,7 +375,7 @@ fn build_package(dir: &Path) -> (PathBuf, String) {
     std::fs::create_dir_all(&built).unwrap();
     let binary = built.join("tokenbroker");
     std::fs::copy(env!("CARGO_BIN_EXE_tokenbroker"), &binary).unwrap();
-    let version = ok(Command::new(&binary).arg("--version"));
+    let version = ok_once_written(Command::new(&binary).arg("--version"));
     let arch = ok(Command::new("dpkg").arg("--print-architecture"));
     let deb = dir.join(format!(
         "{PACKAGE}_{}-1_{}.deb",
