@@ -216,8 +216,16 @@ async fn a_failing_write_is_counted_and_shown_and_the_daemon_goes_on() {
         common::eventually(Duration::from_secs(10), || path.exists()).await,
         "written once it can be"
     );
-    let status = serde_json::to_value(server.app.broker().status()).unwrap();
-    assert!(status["token_files"][0]["last_error"].is_null(), "{status}");
+    // The status is updated just after the file lands.
+    let cleared = || {
+        let status = serde_json::to_value(server.app.broker().status()).unwrap();
+        status["token_files"][0]["last_error"].is_null()
+    };
+    assert!(
+        common::eventually(Duration::from_secs(3), cleared).await,
+        "{}",
+        serde_json::to_value(server.app.broker().status()).unwrap()
+    );
     check_token(&std::fs::read(&path).unwrap()).unwrap();
 
     // A reload adds a file: written at once, not at the next poll; the
