@@ -191,13 +191,13 @@ fn write_time(w: &mut impl Write, now: std::time::SystemTime) -> fmt::Result {
         Some(written) => written?,
         None => w.write_str(&up_to(second))?,
     }
-    let micros = since.subsec_micros();
-    let digits = itoa::Buffer::new().format(micros).len();
+    let mut buffer = itoa::Buffer::new();
+    let micros = buffer.format(since.subsec_micros());
     w.write_char('.')?;
-    for _ in digits..6 {
+    for _ in micros.len()..6 {
         w.write_char('0')?;
     }
-    w.write_str(itoa::Buffer::new().format(micros))?;
+    w.write_str(micros)?;
     w.write_char('Z')
 }
 
