@@ -399,7 +399,7 @@ mailboxes = ["{MAILBOX}"]
     });
     let tick = 1.0 / clock_ticks();
 
-    client_rt.block_on(async {
+    let all_met = client_rt.block_on(async {
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(1)
@@ -635,10 +635,14 @@ mailboxes = ["{MAILBOX}"]
         if !peak_reset {
             println!("  (could not write /proc/{pid}/clear_refs: the peak is the process's lifetime peak)");
         }
-        if !all {
-            std::process::exit(1);
-        }
+        all
     });
+    // Stopped before any exit: `process::exit` runs no destructor, and an
+    // nginx left running skews every later run on this machine.
+    drop(nginx);
     drop(graph);
     drop(sim);
+    if !all_met {
+        std::process::exit(1);
+    }
 }

@@ -1,5 +1,7 @@
 //! Access tokens as values: opaque, redacted in `Debug`, wiped on drop.
 
+use bytes::Bytes;
+use hyper::header::HeaderValue;
 use std::fmt;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -15,6 +17,22 @@ struct Inner {
     /// backslash or control character): true for every JWT. Checked once
     /// here, so answering a caller does not re-scan it for escapes.
     json_safe: bool,
+    /// `Bearer {token}`, the header the gateway sends Graph with every
+    /// request, made once (it was a copy and a byte-by-byte check of the
+    /// token per request), wiped on drop like the token; `None` when the
+    /// token cannot be a header value.
+    bearer: Option<HeaderValue>,
+}
+
+/// `Bearer {token}` as a sensitive header value whose bytes are wiped when
+/// the last copy goes.
+fn bearer_header(token: &str) -> Option<HeaderValue> {
+    let mut text = Zeroizing::new(Vec::with_capacity("Bearer ".len() + token.len()));
+    text.extend_from_slice(b"Bearer ");
+    text.extend_from_slice(token.as_bytes());
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(text)).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// Whether `value` can go into a JSON string as it is: no quote, backslash
@@ -27,9 +45,11 @@ impl AccessToken {
     /// Wraps a token string.
     pub fn new(token: String) -> AccessToken {
         let json_safe = json_safe(&token);
+        let bearer = bearer_header(&token);
         AccessToken(Arc::new(Inner {
             token: Zeroizing::new(token),
             json_safe,
+            bearer,
         }))
     }
 
@@ -47,6 +67,12 @@ impl AccessToken {
     /// Whether [`AccessToken::expose`] needs no JSON escaping.
     pub fn is_json_safe(&self) -> bool {
         self.0.json_safe
+    }
+
+    /// The `Authorization` header that carries it (`Bearer {token}`,
+    /// marked sensitive); `None` when the token is not a valid header value.
+    pub fn bearer_header(&self) -> Option<&HeaderValue> {
+        self.0.bearer.as_ref()
     }
 
     /// Size in bytes.
@@ -108,6 +134,22 @@ pub fn peek_claims(token: &str) -> Result<serde_json::Value, ClaimsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_header_is_made_once_and_only_from_a_header_safe_token() {
+        let token = AccessToken::new("eyJ0eXAi.eyJhdWQi.c2ln-_".into());
+        let header = token.bearer_header().unwrap();
+        assert_eq!(header, "Bearer eyJ0eXAi.eyJhdWQi.c2ln-_");
+        assert!(header.is_sensitive());
+        assert!(std::ptr::eq(header, token.clone().bearer_header().unwrap()));
+        assert!(!format!("{header:?}").contains("eyJ"));
+        for unfit in ["a\nb", "a\rb", "a\u{7f}b"] {
+            assert!(
+                AccessToken::new(unfit.into()).bearer_header().is_none(),
+                "{unfit:?}"
+            );
+        }
+    }
 
     #[test]
     fn json_safety_is_known_up_front() {

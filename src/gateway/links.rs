@@ -34,7 +34,7 @@ impl Links<'_> {
             let version = after_slash.split(['/', '?']).next()?;
             VERSIONS
                 .contains(&version)
-                .then(|| format!("{}{rest}", self.gateway_base))
+                .then(|| [self.gateway_base.as_str(), rest].concat())
         })
     }
 

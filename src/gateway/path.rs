@@ -113,7 +113,8 @@ impl GraphPath {
 }
 
 fn encode(segments: &[String]) -> String {
-    let mut out = String::new();
+    let decoded: usize = segments.iter().map(|s| s.len() + 1).sum();
+    let mut out = String::with_capacity(decoded);
     for segment in segments {
         out.push('/');
         out.extend(utf8_percent_encode(segment, SEGMENT));
@@ -130,6 +131,10 @@ fn decode(encoded: &str) -> Result<String, PathError> {
         return Err(PathError::EncodedSeparator);
     }
     let bytes = encoded.as_bytes();
+    if !bytes.contains(&b'%') {
+        // Nothing to decode, and a `str` is UTF-8 already.
+        return Ok(encoded.to_owned());
+    }
     let mut i = 0;
     while let Some(offset) = bytes[i..].iter().position(|&b| b == b'%') {
         let at = i + offset;
@@ -153,7 +158,8 @@ fn decode(encoded: &str) -> Result<String, PathError> {
 /// it is. A key holding `(` or `)` could read as another key form to the
 /// next parser: refused.
 fn split_key(segment: String) -> Result<(String, Option<String>), PathError> {
-    let Some(open) = segment.find("('") else {
+    // `find("('")` sets up a substring search per segment; `(` is rare.
+    let Some(open) = segment.as_bytes().windows(2).position(|w| w == b"('") else {
         return Ok((segment, None));
     };
     let (name, rest) = segment.split_at(open);
@@ -178,10 +184,17 @@ fn check(segment: &str) -> Result<(), PathError> {
     if segment == "." || segment == ".." {
         return Err(PathError::DotSegment);
     }
-    if segment.contains(['/', '\\']) {
+    if segment.bytes().any(|b| b == b'/' || b == b'\\') {
         return Err(PathError::EncodedSeparator);
     }
-    if segment.chars().any(char::is_control) {
+    // For ASCII, `char::is_control` is `is_ascii_control`; byte by byte
+    // then, without decoding characters.
+    let control = if segment.is_ascii() {
+        segment.bytes().any(|b| b.is_ascii_control())
+    } else {
+        segment.chars().any(char::is_control)
+    };
+    if control {
         return Err(PathError::ControlCharacter);
     }
     Ok(())

@@ -8,8 +8,10 @@ use super::{auth, App, Peer};
 use crate::access::AuthFailure;
 use crate::broker::Caller;
 use crate::cache::Lookup;
+use crate::route::Route;
 use hyper::header::{AUTHORIZATION, HOST};
 use hyper::Request;
+use std::sync::{Mutex, PoisonError};
 
 /// What the access log line says about a request. The tenant is recorded
 /// only when the line will be written (it costs an allocation).
@@ -28,6 +30,64 @@ pub(super) struct Access {
     pub(super) method: Option<String>,
     pub(super) path: Option<String>,
     pub(super) bytes: Option<u64>,
+}
+
+/// A request's access line, written as it is dropped: once its answer is
+/// on its way (see [`Unwritten`]).
+#[derive(Debug)]
+pub(super) struct AccessLine {
+    pub(super) route: Route,
+    pub(super) status: u16,
+    /// Until the answer's head was ready.
+    pub(super) latency_us: u64,
+    pub(super) access: Access,
+}
+
+impl Drop for AccessLine {
+    fn drop(&mut self) {
+        let access = &self.access;
+        tracing::info!(
+            target: "tokenbroker::access",
+            route = self.route.label(),
+            status = self.status,
+            latency_us = self.latency_us,
+            // Absent (not "-") when the request named none.
+            account = access.account.as_deref(),
+            tenant = access.tenant.as_deref(),
+            cache = access.cache.map(Lookup::as_str),
+            reason = access.reason,
+            uid = access.uid,
+            method = access.method.as_deref(),
+            path = access.path.as_deref(),
+            bytes = access.bytes,
+            "request"
+        );
+    }
+}
+
+/// A connection's access lines not yet written. Formatting and writing a
+/// line costs as much as a tenth of a proxied GET (BENCHMARKS.md, "the
+/// gateway's own work"), so it is not done before the caller has its
+/// answer: the connection's task writes the lines after hyper has written
+/// the answers, as nginx logs after it sends, in the same task (a task of
+/// their own woke the other worker thread). Lines still here when the
+/// connection goes are written then: every request keeps its line.
+#[derive(Debug, Default)]
+pub(super) struct Unwritten(Mutex<Vec<AccessLine>>);
+
+impl Unwritten {
+    pub(super) fn push(&self, line: AccessLine) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
+    }
+
+    /// Writes the lines held (each writes itself as it is dropped).
+    pub(super) fn write(&self) {
+        let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        lines.clear();
+    }
 }
 
 impl Access {
@@ -114,4 +174,73 @@ pub(super) fn authenticate<B>(
         access.account = Some(caller.account_name().to_owned());
     }
     Ok(caller)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::budget::Conn;
+    use super::*;
+    use std::sync::Arc;
+
+    /// Where the test's log lines go.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Written {
+        fn lines(&self) -> Vec<String> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines().map(str::to_owned).collect()
+        }
+    }
+
+    fn line(status: u16) -> AccessLine {
+        AccessLine {
+            route: Route::Graph,
+            status,
+            latency_us: 42,
+            access: Access {
+                account: Some("svc".into()),
+                ..Access::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_line_waits_for_the_connection_and_none_is_lost_when_it_goes() {
+        let written = Written::default();
+        let sink = written.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let conn = Conn::default();
+            conn.answered(line(200));
+            conn.answered(line(403));
+            assert!(written.lines().is_empty(), "written before the answer");
+            conn.write_access_lines();
+            let lines = written.lines();
+            assert_eq!(lines.len(), 2, "{lines:?}");
+            assert!(lines[0].contains("status=200") && lines[1].contains("status=403"));
+            assert!(lines[0].contains("account=\"svc\"") && lines[0].contains("latency_us=42"));
+            conn.write_access_lines();
+            assert_eq!(written.lines().len(), 2, "each line once");
+            // A connection that goes with lines unwritten writes them.
+            conn.answered(line(502));
+            drop(conn);
+            let lines = written.lines();
+            assert_eq!(lines.len(), 3, "{lines:?}");
+            assert!(lines[2].contains("status=502"));
+        });
+    }
 }

@@ -12,6 +12,7 @@
 //! (the Unix socket's callers are never crowded out by TCP ones), and a
 //! connection idle longer than `server.idle_timeout` is closed.
 
+use super::access::{AccessLine, Unwritten};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -38,6 +39,8 @@ pub struct Conn {
     /// Its place in its budget (none for a connection outside one).
     budget: Weak<Budget>,
     id: u64,
+    /// Access lines of answered requests, written by the connection's task.
+    unwritten: Unwritten,
 }
 
 impl Default for Conn {
@@ -57,7 +60,19 @@ impl Conn {
             account: OnceLock::new(),
             budget,
             id,
+            unwritten: Unwritten::default(),
         }
+    }
+
+    /// Holds a request's access line until [`Conn::write_access_lines`].
+    pub(super) fn answered(&self, line: AccessLine) {
+        self.unwritten.push(line);
+    }
+
+    /// Writes the access lines of the requests answered since the last
+    /// call: the connection's task calls it after hyper has written.
+    pub(super) fn write_access_lines(&self) {
+        self.unwritten.write();
     }
 
     /// A request on it presented `account`'s credential: it can no longer

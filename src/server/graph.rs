@@ -299,14 +299,8 @@ where
             .await
             .map_err(|e| Refused::from(Failure::from(&e)))?;
         let token = &issued.grant.token.access_token;
-        let bearer = bearer(token.expose()).map_err(|_| {
-            Refused::from(Failure::new(
-                502,
-                "bad_token",
-                "the token from Entra is not a valid header value",
-            ))
-        })?;
-        let mut headers = forward::request_headers(&parts.headers, &bearer);
+        let bearer = bearer(token)?;
+        let mut headers = forward::request_headers(&parts.headers, bearer);
         let body = match (&held, streamed.take()) {
             (Some(bytes), _) => upstream::held(bytes.clone()),
             (None, Some(body)) => {
@@ -357,7 +351,7 @@ where
         .unwrap_or("localhost");
     let links = Links {
         graph_bases: &settings.bases,
-        gateway_base: format!("http://{host}/graph/{}", named.tenant),
+        gateway_base: ["http://", host, "/graph/", named.tenant].concat(),
     };
     Ok(rewrite(app, response, &links, max_rewrite).await)
 }
@@ -434,13 +428,7 @@ async fn look_up(
         .graph_token(caller, target.clone(), None)
         .await
         .map_err(|e| Refused::from(Failure::from(&e)))?;
-    let bearer = bearer(issued.grant.token.access_token.expose()).map_err(|_| {
-        Refused::from(Failure::new(
-            502,
-            "bad_token",
-            "the token from Entra is not a valid header value",
-        ))
-    })?;
+    let bearer = bearer(&issued.grant.token.access_token)?.clone();
     let path = GraphPath::parse(&format!(
         "/users/{}",
         percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
@@ -567,7 +555,7 @@ async fn rewrite(
         if json && !encoded {
             app.metrics.graph_rewrite_skipped();
         }
-        head.headers = forward::response_headers(&head.headers, false);
+        head.headers = forward::response_headers(std::mem::take(&mut head.headers), false);
         return Response::from_parts(head, body);
     }
     let (bytes, rest) = match read_at_most(body, max_rewrite_bytes).await {
@@ -576,13 +564,14 @@ async fn rewrite(
     };
     let Some(rest) = rest else {
         let rewritten = links.rewrite_json(&bytes);
-        head.headers = forward::response_headers(&head.headers, rewritten.is_some());
+        head.headers =
+            forward::response_headers(std::mem::take(&mut head.headers), rewritten.is_some());
         let bytes = rewritten.map_or(bytes, Bytes::from);
         return Response::from_parts(head, whole(bytes));
     };
     // Larger than we rewrite: what was read, then the rest, unchanged.
     app.metrics.graph_rewrite_skipped();
-    head.headers = forward::response_headers(&head.headers, false);
+    head.headers = forward::response_headers(std::mem::take(&mut head.headers), false);
     let first =
         futures_util::stream::once(
             async move { Ok::<_, BoxError>(hyper::body::Frame::data(bytes)) },
@@ -603,16 +592,37 @@ where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let mut buf = BytesMut::new();
+    // A page usually comes in one piece: that piece is kept as it is, and
+    // only a second one starts a buffer.
+    let mut read = Bytes::new();
+    let mut buf: Option<BytesMut> = None;
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.map_err(Into::into)?.into_data() {
-            buf.extend_from_slice(&data);
-            if buf.len() > limit {
-                return Ok((buf.freeze(), Some(body)));
+        let Ok(data) = frame.map_err(Into::into)?.into_data() else {
+            continue;
+        };
+        let len = match (&mut buf, read.is_empty()) {
+            (None, true) => {
+                read = data;
+                read.len()
             }
+            (None, false) => {
+                let mut joined = BytesMut::with_capacity(read.len() + data.len());
+                joined.extend_from_slice(&read);
+                joined.extend_from_slice(&data);
+                let len = joined.len();
+                buf = Some(joined);
+                len
+            }
+            (Some(joined), _) => {
+                joined.extend_from_slice(&data);
+                joined.len()
+            }
+        };
+        if len > limit {
+            return Ok((buf.map_or(read, BytesMut::freeze), Some(body)));
         }
     }
-    Ok((buf.freeze(), None))
+    Ok((buf.map_or(read, BytesMut::freeze), None))
 }
 
 /// Graph's answer broke off before the gateway had read what it needed.
@@ -636,12 +646,16 @@ fn invalid_token(body: &[u8]) -> bool {
         .is_some_and(|code| code == "InvalidAuthenticationToken")
 }
 
-/// `Authorization: Bearer <token>`, marked sensitive so no `Debug` of the
-/// headers shows it.
-fn bearer(token: &str) -> Result<HeaderValue, hyper::header::InvalidHeaderValue> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))?;
-    value.set_sensitive(true);
-    Ok(value)
+/// `Authorization: Bearer <token>` for Graph, marked sensitive so no
+/// `Debug` of the headers shows it.
+fn bearer(token: &crate::token::AccessToken) -> Result<&HeaderValue, Refused> {
+    token.bearer_header().ok_or_else(|| {
+        Refused::from(Failure::new(
+            502,
+            "bad_token",
+            "the token from Entra is not a valid header value",
+        ))
+    })
 }
 
 fn content_length<B>(req: &Request<B>) -> Option<u64> {

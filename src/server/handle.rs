@@ -2,12 +2,11 @@
 //! the broker's one question, and the answer mapped to HTTP, with one
 //! access-log line and one metric observation per request.
 
-use super::access::{authenticate, hosts_allowed, Access};
+use super::access::{authenticate, hosts_allowed, Access, AccessLine};
 use super::budget::Conn;
 use super::respond::{api_error, json, msi_error, Answer, Failure, TokenBody};
 use super::{admin, query, App, Peer};
 use crate::broker::{Issued, TokenError};
-use crate::cache::Lookup;
 use crate::route::Route;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response};
@@ -65,22 +64,12 @@ where
     let elapsed = ended.saturating_duration_since(started);
     app.metrics.http_request(route, status, elapsed);
     if access.enabled {
-        tracing::info!(
-            target: "tokenbroker::access",
-            route = route.label(),
+        conn.answered(AccessLine {
+            route,
             status,
-            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            // Absent (not "-") when the request named none.
-            account = access.account.as_deref(),
-            tenant = access.tenant.as_deref(),
-            cache = access.cache.map(Lookup::as_str),
-            reason = access.reason,
-            uid = access.uid,
-            method = access.method.as_deref(),
-            path = access.path.as_deref(),
-            bytes = access.bytes,
-            "request"
-        );
+            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            access,
+        });
     }
     answer
 }

@@ -355,6 +355,14 @@ pub(super) fn spawn_connection<I, S>(
             idle_timeout,
         } = ending;
         let conn = &ticket.conn;
+        // Each time hyper has done what it can (read requests, answered
+        // them, written the answers), the access lines of those answers.
+        let mut connection = std::pin::pin!(connection);
+        let connection = std::future::poll_fn(|cx| {
+            let polled = connection.as_mut().poll(cx);
+            conn.write_access_lines();
+            polled
+        });
         tokio::select! {
             // Slow or oversized request heads end here (hyper answers 431 or closes).
             ended = connection => if let Err(e) = ended {
