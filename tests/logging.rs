@@ -203,6 +203,40 @@ async fn no_secret_token_or_assertion_reaches_the_log() {
             .status,
         502
     );
+    // On a connection kept open, a request's access line is written once
+    // its answer is, not when the connection closes.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let healthz_lines = || {
+            let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+            log.lines()
+                .filter(|l| l.contains("tokenbroker::access") && l.contains("route=\"/healthz\""))
+                .count()
+        };
+        assert_eq!(healthz_lines(), 0);
+        let mut kept = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = kept.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while healthz_lines() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "no access line while the connection stays open"
+        );
+        drop(kept);
+    }
     server.stop().await;
 
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();

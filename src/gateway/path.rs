@@ -257,6 +257,10 @@ mod tests {
         assert_eq!(refused("/users/a\\b"), PathError::EncodedSeparator);
         assert_eq!(refused("/users/a%0ab"), PathError::ControlCharacter);
         assert_eq!(refused("/users/a%00"), PathError::ControlCharacter);
+        // DEL, and a C1 control (U+0085) outside ASCII.
+        assert_eq!(refused("/users/a%7F"), PathError::ControlCharacter);
+        assert_eq!(refused("/users/a%C2%85b"), PathError::ControlCharacter);
+        assert_eq!(refused("/users/\u{e9}%C2%9F"), PathError::ControlCharacter);
         assert_eq!(refused("/users/%zz"), PathError::BadEscape);
         assert_eq!(refused("/users/a%4"), PathError::BadEscape);
         assert_eq!(refused("/users/%ff"), PathError::NotUtf8);

@@ -67,11 +67,13 @@ impl Drop for AccessLine {
 
 /// A connection's access lines not yet written. Formatting and writing a
 /// line costs as much as a tenth of a proxied GET (BENCHMARKS.md, "the
-/// gateway's own work"), so it is not done before the caller has its
-/// answer: the connection's task writes the lines after hyper has written
-/// the answers, as nginx logs after it sends, in the same task (a task of
-/// their own woke the other worker thread). Lines still here when the
-/// connection goes are written then: every request keeps its line.
+/// gateway's own work"), so it is not done before the answer goes out: the
+/// connection's task writes the lines after the poll in which hyper queued
+/// and flushed the answers, as nginx logs after it sends (a streamed body,
+/// or one the socket could not take at once, may still be going out), in
+/// the same task (a task of their own woke the other worker thread). Lines
+/// still here when the connection goes are written then: every request
+/// keeps its line.
 #[derive(Debug, Default)]
 pub(super) struct Unwritten(Mutex<Vec<AccessLine>>);
 
@@ -83,7 +85,9 @@ impl Unwritten {
             .push(line);
     }
 
-    /// Writes the lines held (each writes itself as it is dropped).
+    /// Writes the lines held (each writes itself as it is dropped; only
+    /// the connection's own task takes this lock, so writing under it
+    /// keeps nobody waiting, and the list keeps its room for the next).
     pub(super) fn write(&self) {
         let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         lines.clear();

@@ -70,7 +70,7 @@ impl Conn {
     }
 
     /// Writes the access lines of the requests answered since the last
-    /// call: the connection's task calls it after hyper has written.
+    /// call: the connection's task calls it after each poll of hyper's.
     pub(super) fn write_access_lines(&self) {
         self.unwritten.write();
     }

@@ -757,18 +757,24 @@ mod tests {
         let (read, rest) = read_at_most(body, 1000).await.unwrap();
         assert_eq!(read.len(), 100);
         assert!(rest.is_none());
-        let chunks = futures_util::stream::iter((0..10).map(|_| {
-            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![
-                b'y';
-                100
-            ])))
-        }));
+        // Pieces of distinct bytes: what is read, and the rest, in order.
+        let piece = |i: u8| Bytes::from(vec![b'a' + i; 100]);
+        let chunks =
+            futures_util::stream::iter((0..10).map(move |i| {
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(piece(i)))
+            }));
         let (read, rest) = read_at_most(http_body_util::StreamBody::new(chunks), 250)
             .await
             .unwrap();
-        assert_eq!(read.len(), 300);
+        let whole: Vec<u8> = (0..10).flat_map(|i| vec![b'a' + i; 100]).collect();
+        assert_eq!(read, whole[..300]);
         let rest = rest.unwrap().collect().await.unwrap().to_bytes();
-        assert_eq!(rest.len(), 700);
+        assert_eq!(rest, whole[300..]);
+        // One piece is handed back as it came.
+        let one = piece(0);
+        let (read, rest) = read_at_most(Full::new(one.clone()), 1000).await.unwrap();
+        assert_eq!(read.as_ptr(), one.as_ptr());
+        assert!(rest.is_none());
         // A page that breaks off is an error, not a shorter page.
         let broken = futures_util::stream::iter(vec![
             Ok(hyper::body::Frame::data(Bytes::from_static(

@@ -355,30 +355,33 @@ pub(super) fn spawn_connection<I, S>(
             idle_timeout,
         } = ending;
         let conn = &ticket.conn;
-        // Each time hyper has done what it can (read requests, answered
-        // them, written the answers), the access lines of those answers.
-        let mut connection = std::pin::pin!(connection);
-        let connection = std::future::poll_fn(|cx| {
-            let polled = connection.as_mut().poll(cx);
-            conn.write_access_lines();
-            polled
-        });
-        tokio::select! {
-            // Slow or oversized request heads end here (hyper answers 431 or closes).
-            ended = connection => if let Err(e) = ended {
-                if e.is_timeout() {
-                    app.metrics.connection_rejected(listener, "header_timeout");
+        // The connection is dropped (closed) before its place is freed.
+        {
+            // After each poll of hyper's (it reads requests, answers them and
+            // flushes the answers), the access lines of the answers it queued.
+            let mut connection = std::pin::pin!(connection);
+            let connection = std::future::poll_fn(|cx| {
+                let polled = connection.as_mut().poll(cx);
+                conn.write_access_lines();
+                polled
+            });
+            tokio::select! {
+                // Slow or oversized request heads end here (hyper answers 431 or closes).
+                ended = connection => if let Err(e) = ended {
+                    if e.is_timeout() {
+                        app.metrics.connection_rejected(listener, "header_timeout");
+                    }
+                    tracing::debug!("connection ended: {e}");
+                },
+                // Displaced (counted when the new connection was admitted).
+                () = conn.close.notified() => tracing::debug!(listener, "connection displaced"),
+                () = conn.idle_for(idle_timeout) => {
+                    app.metrics.connection_rejected(listener, "idle");
+                    tracing::debug!(listener, "idle connection closed");
                 }
-                tracing::debug!("connection ended: {e}");
-            },
-            // Displaced (counted when the new connection was admitted).
-            () = conn.close.notified() => tracing::debug!(listener, "connection displaced"),
-            () = conn.idle_for(idle_timeout) => {
-                app.metrics.connection_rejected(listener, "idle");
-                tracing::debug!(listener, "idle connection closed");
             }
         }
-        // Dropping the connection closes it; dropping the ticket frees its place.
+        // Dropping the connection closed it; dropping the ticket frees its place.
         drop(ticket);
     });
 }

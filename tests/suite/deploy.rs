@@ -842,7 +842,7 @@ fn the_readme_covers_logging_upgrading_and_the_rollout_as_built() {
     };
     // Logging: the filter it shows names the target the server logs under.
     let logging = section("Logging");
-    let handler = std::fs::read_to_string(repo().join("src/server/handle.rs")).unwrap();
+    let handler = std::fs::read_to_string(repo().join("src/server/access.rs")).unwrap();
     assert!(handler.contains("target: \"tokenbroker::access\""));
     assert!(
         logging.contains("RUST_LOG=info,tokenbroker::access=warn"),
