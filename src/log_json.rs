@@ -252,8 +252,8 @@ impl<W: Write> Write for Escaped<'_, W> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::log_writer::Sink;
     use proptest::prelude::*;
-    use std::sync::{Arc, Mutex};
 
     /// A fixed time, so both formatters write the same timestamp.
     #[derive(Clone)]
@@ -265,36 +265,10 @@ mod tests {
         }
     }
 
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
-        type Writer = Lines;
-        fn make_writer(&'a self) -> Lines {
-            self.clone()
-        }
-    }
-
-    impl Lines {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
-
     /// What `emit` logs, through tracing-subscriber's JSON formatter and
     /// through [`JsonLines`].
     fn both(emit: impl Fn()) -> (String, String) {
-        let stock = Lines::default();
+        let stock = Sink::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
@@ -302,7 +276,7 @@ mod tests {
             .with_writer(stock.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, &emit);
-        let ours = Lines::default();
+        let ours = Sink::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .flatten_event(true)

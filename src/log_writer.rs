@@ -229,29 +229,41 @@ impl<W: Write + Send + 'static> Batched<W> {
     }
 }
 
+/// A writer tests read back (this module's, the JSON formatter's, the
+/// access lines'): every write, as one string.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Sink(Arc<Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        lock(&self.0).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl<'a> MakeWriter<'a> for Sink {
+    type Writer = Sink;
+    fn make_writer(&'a self) -> Sink {
+        self.clone()
+    }
+}
+
+#[cfg(test)]
+impl Sink {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(lock(&self.0).clone()).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A sink the test reads: every write, as one string.
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            lock(&self.0).extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Sink {
-        fn text(&self) -> String {
-            String::from_utf8(lock(&self.0).clone()).unwrap()
-        }
-    }
 
     fn line<W: Write + Send + 'static>(b: &Batched<W>, level: Level, text: &str) {
         let mut w = b.line(level <= Level::WARN);

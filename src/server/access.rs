@@ -184,27 +184,10 @@ pub(super) fn authenticate<B>(
 mod tests {
     use super::super::budget::Conn;
     use super::*;
-    use std::sync::Arc;
+    use crate::log_writer::Sink;
 
-    /// Where the test's log lines go.
-    #[derive(Clone, Default)]
-    struct Written(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Written {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Written {
-        fn lines(&self) -> Vec<String> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            text.lines().map(str::to_owned).collect()
-        }
+    fn lines_of(written: &Sink) -> Vec<String> {
+        written.text().lines().map(str::to_owned).collect()
     }
 
     fn line(status: u16) -> AccessLine {
@@ -221,28 +204,27 @@ mod tests {
 
     #[test]
     fn a_line_waits_for_the_connection_and_none_is_lost_when_it_goes() {
-        let written = Written::default();
-        let sink = written.clone();
+        let written = Sink::default();
         let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
+            .with_writer(written.clone())
             .with_ansi(false)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             let conn = Conn::default();
             conn.answered(line(200));
             conn.answered(line(403));
-            assert!(written.lines().is_empty(), "written before the answer");
+            assert!(lines_of(&written).is_empty(), "written before the answer");
             conn.write_access_lines();
-            let lines = written.lines();
+            let lines = lines_of(&written);
             assert_eq!(lines.len(), 2, "{lines:?}");
             assert!(lines[0].contains("status=200") && lines[1].contains("status=403"));
             assert!(lines[0].contains("account=\"svc\"") && lines[0].contains("latency_us=42"));
             conn.write_access_lines();
-            assert_eq!(written.lines().len(), 2, "each line once");
+            assert_eq!(lines_of(&written).len(), 2, "each line once");
             // A connection that goes with lines unwritten writes them.
             conn.answered(line(502));
             drop(conn);
-            let lines = written.lines();
+            let lines = lines_of(&written);
             assert_eq!(lines.len(), 3, "{lines:?}");
             assert!(lines[2].contains("status=502"));
         });
