@@ -11,7 +11,6 @@ use crate::cache::Lookup;
 use crate::route::Route;
 use hyper::header::{AUTHORIZATION, HOST};
 use hyper::Request;
-use std::sync::{Mutex, PoisonError};
 
 /// What the access log line says about a request. The tenant is recorded
 /// only when the line will be written (it costs an allocation).
@@ -33,7 +32,7 @@ pub(super) struct Access {
 }
 
 /// A request's access line, written as it is dropped: once its answer is
-/// on its way (see [`Unwritten`]).
+/// on its way (see `Conn::answered`).
 #[derive(Debug)]
 pub(super) struct AccessLine {
     pub(super) route: Route,
@@ -62,35 +61,6 @@ impl Drop for AccessLine {
             bytes = access.bytes,
             "request"
         );
-    }
-}
-
-/// A connection's access lines not yet written. Formatting and writing a
-/// line costs as much as a tenth of a proxied GET (BENCHMARKS.md, "the
-/// gateway's own work"), so it is not done before the answer goes out: the
-/// connection's task writes the lines after the poll in which hyper queued
-/// and flushed the answers, as nginx logs after it sends (a streamed body,
-/// or one the socket could not take at once, may still be going out), in
-/// the same task (a task of their own woke the other worker thread). Lines
-/// still here when the connection goes are written then: every request
-/// keeps its line.
-#[derive(Debug, Default)]
-pub(super) struct Unwritten(Mutex<Vec<AccessLine>>);
-
-impl Unwritten {
-    pub(super) fn push(&self, line: AccessLine) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(line);
-    }
-
-    /// Writes the lines held (each writes itself as it is dropped; only
-    /// the connection's own task takes this lock, so writing under it
-    /// keeps nobody waiting, and the list keeps its room for the next).
-    pub(super) fn write(&self) {
-        let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        lines.clear();
     }
 }
 

@@ -12,7 +12,7 @@
 //! (the Unix socket's callers are never crowded out by TCP ones), and a
 //! connection idle longer than `server.idle_timeout` is closed.
 
-use super::access::{AccessLine, Unwritten};
+use super::access::AccessLine;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -40,7 +40,7 @@ pub struct Conn {
     budget: Weak<Budget>,
     id: u64,
     /// Access lines of answered requests, written by the connection's task.
-    unwritten: Unwritten,
+    unwritten: Mutex<Vec<AccessLine>>,
 }
 
 impl Default for Conn {
@@ -60,19 +60,37 @@ impl Conn {
             account: OnceLock::new(),
             budget,
             id,
-            unwritten: Unwritten::default(),
+            unwritten: Mutex::new(Vec::new()),
         }
     }
 
     /// Holds a request's access line until [`Conn::write_access_lines`].
+    ///
+    /// Formatting and writing a line costs as much as a tenth of a proxied
+    /// GET (BENCHMARKS.md, "the gateway's own work"), so it is not done
+    /// before the answer goes out: the connection's task writes the lines
+    /// after the poll in which hyper queued and flushed the answers, as
+    /// nginx logs after it sends (a streamed body, or one the socket could
+    /// not take at once, may still be going out), in the same task (a task
+    /// of their own woke the other worker thread). Lines still held when
+    /// the connection goes are written then: every request keeps its line.
     pub(super) fn answered(&self, line: AccessLine) {
-        self.unwritten.push(line);
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(line);
     }
 
     /// Writes the access lines of the requests answered since the last
-    /// call: the connection's task calls it after each poll of hyper's.
+    /// call (each writes itself as it is dropped): the connection's task
+    /// calls it after each poll of hyper's. Only that task takes the lock,
+    /// so writing under it keeps nobody waiting, and the list keeps its
+    /// room for the next.
     pub(super) fn write_access_lines(&self) {
-        self.unwritten.write();
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// A request on it presented `account`'s credential: it can no longer
