@@ -46,10 +46,11 @@ impl Links<'_> {
         if !may_hold_links(body) {
             return None;
         }
-        // UTF-8 checked once for the whole body (members the rewrite skips
-        // are not checked on their own), then parsed as text.
-        let text = std::str::from_utf8(body).ok()?;
-        let top: Members<'_> = serde_json::from_str(text).ok()?;
+        // Parsed as bytes: the members the rewrite reads (names, links) are
+        // checked as UTF-8, the ones it skips are not, so one bad byte in a
+        // message body does not leave the page's links pointing at Graph
+        // for a caller whose parser replaces bad bytes (JavaScript's does).
+        let top: Members<'_> = serde_json::from_slice(body).ok()?;
         let mut edits = Vec::new();
         self.page_links(body, &top, &mut edits);
         for (_, responses) in top.0.iter().filter(|(k, _)| *k == Key::Responses) {
@@ -354,6 +355,19 @@ mod tests {
             br#"{"id":"AAMk","subject":"Links and responses","body":{"content":"see \"x\""}}"#;
         assert!(!may_hold_links(message));
         assert_eq!(links().rewrite_json(message), None);
+    }
+
+    #[test]
+    fn a_bad_utf8_byte_in_a_skipped_member_does_not_stop_the_rewrite() {
+        let l = links();
+        let page = b"{\"value\":[{\"subject\":\"caf\xE9\"}],\"@odata.nextLink\":\"https://graph.microsoft.com/v1.0/users/a/messages?$skip=1\"}";
+        let out = l.rewrite_json(page).unwrap();
+        let expected = b"{\"value\":[{\"subject\":\"caf\xE9\"}],\"@odata.nextLink\":\"http://localhost:8765/graph/contoso/v1.0/users/a/messages?$skip=1\"}";
+        assert_eq!(out, expected.to_vec(), "{}", String::from_utf8_lossy(&out));
+        // A bad byte in a link itself fails the parse: nothing is rewritten
+        // (the caller's parser refuses the link, or gets a broken one).
+        let bad_link = b"{\"@odata.nextLink\":\"https://graph.microsoft.com/v1.0/\xFF\"}";
+        assert_eq!(l.rewrite_json(bad_link), None);
     }
 
     #[test]
