@@ -14,10 +14,10 @@
 //!
 //!    The same for a streamed small GET, a message's 4 KiB `$value`, which
 //!    the gateway passes on chunked as it arrives (`--streamed` requests a
-//!    round, 1,000 by default; 0 skips it). A
-//!    streamed answer ends with a small write (the chunked terminator) that
-//!    Nagle's algorithm held for the caller's delayed ACK, 40 ms, until
-//!    accepted connections set `TCP_NODELAY`. Target: 150 µs, as above.
+//!    round, 1,000 by default; 0 skips it). A streamed answer ends with a
+//!    small write (the chunked terminator) that Nagle's algorithm held for
+//!    the caller's delayed ACK, 40 ms, until accepted connections set
+//!    `TCP_NODELAY`. Target: 150 µs, as above.
 //! 2. A 100 MiB `$value` download through the gateway, read and discarded as
 //!    it arrives: the broker's peak RSS is reset (`/proc/PID/clear_refs`)
 //!    before, and its growth is VmHWM after − VmRSS before. Target: at most
@@ -31,9 +31,9 @@
 //!    offers it; the stand-in speaks HTTP/1.1, so here a pool of those).
 //!
 //! `cargo bench --bench gateway` (options: `-- --requests N --rounds R
-//! --streamed N --downloads D --connections C --seconds S --no-access-log`, `--seconds 0`
-//! skips the throughput; by default
-//! the broker logs as shipped, `info` with an access line per request).
+//! --streamed N --downloads D --connections C --seconds S --no-access-log`,
+//! `--seconds 0` skips the throughput; by default the broker logs as
+//! shipped, `info` with an access line per request).
 //! nginx (`nginx-light`) and wrk are used when installed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -214,8 +214,8 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
     tokio::pin!(shutdown);
     loop {
         let (stream, peer): (Stream, Peer) = tokio::select! {
-            accepted = tcp.accept() => match accepted {
-                Ok((s, _)) => (Stream::Tcp(without_nagle(s)), Peer::Tcp),
+            accepted = accept_tcp(Some(&tcp)) => match accepted {
+                Ok(s) => (Stream::Tcp(s), Peer::Tcp),
                 Err(e) => { accept_failed(e).await; continue }
             },
             accepted = accept_unix(unix.as_ref().map(|(l, _)| l)) => match accepted {
@@ -226,7 +226,7 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
                 Err(e) => { accept_failed(e).await; continue }
             },
             accepted = accept_tcp(metrics.as_ref()) => match accepted {
-                Ok(s) => (Stream::Tcp(without_nagle(s)), Peer::Metrics),
+                Ok(s) => (Stream::Tcp(s), Peer::Metrics),
                 Err(e) => { accept_failed(e).await; continue }
             },
             accepted = accept_unix(admin.as_ref().map(|(l, _)| l)) => match accepted {
@@ -293,20 +293,6 @@ pub async fn run(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Outp
             tracing::warn!(timeout = ?server.shutdown_timeout.0, "requests still in flight at the shutdown timeout; closing them");
         }
     }
-}
-
-/// An accepted TCP connection that sends each write at once. hyper writes
-/// a held answer in one write, but a streamed one (a download, a page too
-/// big to rewrite) ends with a small piece, the last chunk or the chunked
-/// terminator, which Nagle's algorithm would hold until the caller ACKs
-/// the piece before, and a delayed ACK puts that off by up to 40 ms. nginx
-/// turns it off too (`tcp_nodelay on`), as the gateway's client to Graph does.
-pub(super) fn without_nagle(s: tokio::net::TcpStream) -> tokio::net::TcpStream {
-    if let Err(e) = s.set_nodelay(true) {
-        // The connection still works, only answers may end later.
-        tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
-    }
-    s
 }
 
 pub(super) enum Stream {
@@ -409,13 +395,25 @@ pub(super) async fn accept_unix(
     }
 }
 
+/// The next connection on a TCP listener (`None`: never), set to send
+/// each write at once. hyper writes a held answer in one write, but a
+/// streamed one (a download, a page too big to rewrite) ends with a small
+/// piece, the last chunk or the chunked terminator, which Nagle's algorithm
+/// would hold until the caller ACKs the piece before, and a delayed ACK puts
+/// that off by up to 40 ms. nginx turns it off too (`tcp_nodelay on`), as
+/// the gateway's client to Graph does.
 pub(super) async fn accept_tcp(
     listener: Option<&TcpListener>,
 ) -> io::Result<tokio::net::TcpStream> {
-    match listener {
-        Some(l) => l.accept().await.map(|(s, _)| s),
+    let s = match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s)?,
         None => std::future::pending().await,
+    };
+    if let Err(e) = s.set_nodelay(true) {
+        // The connection still works, only answers may end later.
+        tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
     }
+    Ok(s)
 }
 
 /// Accept errors (out of file descriptors, …) are logged once a minute
@@ -442,7 +440,7 @@ fn accept_remedy(e: &io::Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::without_nagle;
+    use super::accept_tcp;
 
     #[tokio::test]
     async fn accepted_tcp_connections_send_each_write_at_once() {
@@ -450,11 +448,13 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (_client, accepted) =
-            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-        let (stream, _) = accepted.expect("accept");
-        // The kernel's default, which the broker must not keep.
-        assert!(!stream.nodelay().expect("nodelay"));
-        assert!(without_nagle(stream).nodelay().expect("nodelay"));
+        let (client, accepted) = tokio::join!(
+            tokio::net::TcpStream::connect(addr),
+            accept_tcp(Some(&listener))
+        );
+        // The kernel's default (the client's side), which the broker's
+        // side of the connection must not keep.
+        assert!(!client.expect("connect").nodelay().expect("nodelay"));
+        assert!(accepted.expect("accept").nodelay().expect("nodelay"));
     }
 }
