@@ -166,11 +166,15 @@ async fn a_reader_never_sees_a_partial_or_expired_token_while_refreshes_replace_
         .iter()
         .all(|f| f["last_error"].is_null() && f["last_written_at"].is_u64()));
     assert!(!status.to_string().contains(&token));
+    // Counted just after the file is in place, so the last write's count
+    // may trail the file the test saw.
+    let successes = "tokenbroker_token_file_writes_total{result=\"success\"}";
     assert!(
-        metric(
-            &server,
-            "tokenbroker_token_file_writes_total{result=\"success\"}"
-        ) >= 10.0
+        common::eventually(Duration::from_secs(3), || metric(&server, successes)
+            >= 10.0)
+        .await,
+        "{} successful writes",
+        metric(&server, successes)
     );
     assert_eq!(
         metric(
