@@ -46,10 +46,11 @@ impl Links<'_> {
         if !may_hold_links(body) {
             return None;
         }
-        // Parsed as bytes: the members the rewrite reads (names, links) are
-        // checked as UTF-8, the ones it skips are not, so one bad byte in a
-        // message body does not leave the page's links pointing at Graph
-        // for a caller whose parser replaces bad bytes (JavaScript's does).
+        // Parsed as bytes: the members the rewrite reads (names, links, and
+        // a `$batch` answer's `responses` whole) are checked as UTF-8, the
+        // ones it skips are not, so one bad byte in a page's messages does
+        // not leave its links pointing at Graph for a caller whose parser
+        // replaces bad bytes (JavaScript's does).
         let top: Members<'_> = serde_json::from_slice(body).ok()?;
         let mut edits = Vec::new();
         self.page_links(body, &top, &mut edits);
