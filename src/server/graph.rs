@@ -600,23 +600,17 @@ where
         let Ok(data) = frame.map_err(Into::into)?.into_data() else {
             continue;
         };
-        let len = match (&mut buf, read.is_empty()) {
-            (None, true) => {
-                read = data;
-                read.len()
-            }
-            (None, false) => {
+        let len = if buf.is_none() && read.is_empty() {
+            read = data;
+            read.len()
+        } else {
+            let joined = buf.get_or_insert_with(|| {
                 let mut joined = BytesMut::with_capacity(read.len() + data.len());
                 joined.extend_from_slice(&read);
-                joined.extend_from_slice(&data);
-                let len = joined.len();
-                buf = Some(joined);
-                len
-            }
-            (Some(joined), _) => {
-                joined.extend_from_slice(&data);
-                joined.len()
-            }
+                joined
+            });
+            joined.extend_from_slice(&data);
+            joined.len()
         };
         if len > limit {
             return Ok((buf.map_or(read, BytesMut::freeze), Some(body)));
